@@ -1,0 +1,87 @@
+// The one typed configuration of a run: defaults, JSON loading, flag overrides and validation.
+// Every field is declared once in config.cpp's field table; the CLI, JSON files and checkpoints
+// all go through that table, so unknown keys and wrong types are errors everywhere alike.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ouroboros {
+
+// Shape letters used across the code base:
+//   B batch, T time (block_size), C channels (n_embd), V vocabulary, L layers, K modules, W workers.
+struct ModelConfig {
+  std::string model = "gpt";  // model family; "gpt" is the GPT-2 style decoder
+  int64_t n_layer = 4;        // L, Transformer blocks
+  int64_t n_head = 4;         // attention heads; n_embd must be divisible by it
+  int64_t n_embd = 128;       // C, residual stream width
+  int64_t block_size = 128;   // T, context length in tokens
+  int64_t vocab_size = 0;     // V; 0 = taken from the tokenizer
+  double dropout = 0.0;       // dropout probability on attention/residual paths
+};
+
+struct DataConfig {
+  std::string data = "fortunes";  // path of a file or directory; ignored by format "fortunes"
+  std::string format = "auto";    // auto | text | enwik8 | text8 | wikitext103 | fortunes
+  std::string tokenizer = "auto"; // auto | byte | char | word
+};
+
+struct TrainConfig {
+  int64_t steps = 600;             // training iterations (ticks)
+  int64_t batch_size = 8;          // B, sequences per step
+  std::string optimizer = "adam";  // sgd | adam | adamw
+  double lr = 1e-3;                // peak learning rate
+  double min_lr = 1e-4;            // learning rate at the end of the cosine decay
+  int64_t warmup_steps = 50;       // linear learning-rate warm-up, in steps
+  std::string schedule = "cosine";  // cosine | constant
+  double momentum = 0.9;           // SGD momentum
+  double beta1 = 0.9;              // Adam beta1
+  double beta2 = 0.999;            // Adam beta2
+  double eps = 1e-8;               // Adam epsilon
+  double weight_decay = 0.0;       // on matrices and embeddings only (not biases, LayerNorm)
+  double grad_clip = 1.0;          // max global gradient norm per update; 0 disables
+  int64_t seed = 1337;             // seeds initialisation, batches and dropout
+  int64_t threads = 1;             // libtorch intra-op threads (per worker)
+  int64_t eval_interval = 200;     // evaluate every N steps; 0 = only at the end
+  int64_t eval_batches = 0;        // limit periodic evaluation to N batches; 0 = whole split
+  int64_t log_interval = 10;       // progress line every N steps
+  std::string out_dir = "runs/default";  // checkpoints and metrics go here
+  int64_t checkpoint_interval = 0;       // also checkpoint every N steps; 0 = only at the end
+  std::string metrics = "";              // JSONL metrics file; "" = <out_dir>/metrics.jsonl
+};
+
+struct EngineConfig {
+  int64_t modules = 1;               // K; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers
+  std::string partition = "auto";    // even | auto | a1,a2,... (block boundaries)
+  int64_t sync_warmup = 0;           // first M ticks run synchronously (no delay)
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  EngineConfig engine;
+
+  nlohmann::json to_json() const;
+  // Applies a JSON object over this config; throws ConfigError on unknown keys or wrong types.
+  void merge_json(const nlohmann::json& j);
+  // Sets one field from its textual form (a command-line value); key is "section.name".
+  void set_from_string(const std::string& key, const std::string& value);
+  // Throws ConfigError naming the offending value when the config is impossible.
+  void validate() const;
+};
+
+// One entry of the field table: what the CLI and docs show.
+struct ConfigField {
+  std::string key;   // "model.n_layer"
+  std::string flag;  // "--n-layer"
+  std::string help;  // one line
+};
+const std::vector<ConfigField>& config_fields();
+
+Config load_config_file(const std::string& path);
+
+}  // namespace ouroboros

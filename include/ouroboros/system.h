@@ -1,0 +1,26 @@
+// Facts about the machine a run needs to report: BLAS speed, memory, threads.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ouroboros {
+
+// Measures a 256x256 single-precision matrix multiply at one thread and names the loaded BLAS.
+struct BlasReport {
+  double gflops = 0.0;
+  std::string library;  // path of the loaded libblas / libopenblas / libmkl, or "unknown"
+  bool slow() const { return gflops < 10.0; }
+};
+BlasReport check_blas();
+// One line if BLAS is slow (reference BLAS), else "". The fix: install libopenblas0-openmp.
+std::string blas_warning(const BlasReport& r);
+// Peak single-thread float matrix-multiply rate (GFLOP/s) on n x n matrices: the bench's peak.
+double measure_matmul_gflops(int64_t n, int threads, double seconds = 0.5);
+
+// Peak resident set size of this process in MiB.
+double peak_rss_mib();
+// "1m32s", "45s", "2h03m".
+std::string format_duration(double seconds);
+
+}  // namespace ouroboros

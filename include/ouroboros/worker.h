@@ -1,0 +1,91 @@
+// One Ouroboros worker: the modules it holds, their weights and in-flight batches, its optimizer,
+// and the executor that walks its row of the schedule one tick at a time.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "ouroboros/config.h"
+#include "ouroboros/model.h"
+#include "ouroboros/optim.h"
+#include "ouroboros/partition.h"
+#include "ouroboros/schedule.h"
+#include "ouroboros/trainer.h"
+#include "ouroboros/transport.h"
+
+namespace ouroboros {
+
+// The batches a tick may touch: ops on a batch outside [start, horizon) are skipped. start is
+// where the pipeline last (re)started (tick 0, end of synchronous warm-up, a drain); horizon is
+// the first batch not forwarded (no limit while training, the last tick + 1 while draining).
+struct TickWindow {
+  int64_t tick = 0;
+  int64_t start = 0;
+  int64_t horizon = std::numeric_limits<int64_t>::max();
+  double lr = 0.0;
+  bool synchronous = false;  // no delay: every module uses the live weights
+};
+
+// The parameter names a worker holds, in the model's order (V once on worker 0).
+std::vector<std::string> worker_param_names(const GPT& model, const Partition& partition,
+                                            const ParamSet& all, int64_t worker);
+
+class Worker {
+ public:
+  // all: every parameter of the model; the worker keeps (and updates in place) its own subset.
+  Worker(const GPT& model, const Partition& partition, int64_t rank, const ParamSet& all,
+         const Config& cfg, Transport& transport);
+
+  // Walks this worker's ops of one tick. batch/on_loss are used by worker 0 only.
+  void run_tick(const Schedule& schedule, const TickWindow& w, const BatchFn* batch,
+                const LossFn* on_loss);
+
+  int64_t rank() const { return rank_; }
+  const ParamSet& params() const { return params_; }
+  Optimizer& optimizer() { return optimizer_; }
+  // Batches of module k held at once, at most, since construction.
+  int64_t peak_in_flight(int64_t k) const { return peak_in_flight_.at(k); }
+  // Batches still waiting for their backward (0 after a drain).
+  int64_t in_flight() const;
+  std::vector<int64_t> modules() const;
+  at::Generator& generator(int64_t k) { return contexts_.at(k).generator.value(); }
+
+ private:
+  struct InFlight {
+    ParamSet version;  // the weights the forward used
+    bool snapshot;     // version is a copy (delay > 0), so its gradients move to the live weights
+    Tensor input;      // leaf for the module's input (undefined for module 1)
+    Tensor output;     // hidden state, or the loss for module K
+  };
+  using LocalKey = std::tuple<bool, int64_t, int64_t>;  // error?, boundary, batch
+
+  void forward(int64_t k, int64_t batch, const TickWindow& w, const BatchFn* batch_fn,
+               const LossFn* on_loss);
+  void backward(int64_t k, int64_t batch);
+  void update(double lr);
+  Tensor take_local(const LocalKey& key);
+  at::IntArrayRef message_shape() const { return message_shape_; }
+
+  const GPT& model_;
+  const Partition& partition_;
+  int64_t rank_;
+  TrainConfig train_cfg_;
+  Transport& transport_;
+  ParamSet params_;  // live weights of every module here
+  Optimizer optimizer_;
+  std::map<int64_t, ParamSet> module_params_;          // k -> live weights of module k
+  std::map<int64_t, std::map<int64_t, InFlight>> in_flight_;  // k -> batch -> record
+  std::map<int64_t, ForwardContext> contexts_;         // k -> dropout generator
+  std::map<int64_t, int64_t> peak_in_flight_;
+  std::map<int64_t, Tensor> targets_;                  // batch -> y, for module K
+  std::map<LocalKey, Tensor> mailbox_;
+  std::vector<int64_t> message_shape_;
+};
+
+}  // namespace ouroboros

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ouroboros needs, skipping those already present.
+set -euo pipefail
+
+packages=(
+  g++ cmake make pkg-config
+  libtorch-dev libgloo-dev libopenblas0-openmp
+  libgtest-dev googletest
+  libcli11-dev nlohmann-json3-dev
+  python3-torch python3-numpy
+  gnuplot-nox
+  fortunes fortunes-min
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

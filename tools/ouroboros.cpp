@@ -1,0 +1,184 @@
+// The command-line program: thin wrappers over library calls. Errors become one line on stderr and
+// a non-zero exit.
+#include <CLI/CLI.hpp>
+
+#include <iomanip>
+#include <iostream>
+#include <map>
+
+#include "ouroboros/checkpoint.h"
+#include "ouroboros/config.h"
+#include "ouroboros/engine.h"
+#include "ouroboros/errors.h"
+#include "ouroboros/generate.h"
+#include "ouroboros/system.h"
+#include "ouroboros/trainer.h"
+
+using namespace ouroboros;
+
+namespace {
+
+// Every config field as a flag; values stay text until applied through the field table.
+struct ConfigFlags {
+  std::string config_file;
+  std::map<std::string, std::string> values;  // key -> text
+  std::map<std::string, CLI::Option*> options;
+
+  void add_to(CLI::App& app, const std::vector<std::string>& sections) {
+    app.add_option("--config", config_file, "JSON config file; flags override it");
+    Config defaults;
+    nlohmann::json d = defaults.to_json();
+    for (const auto& f : config_fields()) {
+      const std::string section = f.key.substr(0, f.key.find('.'));
+      if (std::find(sections.begin(), sections.end(), section) == sections.end()) continue;
+      const nlohmann::json& def = d[section][f.key.substr(f.key.find('.') + 1)];
+      std::string shown = def.is_string() ? def.get<std::string>() : def.dump();
+      options[f.key] = app.add_option(f.flag, values[f.key], f.help + " [" + shown + "]");
+    }
+  }
+  // base <- config file <- flags given on the command line.
+  Config apply(Config base) const {
+    if (!config_file.empty()) {
+      std::ifstream in(config_file);
+      if (!in) throw ConfigError("config file not found: " + config_file);
+      nlohmann::json j;
+      try {
+        in >> j;
+      } catch (const nlohmann::json::exception& e) {
+        throw ConfigError("config file " + config_file + " is not valid JSON: " + e.what());
+      }
+      base.merge_json(j);
+    }
+    for (const auto& [key, opt] : options) {
+      if (opt->count() > 0) base.set_from_string(key, values.at(key));
+    }
+    return base;
+  }
+};
+
+int cmd_train(const ConfigFlags& flags, const std::string& resume) {
+  Config base;
+  if (!resume.empty()) base = load_checkpoint(resume).config;
+  Config cfg = flags.apply(base);
+  TrainOptions opts;
+  opts.resume = resume;
+  TrainResult r = train(cfg, opts);
+  (void)r;
+  return 0;
+}
+
+int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::string& split,
+             bool json_out, int64_t batch) {
+  Checkpoint ck = load_checkpoint(path);
+  Config cfg = flags.apply(ck.config);
+  at::set_num_threads(static_cast<int>(cfg.train.threads));
+  Dataset ds = load_dataset(cfg.data.data, cfg.data.format, ck.tokenizer);
+  GPT model(ck.config.model);
+  std::vector<std::string> splits = split == "all" ? std::vector<std::string>{"train", "valid", "test"}
+                                                   : std::vector<std::string>{split};
+  nlohmann::json out = nlohmann::json::object();
+  const bool chars = ck.tokenizer.is_character_level();
+  for (const auto& name : splits) {
+    EvalResult r = evaluate(model, ck.model, ds.split(name), batch);
+    nlohmann::json j = {{"split", name}, {"loss", r.loss}, {"tokens", r.tokens}};
+    if (chars) {
+      j["bpc"] = r.bpc();
+    } else {
+      j["perplexity"] = r.perplexity();
+    }
+    if (json_out) {
+      out[name] = j;
+    } else {
+      std::cout << std::fixed << std::setprecision(4) << name << ": loss " << r.loss
+                << (chars ? " | bpc " : " | ppl ") << (chars ? r.bpc() : r.perplexity()) << " | "
+                << r.tokens << " tokens" << std::endl;
+    }
+  }
+  if (json_out) std::cout << (splits.size() == 1 ? out[splits[0]] : out).dump() << std::endl;
+  return 0;
+}
+
+int cmd_generate(const std::string& path, const SampleOptions& opts) {
+  Checkpoint ck = load_checkpoint(path);
+  GPT model(ck.config.model);
+  std::cout << generate(model, ck.model, ck.tokenizer, opts) << std::endl;
+  return 0;
+}
+
+int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
+  Config cfg = flags.apply(Config{});
+  if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 256;
+  cfg.validate();
+  Plan plan = make_plan(cfg);
+  std::cout << plan.summary() << "\nfirst " << ticks << " ticks:\n"
+            << plan.delayed.grid(ticks);
+  return 0;
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ouroboros: Transformer language models trained with the Ouroboros model-parallel "
+               "algorithm (delayed gradients, K modules on K-1 workers)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(OUROBOROS_VERSION));
+
+  auto* train_cmd = app.add_subcommand("train", "train a model (K = 1: backprop; K >= 2: Ouroboros)");
+  ConfigFlags train_flags;
+  train_flags.add_to(*train_cmd, {"model", "data", "train", "engine"});
+  std::string resume;
+  train_cmd->add_option("--resume", resume, "continue from this checkpoint");
+
+  auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint: loss, bpc or perplexity");
+  std::string eval_ckpt, split = "test";
+  bool json_out = false;
+  int64_t eval_batch = 16;
+  eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file")->required();
+  ConfigFlags eval_flags;
+  eval_flags.add_to(*eval_cmd, {"data"});
+  eval_cmd->add_option("--split", split, "train | valid | test | all [test]")
+      ->check(CLI::IsMember({"train", "valid", "test", "all"}));
+  eval_cmd->add_flag("--json", json_out, "print one JSON object");
+  eval_cmd->add_option("--batch", eval_batch, "windows per forward pass [16]")
+      ->check(CLI::PositiveNumber);
+
+  auto* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint");
+  std::string gen_ckpt;
+  SampleOptions sample;
+  gen_cmd->add_option("--checkpoint", gen_ckpt, "checkpoint file")->required();
+  gen_cmd->add_option("--prompt", sample.prompt, "text to continue");
+  gen_cmd->add_option("--tokens", sample.tokens, "tokens to generate [200]");
+  gen_cmd->add_option("--temperature", sample.temperature, "sampling temperature [0.8]");
+  gen_cmd->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]");
+  gen_cmd->add_option("--seed", sample.seed, "sampling seed [1]");
+
+  auto* plan_cmd = app.add_subcommand("plan", "print the partition, schedule and cost estimate");
+  ConfigFlags plan_flags;
+  plan_flags.add_to(*plan_cmd, {"model", "train", "engine"});
+  int64_t ticks = 6;
+  plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (*train_cmd) return cmd_train(train_flags, resume);
+    if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch);
+    if (*gen_cmd) return cmd_generate(gen_ckpt, sample);
+    if (*plan_cmd) return cmd_plan(plan_flags, ticks);
+  } catch (const ouroboros::Error& e) {
+    std::cerr << "error: " << first_line(e.what()) << std::endl;
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << first_line(e.what_without_backtrace()) << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << first_line(e.what()) << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -123,6 +123,10 @@ int main(int argc, char** argv) {
   CLI::App app{"ouroboros: Transformer language models trained with the Ouroboros model-parallel "
                "algorithm (delayed gradients, K modules on K-1 workers)"};
   app.require_subcommand(1);
+  // Flag errors too are one line (CLI11's default adds a second "Run with --help" line).
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "error: " + first_line(e.what()) + " (hint: run with --help)\n";
+  });
   app.set_version_flag("--version", std::string(OUROBOROS_VERSION));
 
   auto* train_cmd = app.add_subcommand("train", "train a model (K = 1: backprop; K >= 2: Ouroboros)");

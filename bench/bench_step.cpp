@@ -13,6 +13,7 @@
 
 #include "ouroboros/config.h"
 #include "ouroboros/model.h"
+#include "ouroboros/engine.h"
 #include "ouroboros/system.h"
 #include "ouroboros/trainer.h"
 
@@ -78,6 +79,11 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", cfg.train.batch_size, "B");
   app.add_option("--vocab", cfg.model.vocab_size, "V");
   app.add_option("--modules", cfg.engine.modules, "K; 1 = reference trainer");
+  app.add_option("--partition", cfg.engine.partition, "even | auto | a1,a2,...");
+  bool whole = false;
+  app.add_flag("--whole", whole,
+               "time all steps in one run() call (mean per step); K > 1 needs it, since a call "
+               "ends with every worker idle");
   app.add_flag("--peak", peak, "measure the matrix-multiply peak instead");
   CLI11_PARSE(app, argc, argv);
 
@@ -108,23 +114,41 @@ int main(int argc, char** argv) {
 
     // One step per run() call: with K = 1 a call is exactly one forward, backward and update.
     std::vector<double> ms;
-    for (int t = 0; t < warmup + steps; ++t) {
+    if (whole) {
+      method->run(0, warmup, batch, on_loss);
       const auto start = Clock::now();
-      method->run(t, 1, batch, on_loss);
-      const double dt = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-      if (t >= warmup) ms.push_back(dt);
+      method->run(warmup, steps, batch, on_loss);
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count() /
+                   steps);
+    } else {
+      for (int t = 0; t < warmup + steps; ++t) {
+        const auto start = Clock::now();
+        method->run(t, 1, batch, on_loss);
+        const double dt = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+        if (t >= warmup) ms.push_back(dt);
+      }
     }
     const double step_ms = median(ms);
+    // Engine only: share of the timed run each worker spent blocked on the transport.
+    nlohmann::json waits = nlohmann::json::array();
+    if (auto* engine = dynamic_cast<ouroboros::OuroborosEngine*>(method.get())) {
+      for (int64_t w = 0; w < engine->plan().partition.num_workers(); ++w) {
+        waits.push_back(static_cast<double>(engine->transport(w).stats().wait_ns) / 1e6 /
+                        (step_ms * (warmup + steps)));
+      }
+    }
     const double tokens = static_cast<double>(B * T);
     std::cout << nlohmann::ordered_json{{"impl", "ouroboros"},
                                 {"threads", threads},
                                 {"modules", cfg.engine.modules},
+                                {"partition", cfg.engine.partition},
                                 {"ms_per_step", step_ms},
                                 {"tokens_per_s", tokens / (step_ms / 1e3)},
                                 {"gflops", step_flops(cfg) / (step_ms / 1e3) / 1e9},
                                 {"flop_per_step", step_flops(cfg)},
                                 {"peak_rss_mib", ouroboros::peak_rss_mib()},
-                                {"final_loss", last_loss}}
+                                {"final_loss", last_loss},
+                                {"transport_wait_share", waits}}
                      .dump()
               << std::endl;
   } catch (const std::exception& e) {

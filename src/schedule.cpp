@@ -59,16 +59,17 @@ std::vector<Op> worker0_ops(int64_t K, bool sync) {
           bwd(K, 0),          send_err(K - 1, 0, prev), update()};
 }
 
-// Middle module m (2..K-1) on worker m-1: the delayed order back-propagates the error that came
-// in during the previous tick first, then forwards this tick's batch.
+// Middle module m (2..K-1) on worker m-1: the delayed order forwards this tick's batch as soon as
+// it arrives (the forward chain is the critical path), then back-propagates the error that came
+// in during the previous tick while the batch travels on.
 std::vector<Op> middle_ops(int64_t K, int64_t m, bool sync) {
   const int64_t prev = module_worker(K, m - 1), next = module_worker(K, m + 1);
   if (sync)
     return {recv_act(m - 1, 0, prev), fwd(m, 0),  send_act(m, 0, next),
             recv_err(m, 0, next),     bwd(m, 0),  send_err(m - 1, 0, prev), update()};
   const int64_t d = K - m;
-  return {recv_err(m, d, next),     bwd(m, d),  send_err(m - 1, d, prev),
-          recv_act(m - 1, 0, prev), fwd(m, 0),  send_act(m, 0, next),     update()};
+  return {recv_act(m - 1, 0, prev), fwd(m, 0),  send_act(m, 0, next),
+          recv_err(m, d, next),     bwd(m, d),  send_err(m - 1, d, prev), update()};
 }
 
 // ---- parsing ----------------------------------------------------------------------------------

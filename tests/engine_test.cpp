@@ -263,9 +263,8 @@ TEST(Engine, TransportCarriesExactlyTheBoundaryTensors) {
   }
 }
 
-// Module k holds the batches between its forward and its delayed backward: K - k + 1 for the
-// modules on worker 0 (forward first); middle workers back-propagate before they forward, so
-// they hold K - k at once.
+// Module k holds the batches between its forward and its delayed backward: every worker forwards
+// before it back-propagates within a tick, so module k holds K - k + 1 batches at once.
 TEST(Engine, BatchesInFlightPerModule) {
   at::set_num_threads(1);
   const int64_t K = 4;
@@ -276,8 +275,8 @@ TEST(Engine, BatchesInFlightPerModule) {
   engine.run(0, 10, batch, [](int64_t, double) {});
   EXPECT_EQ(engine.worker(0).peak_in_flight(1), K);
   EXPECT_EQ(engine.worker(0).peak_in_flight(K), 1);
-  EXPECT_EQ(engine.worker(1).peak_in_flight(2), K - 2);
-  EXPECT_EQ(engine.worker(2).peak_in_flight(3), K - 3);
+  EXPECT_EQ(engine.worker(1).peak_in_flight(2), K - 2 + 1);
+  EXPECT_EQ(engine.worker(2).peak_in_flight(3), K - 3 + 1);
   EXPECT_EQ(engine.worker(0).in_flight(), K - 1);  // batches 7, 8, 9 await module 1's backward
   engine.drain();
   for (int64_t w = 0; w < K - 1; ++w) EXPECT_EQ(engine.worker(w).in_flight(), 0);

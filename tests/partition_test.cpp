@@ -165,14 +165,15 @@ TEST(CostModel, Relations) {
 }
 
 TEST(Partition, AutoMovesBlocksOffAnExpensiveHead) {
-  // Blocks cost 1, the head 3, K=3. With module sizes a, b, c the delayed schedule's tick is
-  // max(3a, 3b) + 3(c + 3) (w1's B2 then F2 run while w0 does F1 and B1, then F3 and B3), so the
-  // best cut leaves module 3 empty and splits the rest 3/3: tick 18 against even's 6 + 15 = 21.
+  // Blocks cost 1, the head 3, K=3, module sizes a, b, c. Worker 1 forwards then back-propagates
+  // module 2 (3b per tick); worker 0 runs F1, B1, F3, B3 (3a + 3(c + 3)). Worker 0's head work
+  // follows F2 on the critical path, so the best cut gives module 2 the blocks: a=1, b=5, c=0
+  // ticks max(15, 3 + 3 + 9) = 15, against even's (2, 2, 2): 6 + 15 = 21.
   const CostModel cost = flat_cost(6, 3.0);
   const Partition a = plan_partition(6, 3, "auto", cost);
-  EXPECT_EQ(a.boundaries, (Bounds{3, 6}));
+  EXPECT_EQ(a.boundaries, (Bounds{1, 6}));
   const Partition e = plan_partition(6, 3, "even", cost);
-  EXPECT_NEAR(simulate(build_schedule(a), a, cost).tick_time, 18.0, 1e-9);
+  EXPECT_NEAR(simulate(build_schedule(a), a, cost).tick_time, 15.0, 1e-9);
   EXPECT_NEAR(simulate(build_schedule(e), e, cost).tick_time, 21.0, 1e-9);
 }
 

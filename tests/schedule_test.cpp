@@ -41,14 +41,14 @@ TEST(Schedule, DelayedK2) {
 TEST(Schedule, DelayedK3) {
   EXPECT_EQ(schedule_for(3).to_string(),
             "w0: F1(t) >A1(t):w1 <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) >E2(t):w1 U\n"
-            "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n");
+            "w1: <A1(t):w0 F2(t) >A2(t):w0 <E2(t-1):w0 B2(t-1) >E1(t-1):w0 U\n");
 }
 
 TEST(Schedule, DelayedK4) {
   EXPECT_EQ(schedule_for(4).to_string(),
             "w0: F1(t) >A1(t):w1 <E1(t-3):w1 B1(t-3) <A3(t):w2 F4(t) B4(t) >E3(t):w2 U\n"
-            "w1: <E2(t-2):w2 B2(t-2) >E1(t-2):w0 <A1(t):w0 F2(t) >A2(t):w2 U\n"
-            "w2: <E3(t-1):w0 B3(t-1) >E2(t-1):w1 <A2(t):w1 F3(t) >A3(t):w0 U\n");
+            "w1: <A1(t):w0 F2(t) >A2(t):w2 <E2(t-2):w2 B2(t-2) >E1(t-2):w0 U\n"
+            "w2: <A2(t):w1 F3(t) >A3(t):w0 <E3(t-1):w0 B3(t-1) >E2(t-1):w1 U\n");
 }
 
 TEST(Schedule, SynchronousK3) {
@@ -65,8 +65,10 @@ TEST(Schedule, OpsAndShape) {
   EXPECT_EQ(s.num_workers, 4);
   ASSERT_EQ(s.workers.size(), 4u);
   EXPECT_EQ(s.workers[0][3], (Op{OpKind::Backward, 1, 4, -1}));
-  EXPECT_EQ(s.workers[2][0], (Op{OpKind::RecvErr, 3, 2, 3}));
-  EXPECT_EQ(s.workers[2][0].to_string(), "<E3(t-2):w3");
+  EXPECT_EQ(s.workers[2][0], (Op{OpKind::RecvAct, 2, 0, 1}));
+  EXPECT_EQ(s.workers[2][0].to_string(), "<A2(t):w1");
+  EXPECT_EQ(s.workers[2][3], (Op{OpKind::RecvErr, 3, 2, 3}));
+  EXPECT_EQ(s.workers[2][3].to_string(), "<E3(t-2):w3");
   EXPECT_EQ((Op{OpKind::Update, 0, 0, -1}).to_string(), "U");
 }
 
@@ -101,11 +103,11 @@ TEST(Schedule, GridK3) {
       "0     F1(0) >A1(0):w1 <A2(0):w1 F3(0) B3(0) >E2(0):w1 U                  "
       "<A1(0):w0 F2(0) >A2(0):w0 U\n"
       "1     F1(1) >A1(1):w1 <A2(1):w1 F3(1) B3(1) >E2(1):w1 U                  "
-      "<E2(0):w0 B2(0) >E1(0):w0 <A1(1):w0 F2(1) >A2(1):w0 U\n"
+      "<A1(1):w0 F2(1) >A2(1):w0 <E2(0):w0 B2(0) >E1(0):w0 U\n"
       "2     F1(2) >A1(2):w1 <E1(0):w1 B1(0) <A2(2):w1 F3(2) B3(2) >E2(2):w1 U  "
-      "<E2(1):w0 B2(1) >E1(1):w0 <A1(2):w0 F2(2) >A2(2):w0 U\n"
+      "<A1(2):w0 F2(2) >A2(2):w0 <E2(1):w0 B2(1) >E1(1):w0 U\n"
       "3     F1(3) >A1(3):w1 <E1(1):w1 B1(1) <A2(3):w1 F3(3) B3(3) >E2(3):w1 U  "
-      "<E2(2):w0 B2(2) >E1(2):w0 <A1(3):w0 F2(3) >A2(3):w0 U\n");
+      "<A1(3):w0 F2(3) >A2(3):w0 <E2(2):w0 B2(2) >E1(2):w0 U\n");
 }
 
 TEST(Schedule, GridK1) {

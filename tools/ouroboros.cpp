@@ -110,8 +110,8 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 256;
   cfg.validate();
   Plan plan = make_plan(cfg);
-  std::cout << plan.summary() << "\nfirst " << ticks << " ticks:\n"
-            << plan.delayed.grid(ticks);
+  std::cout << plan.summary();
+  if (ticks > 0) std::cout << "\nfirst " << ticks << " ticks:\n" << plan.delayed.grid(ticks);
   return 0;
 }
 

@@ -55,8 +55,9 @@ struct Schedule {
 
 // The Ouroboros schedule for a partition: worker 0 runs F1, sends A1, runs B1 on the error that
 // came back during the previous tick while the forward travels the ring, then FK, BK, sends
-// E(K-1), and updates. Middle workers back-propagate first (their error is a tick old) and then
-// forward. synchronous = plain backprop order through the same placement.
+// E(K-1), and updates. Middle workers forward batch t as soon as it arrives, then back-propagate
+// the error that came in during the previous tick. synchronous = plain backprop order through the
+// same placement.
 Schedule build_schedule(const Partition& partition, bool synchronous = false);
 
 struct SimResult {

@@ -3,12 +3,14 @@
 # threads, 1 intra-op thread each) training the same model on the fortunes corpus for the same
 # number of tokens. Reports the final validation loss of each (equal tokens) and each one's loss at
 # the wall-clock time Ouroboros finished (equal time). Writes bench/results/convergence.md.
-# Env: BUILD_DIR (default build), STEPS (default 400), PYTHON (default /usr/bin/python3).
+# Env: BUILD_DIR (default build), STEPS (default 400), LR (default 3e-4), PYTHON (default
+# /usr/bin/python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
 python="${PYTHON:-/usr/bin/python3}"
 steps="${STEPS:-400}"
+lr="${LR:-3e-4}"
 out=bench/results/convergence.md
 cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 bin="$build_dir/ouroboros"
@@ -16,19 +18,19 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 common=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --tokenizer byte
-        --steps "$steps" --lr 1e-3 --warmup-steps 50 --eval-interval 50 --eval-batches 32
+        --steps "$steps" --lr "$lr" --warmup-steps 50 --eval-interval 50 --eval-batches 32
         --log-interval 50 --threads 1 --seed 1337)
 echo "sequential backprop, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 1 --out-dir "$tmp/seq" | grep -E "^(step|eval)" >&2
 echo "Ouroboros K=3, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 3 --out-dir "$tmp/ouro" | grep -E "^(plan|module|step|eval)" >&2
 
-"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" <<'PY' | tee "$out"
+"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" <<'PY' | tee "$out"
 import json, math, subprocess, sys, datetime
 def evals(path):
     rows = [json.loads(l) for l in open(path)]
     return [r for r in rows if r.get("split") == "valid"]
-seq, ouro, steps = evals(sys.argv[1]), evals(sys.argv[2]), int(sys.argv[3])
+seq, ouro, steps, lr = evals(sys.argv[1]), evals(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 def at_time(rows, t):
     # The last evaluation finished by wall-clock time t.
     done = [r for r in rows if r["elapsed_s"] <= t + 1e-9]
@@ -43,7 +45,7 @@ cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
 ratio = ouro[-1]["loss"] / seq[-1]["loss"]
 print("# convergence\n")
-print(f"GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam lr 1e-3 (50 warm-up steps, cosine),")
+print(f"GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam lr {lr} (50 warm-up steps, cosine),")
 print(f"{steps} steps = {steps*8*128} training tokens of the fortunes corpus each; validation loss on")
 print("256 windows every 50 steps and the full valid split at the end. Sequential: 1 thread;")
 print("Ouroboros: K = 3 modules on 2 worker threads, 1 intra-op thread each.\n")

@@ -10,8 +10,8 @@ bin=build/ouroboros
 out=runs/demo
 
 $bin train --modules 3 --n-layer 6 --n-head 4 --n-embd 128 --block-size 128 --batch-size 8 \
-  --steps 1200 --lr 2e-3 --warmup-steps 100 --eval-interval 300 --eval-batches 20 \
-  --log-interval 50 --out-dir "$out" "$@"
+  --steps 1500 --lr 6e-4 --warmup-steps 100 --eval-interval 500 --eval-batches 20 \
+  --log-interval 100 --out-dir "$out" "$@"
 echo
 echo "== evaluation on the test split"
 $bin eval --checkpoint "$out/ckpt.pt" --split test

@@ -192,6 +192,19 @@ TEST(TrainerTest, ResumeIsExactWithSgdMomentum) {
   expect_exact_resume(cfg, dir.path());
 }
 
+// The engine drains its pipeline at a checkpoint (docs/DESIGN.md); the straight run drains at
+// the same tick, so resuming continues it exactly, dropout generators of every module included.
+TEST(TrainerTest, ResumeIsExactWithOuroboros) {
+  TempDir dir;
+  Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
+  cfg.engine.modules = 3;
+  cfg.model.dropout = 0.1;
+  expect_exact_resume(cfg, dir.path() / "k3");
+  cfg.engine.modules = 4;
+  cfg.engine.sync_warmup = 3;
+  expect_exact_resume(cfg, dir.path() / "k4");
+}
+
 TEST(TrainerTest, ResumeIsExactWithDropout) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());

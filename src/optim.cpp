@@ -67,6 +67,16 @@ void Optimizer::zero_grad() {
   }
 }
 
+bool Optimizer::apply(double lr, double max_norm) {
+  bool any = false;
+  for (const auto& p : params_.tensors()) any = any || p.grad().defined();
+  if (!any) return false;
+  clip(max_norm);
+  step(lr);
+  zero_grad();
+  return true;
+}
+
 double Optimizer::clip(double max_norm) {
   std::vector<Tensor> with_grad;
   for (const auto& p : params_.tensors()) {

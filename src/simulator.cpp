@@ -75,14 +75,7 @@ void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double 
       p.mutable_grad() = p.grad().defined() ? p.grad() + g : g;
     }
   }
-  for (auto& opt : optimizers_) {
-    bool any = false;
-    for (const auto& p : opt->params().tensors()) any = any || p.grad().defined();
-    if (!any) continue;
-    opt->clip(cfg_.train.grad_clip);
-    opt->step(lr);
-    opt->zero_grad();
-  }
+  for (auto& opt : optimizers_) opt->apply(lr, cfg_.train.grad_clip);
 }
 
 void SerialSimulator::run(int64_t first, int64_t count, const BatchFn& batch,

@@ -37,9 +37,7 @@ void ReferenceTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
     auto [x, y] = batch(t);
     Tensor loss = model_.loss(params_, x, y, ctx_);
     loss.backward();
-    optimizer_.clip(cfg_.grad_clip);
-    optimizer_.step(learning_rate(cfg_, t));
-    optimizer_.zero_grad();
+    optimizer_.apply(learning_rate(cfg_, t), cfg_.grad_clip);
     on_loss(t, loss.item<double>());
   }
 }

@@ -159,12 +159,7 @@ void Worker::backward(int64_t k, int64_t s) {
 }
 
 void Worker::update(double lr) {
-  bool any = false;
-  for (const auto& p : params_.tensors()) any = any || p.grad().defined();
-  if (!any) return;  // pipeline not filled yet: nothing to apply
-  optimizer_.clip(train_cfg_.grad_clip);
-  optimizer_.step(lr);
-  optimizer_.zero_grad();
+  optimizer_.apply(lr, train_cfg_.grad_clip);  // a no-op until the pipeline has filled
 }
 
 }  // namespace ouroboros

@@ -3,6 +3,8 @@
 // exit and untouched files; a tiny train -> eval -> generate round works and is reproducible.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -20,36 +22,9 @@
 namespace {
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("ouroboros_cli_test_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path write(const std::string& name, const std::string& content) const {
-    fs::path file = path_ / name;
-    fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << content;
-    return file;
-  }
+using ouroboros_test::TempDir;
+using ouroboros_test::read_bytes;
 
- private:
-  fs::path path_;
-};
-
-std::string read_bytes(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 struct CliRun {
   std::string output;  // stdout and stderr together

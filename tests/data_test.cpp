@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -18,32 +20,7 @@ namespace ouroboros {
 namespace {
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("ouroboros_data_test_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-  // Writes content to a file below the directory, creating parent folders.
-  fs::path write(const std::string& name, const std::string& content) const {
-    fs::path file = path_ / name;
-    fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << content;
-    return file;
-  }
-
- private:
-  fs::path path_;
-};
+using ouroboros_test::TempDir;
 
 // Sets an environment variable for one scope and restores the previous value.
 class ScopedEnv {

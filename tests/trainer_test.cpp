@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -18,25 +20,7 @@ namespace ouroboros {
 namespace {
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("ouroboros_trainer_test_" + std::to_string(rd()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ouroboros_test::TempDir;
 
 // Sentences from a tiny grammar (4 x 3 x 3 choices): repetitive, yet not a single cycle.
 std::string tiny_corpus(size_t bytes) {

@@ -20,6 +20,9 @@ class Optimizer {
   // Applies the gradients present; a parameter whose grad is undefined is left alone.
   void step(double lr);
   void zero_grad();
+  // One update: clip the gradients present to max_norm (0 = off), step at lr, clear them.
+  // Returns false, changing nothing, when no parameter has a gradient (a pipeline not yet full).
+  bool apply(double lr, double max_norm);
   // Scales the gradients present so their global L2 norm is at most max_norm (0 = no-op).
   // Returns the norm before clipping.
   double clip(double max_norm);

@@ -202,6 +202,45 @@ TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
   EXPECT_FALSE(torch::allclose(actual, out_only, 0.0, 1e-7));
 }
 
+// ALGORITHM.md section 3, step 2, by hand for a block of every module: with plain SGD, module k's
+// weights at tick t move by -lr_t * (gradient of the whole model's loss on batch s = t - (K - k),
+// evaluated at the weights w^s that batch was forwarded with).
+TEST(Engine, EveryModuleGetsTheExactDelayedGradient) {
+  at::set_num_threads(1);
+  const int64_t K = 3, t = 6;
+  Config cfg = tiny_config(K, "sgd");  // even: module 1 = block 0, 2 = blocks 1-2, 3 = block 3
+  cfg.train.momentum = 0.0;
+  cfg.train.weight_decay = 0.0;
+  cfg.train.grad_clip = 0.0;
+  GPT model(cfg.model);
+  OuroborosEngine engine(model, model.init_params(4), cfg);
+  Recording r = record(engine, cfg, t + 1);
+  const ParamSet init = model.init_params(4);
+  auto weights_before = [&](int64_t tick) {
+    ParamSet p;
+    for (size_t i = 0; i < init.size(); ++i) {
+      Tensor w = tick == 0 ? init.tensors()[i] : r.params_after_tick[tick - 1][i];
+      p.add(init.names()[i], w.detach().clone().requires_grad_(true));
+    }
+    return p;
+  };
+  for (auto [name, k] : std::vector<std::pair<std::string, int64_t>>{
+           {"h.0.mlp.c_fc.weight", 1}, {"h.2.attn.c_attn.weight", 2}, {"h.3.ln_2.weight", 3}}) {
+    const int64_t s = t - (K - k);
+    ParamSet at_s = weights_before(s);
+    ForwardContext ctx;
+    auto [x, y] = batch_for(cfg, s);
+    model.loss(at_s, x, y, ctx).backward();
+    Tensor expected = weights_before(t).at(name).detach() -
+                      learning_rate(cfg.train, t) * at_s.at(name).grad();
+    size_t i = 0;
+    while (init.names()[i] != name) ++i;
+    EXPECT_TRUE(torch::allclose(r.params_after_tick[t][i], expected, 0.0, 1e-7))
+        << name << " (module " << k << "): off by "
+        << (r.params_after_tick[t][i] - expected).abs().max().item<double>();
+  }
+}
+
 TEST(Engine, FirstTicksUpdateOnlyFilledModules) {
   // At tick t < K - k module k has no gradient yet and must keep its initial weights.
   at::set_num_threads(1);

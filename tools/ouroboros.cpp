@@ -24,7 +24,10 @@ struct ConfigFlags {
   std::map<std::string, std::string> values;  // key -> text
   std::map<std::string, CLI::Option*> options;
 
-  void add_to(CLI::App& app, const std::vector<std::string>& sections) {
+  // defaults_note: what an absent flag means, when not the built-in default (e.g. "the
+  // checkpoint's").
+  void add_to(CLI::App& app, const std::vector<std::string>& sections,
+              const std::string& defaults_note = "") {
     app.add_option("--config", config_file, "JSON config file; flags override it");
     Config defaults;
     nlohmann::json d = defaults.to_json();
@@ -33,7 +36,10 @@ struct ConfigFlags {
       if (std::find(sections.begin(), sections.end(), section) == sections.end()) continue;
       const nlohmann::json& def = d[section][f.key.substr(f.key.find('.') + 1)];
       std::string shown = def.is_string() ? def.get<std::string>() : def.dump();
-      options[f.key] = app.add_option(f.flag, values[f.key], f.help + " [" + shown + "]");
+      if (!defaults_note.empty()) shown = defaults_note;
+      const char* type = def.is_string() ? "TEXT" : def.is_number_integer() ? "INT" : "FLOAT";
+      options[f.key] =
+          app.add_option(f.flag, values[f.key], f.help + " [" + shown + "]")->type_name(type);
     }
   }
   // base <- config file <- flags given on the command line.
@@ -141,7 +147,7 @@ int main(int argc, char** argv) {
   int64_t eval_batch = 16;
   eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file")->required();
   ConfigFlags eval_flags;
-  eval_flags.add_to(*eval_cmd, {"data"});
+  eval_flags.add_to(*eval_cmd, {"data"}, "the checkpoint's");
   eval_cmd->add_option("--split", split, "train | valid | test | all [test]")
       ->check(CLI::IsMember({"train", "valid", "test", "all"}));
   eval_cmd->add_flag("--json", json_out, "print one JSON object");

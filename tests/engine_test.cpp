@@ -79,6 +79,25 @@ void expect_identical(const Recording& a, const Recording& b, const std::vector<
   }
 }
 
+// Plain SGD (no momentum, decay or clipping): an update is exactly -lr * gradient.
+Config plain_sgd_config(int64_t K) {
+  Config cfg = tiny_config(K, "sgd");
+  cfg.train.momentum = 0.0;
+  cfg.train.weight_decay = 0.0;
+  cfg.train.grad_clip = 0.0;
+  return cfg;
+}
+
+// w^tick, the weights at the start of a tick, as fresh leaves that require grad.
+ParamSet weights_before(const Recording& r, const ParamSet& init, int64_t tick) {
+  ParamSet p;
+  for (size_t i = 0; i < init.size(); ++i) {
+    Tensor w = tick == 0 ? init.tensors()[i] : r.params_after_tick[tick - 1][i];
+    p.add(init.names()[i], w.detach().clone().requires_grad_(true));
+  }
+  return p;
+}
+
 struct Case {
   int64_t K;
   std::string optimizer;
@@ -156,26 +175,14 @@ TEST(Engine, SynchronousModeEqualsReferenceTrainer) {
 TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
   at::set_num_threads(1);
   const int64_t K = 3, t = 5;
-  Config cfg = tiny_config(K, "sgd");
-  cfg.train.momentum = 0.0;
-  cfg.train.weight_decay = 0.0;
-  cfg.train.grad_clip = 0.0;
+  Config cfg = plain_sgd_config(K);
   GPT model(cfg.model);
   OuroborosEngine engine(model, model.init_params(4), cfg);
   Recording r = record(engine, cfg, t + 1);
   const ParamSet names = model.init_params(4);
-  auto weights_before = [&](int64_t tick) {  // w^tick: the weights at the start of that tick
-    ParamSet p;
-    for (size_t i = 0; i < names.size(); ++i) {
-      p.add(names.names()[i], (tick == 0 ? names.tensors()[i] : r.params_after_tick[tick - 1][i])
-                                  .detach()
-                                  .clone());
-    }
-    return p;
-  };
   // Gradient of loss(w; x(s)) w.r.t. the input-side (embed = true) or output-side use of wte.
   auto side_gradient = [&](int64_t s, bool input_side) {
-    ParamSet p = weights_before(s);
+    ParamSet p = weights_before(r, names, s);
     Tensor wte = p.at("wte.weight").detach().clone().requires_grad_(true);
     Tensor frozen = p.at("wte.weight").detach();
     ParamSet in = p.subset(p.names());
@@ -192,13 +199,14 @@ TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
   Tensor g_in = side_gradient(t - (K - 1), true);
   EXPECT_GT(g_out.abs().sum().item<double>(), 0.0);
   EXPECT_GT(g_in.abs().sum().item<double>(), 0.0);
-  Tensor expected = weights_before(t).at("wte.weight") - learning_rate(cfg.train, t) * (g_out + g_in);
+  const Tensor wte_t = weights_before(r, names, t).at("wte.weight").detach();
+  Tensor expected = wte_t - learning_rate(cfg.train, t) * (g_out + g_in);
   Tensor actual = r.params_after_tick[t][0];
   ASSERT_EQ(names.names()[0], "wte.weight");
   EXPECT_TRUE(torch::allclose(actual, expected, 0.0, 1e-7))
       << (actual - expected).abs().max().item<double>();
   // Either side alone is not what happened.
-  Tensor out_only = weights_before(t).at("wte.weight") - learning_rate(cfg.train, t) * g_out;
+  Tensor out_only = wte_t - learning_rate(cfg.train, t) * g_out;
   EXPECT_FALSE(torch::allclose(actual, out_only, 0.0, 1e-7));
 }
 
@@ -208,30 +216,19 @@ TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
 TEST(Engine, EveryModuleGetsTheExactDelayedGradient) {
   at::set_num_threads(1);
   const int64_t K = 3, t = 6;
-  Config cfg = tiny_config(K, "sgd");  // even: module 1 = block 0, 2 = blocks 1-2, 3 = block 3
-  cfg.train.momentum = 0.0;
-  cfg.train.weight_decay = 0.0;
-  cfg.train.grad_clip = 0.0;
+  Config cfg = plain_sgd_config(K);  // even: module 1 = block 0, 2 = blocks 1-2, 3 = block 3
   GPT model(cfg.model);
   OuroborosEngine engine(model, model.init_params(4), cfg);
   Recording r = record(engine, cfg, t + 1);
   const ParamSet init = model.init_params(4);
-  auto weights_before = [&](int64_t tick) {
-    ParamSet p;
-    for (size_t i = 0; i < init.size(); ++i) {
-      Tensor w = tick == 0 ? init.tensors()[i] : r.params_after_tick[tick - 1][i];
-      p.add(init.names()[i], w.detach().clone().requires_grad_(true));
-    }
-    return p;
-  };
   for (auto [name, k] : std::vector<std::pair<std::string, int64_t>>{
            {"h.0.mlp.c_fc.weight", 1}, {"h.2.attn.c_attn.weight", 2}, {"h.3.ln_2.weight", 3}}) {
     const int64_t s = t - (K - k);
-    ParamSet at_s = weights_before(s);
+    ParamSet at_s = weights_before(r, init, s);
     ForwardContext ctx;
     auto [x, y] = batch_for(cfg, s);
     model.loss(at_s, x, y, ctx).backward();
-    Tensor expected = weights_before(t).at(name).detach() -
+    Tensor expected = weights_before(r, init, t).at(name).detach() -
                       learning_rate(cfg.train, t) * at_s.at(name).grad();
     size_t i = 0;
     while (init.names()[i] != name) ++i;

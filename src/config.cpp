@@ -193,7 +193,7 @@ void Config::validate() const {
   require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
 }
 
-Config load_config_file(const std::string& path) {
+json read_config_json(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ConfigError("config file not found: " + path);
   json j;
@@ -202,8 +202,12 @@ Config load_config_file(const std::string& path) {
   } catch (const json::exception& e) {
     throw ConfigError("config file " + path + " is not valid JSON: " + e.what());
   }
+  return j;
+}
+
+Config load_config_file(const std::string& path) {
   Config c;
-  c.merge_json(j);
+  c.merge_json(read_config_json(path));
   return c;
 }
 

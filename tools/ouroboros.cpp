@@ -44,17 +44,7 @@ struct ConfigFlags {
   }
   // base <- config file <- flags given on the command line.
   Config apply(Config base) const {
-    if (!config_file.empty()) {
-      std::ifstream in(config_file);
-      if (!in) throw ConfigError("config file not found: " + config_file);
-      nlohmann::json j;
-      try {
-        in >> j;
-      } catch (const nlohmann::json::exception& e) {
-        throw ConfigError("config file " + config_file + " is not valid JSON: " + e.what());
-      }
-      base.merge_json(j);
-    }
+    if (!config_file.empty()) base.merge_json(read_config_json(config_file));
     for (const auto& [key, opt] : options) {
       if (opt->count() > 0) base.set_from_string(key, values.at(key));
     }

@@ -82,6 +82,8 @@ struct ConfigField {
 };
 const std::vector<ConfigField>& config_fields();
 
+// The JSON object in a config file; throws ConfigError for a missing file or invalid JSON.
+nlohmann::json read_config_json(const std::string& path);
 Config load_config_file(const std::string& path);
 
 }  // namespace ouroboros

@@ -90,6 +90,8 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(engine, modules, "K modules; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers"),
       OUROBOROS_FIELD(engine, partition, "even | auto | a1,a2,... block boundaries"),
       OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
+      OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
+      OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
   };
   return table;
 }
@@ -127,7 +129,7 @@ void Config::merge_json(const json& j) {
   for (const auto& [section, body] : j.items()) {
     if (!body.is_object()) {
       throw ConfigError("config section " + section + " must be an object, got " + body.dump(),
-                        "sections are model, data, train, engine");
+                        "sections are model, data, train, engine, dist");
     }
     for (const auto& [name, value] : body.items()) {
       find_field(section + "." + name).set(*this, value);
@@ -191,6 +193,8 @@ void Config::validate() const {
           "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
   require(engine.modules >= 1, "modules must be >= 1, got " + std::to_string(engine.modules));
   require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
+  require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
+  require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
 }
 
 json read_config_json(const std::string& path) {

@@ -160,12 +160,12 @@ class Reporter {
     if (done % cfg_.train.log_interval != 0 && done != cfg_.train.steps) return;
     const auto now = Clock::now();
     const double dt = std::chrono::duration<double>(now - last_time_).count();
-    const double tokens = static_cast<double>((done - last_step_) * cfg_.train.batch_size *
+    const double tokens = static_cast<double>((done - last_step_) * cfg_.train.batch_size * cfg_.dist.replicas *
                                               cfg_.model.block_size);
     const double tps = dt > 0 ? tokens / dt : 0.0;
     const double mean = window_sum_ / static_cast<double>(window_count_);
     const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) *
-                                                     cfg_.train.batch_size *
+                                                     cfg_.train.batch_size * cfg_.dist.replicas *
                                                      cfg_.model.block_size) / tps
                                : 0.0;
     last_mean_ = mean;
@@ -272,12 +272,14 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     log << "model gpt: " << cfg.model.n_layer << " layers, " << cfg.model.n_embd << " wide, "
         << params.numel() << " parameters" << std::endl;
   }
-  std::unique_ptr<Method> method = make_method(cfg, model, params);
-  if (!opts.quiet && cfg.engine.modules > 1) {
-    log << static_cast<OuroborosEngine&>(*method).plan_summary();
-  }
+  std::unique_ptr<Method> method = opts.method_factory
+                                       ? opts.method_factory(cfg, model, params)
+                                       : make_method(cfg, model, params);
+  auto* engine = dynamic_cast<OuroborosEngine*>(method.get());
+  if (!opts.quiet && engine) log << engine->plan_summary();
 
-  BatchSampler sampler(ds.train, cfg.model.block_size, cfg.train.batch_size,
+  // With R replicas a tick draws one batch of R*B rows; ring r trains on rows [rB, (r+1)B).
+  BatchSampler sampler(ds.train, cfg.model.block_size, cfg.train.batch_size * cfg.dist.replicas,
                        static_cast<uint64_t>(cfg.train.seed));
   int64_t step = 0;
   if (ck) {

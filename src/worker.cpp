@@ -159,6 +159,7 @@ void Worker::backward(int64_t k, int64_t s) {
 }
 
 void Worker::update(double lr) {
+  if (before_update_) before_update_(params_);
   optimizer_.apply(lr, train_cfg_.grad_clip);  // a no-op until the pipeline has filled
 }
 

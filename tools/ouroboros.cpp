@@ -8,6 +8,7 @@
 
 #include "ouroboros/checkpoint.h"
 #include "ouroboros/config.h"
+#include "ouroboros/distributed.h"
 #include "ouroboros/engine.h"
 #include "ouroboros/errors.h"
 #include "ouroboros/generate.h"
@@ -17,6 +18,8 @@
 using namespace ouroboros;
 
 namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 // Every config field as a flag; values stay text until applied through the field table.
 struct ConfigFlags {
@@ -52,12 +55,30 @@ struct ConfigFlags {
   }
 };
 
-int cmd_train(const ConfigFlags& flags, const std::string& resume) {
+int cmd_train(const ConfigFlags& flags, const std::string& resume, const DistEnv& env_flags) {
   Config base;
   if (!resume.empty()) base = load_checkpoint(resume).config;
   Config cfg = flags.apply(base);
   TrainOptions opts;
   opts.resume = resume;
+  // One process of a group (torchrun, mpirun, `ouroboros launch` or by hand).
+  const DistEnv env = discover_env(env_flags);
+  if (env.active()) {
+    opts.quiet = env.rank != 0;
+    try {
+      train_distributed(cfg, opts, env);
+    } catch (const std::exception& e) {
+      // Exit at once: process-group threads may still wait on a lost peer.
+      const std::string what = first_line(e.what());
+      std::cerr << "error: " << (what.rfind("rank ", 0) == 0 ? "" : "rank " +
+                                 std::to_string(env.rank) + ": ") << what << std::endl;
+      std::cout.flush();
+      std::_Exit(1);
+    }
+    std::cout.flush();
+    std::cerr.flush();
+    std::_Exit(0);
+  }
   TrainResult r = train(cfg, opts);
   (void)r;
   return 0;
@@ -111,8 +132,6 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
   return 0;
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,9 +146,28 @@ int main(int argc, char** argv) {
 
   auto* train_cmd = app.add_subcommand("train", "train a model (K = 1: backprop; K >= 2: Ouroboros)");
   ConfigFlags train_flags;
-  train_flags.add_to(*train_cmd, {"model", "data", "train", "engine"});
+  train_flags.add_to(*train_cmd, {"model", "data", "train", "engine", "dist"});
   std::string resume;
   train_cmd->add_option("--resume", resume, "continue from this checkpoint");
+  DistEnv env_flags = no_env_overrides();
+  train_cmd->add_option("--rank", env_flags.rank, "this process's rank [RANK]");
+  train_cmd->add_option("--world-size", env_flags.world_size, "number of processes [WORLD_SIZE]");
+  train_cmd->add_option("--local-rank", env_flags.local_rank, "rank on this machine [LOCAL_RANK]");
+  train_cmd->add_option("--master-addr", env_flags.master_addr,
+                        "address of rank 0's store [MASTER_ADDR, 127.0.0.1]");
+  train_cmd->add_option("--master-port", env_flags.master_port,
+                        "port of rank 0's store [MASTER_PORT, 29500]");
+
+  auto* launch_cmd = app.add_subcommand(
+      "launch", "start and supervise one process per worker: launch --nproc N -- train ...");
+  LaunchOptions launch_opts;
+  launch_cmd->add_option("--nproc", launch_opts.nproc, "processes on this machine")->required();
+  launch_cmd->add_option("--nnodes", launch_opts.nnodes, "machines [1]");
+  launch_cmd->add_option("--node-rank", launch_opts.node_rank, "this machine's index [0]");
+  launch_cmd->add_option("--master-addr", launch_opts.master_addr,
+                         "address of the machine of rank 0 [127.0.0.1]");
+  launch_cmd->add_option("--master-port", launch_opts.master_port, "free TCP port there [29500]");
+  launch_cmd->add_option("command", launch_opts.args, "the subcommand and its flags, after --");
 
   auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint: loss, bpc or perplexity");
   std::string eval_ckpt, split = "test";
@@ -166,7 +204,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (*train_cmd) return cmd_train(train_flags, resume);
+    if (*train_cmd) return cmd_train(train_flags, resume, env_flags);
+    if (*launch_cmd) return launch(launch_opts);
     if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch);
     if (*gen_cmd) return cmd_generate(gen_ckpt, sample);
     if (*plan_cmd) return cmd_plan(plan_flags, ticks);

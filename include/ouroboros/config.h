@@ -59,11 +59,18 @@ struct EngineConfig {
   int64_t sync_warmup = 0;           // first M ticks run synchronously (no delay)
 };
 
+// Several processes (docs/DISTRIBUTED.md): one per worker, R rings of K-1 workers.
+struct DistConfig {
+  int64_t replicas = 1;   // R rings; gradients averaged across rings (data parallelism)
+  double timeout = 60.0;  // seconds a process waits on a silent peer before giving up
+};
+
 struct Config {
   ModelConfig model;
   DataConfig data;
   TrainConfig train;
   EngineConfig engine;
+  DistConfig dist;
 
   nlohmann::json to_json() const;
   // Applies a JSON object over this config; throws ConfigError on unknown keys or wrong types.

@@ -85,6 +85,8 @@ struct TrainOptions {
   int64_t stop_after = -1;    // stop (with a checkpoint) after this tick count; -1 = cfg.steps
   std::ostream* log = nullptr;  // progress lines; nullptr = std::cout
   bool quiet = false;         // no progress lines (tests)
+  // Builds the method instead of make_method (worker processes, the serial simulator).
+  std::function<std::unique_ptr<Method>(const Config&, const GPT&, ParamSet)> method_factory;
 };
 
 struct TrainResult {

@@ -41,6 +41,10 @@ class Transport {
   virtual torch::Tensor recv(int64_t src, const MessageKey& key, at::IntArrayRef shape) = 0;
   // Wakes every blocked receive with a TransportError carrying why (a peer failed).
   virtual void abort(const std::string& why) = 0;
+  // Tick boundaries, for transports whose sends complete asynchronously: begin_tick may wait for
+  // sends of earlier ticks, flush waits for every send. No-ops in process.
+  virtual void begin_tick(int64_t tick) { (void)tick; }
+  virtual void flush() {}
   const TransportStats& stats() const { return stats_; }
 
  protected:

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -55,6 +56,11 @@ class Worker {
   int64_t in_flight() const;
   std::vector<int64_t> modules() const;
   at::Generator& generator(int64_t k) { return contexts_.at(k).generator.value(); }
+  // Called with this worker's parameters before each update (data parallelism averages the
+  // gradients across replicas here).
+  void set_before_update(std::function<void(const ParamSet&)> hook) {
+    before_update_ = std::move(hook);
+  }
 
  private:
   struct InFlight {
@@ -86,6 +92,7 @@ class Worker {
   std::map<int64_t, Tensor> targets_;                  // batch -> y, for module K
   std::map<LocalKey, Tensor> mailbox_;
   std::vector<int64_t> message_shape_;
+  std::function<void(const ParamSet&)> before_update_;
 };
 
 }  // namespace ouroboros

@@ -278,13 +278,33 @@ void DistContext::report_failure(const std::string& what) {
 }
 
 std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout) {
-  try {
-    store_->wait({key}, timeout);
-    return store_->get(key);
-  } catch (const std::exception& e) {
-    throw TransportError(lost_peer(0, "no " + key + " from the store: " + first_line(e.what())),
-                         hint_resume());
+  // Waits in short slices, so a loss recorded by another rank ends the wait at once.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last_error = "timed out";
+  while (std::chrono::steady_clock::now() < deadline) {
+    try {
+      store_->wait({key}, Millis(1000));
+      return store_->get(key);
+    } catch (const std::exception& e) {
+      last_error = first_line(e.what());
+    }
+    try {
+      if (store_->check({kLostKey})) {
+        throw TransportError("rank " + std::to_string(env_.rank) + ": " +
+                                 string_of(store_->get(kLostKey)),
+                             hint_resume());
+      }
+    } catch (const TransportError&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw TransportError(lost_peer(0, "the store stopped answering: " + first_line(e.what())),
+                           hint_resume());
+    }
   }
+  throw TransportError(lost_peer(0, "no " + key + " in the store after " +
+                                        std::to_string(timeout.count() / 1000) + " s: " +
+                                        last_error),
+                       hint_resume());
 }
 
 void DistContext::set(const std::string& key, const std::vector<uint8_t>& value) {

@@ -160,12 +160,11 @@ class Reporter {
     if (done % cfg_.train.log_interval != 0 && done != cfg_.train.steps) return;
     const auto now = Clock::now();
     const double dt = std::chrono::duration<double>(now - last_time_).count();
-    const double tokens = static_cast<double>((done - last_step_) * cfg_.train.batch_size * cfg_.dist.replicas *
-                                              cfg_.model.block_size);
+    const int64_t rows = cfg_.train.batch_size * cfg_.dist.replicas;  // all rings
+    const double tokens = static_cast<double>((done - last_step_) * rows * cfg_.model.block_size);
     const double tps = dt > 0 ? tokens / dt : 0.0;
     const double mean = window_sum_ / static_cast<double>(window_count_);
-    const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) *
-                                                     cfg_.train.batch_size * cfg_.dist.replicas *
+    const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) * rows *
                                                      cfg_.model.block_size) / tps
                                : 0.0;
     last_mean_ = mean;

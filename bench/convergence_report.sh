@@ -109,10 +109,10 @@ for n in names:
     p_bpc = p["loss"] / math.log(2)
     result["runs"][n]["final"] = {"loss": p["loss"], "bpc": p_bpc, "train_s": p["train_s"], "tokens_per_s": tps}
     lines.append(f"| {label(n)} | {p['loss']:.4f} | {p_bpc:.4f} | {100*(p['loss']/base-1):+.2f}% | "
-                 f"{p['train_s']:.0f} | {tps:.0f} |")
+                 f"{p['train_s']:.1f} | {tps:.0f} |")
 # Equal time: every method's last periodic evaluation reached by the time the fastest finished.
 t_eq = min(r["points"][-1]["train_s"] for r in result["runs"].values())
-lines.append(f"\nEqual training time ({t_eq:.0f} s, when the fastest method finished): last periodic "
+lines.append(f"\nEqual training time ({t_eq:.1f} s, when the fastest method finished): last periodic "
              "validation loss reached by then (same windows for every method):\n")
 lines.append("| method | step | valid loss | bpc |")
 lines.append("|---|---|---|---|")

@@ -91,7 +91,6 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
       e.cfg.engine.modules = 1;
       e.name = "data-parallel W=" + std::to_string(e.cfg.engine.workers);
     } else {
-      if (e.cfg.engine.modules < 2) e.cfg.engine.modules = 3;
       e.name = m + " K=" + std::to_string(e.cfg.engine.modules);
       if (m == "gpipe") e.name += " M=" + std::to_string(e.cfg.engine.micro_batches);
     }

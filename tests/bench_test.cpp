@@ -120,6 +120,10 @@ TEST(BenchTest, EntriesPairParallelModesWithSequentialAtTheirCoreCount) {
   EXPECT_EQ(e[3].cfg.engine.mode, "ouroboros");
   EXPECT_EQ(e[4].cores, 4);
   EXPECT_EQ(e[4].cfg.engine.modules, 1);
+  o.modes = {"gpipe"};
+  o.base.engine.modules = 1;  // a pipeline needs K >= 2: refused, not silently changed
+  EXPECT_THROW(ouroboros::bench_entries(o), ouroboros::ConfigError);
+  o.base.engine.modules = 3;
   o.modes = {"gpipe", "pipedream"};
   EXPECT_THROW(ouroboros::bench_entries(o), ouroboros::ConfigError);
   o.modes = {"data-parallel"};

@@ -203,6 +203,8 @@ std::string plot_bench(const json& report, const std::string& png_path) {
         << "\n";
     }
   }
+  double top = 0.0;  // room above the tallest bar for its label
+  for (const auto& r : report["runs"]) top = std::max(top, r["tokens_per_s"].get<double>());
   std::string err;
   for (const std::string terminal : {"pngcairo", "png"}) {
     {
@@ -211,7 +213,7 @@ std::string plot_bench(const json& report, const std::string& png_path) {
         << "set output '" << png_path << "'\n"
         << "set title 'Training speed, " << report["model"]["description"].get<std::string>()
         << "' noenhanced\n"
-        << "set ylabel 'tokens/s'\nset yrange [0:*]\nset grid ytics\n"
+        << "set ylabel 'tokens/s'\nset yrange [0:" << 1.15 * top + 1.0 << "]\nset grid ytics\n"
         << "set style fill solid 0.8 border -1\nset boxwidth 0.6\nset bmargin 6\n"
         << "set xtics noenhanced rotate by -20 font ',10'\n"
         << "plot '" << data.string() << "' using 0:2:xtic(1) with boxes lc rgb '#4477aa' notitle, "

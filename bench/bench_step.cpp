@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "ouroboros/baselines.h"
 #include "ouroboros/config.h"
 #include "ouroboros/model.h"
 #include "ouroboros/engine.h"
@@ -25,17 +26,6 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// FLOPs of one training step, counting matmuls only (2 per multiply-add): forward
-// 2*B*T*(12*L*C*C + C*V) + 4*L*B*T*T*C (the weights' matmuls, the tied head, q.k^T and att.v),
-// backward twice the forward.
-double step_flops(const ouroboros::Config& cfg) {
-  const double B = static_cast<double>(cfg.train.batch_size), T = static_cast<double>(cfg.model.block_size),
-               C = static_cast<double>(cfg.model.n_embd), V = static_cast<double>(cfg.model.vocab_size),
-               L = static_cast<double>(cfg.model.n_layer);
-  const double forward = 2.0 * B * T * (12.0 * L * C * C + C * V) + 4.0 * L * B * T * T * C;
-  return 3.0 * forward;
 }
 
 // The best rate over square multiplies of the sizes the model's matmuls span.
@@ -144,8 +134,8 @@ int main(int argc, char** argv) {
                                 {"partition", cfg.engine.partition},
                                 {"ms_per_step", step_ms},
                                 {"tokens_per_s", tokens / (step_ms / 1e3)},
-                                {"gflops", step_flops(cfg) / (step_ms / 1e3) / 1e9},
-                                {"flop_per_step", step_flops(cfg)},
+                                {"gflops", ouroboros::train_step_flops(cfg.model, cfg.train.batch_size) / (step_ms / 1e3) / 1e9},
+                                {"flop_per_step", ouroboros::train_step_flops(cfg.model, cfg.train.batch_size)},
                                 {"peak_rss_mib", ouroboros::peak_rss_mib()},
                                 {"final_loss", last_loss},
                                 {"transport_wait_share", waits}}

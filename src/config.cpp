@@ -92,6 +92,11 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
       OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
+      OUROBOROS_FIELD(engine, mode,
+                      "auto | sequential | ouroboros | gpipe | data-parallel; auto = sequential "
+                      "for --modules 1, else ouroboros"),
+      OUROBOROS_FIELD(engine, micro_batches, "gpipe: micro-batches per step; divides batch_size"),
+      OUROBOROS_FIELD(engine, workers, "data-parallel: replicas (threads); divides batch_size"),
   };
   return table;
 }
@@ -102,6 +107,48 @@ const Field& find_field(const std::string& key) {
     if (f.info.key == key) return f;
   }
   throw ConfigError("unknown config key: " + key, "run `ouroboros train --help` for the keys");
+}
+
+// The method and its shape options must agree: pipelines cut the model into --modules >= 2,
+// sequential and data-parallel keep it whole (--modules 1).
+void validate_mode(const EngineConfig& e, const TrainConfig& t) {
+  static const std::set<std::string> modes = {"auto", "sequential", "ouroboros", "gpipe",
+                                              "data-parallel"};
+  if (!modes.count(e.mode)) {
+    throw ConfigError("unknown mode '" + e.mode + "'",
+                      "use auto, sequential, ouroboros, gpipe or data-parallel");
+  }
+  const std::string mode = resolved_mode(e);
+  const std::string K = std::to_string(e.modules);
+  if ((mode == "ouroboros" || mode == "gpipe") && e.modules < 2) {
+    throw ConfigError("mode " + mode + " needs --modules >= 2 (K modules on K-1 workers), got " + K,
+                      "use e.g. --modules 3");
+  }
+  if ((mode == "sequential" || mode == "data-parallel") && e.modules != 1) {
+    throw ConfigError("mode " + mode + " trains the whole model per worker, but --modules is " + K,
+                      "use --modules 1, or --mode ouroboros / gpipe");
+  }
+  if (mode == "gpipe") {
+    if (e.micro_batches < 1 || t.batch_size % e.micro_batches != 0) {
+      throw ConfigError("gpipe: --micro-batches " + std::to_string(e.micro_batches) +
+                            " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
+                        "choose a divisor of the batch size");
+    }
+    if (e.sync_warmup != 0) {
+      throw ConfigError("--sync-warmup applies to mode ouroboros only (gpipe is synchronous)",
+                        "drop --sync-warmup");
+    }
+  }
+  if (mode == "data-parallel") {
+    if (e.workers < 1 || t.batch_size % e.workers != 0) {
+      throw ConfigError("data-parallel: --workers " + std::to_string(e.workers) +
+                            " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
+                        "choose a divisor of the batch size");
+    }
+  }
+  if (mode == "data-parallel" && e.sync_warmup != 0) {
+    throw ConfigError("--sync-warmup applies to mode ouroboros only", "drop --sync-warmup");
+  }
 }
 
 }  // namespace
@@ -195,6 +242,12 @@ void Config::validate() const {
   require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
+  validate_mode(engine, train);
+}
+
+std::string resolved_mode(const EngineConfig& e) {
+  if (e.mode == "auto") return e.modules == 1 ? "sequential" : "ouroboros";
+  return e.mode;
 }
 
 json read_config_json(const std::string& path) {

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "ouroboros/baselines.h"
 #include "ouroboros/checkpoint.h"
 #include "ouroboros/engine.h"
 #include "ouroboros/errors.h"
@@ -75,7 +76,12 @@ void keep_freed_memory() {
 
 std::unique_ptr<Method> make_method(const Config& cfg, const GPT& model, ParamSet params) {
   keep_freed_memory();
-  if (cfg.engine.modules == 1) {
+  const std::string mode = resolved_mode(cfg.engine);
+  if (mode == "gpipe") return std::make_unique<GPipeTrainer>(model, std::move(params), cfg);
+  if (mode == "data-parallel") {
+    return std::make_unique<DataParallelTrainer>(model, std::move(params), cfg);
+  }
+  if (mode == "sequential") {
     return std::make_unique<ReferenceTrainer>(model, std::move(params), cfg.train);
   }
   return std::make_unique<OuroborosEngine>(model, std::move(params), cfg);
@@ -274,8 +280,17 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   std::unique_ptr<Method> method = opts.method_factory
                                        ? opts.method_factory(cfg, model, params)
                                        : make_method(cfg, model, params);
-  auto* engine = dynamic_cast<OuroborosEngine*>(method.get());
-  if (!opts.quiet && engine) log << engine->plan_summary();
+  if (!opts.quiet) {
+    if (auto* engine = dynamic_cast<OuroborosEngine*>(method.get())) log << engine->plan_summary();
+    if (auto* gpipe = dynamic_cast<GPipeTrainer*>(method.get())) {
+      log << "gpipe: " << cfg.engine.micro_batches << " micro-batches per step\n"
+          << gpipe->plan().partition.describe(gpipe->plan().cost);
+    }
+    if (resolved_mode(cfg.engine) == "data-parallel") {
+      log << "data-parallel: " << cfg.engine.workers << " replicas x "
+          << cfg.train.batch_size / cfg.engine.workers << " sequences" << std::endl;
+    }
+  }
 
   // With R replicas a tick draws one batch of R*B rows; ring r trains on rows [rB, (r+1)B).
   BatchSampler sampler(ds.train, cfg.model.block_size, cfg.train.batch_size * cfg.dist.replicas,

@@ -2,10 +2,13 @@
 // a non-zero exit.
 #include <CLI/CLI.hpp>
 
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <sstream>
 
+#include "ouroboros/bench.h"
 #include "ouroboros/checkpoint.h"
 #include "ouroboros/config.h"
 #include "ouroboros/distributed.h"
@@ -30,13 +33,14 @@ struct ConfigFlags {
   // defaults_note: what an absent flag means, when not the built-in default (e.g. "the
   // checkpoint's").
   void add_to(CLI::App& app, const std::vector<std::string>& sections,
-              const std::string& defaults_note = "") {
+              const std::string& defaults_note = "", const Config& defaults = Config{},
+              const std::vector<std::string>& exclude = {}) {
     app.add_option("--config", config_file, "JSON config file; flags override it");
-    Config defaults;
     nlohmann::json d = defaults.to_json();
     for (const auto& f : config_fields()) {
       const std::string section = f.key.substr(0, f.key.find('.'));
       if (std::find(sections.begin(), sections.end(), section) == sections.end()) continue;
+      if (std::find(exclude.begin(), exclude.end(), f.key) != exclude.end()) continue;
       const nlohmann::json& def = d[section][f.key.substr(f.key.find('.') + 1)];
       std::string shown = def.is_string() ? def.get<std::string>() : def.dump();
       if (!defaults_note.empty()) shown = defaults_note;
@@ -132,6 +136,49 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
   return 0;
 }
 
+// The engine benchmark model, the default of `ouroboros bench`.
+Config bench_defaults() {
+  Config c;
+  c.model.n_layer = 6;
+  c.model.n_head = 4;
+  c.model.n_embd = 256;
+  c.model.block_size = 128;
+  c.model.vocab_size = 256;
+  c.train.batch_size = 8;
+  c.engine.modules = 3;
+  return c;
+}
+
+int cmd_bench(const ConfigFlags& flags, BenchOptions opts, const std::string& modes,
+              const std::string& threads) {
+  const int64_t worker_threads = opts.base.train.threads;  // --worker-threads
+  opts.base = flags.apply(bench_defaults());
+  opts.base.train.threads = worker_threads;
+  std::stringstream ms(modes);
+  for (std::string m; std::getline(ms, m, ',');) {
+    if (!m.empty()) opts.modes.push_back(m);
+  }
+  std::stringstream ts(threads);
+  for (std::string t; std::getline(ts, t, ',');) {
+    try {
+      if (!t.empty()) opts.sequential_threads.push_back(std::stoll(t));
+    } catch (const std::exception&) {
+      throw ConfigError("bench: --threads expects numbers like 1,2, got '" + threads + "'");
+    }
+  }
+  opts.executable = std::filesystem::read_symlink("/proc/self/exe").string();
+  run_bench(opts, std::cout);
+  return 0;
+}
+
+int cmd_bench_child(const std::string& config, int64_t warmup, int64_t steps) {
+  Config cfg = load_config_file(config);
+  std::cout << bench_measure(cfg, warmup, steps, &std::cerr).dump() << std::endl;
+  return 0;
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -144,7 +191,7 @@ int main(int argc, char** argv) {
   });
   app.set_version_flag("--version", std::string(OUROBOROS_VERSION));
 
-  auto* train_cmd = app.add_subcommand("train", "train a model (K = 1: backprop; K >= 2: Ouroboros)");
+  auto* train_cmd = app.add_subcommand("train", "train a model (--mode: sequential, ouroboros, gpipe or data-parallel)");
   ConfigFlags train_flags;
   train_flags.add_to(*train_cmd, {"model", "data", "train", "engine", "dist"});
   std::string resume;
@@ -198,6 +245,37 @@ int main(int argc, char** argv) {
   int64_t ticks = 6;
   plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]");
 
+  auto* bench_cmd = app.add_subcommand(
+      "bench", "time the training methods side by side: table, bench.json and bench.png");
+  BenchOptions bench;
+  std::string bench_modes = "sequential,ouroboros,gpipe,data-parallel", bench_threads;
+  bench_cmd->add_option("--modes", bench_modes,
+                        "comma-separated: sequential, ouroboros, gpipe, data-parallel [all four]");
+  bench_cmd->add_option("--steps", bench.steps, "timed steps per method [20]")
+      ->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--warmup", bench.warmup, "untimed steps first [3]")
+      ->check(CLI::NonNegativeNumber);
+  bench_cmd->add_option("--threads", bench_threads,
+                        "intra-op threads of the sequential runs, e.g. 1,2 [1 and the core count "
+                        "of each parallel method]");
+  bench_cmd->add_option("--worker-threads", bench.base.train.threads,
+                        "intra-op threads per worker of the parallel methods [1]")
+      ->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--out-dir", bench.out_dir, "where bench.json and bench.png go [bench/results]");
+  bench_cmd->add_option("--peak-seconds", bench.peak_seconds,
+                        "seconds per matmul size when measuring the peak [0.5]");
+  ConfigFlags bench_flags;
+  bench_flags.add_to(*bench_cmd, {"model", "train", "engine"}, "", bench_defaults(),
+                     {"train.steps", "train.threads", "train.out_dir", "train.metrics",
+                      "train.eval_interval", "train.eval_batches", "train.log_interval",
+                      "train.checkpoint_interval", "engine.mode", "engine.sync_warmup"});
+  auto* child_cmd = app.add_subcommand("bench-child", "")->group("");  // one method of bench
+  std::string child_config;
+  int64_t child_warmup = 0, child_steps = 1;
+  child_cmd->add_option("--config", child_config)->required();
+  child_cmd->add_option("--warmup", child_warmup);
+  child_cmd->add_option("--steps", child_steps);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -209,6 +287,8 @@ int main(int argc, char** argv) {
     if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch);
     if (*gen_cmd) return cmd_generate(gen_ckpt, sample);
     if (*plan_cmd) return cmd_plan(plan_flags, ticks);
+    if (*bench_cmd) return cmd_bench(bench_flags, bench, bench_modes, bench_threads);
+    if (*child_cmd) return cmd_bench_child(child_config, child_warmup, child_steps);
   } catch (const ouroboros::Error& e) {
     std::cerr << "error: " << first_line(e.what()) << std::endl;
     return 1;

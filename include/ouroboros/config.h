@@ -57,6 +57,11 @@ struct EngineConfig {
   int64_t modules = 1;               // K; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers
   std::string partition = "auto";    // even | auto | a1,a2,... (block boundaries)
   int64_t sync_warmup = 0;           // first M ticks run synchronously (no delay)
+  // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
+  // gpipe | data-parallel. docs/BENCHMARKS.md compares them.
+  std::string mode = "auto";
+  int64_t micro_batches = 4;         // gpipe: micro-batches per step (must divide batch_size)
+  int64_t workers = 2;               // data-parallel: replicas, one thread each (divide batch_size)
 };
 
 // Several processes (docs/DISTRIBUTED.md): one per worker, R rings of K-1 workers.
@@ -64,6 +69,9 @@ struct DistConfig {
   int64_t replicas = 1;   // R rings; gradients averaged across rings (data parallelism)
   double timeout = 60.0;  // seconds a process waits on a silent peer before giving up
 };
+// The method a config runs after resolving mode "auto": "sequential", "ouroboros", "gpipe" or
+// "data-parallel".
+std::string resolved_mode(const EngineConfig& e);
 
 struct Config {
   ModelConfig model;

@@ -66,8 +66,8 @@ class ReferenceTrainer : public Method {
   ForwardContext ctx_;
 };
 
-// Builds the method the config asks for: the reference trainer for modules = 1, else the
-// Ouroboros engine.
+// Builds the method the config's mode asks for (resolved_mode): the reference trainer, the
+// Ouroboros engine, GPipe or data parallelism (baselines.h).
 std::unique_ptr<Method> make_method(const Config& cfg, const GPT& model, ParamSet params);
 
 struct EvalResult {

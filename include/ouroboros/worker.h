@@ -33,13 +33,13 @@ struct TickWindow {
 };
 
 // The parameter names a worker holds, in the model's order (V once on worker 0).
-std::vector<std::string> worker_param_names(const GPT& model, const Partition& partition,
+std::vector<std::string> worker_param_names(const LanguageModel& model, const Partition& partition,
                                             const ParamSet& all, int64_t worker);
 
 class Worker {
  public:
   // all: every parameter of the model; the worker keeps (and updates in place) its own subset.
-  Worker(const GPT& model, const Partition& partition, int64_t rank, const ParamSet& all,
+  Worker(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
          const Config& cfg, Transport& transport);
 
   // Walks this worker's ops of one tick. batch/on_loss are used by worker 0 only.
@@ -55,6 +55,9 @@ class Worker {
   int64_t in_flight() const;
   std::vector<int64_t> modules() const;
   at::Generator& generator(int64_t k) { return contexts_.at(k).generator.value(); }
+  // Module k's forward context: its dropout generator and, for a recurrent model, its layers'
+  // segment memories.
+  ForwardContext& context(int64_t k) { return contexts_.at(k); }
 
  private:
   struct InFlight {
@@ -72,7 +75,7 @@ class Worker {
   Tensor take_local(const LocalKey& key);
   at::IntArrayRef message_shape() const { return message_shape_; }
 
-  const GPT& model_;
+  const LanguageModel& model_;
   const Partition& partition_;
   int64_t rank_;
   TrainConfig train_cfg_;

@@ -14,6 +14,7 @@
 #include "ouroboros/baselines.h"
 #include "ouroboros/config.h"
 #include "ouroboros/model.h"
+#include "ouroboros/transformer_xl.h"
 #include "ouroboros/engine.h"
 #include "ouroboros/system.h"
 #include "ouroboros/trainer.h"
@@ -68,6 +69,11 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", cfg.model.block_size, "T");
   app.add_option("--batch-size", cfg.train.batch_size, "B");
   app.add_option("--vocab", cfg.model.vocab_size, "V");
+  app.add_option("--model", cfg.model.model, "gpt | transformer-xl");
+  app.add_option("--mem-len", cfg.model.mem_len, "transformer-xl memory length");
+  app.add_option("--d-inner", cfg.model.d_inner, "transformer-xl feed-forward width; 0 = 4C");
+  app.add_option("--adaptive-cutoffs", cfg.model.adaptive_cutoffs, "transformer-xl adaptive softmax");
+  app.add_option("--dropout", cfg.model.dropout, "dropout probability");
   app.add_option("--modules", cfg.engine.modules, "K; 1 = reference trainer");
   app.add_option("--partition", cfg.engine.partition, "even | auto | a1,a2,...");
   bool whole = false;
@@ -86,9 +92,9 @@ int main(int argc, char** argv) {
   cfg.train.steps = warmup + steps;
   try {
     cfg.validate();
-    ouroboros::GPT model(cfg.model);
-    ouroboros::ParamSet params = model.init_params(static_cast<uint64_t>(cfg.train.seed));
-    auto method = ouroboros::make_method(cfg, model, params);
+    auto model = ouroboros::make_model(cfg.model);
+    ouroboros::ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed));
+    auto method = ouroboros::make_method(cfg, *model, params);
 
     // Random batches, prepared before timing: [B, T+1] windows split into inputs and targets.
     at::Generator gen = ouroboros::make_generator(42);

@@ -4,14 +4,16 @@
 # number of tokens. Reports the final validation loss of each (equal tokens) and each one's loss at
 # the wall-clock time Ouroboros finished (equal time). Writes bench/results/convergence.md.
 # Env: BUILD_DIR (default build), STEPS (default 400), LR (default 3e-4), PYTHON (default
-# /usr/bin/python3).
+# /usr/bin/python3), EXTRA (more train flags for both sides, e.g. "--model transformer-xl
+# --mem-len 128"), OUT (default bench/results/convergence.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
 python="${PYTHON:-/usr/bin/python3}"
 steps="${STEPS:-400}"
 lr="${LR:-3e-4}"
-out=bench/results/convergence.md
+out="${OUT:-bench/results/convergence.md}"
+read -r -a extra <<< "${EXTRA:-}"
 cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 bin="$build_dir/ouroboros"
 tmp=$(mktemp -d)
@@ -19,13 +21,13 @@ trap 'rm -rf "$tmp"' EXIT
 
 common=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --tokenizer byte
         --steps "$steps" --lr "$lr" --warmup-steps 50 --eval-interval 50 --eval-batches 32
-        --log-interval 50 --threads 1 --seed 1337)
+        --log-interval 50 --threads 1 --seed 1337 ${extra[@]+"${extra[@]}"})
 echo "sequential backprop, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 1 --out-dir "$tmp/seq" | grep -E "^(step|eval)" >&2
 echo "Ouroboros K=3, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 3 --out-dir "$tmp/ouro" | grep -E "^(plan|module|step|eval)" >&2
 
-"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" <<'PY' | tee "$out"
+"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" "${EXTRA:-}" <<'PY' | tee "$out"
 import json, math, subprocess, sys, datetime
 def evals(path):
     rows = [json.loads(l) for l in open(path)]
@@ -49,6 +51,8 @@ print(f"GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam lr {lr} (50 warm-
 print(f"{steps} steps = {steps*8*128} training tokens of the fortunes corpus each; validation loss on")
 print("256 windows every 50 steps and the full valid split at the end. Sequential: 1 thread;")
 print("Ouroboros: K = 3 modules on 2 worker threads, 1 intra-op thread each.\n")
+if len(sys.argv) > 5 and sys.argv[5]:
+    print(f"Extra flags on both sides: `{sys.argv[5]}`\n")
 print(f"Machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC\n")
 print("| method | final valid loss (nats) | bpc | wall-clock s |")
 print("|---|---|---|---|")

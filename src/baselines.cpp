@@ -100,7 +100,7 @@ void ThreadTeam::run(const std::function<void(int64_t)>& fn) {
 // GPipe
 
 struct GPipeTrainer::Stage {
-  Stage(const GPT& model, const Partition& partition, int64_t rank, const ParamSet& all,
+  Stage(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
         const Config& cfg)
       : rank(rank),
         params(all.subset(worker_param_names(model, partition, all, rank))),
@@ -120,7 +120,7 @@ struct GPipeTrainer::Stage {
   std::map<int64_t, ForwardContext> contexts;
 };
 
-GPipeTrainer::GPipeTrainer(const GPT& model, ParamSet params, const Config& cfg)
+GPipeTrainer::GPipeTrainer(const LanguageModel& model, ParamSet params, const Config& cfg)
     : model_(model), cfg_(cfg), params_(std::move(params)), plan_(make_plan(cfg)) {
   const int64_t W = plan_.partition.num_workers();
   for (int64_t w = 0; w < W; ++w) {
@@ -239,7 +239,7 @@ void GPipeTrainer::set_generator_states(const std::vector<Tensor>& s) {
 // ---------------------------------------------------------------------------------------------
 // Data parallelism
 
-DataParallelTrainer::DataParallelTrainer(const GPT& model, ParamSet params, const Config& cfg)
+DataParallelTrainer::DataParallelTrainer(const LanguageModel& model, ParamSet params, const Config& cfg)
     : model_(model), cfg_(cfg), params_(std::move(params)), optimizer_(cfg.train, params_) {
   const int64_t W = cfg.engine.workers;
   for (int64_t r = 0; r < W; ++r) {

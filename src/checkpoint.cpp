@@ -51,6 +51,13 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   d.insert("tokenizer", tokenizer);
   d.insert("step", ck.step);
   d.insert("rng", rng);
+  if (!ck.memory.empty()) {  // recurrent models only: "layers.i" -> [B, M, C]
+    GenericDict memory = new_dict();
+    for (const auto& [layer, t] : ck.memory) {
+      memory.insert("layers." + std::to_string(layer), t.detach().clone());
+    }
+    d.insert("memory", memory);
+  }
 
   std::vector<char> bytes = torch::pickle_save(c10::IValue(d));
   std::filesystem::path target(path);
@@ -114,6 +121,15 @@ Checkpoint load_checkpoint(const std::string& path) {
     for (const auto& g : r.at("dropout").toListRef()) ck.generator_states.push_back(g.toTensor());
     return 0;
   });
+  if (d.contains("memory")) {
+    field(path, "memory", [&] {
+      for (const auto& item : d.at("memory").toGenericDict()) {
+        const std::string& key = item.key().toStringRef();
+        ck.memory[std::stoll(key.substr(key.find('.') + 1))] = item.value().toTensor();
+      }
+      return 0;
+    });
+  }
   return ck;
 }
 
@@ -132,6 +148,10 @@ void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Toke
   differs("n_embd", m.n_embd, model.n_embd);
   differs("block_size", m.block_size, model.block_size);
   differs("vocab_size", m.vocab_size, model.vocab_size);
+  if (m.model != model.model) {
+    throw CheckpointError("checkpoint " + path + " holds a " + m.model + " model but the run asks for " +
+                              model.model, "drop --model or start a fresh run");
+  }
   if (ck.tokenizer.kind() != tok.kind() || ck.tokenizer.vocab() != tok.vocab()) {
     throw CheckpointError("checkpoint " + path + " was trained with another vocabulary (" +
                               ck.tokenizer.kind() + ", " +

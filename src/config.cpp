@@ -56,13 +56,25 @@ T convert(const std::string& key, const json& v) {
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      OUROBOROS_FIELD(model, model, "model family: gpt"),
+      OUROBOROS_FIELD(model, model, "model family: gpt | transformer-xl"),
       OUROBOROS_FIELD(model, n_layer, "Transformer blocks (L)"),
       OUROBOROS_FIELD(model, n_head, "attention heads; n_embd must be divisible by it"),
       OUROBOROS_FIELD(model, n_embd, "residual stream width (C)"),
       OUROBOROS_FIELD(model, block_size, "context length in tokens (T)"),
       OUROBOROS_FIELD(model, vocab_size, "vocabulary size (V); 0 = from the tokenizer"),
       OUROBOROS_FIELD(model, dropout, "dropout probability"),
+      OUROBOROS_FIELD(model, d_inner, "transformer-xl: feed-forward width; 0 = 4 n_embd"),
+      OUROBOROS_FIELD(model, attn_dropout, "transformer-xl: dropout on attention probabilities"),
+      OUROBOROS_FIELD(model, pre_lnorm, "transformer-xl: 1 = pre-LayerNorm, 0 = post-LayerNorm"),
+      OUROBOROS_FIELD(model, mem_len, "transformer-xl: memory length per layer (segment = block_size)"),
+      OUROBOROS_FIELD(model, clamp_len, "transformer-xl: clamp relative distances; 0 = no clamp"),
+      OUROBOROS_FIELD(model, same_length, "transformer-xl: 1 = same attention length for all queries"),
+      OUROBOROS_FIELD(model, eval_tgt_len, "transformer-xl: evaluation segment; 0 = block_size"),
+      OUROBOROS_FIELD(model, eval_mem_len, "transformer-xl: evaluation memory; -1 = mem_len"),
+      OUROBOROS_FIELD(model, eval_clamp_len, "transformer-xl: evaluation clamp_len; -1 = clamp_len"),
+      OUROBOROS_FIELD(model, eval_same_length, "transformer-xl: evaluation same_length; -1 = same_length"),
+      OUROBOROS_FIELD(model, adaptive_cutoffs, "transformer-xl: adaptive softmax cutoffs a,b,...; empty = full softmax"),
+      OUROBOROS_FIELD(model, div_val, "transformer-xl: adaptive embedding width divisor per cluster"),
       OUROBOROS_FIELD(data, data, "corpus file or directory (ignored for --format fortunes)"),
       OUROBOROS_FIELD(data, format, "auto | text | enwik8 | text8 | wikitext103 | fortunes"),
       OUROBOROS_FIELD(data, tokenizer, "auto | byte | char | word"),
@@ -111,7 +123,7 @@ const Field& find_field(const std::string& key) {
 
 // The method and its shape options must agree: pipelines cut the model into --modules >= 2,
 // sequential and data-parallel keep it whole (--modules 1).
-void validate_mode(const EngineConfig& e, const TrainConfig& t) {
+void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfig& m) {
   static const std::set<std::string> modes = {"auto", "sequential", "ouroboros", "gpipe",
                                               "data-parallel"};
   if (!modes.count(e.mode)) {
@@ -145,6 +157,10 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t) {
                             " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
                         "choose a divisor of the batch size");
     }
+  }
+  if ((mode == "gpipe" || mode == "data-parallel") && m.model != "gpt") {
+    throw ConfigError("mode " + mode + " runs the gpt model only, not " + m.model,
+                      "train " + m.model + " with --mode sequential or ouroboros");
   }
   if (mode == "data-parallel" && e.sync_warmup != 0) {
     throw ConfigError("--sync-warmup applies to mode ouroboros only", "drop --sync-warmup");
@@ -204,7 +220,8 @@ void Config::validate() const {
   auto require = [](bool ok, const std::string& what, const std::string& hint = "") {
     if (!ok) throw ConfigError(what, hint);
   };
-  require(model.model == "gpt", "unknown model '" + model.model + "'", "use --model gpt");
+  require(model.model == "gpt" || model.model == "transformer-xl",
+          "unknown model '" + model.model + "'", "use --model gpt or --model transformer-xl");
   require(model.n_layer >= 1, "n_layer must be >= 1, got " + std::to_string(model.n_layer));
   require(model.n_head >= 1, "n_head must be >= 1, got " + std::to_string(model.n_head));
   require(model.n_embd >= 1, "n_embd must be >= 1, got " + std::to_string(model.n_embd));
@@ -216,6 +233,18 @@ void Config::validate() const {
   require(model.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(model.vocab_size));
   require(model.dropout >= 0.0 && model.dropout < 1.0,
           "dropout must be in [0, 1), got " + std::to_string(model.dropout));
+  require(model.attn_dropout >= 0.0 && model.attn_dropout < 1.0,
+          "attn_dropout must be in [0, 1), got " + std::to_string(model.attn_dropout));
+  require(model.d_inner >= 0, "d_inner must be >= 0, got " + std::to_string(model.d_inner));
+  require(model.mem_len >= 0, "mem_len must be >= 0, got " + std::to_string(model.mem_len));
+  require(model.clamp_len >= 0, "clamp_len must be >= 0, got " + std::to_string(model.clamp_len));
+  require(model.eval_tgt_len >= 0 && model.eval_mem_len >= -1 && model.eval_clamp_len >= -1,
+          "eval_tgt_len must be >= 0, eval_mem_len and eval_clamp_len >= -1");
+  require((model.pre_lnorm == 0 || model.pre_lnorm == 1) &&
+              (model.same_length == 0 || model.same_length == 1) &&
+              model.eval_same_length >= -1 && model.eval_same_length <= 1,
+          "pre_lnorm and same_length must be 0 or 1, eval_same_length -1, 0 or 1");
+  require(model.div_val >= 1, "div_val must be >= 1, got " + std::to_string(model.div_val));
   static const std::set<std::string> formats = {"auto", "text", "enwik8", "text8", "wikitext103",
                                                 "fortunes"};
   require(formats.count(data.format) > 0, "unknown data format '" + data.format + "'",
@@ -242,7 +271,7 @@ void Config::validate() const {
   require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
-  validate_mode(engine, train);
+  validate_mode(engine, train, model);
 }
 
 std::string resolved_mode(const EngineConfig& e) {

@@ -407,7 +407,7 @@ void C10dTransport::flush() { wait_sends(std::numeric_limits<int64_t>::max()); }
 // ---------------------------------------------------------------------------------------------
 // The engine, one worker per process.
 
-DistributedEngine::DistributedEngine(const GPT& model, ParamSet params, const Config& cfg,
+DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
                                      DistContext& ctx)
     : model_(model), cfg_(cfg), ctx_(ctx), params_(std::move(params)), plan_(make_plan(cfg)) {
   pipeline_start_ = cfg.engine.sync_warmup;
@@ -703,6 +703,15 @@ void follow(Config cfg, const TrainOptions& opts, DistContext& ctx, RankStats* s
 
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
   cfg.validate();
+  if (cfg.model.model != "gpt") {
+    throw ConfigError("processes run the gpt model only, not " + cfg.model.model,
+                      "train Transformer-XL with --modules K on threads of one process");
+  }
+  if (resolved_mode(cfg.engine) != "ouroboros") {
+    throw ConfigError("processes run --mode ouroboros only, not " + resolved_mode(cfg.engine),
+                      "use --modules K >= 2 with the default mode, or run " +
+                          resolved_mode(cfg.engine) + " on threads of one process");
+  }
   DistContext ctx(env, cfg);
   TrainResult result;
   RankStats stats;
@@ -710,7 +719,7 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   try {
     if (ctx.is_lead()) {
       TrainOptions lead = opts;
-      lead.method_factory = [&](const Config& c, const GPT& model, ParamSet params) {
+      lead.method_factory = [&](const Config& c, const LanguageModel& model, ParamSet params) {
         ctx.set("vocab", bytes_of(std::to_string(c.model.vocab_size)));
         auto engine = std::make_unique<DistributedEngine>(model, std::move(params), c, ctx);
         engine->set_stats_sink(&stats);

@@ -32,7 +32,7 @@ std::string Plan::summary() const {
   return s.str();
 }
 
-OuroborosEngine::OuroborosEngine(const GPT& model, ParamSet params, const Config& cfg)
+OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg)
     : model_(model), cfg_(cfg), params_(std::move(params)), plan_(make_plan(cfg)) {
   pipeline_start_ = cfg.engine.sync_warmup;
   const int64_t W = plan_.partition.num_workers();
@@ -194,6 +194,33 @@ void OuroborosEngine::set_generator_states(const std::vector<Tensor>& s) {
   }
   for (auto& w : workers_) {
     for (int64_t k : w->modules()) w->generator(k).set_state(s[static_cast<size_t>(k - 1)]);
+  }
+}
+
+}  // namespace ouroboros
+
+namespace ouroboros {
+
+std::map<int64_t, Tensor> OuroborosEngine::memory() const {
+  std::map<int64_t, Tensor> all;
+  for (const auto& w : workers_) {
+    for (int64_t k : w->modules()) {
+      for (const auto& [layer, t] : const_cast<Worker&>(*w).context(k).memory) all[layer] = t;
+    }
+  }
+  return all;
+}
+
+void OuroborosEngine::set_memory(const std::map<int64_t, Tensor>& m) {
+  for (auto& w : workers_) {
+    for (int64_t k : w->modules()) {
+      const ModulePlan& plan = plan_.partition.module(k);
+      auto& mine = w->context(k).memory;
+      mine.clear();
+      for (int64_t i = plan.first_block; i < plan.end_block; ++i) {
+        if (m.count(i)) mine[i] = m.at(i);
+      }
+    }
   }
 }
 

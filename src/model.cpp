@@ -187,4 +187,15 @@ Tensor GPT::loss(const ParamSet& p, const Tensor& idx, const Tensor& targets,
   return head_loss(p, hidden(p, idx, ctx), targets);
 }
 
+Tensor GPT::loss_sum(const ParamSet& p, const Tensor& idx, const Tensor& targets,
+                     ForwardContext& ctx) const {
+  Tensor lg = logits(p, hidden(p, idx, ctx));
+  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}), {},
+                                at::Reduction::Sum);
+}
+
+Tensor GPT::output_logits(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
+  return logits(p, hidden(p, idx, ctx));
+}
+
 }  // namespace ouroboros

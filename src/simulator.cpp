@@ -7,7 +7,7 @@
 
 namespace ouroboros {
 
-SerialSimulator::SerialSimulator(const GPT& model, ParamSet params, const Config& cfg)
+SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg)
     : model_(model),
       cfg_(cfg),
       params_(std::move(params)),
@@ -123,6 +123,29 @@ std::vector<Tensor> SerialSimulator::generator_states() const {
 void SerialSimulator::set_generator_states(const std::vector<Tensor>& s) {
   if (s.size() != contexts_.size()) throw CheckpointError("dropout generator count mismatch");
   for (size_t i = 0; i < s.size(); ++i) contexts_[i].generator->set_state(s[i]);
+}
+
+}  // namespace ouroboros
+
+namespace ouroboros {
+
+std::map<int64_t, Tensor> SerialSimulator::memory() const {
+  std::map<int64_t, Tensor> all;
+  for (const auto& c : contexts_) {
+    for (const auto& [layer, t] : c.memory) all[layer] = t;
+  }
+  return all;
+}
+
+void SerialSimulator::set_memory(const std::map<int64_t, Tensor>& m) {
+  for (int64_t k = 1; k <= partition_.K; ++k) {
+    const ModulePlan& plan = partition_.module(k);
+    auto& mine = contexts_[k - 1].memory;
+    mine.clear();
+    for (int64_t i = plan.first_block; i < plan.end_block; ++i) {
+      if (m.count(i)) mine[i] = m.at(i);
+    }
+  }
 }
 
 }  // namespace ouroboros

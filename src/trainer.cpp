@@ -18,6 +18,8 @@
 #include "ouroboros/checkpoint.h"
 #include "ouroboros/engine.h"
 #include "ouroboros/errors.h"
+#include "ouroboros/stream.h"
+#include "ouroboros/transformer_xl.h"
 #include "ouroboros/system.h"
 
 namespace ouroboros {
@@ -26,7 +28,7 @@ uint64_t dropout_seed(uint64_t seed, int64_t module) {
   return seed * 1000003ULL + static_cast<uint64_t>(module) * 7919ULL;
 }
 
-ReferenceTrainer::ReferenceTrainer(const GPT& model, ParamSet params, const TrainConfig& cfg)
+ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params, const TrainConfig& cfg)
     : model_(model), params_(std::move(params)), cfg_(cfg), optimizer_(cfg, params_) {
   ctx_.training = true;
   ctx_.generator = make_generator(dropout_seed(static_cast<uint64_t>(cfg.seed), 1));
@@ -74,7 +76,7 @@ void keep_freed_memory() {
 
 }  // namespace
 
-std::unique_ptr<Method> make_method(const Config& cfg, const GPT& model, ParamSet params) {
+std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params) {
   keep_freed_memory();
   const std::string mode = resolved_mode(cfg.engine);
   if (mode == "gpipe") return std::make_unique<GPipeTrainer>(model, std::move(params), cfg);
@@ -87,12 +89,30 @@ std::unique_ptr<Method> make_method(const Config& cfg, const GPT& model, ParamSe
   return std::make_unique<OuroborosEngine>(model, std::move(params), cfg);
 }
 
+namespace {
+
+EvalResult evaluate_recurrent(const LanguageModel& model, const ParamSet& params,
+                              const std::vector<int32_t>& tokens, int64_t batch_size,
+                              int64_t max_windows) {
+  const auto& xl = dynamic_cast<const TransformerXL&>(model);
+  const int64_t segments = max_windows > 0 ? std::max<int64_t>(1, max_windows / batch_size) : 0;
+  auto [total, count] = evaluate_streams(model, params, tokens, batch_size, xl.eval_tgt_len(),
+                                         xl.eval_lengths(), segments);
+  EvalResult r;
+  r.tokens = count;
+  r.loss = total / static_cast<double>(count);
+  return r;
+}
+
+}  // namespace
+
 double EvalResult::bpc() const { return loss / std::log(2.0); }
 double EvalResult::perplexity() const { return std::exp(loss); }
 
-EvalResult evaluate(const GPT& model, const ParamSet& params, const std::vector<int32_t>& tokens,
+EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const std::vector<int32_t>& tokens,
                     int64_t batch_size, int64_t max_windows) {
   torch::NoGradGuard no_grad;
+  if (model.recurrent()) return evaluate_recurrent(model, params, tokens, batch_size, max_windows);
   const int64_t T = model.config().block_size;
   int64_t windows = num_eval_windows(static_cast<int64_t>(tokens.size()), T);
   if (windows == 0) {
@@ -107,10 +127,7 @@ EvalResult evaluate(const GPT& model, const ParamSet& params, const std::vector<
   for (int64_t first = 0; first < windows; first += batch_size) {
     const int64_t n = std::min(batch_size, windows - first);
     auto [x, y] = eval_windows(tokens, T, first, n);
-    Tensor lg = model.logits(params, model.hidden(params, x, ctx));
-    Tensor sum = at::cross_entropy_loss(lg.view({-1, model.config().vocab_size}), y.reshape({-1}),
-                                        {}, at::Reduction::Sum);
-    total += sum.item<double>();
+    total += model.loss_sum(params, x, y, ctx).item<double>();
   }
   EvalResult r;
   r.tokens = windows * T;
@@ -271,10 +288,11 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     log << "data " << ds.description << std::endl;
   }
 
-  GPT model(cfg.model);
+  std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
+  const LanguageModel& model = *model_ptr;
   ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
   if (!opts.quiet) {
-    log << "model gpt: " << cfg.model.n_layer << " layers, " << cfg.model.n_embd << " wide, "
+    log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, " << cfg.model.n_embd << " wide, "
         << params.numel() << " parameters" << std::endl;
   }
   std::unique_ptr<Method> method = opts.method_factory
@@ -293,13 +311,18 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   }
 
   // With R replicas a tick draws one batch of R*B rows; ring r trains on rows [rB, (r+1)B).
-  BatchSampler sampler(ds.train, cfg.model.block_size, cfg.train.batch_size * cfg.dist.replicas,
-                       static_cast<uint64_t>(cfg.train.seed));
+  const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
+  BatchSampler sampler(ds.train, cfg.model.block_size, rows, static_cast<uint64_t>(cfg.train.seed));
+  // A recurrent model reads the training text as parallel streams, segment after segment.
+  std::optional<StreamSampler> streams;
+  if (model.recurrent()) streams.emplace(ds.train, cfg.model.block_size, rows);
   int64_t step = 0;
   if (ck) {
     method->load_optimizer_state(ck->optimizer);
     method->set_generator_states(ck->generator_states);
     sampler.set_state(ck->sampler_state);
+    if (streams) streams->set_state(ck->sampler_state);
+    method->set_memory(ck->memory);
     step = ck->step;
     method->resume_at(step);
     if (!opts.quiet) log << "resumed from " << opts.resume << " at step " << step << std::endl;
@@ -318,12 +341,13 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     out.model = method->params();
     out.optimizer = method->optimizer_state();
     out.step = at_step;
-    out.sampler_state = sampler.state();
+    out.sampler_state = streams ? streams->state() : sampler.state();
+    out.memory = method->memory();
     out.generator_states = method->generator_states();
     save_checkpoint(ckpt_path, out);
   };
 
-  const BatchFn next_batch = [&](int64_t) { return sampler.next(); };
+  const BatchFn next_batch = [&](int64_t) { return streams ? streams->next() : sampler.next(); };
   const LossFn on_loss = [&](int64_t tick, double loss) { reporter.loss(tick, loss); };
   while (step < end) {
     const int64_t stop = std::min(next_boundary(step, cfg.train.eval_interval, end),

@@ -9,7 +9,7 @@
 
 namespace ouroboros {
 
-std::vector<std::string> worker_param_names(const GPT& model, const Partition& partition,
+std::vector<std::string> worker_param_names(const LanguageModel& model, const Partition& partition,
                                             const ParamSet& all, int64_t worker) {
   std::set<std::string> mine;
   for (int64_t k : partition.modules_of_worker(worker)) {
@@ -22,7 +22,7 @@ std::vector<std::string> worker_param_names(const GPT& model, const Partition& p
   return ordered;
 }
 
-Worker::Worker(const GPT& model, const Partition& partition, int64_t rank, const ParamSet& all,
+Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
                const Config& cfg, Transport& transport)
     : model_(model),
       partition_(partition),

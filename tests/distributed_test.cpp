@@ -218,7 +218,7 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   Config simulated = cfg;
   simulated.train.out_dir = (dir.path() / "simulator").string();
   TrainOptions sim = quiet;
-  sim.method_factory = [](const Config& c, const GPT& model, ParamSet params) {
+  sim.method_factory = [](const Config& c, const LanguageModel& model, ParamSet params) {
     return std::make_unique<SerialSimulator>(model, std::move(params), c);
   };
   train(simulated, sim);

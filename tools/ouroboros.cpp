@@ -15,6 +15,7 @@
 #include "ouroboros/engine.h"
 #include "ouroboros/errors.h"
 #include "ouroboros/generate.h"
+#include "ouroboros/presets.h"
 #include "ouroboros/system.h"
 #include "ouroboros/trainer.h"
 
@@ -26,6 +27,7 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 
 // Every config field as a flag; values stay text until applied through the field table.
 struct ConfigFlags {
+  std::string preset;
   std::string config_file;
   std::map<std::string, std::string> values;  // key -> text
   std::map<std::string, CLI::Option*> options;
@@ -49,8 +51,17 @@ struct ConfigFlags {
           app.add_option(f.flag, values[f.key], f.help + " [" + shown + "]")->type_name(type);
     }
   }
-  // base <- config file <- flags given on the command line.
+  // Adds --preset and lists the presets below the subcommand's help.
+  void add_presets_to(CLI::App& app) {
+    app.add_option("--preset", preset, "named configuration: " + preset_list() +
+                                           " (a config file and flags override it)");
+    std::string footer = "Presets:";
+    for (const auto& p : presets()) footer += "\n  " + p.name + ": " + p.description;
+    app.footer(footer);
+  }
+  // base <- preset <- config file <- flags given on the command line.
   Config apply(Config base) const {
+    if (!preset.empty()) apply_preset(preset, base);
     if (!config_file.empty()) base.merge_json(read_config_json(config_file));
     for (const auto& [key, opt] : options) {
       if (opt->count() > 0) base.set_from_string(key, values.at(key));
@@ -94,13 +105,13 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
   Config cfg = flags.apply(ck.config);
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   Dataset ds = load_dataset(cfg.data.data, cfg.data.format, ck.tokenizer);
-  GPT model(ck.config.model);
+  std::unique_ptr<LanguageModel> model = make_model(ck.config.model);
   std::vector<std::string> splits = split == "all" ? std::vector<std::string>{"train", "valid", "test"}
                                                    : std::vector<std::string>{split};
   nlohmann::json out = nlohmann::json::object();
   const bool chars = ck.tokenizer.is_character_level();
   for (const auto& name : splits) {
-    EvalResult r = evaluate(model, ck.model, ds.split(name), batch);
+    EvalResult r = evaluate(*model, ck.model, ds.split(name), batch);
     nlohmann::json j = {{"split", name}, {"loss", r.loss}, {"tokens", r.tokens}};
     if (chars) {
       j["bpc"] = r.bpc();
@@ -121,8 +132,8 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
 
 int cmd_generate(const std::string& path, const SampleOptions& opts) {
   Checkpoint ck = load_checkpoint(path);
-  GPT model(ck.config.model);
-  std::cout << generate(model, ck.model, ck.tokenizer, opts) << std::endl;
+  std::unique_ptr<LanguageModel> model = make_model(ck.config.model);
+  std::cout << generate(*model, ck.model, ck.tokenizer, opts) << std::endl;
   return 0;
 }
 
@@ -177,8 +188,6 @@ int cmd_bench_child(const std::string& config, int64_t warmup, int64_t steps) {
   return 0;
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,6 +203,7 @@ int main(int argc, char** argv) {
   auto* train_cmd = app.add_subcommand("train", "train a model (--mode: sequential, ouroboros, gpipe or data-parallel)");
   ConfigFlags train_flags;
   train_flags.add_to(*train_cmd, {"model", "data", "train", "engine", "dist"});
+  train_flags.add_presets_to(*train_cmd);
   std::string resume;
   train_cmd->add_option("--resume", resume, "continue from this checkpoint");
   DistEnv env_flags = no_env_overrides();
@@ -226,7 +236,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--split", split, "train | valid | test | all [test]")
       ->check(CLI::IsMember({"train", "valid", "test", "all"}));
   eval_cmd->add_flag("--json", json_out, "print one JSON object");
-  eval_cmd->add_option("--batch", eval_batch, "windows per forward pass [16]")
+  eval_cmd->add_option("--batch", eval_batch, "windows per forward pass; transformer-xl: parallel streams [16]")
       ->check(CLI::PositiveNumber);
 
   auto* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint");
@@ -242,6 +252,7 @@ int main(int argc, char** argv) {
   auto* plan_cmd = app.add_subcommand("plan", "print the partition, schedule and cost estimate");
   ConfigFlags plan_flags;
   plan_flags.add_to(*plan_cmd, {"model", "train", "engine"});
+  plan_flags.add_presets_to(*plan_cmd);
   int64_t ticks = 6;
   plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]");
 

@@ -56,7 +56,7 @@ class ThreadTeam {
 // in the Ouroboros engine (docs/DESIGN.md), so it equals global clipping for K = 2 only.
 class GPipeTrainer : public Method {
  public:
-  GPipeTrainer(const GPT& model, ParamSet params, const Config& cfg);
+  GPipeTrainer(const LanguageModel& model, ParamSet params, const Config& cfg);
   ~GPipeTrainer() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
@@ -76,7 +76,7 @@ class GPipeTrainer : public Method {
   void run_worker(int64_t w, int64_t first, int64_t count, const BatchFn* batch,
                   const LossFn* on_loss);
 
-  const GPT& model_;
+  const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
   Plan plan_;
@@ -94,7 +94,7 @@ class GPipeTrainer : public Method {
 // thread, which costs what each replica's own update costs in an all-reduce data-parallel run.
 class DataParallelTrainer : public Method {
  public:
-  DataParallelTrainer(const GPT& model, ParamSet params, const Config& cfg);
+  DataParallelTrainer(const LanguageModel& model, ParamSet params, const Config& cfg);
   ~DataParallelTrainer() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
@@ -108,7 +108,7 @@ class DataParallelTrainer : public Method {
   void set_generator_states(const std::vector<Tensor>& s) override;
 
  private:
-  const GPT& model_;
+  const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
   Optimizer optimizer_;

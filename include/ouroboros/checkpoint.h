@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@ struct Checkpoint {
   int64_t step = 0;                     // ticks completed
   uint64_t sampler_state = 0;
   std::vector<Tensor> generator_states; // dropout generators, one per module
+  std::map<int64_t, Tensor> memory;     // recurrent models: layer -> segment memory [B, M, C]
 };
 
 // Writes to path + ".tmp" and renames, so a crash never leaves a broken file at path.

@@ -14,13 +14,26 @@ namespace ouroboros {
 // Shape letters used across the code base:
 //   B batch, T time (block_size), C channels (n_embd), V vocabulary, L layers, K modules, W workers.
 struct ModelConfig {
-  std::string model = "gpt";  // model family; "gpt" is the GPT-2 style decoder
+  std::string model = "gpt";  // model family: gpt (GPT-2 style) | transformer-xl
   int64_t n_layer = 4;        // L, Transformer blocks
   int64_t n_head = 4;         // attention heads; n_embd must be divisible by it
   int64_t n_embd = 128;       // C, residual stream width
   int64_t block_size = 128;   // T, context length in tokens
   int64_t vocab_size = 0;     // V; 0 = taken from the tokenizer
   double dropout = 0.0;       // dropout probability on attention/residual paths
+  // Transformer-XL only (docs/TRANSFORMER_XL.md); block_size is its training segment (tgt_len).
+  int64_t d_inner = 0;        // feed-forward width; 0 = 4 n_embd
+  double attn_dropout = 0.0;  // dropout on attention probabilities
+  int64_t pre_lnorm = 0;      // 1 = pre-LayerNorm blocks; 0 = post-LayerNorm as in the paper
+  int64_t mem_len = 128;      // hidden states of previous segments kept per layer
+  int64_t clamp_len = 0;      // relative distances above it share its encoding; 0 = no clamp
+  int64_t same_length = 0;    // 1 = every query attends over the same number of positions
+  int64_t eval_tgt_len = 0;   // evaluation segment length; 0 = block_size
+  int64_t eval_mem_len = -1;  // evaluation memory length; -1 = mem_len
+  int64_t eval_clamp_len = -1;   // evaluation clamp_len; -1 = clamp_len
+  int64_t eval_same_length = -1; // evaluation same_length; -1 = same_length
+  std::string adaptive_cutoffs = "";  // "20000,40000,200000": adaptive softmax; "" = full softmax
+  int64_t div_val = 1;        // adaptive: cluster i embeds in n_embd / div_val^i dimensions
 };
 
 struct DataConfig {

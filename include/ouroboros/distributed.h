@@ -144,7 +144,7 @@ struct RankStats {
 // the end of every run() and drain()).
 class DistributedEngine : public Method {
  public:
-  DistributedEngine(const GPT& model, ParamSet params, const Config& cfg, DistContext& ctx);
+  DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
   ~DistributedEngine() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
@@ -170,7 +170,7 @@ class DistributedEngine : public Method {
   void end_job();
   void gather() const;
 
-  const GPT& model_;
+  const LanguageModel& model_;
   Config cfg_;
   DistContext& ctx_;
   ParamSet params_;

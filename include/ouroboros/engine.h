@@ -36,7 +36,7 @@ Plan make_plan(const Config& cfg);
 // as the same run without interruption.
 class OuroborosEngine : public Method {
  public:
-  OuroborosEngine(const GPT& model, ParamSet params, const Config& cfg);
+  OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg);
   ~OuroborosEngine() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
@@ -47,6 +47,8 @@ class OuroborosEngine : public Method {
   void load_optimizer_state(const c10::impl::GenericDict& d) override;
   std::vector<Tensor> generator_states() const override;
   void set_generator_states(const std::vector<Tensor>& s) override;
+  std::map<int64_t, Tensor> memory() const override;
+  void set_memory(const std::map<int64_t, Tensor>& m) override;
 
   const Plan& plan() const { return plan_; }
   std::string plan_summary() const { return plan_.summary(); }
@@ -64,7 +66,7 @@ class OuroborosEngine : public Method {
   void run_ticks(int64_t w, const Job& job, const BatchFn* batch, const LossFn* on_loss);
   void worker_loop(int64_t w);
 
-  const GPT& model_;
+  const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
   Plan plan_;

@@ -17,8 +17,9 @@ struct SampleOptions {
   uint64_t seed = 1;
 };
 
-// Returns the prompt followed by the generated text. The context is cropped to block_size.
-std::string generate(const GPT& model, const ParamSet& params, const Tokenizer& tok,
+// Returns the prompt followed by the generated text. The context is cropped to the model's
+// max_context() (block_size for GPT).
+std::string generate(const LanguageModel& model, const ParamSet& params, const Tokenizer& tok,
                      const SampleOptions& opts);
 
 }  // namespace ouroboros

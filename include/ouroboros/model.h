@@ -2,62 +2,25 @@
 // module of the model can run forward with any weight version (ALGORITHM.md section 7).
 #pragma once
 
-#include <cstdint>
-#include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include <torch/torch.h>
-
-#include "ouroboros/config.h"
-#include "ouroboros/partition.h"
+#include "ouroboros/language_model.h"
 
 namespace ouroboros {
 
-using torch::Tensor;
-
-// Named tensors in a fixed order, with GPT-2 names ("wte.weight", "h.3.attn.c_attn.weight").
-class ParamSet {
- public:
-  void add(const std::string& name, Tensor t);
-  bool contains(const std::string& name) const { return index_.count(name) > 0; }
-  const Tensor& at(const std::string& name) const;
-  Tensor& at(const std::string& name);
-  const std::vector<std::string>& names() const { return names_; }
-  const std::vector<Tensor>& tensors() const { return tensors_; }
-  size_t size() const { return names_.size(); }
-  int64_t numel() const;
-  // The named subset, sharing storage with this set.
-  ParamSet subset(const std::vector<std::string>& names) const;
-  // Detached copies that require grad: a frozen weight version for a delayed backward.
-  ParamSet snapshot() const;
-
- private:
-  std::vector<std::string> names_;
-  std::vector<Tensor> tensors_;
-  std::unordered_map<std::string, size_t> index_;
-};
-
-// Randomness of one forward pass: dropout masks come from this generator (one per module, so
-// parallel workers never share a stream). Evaluation passes training = false.
-struct ForwardContext {
-  bool training = false;
-  c10::optional<at::Generator> generator;
-};
-
-class GPT {
+class GPT : public LanguageModel {
  public:
   // cfg must be valid with vocab_size > 0.
   explicit GPT(const ModelConfig& cfg);
-  const ModelConfig& config() const { return cfg_; }
+  const ModelConfig& config() const override { return cfg_; }
 
   // All parameters, GPT-2 initialisation: normal(0, 0.02) for matrices and embeddings, residual
   // projections (attn.c_proj, mlp.c_proj) scaled by 1/sqrt(2L), zero biases, unit LayerNorm gains.
-  ParamSet init_params(uint64_t seed) const;
+  ParamSet init_params(uint64_t seed) const override;
   std::vector<std::string> block_param_names(int64_t i) const;
   // The parameters a module reads: its blocks, plus wte/wpe (module 1) and ln_f and wte (module K).
-  std::vector<std::string> module_param_names(const ModulePlan& m) const;
+  std::vector<std::string> module_param_names(const ModulePlan& m) const override;
 
   // idx: [B, T] int64 -> h: [B, T, C]
   Tensor embed(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const;
@@ -71,19 +34,19 @@ class GPT {
   // A module's forward: input is idx for module 1 (else the hidden state); returns the loss for
   // module K (targets needed), else the hidden state.
   Tensor forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
-                        const Tensor& targets, ForwardContext& ctx) const;
+                        const Tensor& targets, ForwardContext& ctx) const override;
   // The whole model: hidden state before the head, and the loss.
   Tensor hidden(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const;
   Tensor loss(const ParamSet& p, const Tensor& idx, const Tensor& targets,
-              ForwardContext& ctx) const;
+              ForwardContext& ctx) const override;
+  Tensor loss_sum(const ParamSet& p, const Tensor& idx, const Tensor& targets,
+                  ForwardContext& ctx) const override;
+  Tensor output_logits(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const override;
 
  private:
   Tensor dropout(const Tensor& x, ForwardContext& ctx) const;
   ModelConfig cfg_;
   Tensor causal_mask_;  // [T, T] bool, true above the diagonal
 };
-
-// A module's dropout generator: seeded from the run seed and the module index.
-at::Generator make_generator(uint64_t seed);
 
 }  // namespace ouroboros

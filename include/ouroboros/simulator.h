@@ -17,7 +17,7 @@ namespace ouroboros {
 class SerialSimulator : public Method {
  public:
   // Uses the same partition as the engine (make_plan(cfg).partition).
-  SerialSimulator(const GPT& model, ParamSet params, const Config& cfg);
+  SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg);
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;
@@ -27,6 +27,8 @@ class SerialSimulator : public Method {
   void load_optimizer_state(const c10::impl::GenericDict& d) override;
   std::vector<Tensor> generator_states() const override;
   void set_generator_states(const std::vector<Tensor>& s) override;
+  std::map<int64_t, Tensor> memory() const override;
+  void set_memory(const std::map<int64_t, Tensor>& m) override;
 
  private:
   struct Stored {
@@ -39,7 +41,7 @@ class SerialSimulator : public Method {
   void tick(int64_t t, bool synchronous, int64_t horizon, double lr, const BatchFn* batch,
             const LossFn* on_loss);
 
-  const GPT& model_;
+  const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
   Partition partition_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -39,6 +40,10 @@ class Method {
   // Dropout generator states, one per module, for checkpoints.
   virtual std::vector<Tensor> generator_states() const = 0;
   virtual void set_generator_states(const std::vector<Tensor>& s) = 0;
+  // Segment memories of a recurrent model, layer -> [B, M, C] (empty for other models), so a
+  // checkpoint resumes exactly.
+  virtual std::map<int64_t, Tensor> memory() const { return {}; }
+  virtual void set_memory(const std::map<int64_t, Tensor>& m) { (void)m; }
 };
 
 // Seed of module k's dropout generator.
@@ -47,7 +52,7 @@ uint64_t dropout_seed(uint64_t seed, int64_t module);
 // The reference trainer: the whole model on one worker with plain backprop (ALGORITHM.md sec. 6).
 class ReferenceTrainer : public Method {
  public:
-  ReferenceTrainer(const GPT& model, ParamSet params, const TrainConfig& cfg);
+  ReferenceTrainer(const LanguageModel& model, ParamSet params, const TrainConfig& cfg);
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override {}
   const ParamSet& params() const override { return params_; }
@@ -57,9 +62,11 @@ class ReferenceTrainer : public Method {
   }
   std::vector<Tensor> generator_states() const override;
   void set_generator_states(const std::vector<Tensor>& s) override;
+  std::map<int64_t, Tensor> memory() const override { return ctx_.memory; }
+  void set_memory(const std::map<int64_t, Tensor>& m) override { ctx_.memory = m; }
 
  private:
-  const GPT& model_;
+  const LanguageModel& model_;
   ParamSet params_;
   TrainConfig cfg_;
   Optimizer optimizer_;
@@ -68,7 +75,7 @@ class ReferenceTrainer : public Method {
 
 // Builds the method the config's mode asks for (resolved_mode): the reference trainer, the
 // Ouroboros engine, GPipe or data parallelism (baselines.h).
-std::unique_ptr<Method> make_method(const Config& cfg, const GPT& model, ParamSet params);
+std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params);
 
 struct EvalResult {
   double loss = 0.0;    // mean cross-entropy in nats over all targets
@@ -77,7 +84,9 @@ struct EvalResult {
   double perplexity() const;
 };
 // Mean cross-entropy over the evaluation windows of tokens (data.h); max_windows = 0 for all.
-EvalResult evaluate(const GPT& model, const ParamSet& params, const std::vector<int32_t>& tokens,
+// A recurrent model is evaluated on batch_size streams instead (stream.h), in segments of its
+// evaluation lengths; max_windows then limits the targets to about that many segments' worth.
+EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const std::vector<int32_t>& tokens,
                     int64_t batch_size, int64_t max_windows = 0);
 
 struct TrainOptions {
@@ -86,7 +95,7 @@ struct TrainOptions {
   std::ostream* log = nullptr;  // progress lines; nullptr = std::cout
   bool quiet = false;         // no progress lines (tests)
   // Builds the method instead of make_method (worker processes, the serial simulator).
-  std::function<std::unique_ptr<Method>(const Config&, const GPT&, ParamSet)> method_factory;
+  std::function<std::unique_ptr<Method>(const Config&, const LanguageModel&, ParamSet)> method_factory;
 };
 
 struct TrainResult {

@@ -34,13 +34,13 @@ struct TickWindow {
 };
 
 // The parameter names a worker holds, in the model's order (V once on worker 0).
-std::vector<std::string> worker_param_names(const GPT& model, const Partition& partition,
+std::vector<std::string> worker_param_names(const LanguageModel& model, const Partition& partition,
                                             const ParamSet& all, int64_t worker);
 
 class Worker {
  public:
   // all: every parameter of the model; the worker keeps (and updates in place) its own subset.
-  Worker(const GPT& model, const Partition& partition, int64_t rank, const ParamSet& all,
+  Worker(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
          const Config& cfg, Transport& transport);
 
   // Walks this worker's ops of one tick. batch/on_loss are used by worker 0 only.
@@ -61,6 +61,9 @@ class Worker {
   void set_before_update(std::function<void(const ParamSet&)> hook) {
     before_update_ = std::move(hook);
   }
+  // Module k's forward context: its dropout generator and, for a recurrent model, its layers'
+  // segment memories.
+  ForwardContext& context(int64_t k) { return contexts_.at(k); }
 
  private:
   struct InFlight {
@@ -78,7 +81,7 @@ class Worker {
   Tensor take_local(const LocalKey& key);
   at::IntArrayRef message_shape() const { return message_shape_; }
 
-  const GPT& model_;
+  const LanguageModel& model_;
   const Partition& partition_;
   int64_t rank_;
   TrainConfig train_cfg_;

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Experiment "xl_speed": Transformer-XL under Ouroboros (K = 3 modules on 2 worker threads, 1
+# intra-op thread each) against the reference trainer at 1 and at 2 intra-op threads, on a
+# Transformer-XL with L=6, H=4, C=256, d_inner 1024, tgt_len = mem_len = 128, B=8, V=256 (byte
+# data; random segments carried through the memories), Adam, clip 1.0, run alternately in one go.
+# Reports tokens/s, the ratios, peak
+# resident memory, and the share of time each worker waited on the transport.
+# Writes bench/results/xl_speed.md (OUT overrides). Env: BUILD_DIR (default build), PYTHON (default
+# /usr/bin/python3), STEPS (30), WARMUP (4), ROUNDS (3), PARTITION (auto).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir="${BUILD_DIR:-build}"
+python="${PYTHON:-/usr/bin/python3}"
+steps="${STEPS:-30}"
+warmup="${WARMUP:-4}"
+rounds="${ROUNDS:-3}"
+partition="${PARTITION:-auto}"
+model=(--model transformer-xl --n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --mem-len 128
+       --batch-size 8 --vocab 256)
+out="${OUT:-bench/results/xl_speed.md}"
+
+[[ -f "$build_dir/CMakeCache.txt" ]] || cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build_dir" -j2 --target bench_step ouroboros >/dev/null
+bench="$build_dir/bench/bench_step"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# name: bench_step arguments. Every side runs all its steps in one run() call (--whole).
+declare -A sides=(
+  [seq1]="--threads 1 --modules 1"
+  [seq2]="--threads 2 --modules 1"
+  [ouro]="--threads 1 --modules 3 --partition $partition"
+)
+order=(seq1 ouro seq2)
+for r in $(seq "$rounds"); do
+  for s in "${order[@]}"; do
+    # shellcheck disable=SC2086
+    "$bench" ${sides[$s]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/$s.$r.json"
+    echo "round $r $s: $(cut -c1-120 "$tmp/$s.$r.json")" >&2
+  done
+done
+"$build_dir/ouroboros" plan --model transformer-xl --mem-len 128 --modules 3 --partition "$partition" --n-layer 6 --n-head 4 \
+  --n-embd 256 --block-size 128 --vocab-size 256 --ticks 0 >"$tmp/plan.txt"
+
+"$python" - "$tmp" "$rounds" "$load_before" "$steps" "$warmup" <<'PY' | tee "$out"
+import json, statistics, subprocess, sys, datetime
+tmp, rounds, load, steps, warmup = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def runs(side):
+    return [json.load(open(f"{tmp}/{side}.{r}.json")) for r in range(1, rounds + 1)]
+res = {s: runs(s) for s in ("seq1", "seq2", "ouro")}
+tps = {s: statistics.median(r["tokens_per_s"] for r in v) for s, v in res.items()}
+rss = {s: max(r["peak_rss_mib"] for r in v) for s, v in res.items()}
+wait = [statistics.median(r["transport_wait_share"][w] for r in res["ouro"]) for w in range(2)]
+cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
+plan = open(f"{tmp}/plan.txt").read().strip()
+print("# xl_speed\n")
+print("Transformer-XL L=6, H=4, C=256, d_inner 1024, tgt_len = mem_len = 128, B=8, V=256, Adam, clip 1.0. Each side runs "
+      f"{warmup} warm-up and {steps} timed steps in one call; median over {rounds} alternating rounds.\n")
+print(f"Machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; "
+      f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; load average before: {load}\n")
+print("| method | cores used | tokens/s | ratio to sequential 1 thread | ratio to sequential 2 threads | peak RSS MiB |")
+print("|---|---|---|---|---|---|")
+names = {"seq1": "sequential, 1 intra-op thread", "seq2": "sequential, 2 intra-op threads",
+         "ouro": "Ouroboros K=3, 2 workers x 1 thread"}
+cores = {"seq1": 1, "seq2": 2, "ouro": 2}
+for s in ("seq1", "seq2", "ouro"):
+    print(f"| {names[s]} | {cores[s]} | {tps[s]:.0f} | {tps[s]/tps['seq1']:.2f}x | {tps[s]/tps['seq2']:.2f}x | {rss[s]:.0f} |")
+print(f"\nOuroboros workers waited on the transport {100*wait[0]:.0f}% (worker 0) and "
+      f"{100*wait[1]:.0f}% (worker 1) of the run (pipeline fill included).\n")
+print("Plan:\n\n```\n" + plan + "\n```")
+PY

@@ -536,6 +536,18 @@ TEST(Fingerprint, NamesTheDifferingFieldAndIgnoresLocalOnes) {
             std::string::npos);
 }
 
+// Replicas need processes: a single process refuses rather than silently training on R*B rows.
+TEST(Distributed, ReplicasWithoutProcessesAreRefused) {
+  TempDir dir;
+  Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
+  cfg.dist.replicas = 2;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  EXPECT_THROW(train(cfg, quiet), ConfigError);
+  EXPECT_FALSE(fs::exists(dir.path() / "out"));
+}
+
 TEST(C10dTransport, TagsStayWithinGlooRange) {
   MessageKey k{true, 3, (int64_t{1} << 40) + 5};
   EXPECT_GE(C10dTransport::gloo_tag(k), 0);

@@ -274,7 +274,8 @@ TEST(Distributed, ResumeIsExact) {
   std::vector<pid_t> pids;
   for (int r = 0; r < 2; ++r) {
     pids.push_back(spawn({"train", "--resume", ckpt.string(), "--steps", "24"},
-                         rank_env(r, 2, port), dir.path() / ("c_rank" + std::to_string(r) + ".log")));
+                         rank_env(r, 2, port),
+                         dir.path() / ("c_rank" + std::to_string(r) + ".log")));
   }
   for (int r = 0; r < 2; ++r) ASSERT_EQ(wait_exit(pids[r], 60), 0) << logs(dir, "c", 2);
   Checkpoint a = load_checkpoint((dir.path() / "whole" / "ckpt.pt").string());
@@ -312,8 +313,8 @@ TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
   ASSERT_EQ(a.model.names(), single.params.names());
   double worst = 0.0;
   for (size_t i = 0; i < a.model.size(); ++i) {
-    worst = std::max(worst,
-                     (a.model.tensors()[i] - single.params.tensors()[i]).abs().max().item<double>());
+    const Tensor diff = a.model.tensors()[i] - single.params.tensors()[i];
+    worst = std::max(worst, diff.abs().max().item<double>());
   }
   EXPECT_LT(worst, 1e-5);
   // Not trivially equal: the run moved the weights much further than the tolerance.

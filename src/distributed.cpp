@@ -244,27 +244,32 @@ std::vector<int64_t> DistContext::silent_ranks() {
 }
 
 std::string DistContext::lost_peer(int64_t peer, const std::string& what) {
-  // A timeout: the rank that stopped answering may be further along the ring than `peer`.
-  if (what.find("imed out") != std::string::npos || what.find("imeout") != std::string::npos) {
-    std::vector<int64_t> silent = silent_ranks();
-    if (!silent.empty() && std::find(silent.begin(), silent.end(), peer) == silent.end()) {
-      peer = silent.front();
-    }
-  }
-  const std::string mine = (peer >= 0 ? "lost rank " + std::to_string(peer) : "lost a replica") +
-                           ": " + first_line(what);
-  std::string recorded;
+  auto recorded = [&]() -> std::string {
+    return store_->check({kLostKey}) ? string_of(store_->get(kLostKey)) : "";
+  };
+  std::string line;
   try {
-    if (store_->check({kLostKey})) {
-      recorded = string_of(store_->get(kLostKey));
-    } else {
-      store_->set(kLostKey, bytes_of(mine));
+    line = recorded();
+    if (line.empty()) {
+      // The peer that failed us may only have given up on another rank (a timeout closes its
+      // connections too): the rank whose heartbeat stopped is the one lost.
+      std::vector<int64_t> silent = silent_ranks();
+      if (!silent.empty() && std::find(silent.begin(), silent.end(), peer) == silent.end()) {
+        peer = silent.front();
+      }
+      line = recorded();
+    }
+    if (line.empty()) {
+      line = (peer >= 0 ? "lost rank " + std::to_string(peer) : "lost a replica") + ": " +
+             first_line(what);
+      store_->set(kLostKey, bytes_of(line));
     }
   } catch (const std::exception&) {
     // The store lives in rank 0: if it is gone, rank 0 is the one lost.
-    if (peer != 0) recorded = "lost rank 0 (the store stopped answering)";
+    line = peer != 0 ? "lost rank 0 (the store stopped answering)"
+                     : "lost rank 0: " + first_line(what);
   }
-  return "rank " + std::to_string(env_.rank) + ": " + (recorded.empty() ? mine : recorded);
+  return "rank " + std::to_string(env_.rank) + ": " + line;
 }
 
 void DistContext::report_failure(const std::string& what) {
@@ -277,9 +282,12 @@ void DistContext::report_failure(const std::string& what) {
   }
 }
 
-std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout) {
-  // Waits in short slices, so a loss recorded by another rank ends the wait at once.
+std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout, int64_t writer) {
+  // Waits in short slices, so a loss recorded by another rank, or a writer that died, ends the
+  // wait at once.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string beat = "heartbeat/" + std::to_string(writer);
+  int64_t last_beat = -1, still = 0;
   std::string last_error = "timed out";
   while (std::chrono::steady_clock::now() < deadline) {
     try {
@@ -294,6 +302,15 @@ std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout) {
                                  string_of(store_->get(kLostKey)),
                              hint_resume());
       }
+      if (writer >= 0) {
+        const int64_t b = store_->add(beat, 0);
+        still = b == last_beat ? still + 1 : 0;
+        last_beat = b;
+        if (still >= 3) {
+          throw TransportError(lost_peer(writer, "no heartbeat while waiting for " + key),
+                               hint_resume());
+        }
+      }
     } catch (const TransportError&) {
       throw;
     } catch (const std::exception& e) {
@@ -301,10 +318,23 @@ std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout) {
                            hint_resume());
     }
   }
-  throw TransportError(lost_peer(0, "no " + key + " in the store after " +
-                                        std::to_string(timeout.count() / 1000) + " s: " +
-                                        last_error),
+  throw TransportError(lost_peer(writer >= 0 ? writer : 0,
+                                 "no " + key + " in the store after " +
+                                     std::to_string(timeout.count() / 1000) + " s: " + last_error),
                        hint_resume());
+}
+
+void DistContext::linger_after_failure() {
+  try {
+    int64_t n = store_->add("ouroboros/failed", 1);
+    if (!is_lead()) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (n < env_.world_size && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(Millis(50));
+      n = store_->add("ouroboros/failed", 0);
+    }
+  } catch (const std::exception&) {
+  }
 }
 
 void DistContext::set(const std::string& key, const std::vector<uint8_t>& value) {
@@ -468,7 +498,7 @@ void DistributedEngine::run_ticks(int64_t first, int64_t count, bool drain, int6
   if (ctx_.is_lead()) {
     ctx_.set(go, {1});
   } else {
-    ctx_.get(go, kBetweenJobs);
+    ctx_.get(go, kBetweenJobs, 0);
   }
   for (int64_t t = first; t < first + count; ++t) {
     TickWindow win;
@@ -568,7 +598,7 @@ void DistributedEngine::gather() const {
   torch::NoGradGuard no_grad;
   for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
     const std::string key = "state/" + std::to_string(jobs_) + "/" + std::to_string(w);
-    std::vector<uint8_t> raw = ctx_.get(key, ctx_.timeout());
+    std::vector<uint8_t> raw = ctx_.get(key, ctx_.timeout(), w);
     c10::IValue v = torch::pickle_load(std::vector<char>(raw.begin(), raw.end()));
     auto d = v.toGenericDict();
     auto names = d.at("names").toList();
@@ -632,7 +662,9 @@ void DistributedEngine::set_generator_states(const std::vector<Tensor>& s) {
                               std::to_string(plan_.partition.K) + " modules",
                           "resume with the --modules the checkpoint was written with");
   }
-  for (int64_t k : worker_->modules()) worker_->generator(k).set_state(s[static_cast<size_t>(k - 1)]);
+  for (int64_t k : worker_->modules()) {
+    worker_->generator(k).set_state(s[static_cast<size_t>(k - 1)]);
+  }
   peer_generators_ = s;
 }
 
@@ -670,7 +702,7 @@ void follow(Config cfg, const TrainOptions& opts, DistContext& ctx, RankStats* s
     if (ck) sampler->set_state(ck->sampler_state);
   }
   // The vocabulary size comes from rank 0, which read the corpus.
-  cfg.model.vocab_size = std::stoll(string_of(ctx.get("vocab", kBetweenJobs)));
+  cfg.model.vocab_size = std::stoll(string_of(ctx.get("vocab", kBetweenJobs, 0)));
   GPT model(cfg.model);
   ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
   DistributedEngine method(model, params, cfg, ctx);
@@ -737,18 +769,20 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
       follow(cfg, opts, ctx, &stats);
     }
   } catch (const TransportError&) {
+    ctx.linger_after_failure();
     throw;
   } catch (const std::exception& e) {
     ctx.report_failure(e.what());
+    ctx.linger_after_failure();
     throw;
   }
   // Each rank's traffic, printed by rank 0: bytes per tick and time spent waiting on peers.
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ctx.set("stats/" + std::to_string(ctx.rank()),
-          bytes_of(json{{"messages", stats.messages}, {"bytes", stats.bytes}, {"ticks", stats.ticks},
-                        {"wait_s", stats.wait_s}, {"allreduce_s", stats.allreduce_s},
-                        {"wall_s", wall}}
-                       .dump()));
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const json mine = {{"messages", stats.messages}, {"bytes", stats.bytes},
+                     {"ticks", stats.ticks},       {"wait_s", stats.wait_s},
+                     {"allreduce_s", stats.allreduce_s}, {"wall_s", wall}};
+  ctx.set("stats/" + std::to_string(ctx.rank()), bytes_of(mine.dump()));
   if (ctx.is_lead() && !opts.quiet) {
     std::ostream& log = opts.log ? *opts.log : std::cout;
     for (int64_t r = 0; r < ctx.world_size(); ++r) {

@@ -260,6 +260,11 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   std::ostream& log = opts.log ? *opts.log : std::cout;
   cfg.validate();
 
+  if (cfg.dist.replicas > 1 && !opts.method_factory) {
+    throw ConfigError("replicas " + std::to_string(cfg.dist.replicas) +
+                          " needs one process per worker of every ring",
+                      "start R*(K-1) processes, e.g. ouroboros launch --nproc N -- train ...");
+  }
   std::optional<Checkpoint> ck;
   if (!opts.resume.empty()) ck = load_checkpoint(opts.resume);
   Dataset ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer);

@@ -247,6 +247,43 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
 INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator, ::testing::Values(3, 4),
                          [](const auto& info) { return "K" + std::to_string(info.param); });
 
+// A process run resumed from its checkpoint continues exactly as the uninterrupted run (rank 0
+// gathers every worker's weights, Adam state and dropout generator; every rank restores them).
+TEST(Distributed, ResumeIsExact) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "adam");
+  cfg.model.dropout = 0.1;
+  cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
+  cfg.train.eval_interval = 0;
+  cfg.train.checkpoint_interval = 12;
+
+  Config whole = cfg;
+  whole.train.out_dir = (dir.path() / "whole").string();
+  auto codes = run_processes(dir, write_config(dir, "whole.json", whole), 2, "w");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "w", 2);
+
+  Config half = cfg;
+  half.train.steps = 12;
+  half.train.out_dir = (dir.path() / "half").string();
+  codes = run_processes(dir, write_config(dir, "half.json", half), 2, "h");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "h", 2);
+  const fs::path ckpt = dir.path() / "half" / "ckpt.pt";
+  EXPECT_EQ(load_checkpoint(ckpt.string()).step, 12);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r) {
+    pids.push_back(spawn({"train", "--resume", ckpt.string(), "--steps", "24"},
+                         rank_env(r, 2, port),
+                         dir.path() / ("c_rank" + std::to_string(r) + ".log")));
+  }
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(wait_exit(pids[r], 60), 0) << logs(dir, "c", 2);
+  Checkpoint a = load_checkpoint((dir.path() / "whole" / "ckpt.pt").string());
+  Checkpoint b = load_checkpoint(ckpt.string());
+  EXPECT_EQ(b.step, 24);
+  expect_same_checkpoint(a, b);
+}
+
 // R = 2 rings of batch B equal one ring of batch 2B: ring r trains on rows [rB, (r+1)B) of the
 // same 2B-row draw, and the averaged gradient equals the 2B-batch gradient up to float rounding
 // (summation order). With SGD the weights agree to 1e-5 after 16 ticks.
@@ -276,8 +313,8 @@ TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
   ASSERT_EQ(a.model.names(), single.params.names());
   double worst = 0.0;
   for (size_t i = 0; i < a.model.size(); ++i) {
-    worst = std::max(worst,
-                     (a.model.tensors()[i] - single.params.tensors()[i]).abs().max().item<double>());
+    const Tensor diff = a.model.tensors()[i] - single.params.tensors()[i];
+    worst = std::max(worst, diff.abs().max().item<double>());
   }
   EXPECT_LT(worst, 1e-5);
   // Not trivially equal: the run moved the weights much further than the tolerance.
@@ -370,7 +407,7 @@ TEST_P(LostPeer, OthersExitNamingTheLostRankAndTheCheckpointLoads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Distributed, LostPeer,
-                         ::testing::Values(LossCase{SIGKILL, 30}, LossCase{SIGSTOP, 4}),
+                         ::testing::Values(LossCase{SIGKILL, 30}, LossCase{SIGSTOP, 6}),
                          [](const auto& info) {
                            return info.param.signal == SIGKILL ? std::string("Killed")
                                                                : std::string("Frozen");
@@ -498,6 +535,18 @@ TEST(Fingerprint, NamesTheDifferingFieldAndIgnoresLocalOnes) {
   EXPECT_NE(fingerprint_difference(config_fingerprint(a), config_fingerprint(c), 0, 2)
                 .find("dist.replicas"),
             std::string::npos);
+}
+
+// Replicas need processes: a single process refuses rather than silently training on R*B rows.
+TEST(Distributed, ReplicasWithoutProcessesAreRefused) {
+  TempDir dir;
+  Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
+  cfg.dist.replicas = 2;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  EXPECT_THROW(train(cfg, quiet), ConfigError);
+  EXPECT_FALSE(fs::exists(dir.path() / "out"));
 }
 
 TEST(C10dTransport, TagsStayWithinGlooRange) {

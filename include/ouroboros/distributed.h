@@ -83,8 +83,13 @@ class DistContext {
   std::string lost_peer(int64_t peer, const std::string& what);
   // Records that this rank itself failed (so its peers name it).
   void report_failure(const std::string& what);
-  // Waits for the store key, up to timeout (a lost rank 0 fails at once: it hosts the store).
-  std::vector<uint8_t> get(const std::string& key, std::chrono::milliseconds timeout);
+  // Waits for the store key that `writer` sets, up to timeout. Ends early when another rank
+  // recorded a loss, or when the writer's heartbeat stops (writer < 0: any rank may write it).
+  std::vector<uint8_t> get(const std::string& key, std::chrono::milliseconds timeout,
+                           int64_t writer = -1);
+  // After a failure: rank 0 (the store's host) waits up to 3 s for the others to read the lost
+  // rank before exiting; the others tell it they have.
+  void linger_after_failure();
   void set(const std::string& key, const std::vector<uint8_t>& value);
   // Every rank calls it once at the end; rank 0 returns when all others have.
   void finish();

@@ -169,14 +169,27 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
   // Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
   const json mine = config_fingerprint(cfg);
   store_->set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()));
-  for (int64_t r = 0; r < env.world_size; ++r) {
+  std::string diff;
+  for (int64_t r = 0; r < env.world_size && diff.empty(); ++r) {
     if (r == env.rank) continue;
     const json theirs = json::parse(string_of(get("fingerprint/" + std::to_string(r), timeout_)));
-    const std::string diff = fingerprint_difference(mine, theirs, env.rank, r);
-    if (!diff.empty()) {
-      throw ConfigError("configuration mismatch: " + diff,
-                        "start every rank with the same configuration");
+    diff = fingerprint_difference(mine, theirs, env.rank, r);
+  }
+  store_->set("fingerprint_read/" + std::to_string(env.rank), bytes_of("1"));
+  if (!diff.empty()) {
+    if (env.rank == 0) {
+      // The store lives in this process: let every rank read the fingerprints before it goes.
+      std::vector<std::string> keys;
+      for (int64_t r = 1; r < env.world_size; ++r) {
+        keys.push_back("fingerprint_read/" + std::to_string(r));
+      }
+      try {
+        store_->wait(keys, std::min(timeout_, Millis(10000)));
+      } catch (const std::exception&) {
+      }
     }
+    throw ConfigError("configuration mismatch: " + diff,
+                      "start every rank with the same configuration");
   }
 
   try {

@@ -19,6 +19,7 @@
 #include "ouroboros/checkpoint.h"
 #include "ouroboros/data.h"
 #include "ouroboros/errors.h"
+#include "ouroboros/system.h"
 
 namespace ouroboros {
 namespace {
@@ -748,6 +749,7 @@ void follow(Config cfg, const TrainOptions& opts, DistContext& ctx, RankStats* s
 
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
   cfg.validate();
+  keep_freed_memory();  // as every threaded method does (make_method)
   if (cfg.model.model != "gpt") {
     throw ConfigError("processes run the gpt model only, not " + cfg.model.model,
                       "train Transformer-XL with --modules K on threads of one process");

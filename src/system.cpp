@@ -2,9 +2,12 @@
 #include "ouroboros/system.h"
 
 #include <link.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <mutex>
 #include <cstdio>
 
 #include <torch/torch.h>
@@ -83,6 +86,20 @@ std::string format_duration(double seconds) {
     std::snprintf(buf, sizeof(buf), "%ldh%02ldm", s / 3600, (s % 3600) / 60);
   }
   return buf;
+}
+
+// A training step allocates and frees the same activation and gradient buffers every tick. With
+// glibc's defaults, buffers over the (dynamic) mmap threshold come from fresh mmaps and freed heap
+// tops are trimmed, so every step page-faults its memory anew: that made the reference trainer
+// ~15% slower than the same ops driven from Python. Keep freed memory for reuse instead (the
+// process then holds its peak footprint). MALLOC_* environment settings take precedence.
+void keep_freed_memory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_")) return;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; bigger blocks are still mmapped
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  });
 }
 
 }  // namespace ouroboros

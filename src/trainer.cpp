@@ -2,8 +2,6 @@
 // JSONL metrics, periodic evaluation, atomic checkpoints and exact resume.
 #include "ouroboros/trainer.h"
 
-#include <malloc.h>
-
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -58,23 +56,6 @@ void ReferenceTrainer::set_generator_states(const std::vector<Tensor>& s) {
   ctx_.generator->set_state(s[0]);
 }
 
-namespace {
-
-// A training step allocates and frees the same activation and gradient buffers every tick. With
-// glibc's defaults, buffers over the (dynamic) mmap threshold come from fresh mmaps and freed heap
-// tops are trimmed, so every step page-faults its memory anew: that made the reference trainer
-// ~15% slower than the same ops driven from Python. Keep freed memory for reuse instead (the
-// process then holds its peak footprint). MALLOC_* environment settings take precedence.
-void keep_freed_memory() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (std::getenv("MALLOC_MMAP_THRESHOLD_") || std::getenv("MALLOC_TRIM_THRESHOLD_")) return;
-    mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's maximum; bigger blocks are still mmapped
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  });
-}
-
-}  // namespace
 
 std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params) {
   keep_freed_memory();

@@ -19,23 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 using ouroboros_test::read_bytes;
 using ouroboros_test::TempDir;
-
-struct CliRun {
-  std::string output;
-  int code = -1;
-};
-
-CliRun cli(const std::string& args) {
-  const std::string cmd = std::string(OUROBOROS_BINARY) + " " + args + " 2>&1";
-  CliRun r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using ouroboros_test::cli;
+using ouroboros_test::CliRun;
 
 uint32_t big_endian(const std::string& s, size_t at) {
   uint32_t v = 0;

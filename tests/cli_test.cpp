@@ -24,25 +24,8 @@ namespace fs = std::filesystem;
 
 using ouroboros_test::TempDir;
 using ouroboros_test::read_bytes;
-
-
-struct CliRun {
-  std::string output;  // stdout and stderr together
-  int code = -1;
-};
-
-// Runs the built CLI with args (paths in them must not need quoting), stderr captured.
-CliRun cli(const std::string& args) {
-  const std::string cmd = std::string(OUROBOROS_BINARY) + " " + args + " 2>&1";
-  CliRun r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using ouroboros_test::cli;
+using ouroboros_test::CliRun;
 
 // Sentences from a tiny grammar, as in trainer_test; `upper` gives a disjoint vocabulary.
 std::string tiny_corpus(size_t bytes, bool upper = false) {

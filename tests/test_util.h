@@ -1,7 +1,11 @@
-// Helpers the test files share: a self-removing temporary directory and whole-file reads.
+// Helpers the test files share: a self-removing temporary directory, whole-file reads, and runs of
+// the built CLI.
 #pragma once
 
+#include <sys/wait.h>
+
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -45,6 +49,24 @@ class TempDir {
 inline std::string read_bytes(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+struct CliRun {
+  std::string output;  // stdout and stderr together
+  int code = -1;
+};
+
+// Runs the built CLI with args (paths in them must not need quoting), stderr captured.
+inline CliRun cli(const std::string& args) {
+  const std::string cmd = std::string(OUROBOROS_BINARY) + " " + args + " 2>&1";
+  CliRun r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
 }
 
 }  // namespace ouroboros_test

@@ -16,22 +16,8 @@
 
 namespace {
 
-struct CliRun {
-  std::string output;  // stdout and stderr together
-  int code = -1;
-};
-
-CliRun cli(const std::string& args) {
-  const std::string cmd = std::string(OUROBOROS_BINARY) + " " + args + " 2>&1";
-  CliRun r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return r;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using ouroboros_test::cli;
+using ouroboros_test::CliRun;
 
 TEST(XLCli, HelpListsThePresets) {
   CliRun r = cli("train --help");

@@ -5,12 +5,14 @@
 # the wall-clock time Ouroboros finished (equal time). Writes bench/results/convergence.md.
 # Env: BUILD_DIR (default build), STEPS (default 400), LR (default 3e-4), PYTHON (default
 # /usr/bin/python3), EXTRA (more train flags for both sides, e.g. "--model transformer-xl
-# --mem-len 128"), OUT (default bench/results/convergence.md).
+# --mem-len 128"), OUT (default bench/results/convergence.md), WARMUP (learning-rate warm-up steps,
+# default 50).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
 python="${PYTHON:-/usr/bin/python3}"
 steps="${STEPS:-400}"
+warmup="${WARMUP:-50}"
 lr="${LR:-3e-4}"
 out="${OUT:-bench/results/convergence.md}"
 read -r -a extra <<< "${EXTRA:-}"
@@ -20,14 +22,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 common=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --tokenizer byte
-        --steps "$steps" --lr "$lr" --warmup-steps 50 --eval-interval 50 --eval-batches 32
+        --steps "$steps" --lr "$lr" --warmup-steps "$warmup" --eval-interval 50 --eval-batches 32
         --log-interval 50 --threads 1 --seed 1337 ${extra[@]+"${extra[@]}"})
 echo "sequential backprop, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 1 --out-dir "$tmp/seq" | grep -E "^(step|eval)" >&2
 echo "Ouroboros K=3, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 3 --out-dir "$tmp/ouro" | grep -E "^(plan|module|step|eval)" >&2
 
-"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" "${EXTRA:-}" <<'PY' | tee "$out"
+"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" "${EXTRA:-}" "$warmup" <<'PY' | tee "$out"
 import json, math, subprocess, sys, datetime
 def evals(path):
     rows = [json.loads(l) for l in open(path)]
@@ -47,7 +49,7 @@ cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
 ratio = ouro[-1]["loss"] / seq[-1]["loss"]
 print("# convergence\n")
-print(f"GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam lr {lr} (50 warm-up steps, cosine),")
+print(f"GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam lr {lr} ({sys.argv[6]} warm-up steps, cosine),")
 print(f"{steps} steps = {steps*8*128} training tokens of the fortunes corpus each; validation loss on")
 print("256 windows every 50 steps and the full valid split at the end. Sequential: 1 thread;")
 print("Ouroboros: K = 3 modules on 2 worker threads, 1 intra-op thread each.\n")

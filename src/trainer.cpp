@@ -278,8 +278,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   const LanguageModel& model = *model_ptr;
   ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
   if (!opts.quiet) {
-    log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, " << cfg.model.n_embd << " wide, "
-        << params.numel() << " parameters" << std::endl;
+    log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
+        << cfg.model.n_embd << " wide, " << params.numel() << " parameters" << std::endl;
   }
   std::unique_ptr<Method> method = opts.method_factory
                                        ? opts.method_factory(cfg, model, params)

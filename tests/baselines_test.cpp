@@ -48,10 +48,7 @@ Config tiny_config(const std::string& optimizer) {
 
 // Batch t is a pure function of t, so every method sees the same data.
 Batch batch_for(const Config& c, int64_t t) {
-  at::Generator g = make_generator(500 + static_cast<uint64_t>(t));
-  Tensor x = at::randint(c.model.vocab_size, {c.train.batch_size, c.model.block_size + 1}, g);
-  return {x.narrow(1, 0, c.model.block_size).contiguous(),
-          x.narrow(1, 1, c.model.block_size).contiguous()};
+  return ouroboros_test::random_batch(c, 500 + static_cast<uint64_t>(t));
 }
 
 struct Recording {

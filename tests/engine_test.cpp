@@ -7,6 +7,7 @@
 #include "ouroboros/errors.h"
 #include "ouroboros/simulator.h"
 #include "ouroboros/trainer.h"
+#include "test_util.h"
 
 using namespace ouroboros;
 
@@ -35,10 +36,7 @@ Config tiny_config(int64_t K, const std::string& optimizer) {
 
 // Batch t is a pure function of t, so every method sees the same data.
 Batch batch_for(const Config& c, int64_t t) {
-  at::Generator g = make_generator(1000 + static_cast<uint64_t>(t));
-  Tensor x = at::randint(c.model.vocab_size, {c.train.batch_size, c.model.block_size + 1}, g);
-  return {x.narrow(1, 0, c.model.block_size).contiguous(),
-          x.narrow(1, 1, c.model.block_size).contiguous()};
+  return ouroboros_test::random_batch(c, 1000 + static_cast<uint64_t>(t));
 }
 
 struct Recording {

@@ -13,6 +13,8 @@
 #include <string>
 #include <system_error>
 
+#include "ouroboros/trainer.h"
+
 namespace ouroboros_test {
 
 namespace fs = std::filesystem;
@@ -49,6 +51,15 @@ class TempDir {
 inline std::string read_bytes(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// A random batch (x, y = x shifted by one) drawn from generator seed `seed`: batch t of a test is
+// random_batch(c, base + t), a pure function of t, so every method sees the same data.
+inline ouroboros::Batch random_batch(const ouroboros::Config& c, uint64_t seed) {
+  at::Generator g = ouroboros::make_generator(seed);
+  at::Tensor x = at::randint(c.model.vocab_size, {c.train.batch_size, c.model.block_size + 1}, g);
+  return {x.narrow(1, 0, c.model.block_size).contiguous(),
+          x.narrow(1, 1, c.model.block_size).contiguous()};
 }
 
 struct CliRun {

@@ -184,8 +184,11 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
       for (int64_t r = 1; r < env.world_size; ++r) {
         keys.push_back("fingerprint_read/" + std::to_string(r));
       }
+      const auto until = std::chrono::steady_clock::now() + std::min(timeout_, Millis(10000));
       try {
-        store_->wait(keys, std::min(timeout_, Millis(10000)));
+        while (!store_->check(keys) && std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(Millis(10));
+        }
       } catch (const std::exception&) {
       }
     }
@@ -297,44 +300,50 @@ void DistContext::report_failure(const std::string& what) {
 }
 
 std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout, int64_t writer) {
-  // Waits in short slices, so a loss recorded by another rank, or a writer that died, ends the
-  // wait at once.
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Polls with check(), never with a short wait(): libtorch 1.13's TCPStore leaves a wait that
+  // timed out registered on the server, whose late wake-up then desynchronises the connection.
+  // Every second it also looks for a loss recorded by another rank and for a writer that died,
+  // so either ends the wait at once.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  auto next_probe = start + Millis(1000);
   const std::string beat = "heartbeat/" + std::to_string(writer);
   int64_t last_beat = -1, still = 0;
-  std::string last_error = "timed out";
-  while (std::chrono::steady_clock::now() < deadline) {
-    try {
-      store_->wait({key}, Millis(1000));
-      return store_->get(key);
-    } catch (const std::exception& e) {
-      last_error = first_line(e.what());
-    }
-    try {
-      if (store_->check({kLostKey})) {
-        throw TransportError("rank " + std::to_string(env_.rank) + ": " +
-                                 string_of(store_->get(kLostKey)),
-                             hint_resume());
-      }
-      if (writer >= 0) {
-        const int64_t b = store_->add(beat, 0);
-        still = b == last_beat ? still + 1 : 0;
-        last_beat = b;
-        if (still >= 3) {
-          throw TransportError(lost_peer(writer, "no heartbeat while waiting for " + key),
-                               hint_resume());
+  auto pause = std::chrono::microseconds(250);
+  try {
+    while (true) {
+      if (store_->check({key})) return store_->get(key);
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      if (now >= next_probe) {
+        next_probe = now + Millis(1000);
+        if (store_->check({kLostKey})) {
+          throw TransportError(
+              "rank " + std::to_string(env_.rank) + ": " + string_of(store_->get(kLostKey)),
+              hint_resume());
+        }
+        if (writer >= 0) {
+          const int64_t b = store_->add(beat, 0);
+          still = b == last_beat ? still + 1 : 0;
+          last_beat = b;
+          if (still >= 3) {
+            throw TransportError(lost_peer(writer, "no heartbeat while waiting for " + key),
+                                 hint_resume());
+          }
         }
       }
-    } catch (const TransportError&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw TransportError(lost_peer(0, "the store stopped answering: " + first_line(e.what())),
-                           hint_resume());
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(10000));
     }
+  } catch (const TransportError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw TransportError(lost_peer(0, "the store stopped answering: " + first_line(e.what())),
+                         hint_resume());
   }
   throw TransportError(lost_peer(writer >= 0 ? writer : 0,
                                  "no " + key + " in the store after " +
-                                     std::to_string(timeout.count() / 1000) + " s: " + last_error),
+                                     std::to_string(timeout.count() / 1000) + " s"),
                        hint_resume());
 }
 

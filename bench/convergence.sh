@@ -6,13 +6,13 @@
 # Env: BUILD_DIR (default build), STEPS (default 400), LR (default 3e-4), PYTHON (default
 # /usr/bin/python3), EXTRA (more train flags for both sides, e.g. "--model transformer-xl
 # --mem-len 128"), OUT (default bench/results/convergence.md), WARMUP (learning-rate warm-up steps,
-# default 50).
+# default 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
 python="${PYTHON:-/usr/bin/python3}"
 steps="${STEPS:-400}"
-warmup="${WARMUP:-50}"
+warmup="${WARMUP:-200}"
 lr="${LR:-3e-4}"
 out="${OUT:-bench/results/convergence.md}"
 read -r -a extra <<< "${EXTRA:-}"

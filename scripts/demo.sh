@@ -10,7 +10,7 @@ bin=build/ouroboros
 out=runs/demo
 
 $bin train --modules 3 --n-layer 6 --n-head 4 --n-embd 128 --block-size 128 --batch-size 8 \
-  --steps 1500 --lr 6e-4 --warmup-steps 100 --eval-interval 500 --eval-batches 20 \
+  --steps 1500 --lr 6e-4 --warmup-steps 200 --eval-interval 500 --eval-batches 20 \
   --log-interval 100 --out-dir "$out" "$@"
 echo
 echo "== evaluation on the test split"

@@ -113,7 +113,7 @@ void demo_xl(Config& c) {
   c.train.optimizer = "adam";
   c.train.lr = 1e-3;
   c.train.min_lr = 1e-4;
-  c.train.warmup_steps = 50;
+  c.train.warmup_steps = 200;
   c.train.schedule = "cosine";
   c.train.grad_clip = 0.25;
   c.train.eval_interval = 200;

@@ -5,7 +5,8 @@
 # wall-clock time (evaluation excluded), and tabulates the final bpc per method.
 # Writes bench/results/convergence_report.md, convergence_tokens.png, convergence_time.png and
 # convergence_report.json (all under OUT).
-# Env: BUILD_DIR (build), STEPS (400), LR (3e-4), EVAL_INTERVAL (50), EVAL_BATCHES (32),
+# Env: BUILD_DIR (build), STEPS (400), LR (3e-4), WARMUP (200 linear warm-up steps, the same for
+#      every method), EVAL_INTERVAL (50), EVAL_BATCHES (32),
 #      RUNS ("sequential:1 sequential:2 ouroboros gpipe data-parallel"; sequential:N = N intra-op
 #      threads), MODEL (flags of the model; default the engine benchmark model), OUT
 #      (bench/results), PYTHON (python3).
@@ -15,6 +16,7 @@ build_dir="${BUILD_DIR:-build}"
 python="${PYTHON:-python3}"
 steps="${STEPS:-400}"
 lr="${LR:-3e-4}"
+warmup="${WARMUP:-200}"
 eval_interval="${EVAL_INTERVAL:-50}"
 eval_batches="${EVAL_BATCHES:-32}"
 runs="${RUNS:-sequential:1 sequential:2 ouroboros gpipe data-parallel}"
@@ -28,7 +30,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 common=("${model[@]}" --format fortunes --tokenizer byte --steps "$steps" --lr "$lr"
-        --warmup-steps 50 --eval-interval "$eval_interval" --eval-batches "$eval_batches"
+        --warmup-steps "$warmup" --eval-interval "$eval_interval" --eval-batches "$eval_batches"
         --log-interval 10 --seed 1337)
 names=()
 for run in $runs; do
@@ -76,7 +78,8 @@ for n in names:
 first = result["runs"][names[0]]["config"]
 m, tr = first["model"], first["train"]
 desc = (f'GPT L={m["n_layer"]} H={m["n_head"]} C={m["n_embd"]} T={m["block_size"]} '
-        f'B={tr["batch_size"]}, byte-level fortunes, {tr["optimizer"]} lr {tr["lr"]}')
+        f'B={tr["batch_size"]}, byte-level fortunes, {tr["optimizer"]} lr {tr["lr"]}, '
+        f'{tr["warmup_steps"]} warm-up steps')
 def plot(png, col, xlabel):
     script = f"""set terminal pngcairo size 960,600
 set output '{png}'

@@ -3,7 +3,8 @@
 # intra-op thread each) against the reference trainer at 1 and at 2 intra-op threads, on a
 # Transformer-XL with L=6, H=4, C=256, d_inner 1024, tgt_len = mem_len = 128, B=8, V=256 (byte
 # data; random segments carried through the memories), Adam, clip 1.0, run alternately in one go.
-# Reports tokens/s, the ratios, peak
+# Also runs two independent 1-thread runs at once, the ceiling of 2 workers that share nothing.
+# Reports tokens/s, the ratios (median and per round), peak
 # resident memory, and the share of time each worker waited on the transport.
 # Writes bench/results/xl_speed.md (OUT overrides). Env: BUILD_DIR (default build), PYTHON (default
 # /usr/bin/python3), STEPS (30), WARMUP (4), ROUNDS (3), PARTITION (auto).
@@ -32,9 +33,19 @@ declare -A sides=(
   [seq2]="--threads 2 --modules 1"
   [ouro]="--threads 1 --modules 3 --partition $partition"
 )
-order=(seq1 ouro seq2)
+order=(seq1 ouro seq2 pair)
 for r in $(seq "$rounds"); do
   for s in "${order[@]}"; do
+    if [[ $s == pair ]]; then
+      # The ceiling for 2 workers: two independent 1-thread runs at once, nothing shared.
+      # shellcheck disable=SC2086
+      "$bench" ${sides[seq1]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/pairA.$r.json" &
+      # shellcheck disable=SC2086
+      "$bench" ${sides[seq1]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/pairB.$r.json"
+      wait
+      echo "round $r pair: $(cut -c1-120 "$tmp/pairA.$r.json")" >&2
+      continue
+    fi
     # shellcheck disable=SC2086
     "$bench" ${sides[$s]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/$s.$r.json"
     echo "round $r $s: $(cut -c1-120 "$tmp/$s.$r.json")" >&2
@@ -50,6 +61,9 @@ def runs(side):
     return [json.load(open(f"{tmp}/{side}.{r}.json")) for r in range(1, rounds + 1)]
 res = {s: runs(s) for s in ("seq1", "seq2", "ouro")}
 tps = {s: statistics.median(r["tokens_per_s"] for r in v) for s, v in res.items()}
+# Two independent runs at once: their summed tokens/s (both run the same steps side by side).
+pair = [a["tokens_per_s"] + b["tokens_per_s"] for a, b in zip(runs("pairA"), runs("pairB"))]
+tps["pair"] = statistics.median(pair)
 rss = {s: max(r["peak_rss_mib"] for r in v) for s, v in res.items()}
 wait = [statistics.median(r["transport_wait_share"][w] for r in res["ouro"]) for w in range(2)]
 cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -67,6 +81,12 @@ names = {"seq1": "sequential, 1 intra-op thread", "seq2": "sequential, 2 intra-o
 cores = {"seq1": 1, "seq2": 2, "ouro": 2}
 for s in ("seq1", "seq2", "ouro"):
     print(f"| {names[s]} | {cores[s]} | {tps[s]:.0f} | {tps[s]/tps['seq1']:.2f}x | {tps[s]/tps['seq2']:.2f}x | {rss[s]:.0f} |")
+print(f"| ceiling: two independent 1-thread runs at once (summed) | 2 | {tps['pair']:.0f} | "
+      f"{tps['pair']/tps['seq1']:.2f}x | {tps['pair']/tps['seq2']:.2f}x | - |")
+print("\nPer round (Ouroboros / sequential 1 thread, / sequential 2 threads, ceiling / sequential 1 "
+      "thread): " + "; ".join(
+          f"{o['tokens_per_s']/a['tokens_per_s']:.2f}x, {o['tokens_per_s']/b['tokens_per_s']:.2f}x, {p/a['tokens_per_s']:.2f}x"
+          for o, a, b, p in zip(res["ouro"], res["seq1"], res["seq2"], pair)) + ".")
 print(f"\nOuroboros workers waited on the transport {100*wait[0]:.0f}% (worker 0) and "
       f"{100*wait[1]:.0f}% (worker 1) of the run (pipeline fill included).\n")
 print("Plan:\n\n```\n" + plan + "\n```")

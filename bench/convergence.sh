@@ -6,13 +6,14 @@
 # Env: BUILD_DIR (default build), STEPS (default 400), LR (default 3e-4), PYTHON (default
 # /usr/bin/python3), EXTRA (more train flags for both sides, e.g. "--model transformer-xl
 # --mem-len 128"), OUT (default bench/results/convergence.md), WARMUP (learning-rate warm-up steps,
-# default 200).
+# default 200), BATCH (sequences per step, default 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
 python="${PYTHON:-/usr/bin/python3}"
 steps="${STEPS:-400}"
 warmup="${WARMUP:-200}"
+batch="${BATCH:-8}"
 lr="${LR:-3e-4}"
 out="${OUT:-bench/results/convergence.md}"
 read -r -a extra <<< "${EXTRA:-}"
@@ -21,7 +22,7 @@ bin="$build_dir/ouroboros"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-common=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --tokenizer byte
+common=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size "$batch" --tokenizer byte
         --steps "$steps" --lr "$lr" --warmup-steps "$warmup" --eval-interval 50 --eval-batches 32
         --log-interval 50 --threads 1 --seed 1337 ${extra[@]+"${extra[@]}"})
 echo "sequential backprop, $steps steps" >&2
@@ -29,7 +30,7 @@ echo "sequential backprop, $steps steps" >&2
 echo "Ouroboros K=3, $steps steps" >&2
 "$bin" train "${common[@]}" --modules 3 --out-dir "$tmp/ouro" | grep -E "^(plan|module|step|eval)" >&2
 
-"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" "${EXTRA:-}" "$warmup" <<'PY' | tee "$out"
+"$python" - "$tmp/seq/metrics.jsonl" "$tmp/ouro/metrics.jsonl" "$steps" "$lr" "${EXTRA:-}" "$warmup" "$batch" <<'PY' | tee "$out"
 import json, math, subprocess, sys, datetime
 def evals(path):
     rows = [json.loads(l) for l in open(path)]
@@ -39,7 +40,7 @@ def at_time(rows, t):
     # The last evaluation finished by wall-clock time t.
     done = [r for r in rows if r["elapsed_s"] <= t + 1e-9]
     return done[-1] if done else None
-# Equal time: both sides' periodic evaluations (the same 256 windows), at the time of
+# Equal time: both sides' periodic evaluations (the same windows), at the time of
 # Ouroboros's last periodic evaluation.
 seq_p = [r for r in seq if r["step"] < steps]
 ouro_p = [r for r in ouro if r["step"] < steps]
@@ -49,9 +50,11 @@ cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
 ratio = ouro[-1]["loss"] / seq[-1]["loss"]
 print("# convergence\n")
-print(f"GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam lr {lr} ({sys.argv[6]} warm-up steps, cosine),")
-print(f"{steps} steps = {steps*8*128} training tokens of the fortunes corpus each; validation loss on")
-print("256 windows every 50 steps and the full valid split at the end. Sequential: 1 thread;")
+family = "Transformer-XL" if "transformer-xl" in sys.argv[5] else "GPT"
+batch = int(sys.argv[7])
+print(f"{family} L=6, H=4, C=256, T=128, B={batch}, byte vocabulary, Adam lr {lr} ({sys.argv[6]} warm-up steps, cosine),")
+print(f"{steps} steps = {steps*batch*128} training tokens of the fortunes corpus each; validation loss on")
+print(f"{32*batch} windows every 50 steps and the full valid split at the end. Sequential: 1 thread;")
 print("Ouroboros: K = 3 modules on 2 worker threads, 1 intra-op thread each.\n")
 if len(sys.argv) > 5 and sys.argv[5]:
     print(f"Extra flags on both sides: `{sys.argv[5]}`\n")
@@ -65,5 +68,5 @@ print(f"\nEqual tokens: Ouroboros / sequential validation loss = {ratio:.4f} ({1
 if s_at:
     o = ouro_p[-1]
     print(f"Equal time ({t_cmp:.0f} s): Ouroboros at step {o['step']} has valid loss {o['loss']:.4f}, "
-          f"sequential at step {s_at['step']} has {s_at['loss']:.4f} (same 256 windows).")
+          f"sequential at step {s_at['step']} has {s_at['loss']:.4f} (same {32*batch} windows).")
 PY

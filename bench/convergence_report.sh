@@ -113,17 +113,29 @@ for n in names:
     result["runs"][n]["final"] = {"loss": p["loss"], "bpc": p_bpc, "train_s": p["train_s"], "tokens_per_s": tps}
     lines.append(f"| {label(n)} | {p['loss']:.4f} | {p_bpc:.4f} | {100*(p['loss']/base-1):+.2f}% | "
                  f"{p['train_s']:.1f} | {tps:.0f} |")
-# Equal time: every method's last periodic evaluation reached by the time the fastest finished.
-t_eq = min(r["points"][-1]["train_s"] for r in result["runs"].values())
-lines.append(f"\nEqual training time ({t_eq:.1f} s, when the fastest method finished): last periodic "
-             "validation loss reached by then (same windows for every method):\n")
-lines.append("| method | step | valid loss | bpc |")
+# Equal time: the latest training time at which every method has a periodic evaluation at or
+# after it (the periodic windows, not the full split); each curve is interpolated linearly in time.
+periodic = {n: [p for p in r["points"] if not p["full_split"] and p["train_s"] is not None]
+            for n, r in result["runs"].items()}
+t_eq = min(ps[-1]["train_s"] for ps in periodic.values())
+def at_time(ps, t):
+    prev = {"step": 0, "train_s": 0.0, "loss": None}
+    for p in ps:
+        if p["train_s"] >= t - 1e-9:
+            if prev["loss"] is None or p["train_s"] - prev["train_s"] < 1e-9:
+                return p["step"], p["loss"]
+            f = (t - prev["train_s"]) / (p["train_s"] - prev["train_s"])
+            return prev["step"] + f * (p["step"] - prev["step"]), prev["loss"] + f * (p["loss"] - prev["loss"])
+        prev = p
+    return ps[-1]["step"], ps[-1]["loss"]
+lines.append(f"\nEqual training time ({t_eq:.1f} s, the earliest of the methods' last periodic evaluations): "
+             "validation loss on the periodic windows, interpolated linearly in time between evaluations:\n")
+lines.append("| method | step reached | valid loss | bpc |")
 lines.append("|---|---|---|---|")
 for n in names:
-    done = [p for p in result["runs"][n]["points"] if not p["full_split"] and p["train_s"] <= t_eq + 1e-9]
-    if done:
-        p = done[-1]
-        lines.append(f"| {label(n)} | {p['step']} | {p['loss']:.4f} | {p['loss']/math.log(2):.4f} |")
+    step, loss = at_time(periodic[n], t_eq)
+    result["runs"][n]["equal_time"] = {"train_s": t_eq, "step": step, "loss": loss}
+    lines.append(f"| {label(n)} | {step:.0f} | {loss:.4f} | {loss/math.log(2):.4f} |")
 lines.append("\nPlots: convergence_tokens.png (loss against tokens), convergence_time.png (against time).")
 open(f"{out}/convergence_report.md", "w").write("\n".join(lines) + "\n")
 json.dump(result, open(f"{out}/convergence_report.json", "w"), indent=1)

@@ -5,10 +5,13 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include "ouroboros/baselines.h"
@@ -81,6 +84,10 @@ int main(int argc, char** argv) {
                "time all steps in one run() call (mean per step); K > 1 needs it, since a call "
                "ends with every worker idle");
   app.add_flag("--peak", peak, "measure the matrix-multiply peak instead");
+  std::string profile;
+  app.add_option("--profile", profile,
+                 "write a Chrome trace (chrome://tracing, or bench/profile_summary.py) of the "
+                 "timed steps to this file");
   CLI11_PARSE(app, argc, argv);
 
   at::set_num_threads(threads);
@@ -110,20 +117,25 @@ int main(int argc, char** argv) {
 
     // One step per run() call: with K = 1 a call is exactly one forward, backward and update.
     std::vector<double> ms;
+    std::optional<torch::autograd::profiler::RecordProfile> recording;
+    if (!profile.empty() && warmup == 0) recording.emplace(profile);
     if (whole) {
       method->run(0, warmup, batch, on_loss);
+      if (!profile.empty() && warmup > 0) recording.emplace(profile);
       const auto start = Clock::now();
       method->run(warmup, steps, batch, on_loss);
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count() /
                    steps);
     } else {
       for (int t = 0; t < warmup + steps; ++t) {
+        if (!profile.empty() && t == warmup && warmup > 0) recording.emplace(profile);
         const auto start = Clock::now();
         method->run(t, 1, batch, on_loss);
         const double dt = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
         if (t >= warmup) ms.push_back(dt);
       }
     }
+    recording.reset();  // writes the trace
     const double step_ms = median(ms);
     // Engine only: share of the timed run each worker spent blocked on the transport.
     nlohmann::json waits = nlohmann::json::array();

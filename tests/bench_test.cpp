@@ -5,15 +5,18 @@
 
 #include "test_util.h"
 
+#include <malloc.h>
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "ouroboros/bench.h"
 #include "ouroboros/errors.h"
+#include "ouroboros/system.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -124,3 +127,21 @@ TEST(BenchTest, BadModeIsOneLineError) {
 }
 
 }  // namespace
+
+// Big blocks (past glibc's largest mmap threshold, 32 MiB) come from the heap and stay there when
+// freed, so a training step does not map and page-fault its attention tensors afresh.
+TEST(SystemTest, KeepFreedMemoryServesBigBlocksFromTheHeapAndKeepsThem) {
+  for (const char* v : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
+                        "GLIBC_TUNABLES"}) {
+    if (std::getenv(v)) GTEST_SKIP() << v << " is set and wins over keep_freed_memory";
+  }
+  ouroboros::keep_freed_memory();
+  const size_t mapped = mallinfo2().hblks;
+  at::Tensor big = at::empty({16 << 20});  // 64 MiB
+  big.fill_(1.0f);
+  EXPECT_EQ(mallinfo2().hblks, mapped) << "a 64 MiB block was mapped instead of taken from the heap";
+  const size_t heap = mallinfo2().arena;
+  big.reset();
+  EXPECT_GE(mallinfo2().arena, heap) << "the heap was trimmed after the block was freed";
+  EXPECT_GE(mallinfo2().fordblks, size_t{16 << 20} * 4) << "the freed block is not kept for reuse";
+}

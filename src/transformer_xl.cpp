@@ -171,8 +171,9 @@ ParamSet TransformerXL::init_params(uint64_t seed) const {
 Tensor TransformerXL::dropout(const Tensor& x, double rate, ForwardContext& ctx) const {
   if (!ctx.training || rate == 0.0) return x;
   const double keep = 1.0 - rate;
-  Tensor mask = at::empty_like(x).bernoulli_(keep, ctx.generator);
-  return x * mask / keep;
+  // One multiply by the scaled mask (as torch.nn.functional.dropout does), not two passes.
+  Tensor mask = at::empty_like(x).bernoulli_(keep, ctx.generator).div_(keep);
+  return x * mask;
 }
 
 Tensor TransformerXL::embed(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
@@ -299,10 +300,14 @@ Tensor TransformerXL::rel_attention(const ParamSet& p, int64_t i, const Tensor& 
   Tensor r = at::linear(pos, p.at(l + "attn.r_net.weight")).view({K, H, D}).permute({1, 2, 0});
   Tensor u = p.at(l + "r_w_bias").view({1, H, 1, D});  // content bias
   Tensor w = p.at(l + "r_r_bias").view({1, H, 1, D});  // position bias
-  Tensor ac = at::matmul(q + u, k);                       // [B, H, Q, K]
-  Tensor bd = rel_shift(at::matmul(q + w, r));            // [B, H, Q, K]
-  Tensor score = (ac + bd) * (1.0 / std::sqrt(static_cast<double>(D)));
-  score = score.masked_fill(mask, -std::numeric_limits<double>::infinity());
+  // The 1/sqrt(D) scale goes on the [B, H, Q, D] queries, not on the [B, H, Q, K] scores, and the
+  // mask is filled in place: the score tensors are the biggest of the model, and every pass over
+  // them is memory-bound.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  Tensor ac = at::matmul((q + u) * scale, k);             // [B, H, Q, K]
+  Tensor bd = rel_shift(at::matmul((q + w) * scale, r));  // [B, H, Q, K]
+  Tensor score = ac.add_(bd);
+  score.masked_fill_(mask, -std::numeric_limits<double>::infinity());
   Tensor prob = dropout(at::softmax(score, -1), cfg_.attn_dropout, ctx);
   Tensor vec = at::matmul(prob, v).transpose(1, 2).reshape({B, Q, H * D});
   return at::linear(vec, p.at(l + "attn.o_net.weight"));

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Experiment "engine_speed": Ouroboros (K = 3 modules on 2 worker threads, 1 intra-op thread
-# each) against the reference trainer at 1 and at 2 intra-op threads, on GPT L=6, H=4, C=256,
-# T=128, B=8, V=256 with Adam, run alternately in one go. Reports tokens/s, the ratios, peak
-# resident memory, and the share of time each worker waited on the transport.
-# Writes bench/results/engine_speed.md. Env: BUILD_DIR (default build), PYTHON (default
-# /usr/bin/python3), STEPS (30), WARMUP (4), ROUNDS (3), PARTITION (auto).
+# Experiment "engine_speed": Ouroboros (K = 3 modules on 2 worker threads, 1 intra-op thread each)
+# against the reference trainer at 1 and at 2 intra-op threads, run alternately in one go, and
+# two independent 1-thread runs at once (the ceiling of 2 workers that share nothing). Reports
+# tokens/s, the ratios (median and per round), peak resident memory, and the share of time each
+# worker waited on the transport.
+# MODEL=gpt (default): GPT L=6, H=4, C=256, T=128, B=8, V=256, Adam, clip 1.0; writes
+#   bench/results/engine_speed.md.
+# MODEL=transformer-xl: Transformer-XL L=6, H=4, C=256, d_inner 1024, tgt_len = mem_len = 128,
+#   B=8, V=256 (random segments carried through the memories); writes bench/results/xl_speed.md.
+# Env: OUT (overrides the output file), BUILD_DIR (build), PYTHON (/usr/bin/python3), STEPS (30),
+# WARMUP (4), ROUNDS (3), PARTITION (auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
@@ -13,8 +18,23 @@ steps="${STEPS:-30}"
 warmup="${WARMUP:-4}"
 rounds="${ROUNDS:-3}"
 partition="${PARTITION:-auto}"
-model=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --vocab 256)
-out=bench/results/engine_speed.md
+family="${MODEL:-gpt}"
+shape=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128)
+case "$family" in
+  gpt)
+    family_flags=()
+    default_out=bench/results/engine_speed.md
+    title="engine_speed"
+    desc="GPT L=6, H=4, C=256, T=128, B=8, V=256, Adam, clip 1.0." ;;
+  transformer-xl)
+    family_flags=(--model transformer-xl --mem-len 128)
+    default_out=bench/results/xl_speed.md
+    title="xl_speed"
+    desc="Transformer-XL L=6, H=4, C=256, d_inner 1024, tgt_len = mem_len = 128, B=8, V=256, Adam, clip 1.0." ;;
+  *) echo "error: MODEL must be gpt or transformer-xl, got '$family'" >&2; exit 2 ;;
+esac
+model=("${family_flags[@]}" "${shape[@]}" --batch-size 8 --vocab 256)
+out="${OUT:-$default_out}"
 
 [[ -f "$build_dir/CMakeCache.txt" ]] || cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build_dir" -j2 --target bench_step ouroboros >/dev/null
@@ -29,31 +49,44 @@ declare -A sides=(
   [seq2]="--threads 2 --modules 1"
   [ouro]="--threads 1 --modules 3 --partition $partition"
 )
-order=(seq1 ouro seq2)
+order=(seq1 ouro seq2 pair)
 for r in $(seq "$rounds"); do
   for s in "${order[@]}"; do
+    if [[ $s == pair ]]; then
+      # The ceiling for 2 workers: two independent 1-thread runs at once, nothing shared.
+      # shellcheck disable=SC2086
+      "$bench" ${sides[seq1]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/pairA.$r.json" &
+      # shellcheck disable=SC2086
+      "$bench" ${sides[seq1]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/pairB.$r.json"
+      wait
+      echo "round $r pair: $(cut -c1-120 "$tmp/pairA.$r.json")" >&2
+      continue
+    fi
     # shellcheck disable=SC2086
     "$bench" ${sides[$s]} --steps "$steps" --warmup "$warmup" --whole "${model[@]}" >"$tmp/$s.$r.json"
     echo "round $r $s: $(cut -c1-120 "$tmp/$s.$r.json")" >&2
   done
 done
-"$build_dir/ouroboros" plan --modules 3 --partition "$partition" --n-layer 6 --n-head 4 \
-  --n-embd 256 --block-size 128 --vocab-size 256 --ticks 0 >"$tmp/plan.txt"
+"$build_dir/ouroboros" plan "${family_flags[@]}" "${shape[@]}" --modules 3 --partition "$partition" \
+  --vocab-size 256 --ticks 0 >"$tmp/plan.txt"
 
-"$python" - "$tmp" "$rounds" "$load_before" "$steps" "$warmup" <<'PY' | tee "$out"
+"$python" - "$tmp" "$rounds" "$load_before" "$steps" "$warmup" "$title" "$desc" <<'PY' | tee "$out"
 import json, statistics, subprocess, sys, datetime
-tmp, rounds, load, steps, warmup = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+tmp, rounds, load, steps, warmup, title, desc = sys.argv[1], int(sys.argv[2]), *sys.argv[3:8]
 def runs(side):
     return [json.load(open(f"{tmp}/{side}.{r}.json")) for r in range(1, rounds + 1)]
 res = {s: runs(s) for s in ("seq1", "seq2", "ouro")}
 tps = {s: statistics.median(r["tokens_per_s"] for r in v) for s, v in res.items()}
+# Two independent runs at once: their summed tokens/s (both run the same steps side by side).
+pair = [a["tokens_per_s"] + b["tokens_per_s"] for a, b in zip(runs("pairA"), runs("pairB"))]
+tps["pair"] = statistics.median(pair)
 rss = {s: max(r["peak_rss_mib"] for r in v) for s, v in res.items()}
 wait = [statistics.median(r["transport_wait_share"][w] for r in res["ouro"]) for w in range(2)]
 cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
 plan = open(f"{tmp}/plan.txt").read().strip()
-print("# engine_speed\n")
-print("GPT L=6, H=4, C=256, T=128, B=8, V=256, Adam, clip 1.0. Each side runs "
+print(f"# {title}\n")
+print(f"{desc} Each side runs "
       f"{warmup} warm-up and {steps} timed steps in one call; median over {rounds} alternating rounds.\n")
 print(f"Machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; "
       f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC; load average before: {load}\n")
@@ -64,6 +97,12 @@ names = {"seq1": "sequential, 1 intra-op thread", "seq2": "sequential, 2 intra-o
 cores = {"seq1": 1, "seq2": 2, "ouro": 2}
 for s in ("seq1", "seq2", "ouro"):
     print(f"| {names[s]} | {cores[s]} | {tps[s]:.0f} | {tps[s]/tps['seq1']:.2f}x | {tps[s]/tps['seq2']:.2f}x | {rss[s]:.0f} |")
+print(f"| ceiling: two independent 1-thread runs at once (summed) | 2 | {tps['pair']:.0f} | "
+      f"{tps['pair']/tps['seq1']:.2f}x | {tps['pair']/tps['seq2']:.2f}x | - |")
+print("\nPer round (Ouroboros / sequential 1 thread, / sequential 2 threads, ceiling / sequential 1 "
+      "thread): " + "; ".join(
+          f"{o['tokens_per_s']/a['tokens_per_s']:.2f}x, {o['tokens_per_s']/b['tokens_per_s']:.2f}x, {p/a['tokens_per_s']:.2f}x"
+          for o, a, b, p in zip(res["ouro"], res["seq1"], res["seq2"], pair)) + ".")
 print(f"\nOuroboros workers waited on the transport {100*wait[0]:.0f}% (worker 0) and "
       f"{100*wait[1]:.0f}% (worker 1) of the run (pipeline fill included).\n")
 print("Plan:\n\n```\n" + plan + "\n```")

@@ -43,8 +43,8 @@ for th in $threads_list; do
     "$bench" --threads "$th" --steps "$steps" --warmup "$warmup" "${model[@]}" >"$tmp/c$th.$r.json"
     "$python" bench/gpt_pytorch.py --threads "$th" --steps "$steps" --warmup "$warmup" \
       "${model[@]}" >"$tmp/p$th.$r.json"
-    # Control: PyTorch with the glibc malloc settings make_method applies (src/trainer.cpp).
-    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 "$python" \
+    # Control: PyTorch with the glibc malloc settings make_method applies (keep_freed_memory).
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1099511627776 "$python" \
       bench/gpt_pytorch.py --threads "$th" --steps "$steps" --warmup "$warmup" "${model[@]}" \
       >"$tmp/m$th.$r.json"
     cpp+=("$(field "$tmp/c$th.$r.json" ms_per_step)")
@@ -84,7 +84,7 @@ mkdir -p bench/results
   printf '%s\n' "${rows[@]}"
   echo
   echo "Control: PyTorch run with the glibc malloc settings that make_method applies to the trainer"
-  echo "(MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=1 GiB), same rounds:"
+  echo "(MALLOC_MMAP_MAX_=0: no block mapped on its own; MALLOC_TRIM_THRESHOLD_=1 TiB), same rounds:"
   echo
   echo "| threads | ouroboros ms/step | pytorch (same malloc) ms/step | ratio |"
   echo "|---|---|---|---|"

@@ -79,6 +79,9 @@ int main(int argc, char** argv) {
   app.add_option("--dropout", cfg.model.dropout, "dropout probability");
   app.add_option("--modules", cfg.engine.modules, "K; 1 = reference trainer");
   app.add_option("--partition", cfg.engine.partition, "even | auto | a1,a2,...");
+  app.add_option("--mode", cfg.engine.mode, "auto | sequential | ouroboros | gpipe | data-parallel");
+  app.add_option("--micro-batches", cfg.engine.micro_batches, "gpipe: micro-batches per step");
+  app.add_option("--workers", cfg.engine.workers, "data-parallel: replicas");
   bool whole = false;
   app.add_flag("--whole", whole,
                "time all steps in one run() call (mean per step); K > 1 needs it, since a call "
@@ -147,6 +150,7 @@ int main(int argc, char** argv) {
     }
     const double tokens = static_cast<double>(B * T);
     std::cout << nlohmann::ordered_json{{"impl", "ouroboros"},
+                                {"mode", ouroboros::resolved_mode(cfg.engine)},
                                 {"threads", threads},
                                 {"modules", cfg.engine.modules},
                                 {"partition", cfg.engine.partition},

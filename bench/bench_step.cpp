@@ -120,18 +120,17 @@ int main(int argc, char** argv) {
 
     // One step per run() call: with K = 1 a call is exactly one forward, backward and update.
     std::vector<double> ms;
-    std::optional<torch::autograd::profiler::RecordProfile> recording;
-    if (!profile.empty() && warmup == 0) recording.emplace(profile);
+    std::optional<torch::autograd::profiler::RecordProfile> recording;  // the timed steps only
     if (whole) {
       method->run(0, warmup, batch, on_loss);
-      if (!profile.empty() && warmup > 0) recording.emplace(profile);
+      if (!profile.empty()) recording.emplace(profile);
       const auto start = Clock::now();
       method->run(warmup, steps, batch, on_loss);
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count() /
                    steps);
     } else {
       for (int t = 0; t < warmup + steps; ++t) {
-        if (!profile.empty() && t == warmup && warmup > 0) recording.emplace(profile);
+        if (!profile.empty() && t == warmup) recording.emplace(profile);
         const auto start = Clock::now();
         method->run(t, 1, batch, on_loss);
         const double dt = std::chrono::duration<double, std::milli>(Clock::now() - start).count();

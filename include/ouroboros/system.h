@@ -22,7 +22,7 @@ double measure_matmul_gflops(int64_t n, int threads, double seconds = 0.5);
 double peak_rss_mib();
 // glibc serves every block from its heap and keeps freed memory for reuse, instead of mapping big
 // blocks afresh and returning memory to the system after every step (15% faster steps on small
-// models, 2.9x on the Transformer-XL base shape); called once by every training method.
+// models, 2-3.6x on the Transformer-XL base shapes); called once by every training method.
 // MALLOC_* environment settings or glibc.malloc tunables in GLIBC_TUNABLES win.
 void keep_freed_memory();
 // "1m32s", "45s", "2h03m".

@@ -22,7 +22,6 @@ constexpr size_t kHutterBytes = 100000000, kHutterTrain = 90000000, kHutterValid
 
 // ---- Small helpers ------------------------------------------------------------------------
 
-bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 bool is_whitespace_only(const std::string& text) {
   return text.find_first_not_of(kWhitespace) == std::string::npos;
 }
@@ -225,7 +224,7 @@ TextSplits split_90_5_5(const std::string& text) {
   const size_t n = text.size();
   // Integer arithmetic gives the exact floor of 0.90 n and 0.95 n.
   auto cut_at = [&](size_t cut) {
-    while (cut < n && is_continuation_byte(text[cut])) ++cut;
+    while (cut < n && detail::is_continuation_byte(text[cut])) ++cut;
     return cut;
   };
   size_t valid_start = cut_at(n * 9 / 10);

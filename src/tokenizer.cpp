@@ -17,7 +17,6 @@ constexpr const char* kEos = "<eos>";
 constexpr const char* kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD, how char decodes <unk>
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
-bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
 // Bytes in the UTF-8 character starting at text[pos]. A byte that does not start a complete
 // sequence counts as one symbol on its own, so any byte string tokenizes and round-trips.
@@ -27,7 +26,7 @@ size_t utf8_char_length(std::string_view text, size_t pos) {
              : (lead >> 3) == 0x1E ? 4 : 1;
   if (pos + len > text.size()) return 1;
   for (size_t k = 1; k < len; ++k)
-    if (!is_continuation_byte(text[pos + k])) return 1;
+    if (!detail::is_continuation_byte(text[pos + k])) return 1;
   return len;
 }
 

@@ -1,36 +1,18 @@
 // Experiment: time one training step of the library's method (the reference trainer for
 // --modules 1) on random token batches, or (--peak) the machine's matrix-multiply peak. Prints
 // one JSON line; bench/reference_vs_pytorch.sh runs it beside bench/gpt_pytorch.py.
-#include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <iostream>
-#include <optional>
 #include <string>
-#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
-#include "ouroboros/baselines.h"
-#include "ouroboros/config.h"
-#include "ouroboros/model.h"
-#include "ouroboros/transformer_xl.h"
-#include "ouroboros/engine.h"
-#include "ouroboros/system.h"
-#include "ouroboros/trainer.h"
+#include "bench/timing.h"
+#include "ouroboros/core/config.h"
+#include "ouroboros/core/system.h"
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // The best rate over square multiplies of the sizes the model's matmuls span.
 nlohmann::ordered_json matmul_peak(int threads) {
@@ -99,67 +81,25 @@ int main(int argc, char** argv) {
     return 0;
   }
   cfg.train.threads = threads;
-  cfg.train.steps = warmup + steps;
   try {
-    cfg.validate();
-    auto model = ouroboros::make_model(cfg.model);
-    ouroboros::ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed));
-    auto method = ouroboros::make_method(cfg, *model, params);
-
-    // Random batches, prepared before timing: [B, T+1] windows split into inputs and targets.
-    at::Generator gen = ouroboros::make_generator(42);
-    const int64_t B = cfg.train.batch_size, T = cfg.model.block_size;
-    std::vector<ouroboros::Batch> batches;
-    for (int i = 0; i < warmup + steps; ++i) {
-      torch::Tensor w = torch::randint(cfg.model.vocab_size, {B, T + 1}, gen, torch::kLong);
-      batches.emplace_back(w.narrow(1, 0, T).contiguous(), w.narrow(1, 1, T).contiguous());
-    }
-    const ouroboros::BatchFn batch = [&](int64_t tick) { return batches.at(tick); };
-    double last_loss = 0.0;
-    const ouroboros::LossFn on_loss = [&](int64_t, double loss) { last_loss = loss; };
-
-    // One step per run() call: with K = 1 a call is exactly one forward, backward and update.
-    std::vector<double> ms;
-    std::optional<torch::autograd::profiler::RecordProfile> recording;  // the timed steps only
-    if (whole) {
-      method->run(0, warmup, batch, on_loss);
-      if (!profile.empty()) recording.emplace(profile);
-      const auto start = Clock::now();
-      method->run(warmup, steps, batch, on_loss);
-      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count() /
-                   steps);
-    } else {
-      for (int t = 0; t < warmup + steps; ++t) {
-        if (!profile.empty() && t == warmup) recording.emplace(profile);
-        const auto start = Clock::now();
-        method->run(t, 1, batch, on_loss);
-        const double dt = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-        if (t >= warmup) ms.push_back(dt);
-      }
-    }
-    recording.reset();  // writes the trace
-    const double step_ms = median(ms);
-    // Engine only: share of the timed run each worker spent blocked on the transport.
-    nlohmann::json waits = nlohmann::json::array();
-    if (auto* engine = dynamic_cast<ouroboros::OuroborosEngine*>(method.get())) {
-      for (int64_t w = 0; w < engine->plan().partition.num_workers(); ++w) {
-        waits.push_back(static_cast<double>(engine->transport(w).stats().wait_ns) / 1e6 /
-                        (step_ms * (warmup + steps)));
-      }
-    }
-    const double tokens = static_cast<double>(B * T);
+    ouroboros::TimingOptions o;
+    o.warmup = warmup;
+    o.steps = steps;
+    o.whole = whole;
+    o.profile = profile;
+    const ouroboros::Timing t = ouroboros::time_method(cfg, o);
     std::cout << nlohmann::ordered_json{{"impl", "ouroboros"},
-                                {"mode", ouroboros::resolved_mode(cfg.engine)},
-                                {"threads", threads},
-                                {"modules", cfg.engine.modules},
-                                {"partition", cfg.engine.partition},
-                                {"ms_per_step", step_ms},
-                                {"tokens_per_s", tokens / (step_ms / 1e3)},
-                                {"gflops", ouroboros::train_step_flops(cfg.model, cfg.train.batch_size) / (step_ms / 1e3) / 1e9},
-                                {"flop_per_step", ouroboros::train_step_flops(cfg.model, cfg.train.batch_size)},
-                                {"peak_rss_mib", ouroboros::peak_rss_mib()},
-                                {"final_loss", last_loss},
-                                {"transport_wait_share", waits}}
+                                        {"mode", t.mode},
+                                        {"threads", threads},
+                                        {"modules", cfg.engine.modules},
+                                        {"partition", cfg.engine.partition},
+                                        {"ms_per_step", t.ms_per_step},
+                                        {"tokens_per_s", t.tokens_per_s},
+                                        {"gflops", t.flop_per_step / (t.ms_per_step / 1e3) / 1e9},
+                                        {"flop_per_step", t.flop_per_step},
+                                        {"peak_rss_mib", t.peak_rss_mib},
+                                        {"final_loss", t.final_loss},
+                                        {"transport_wait_share", t.transport_wait_share}}
                      .dump()
               << std::endl;
   } catch (const std::exception& e) {

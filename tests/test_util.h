@@ -1,5 +1,5 @@
-// Helpers the test files share: a self-removing temporary directory, whole-file reads, and runs of
-// the built CLI.
+// Helpers the test files share: the one tiny-config builder, a self-removing temporary directory,
+// whole-file reads, random batches, and runs of the built CLI.
 #pragma once
 
 #include <sys/wait.h>
@@ -13,11 +13,50 @@
 #include <string>
 #include <system_error>
 
-#include "ouroboros/trainer.h"
+#include "ouroboros/core/config.h"
+#include "ouroboros/train/method.h"
 
 namespace ouroboros_test {
 
 namespace fs = std::filesystem;
+
+// The tiny model and run every test starts from; a test changes only what it is about. GPT with
+// L = 4 blocks, 2 heads, C = 16, T = 8, V = 13; B = 2; `optimizer` at lr 1e-2 (3 warm-up steps,
+// cosine to 1e-3 at step 20), momentum 0.9, weight decay 0.01, clipping at 0.5 (small enough to
+// be active); K modules on an even cut.
+inline ouroboros::Config tiny_config(int64_t K = 1, const std::string& optimizer = "adam") {
+  ouroboros::Config c;
+  c.model.n_layer = 4;
+  c.model.n_head = 2;
+  c.model.n_embd = 16;
+  c.model.block_size = 8;
+  c.model.vocab_size = 13;
+  c.train.batch_size = 2;
+  c.train.optimizer = optimizer;
+  c.train.lr = 1e-2;
+  c.train.min_lr = 1e-3;
+  c.train.warmup_steps = 3;
+  c.train.steps = 20;
+  c.train.momentum = 0.9;
+  c.train.weight_decay = 0.01;
+  c.train.grad_clip = 0.5;
+  c.engine.modules = K;
+  c.engine.partition = "even";
+  return c;
+}
+
+// The same run reading a text file (vocabulary from its tokenizer) with progress every step and
+// evaluation only at the end.
+inline ouroboros::Config on_corpus(ouroboros::Config c, const fs::path& file,
+                                   const std::string& tokenizer = "auto") {
+  c.model.vocab_size = 0;
+  c.data.data = file.string();
+  c.data.format = "text";
+  c.data.tokenizer = tokenizer;
+  c.train.eval_interval = 0;
+  c.train.log_interval = 1;
+  return c;
+}
 
 // A fresh directory under the system temp dir, removed with everything in it at scope exit.
 class TempDir {

@@ -8,16 +8,19 @@
 #include <map>
 #include <sstream>
 
-#include "ouroboros/bench.h"
-#include "ouroboros/checkpoint.h"
-#include "ouroboros/config.h"
-#include "ouroboros/distributed.h"
-#include "ouroboros/engine.h"
-#include "ouroboros/errors.h"
-#include "ouroboros/generate.h"
-#include "ouroboros/presets.h"
-#include "ouroboros/system.h"
-#include "ouroboros/trainer.h"
+#include "bench/bench.h"
+#include "ouroboros/core/config.h"
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/presets.h"
+#include "ouroboros/core/system.h"
+#include "ouroboros/data/dataset.h"
+#include "ouroboros/dist/env.h"
+#include "ouroboros/dist/launcher.h"
+#include "ouroboros/model/generate.h"
+#include "ouroboros/plan/planner.h"
+#include "ouroboros/run/train.h"
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/train/evaluate.h"
 
 using namespace ouroboros;
 
@@ -141,7 +144,8 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
   Config cfg = flags.apply(Config{});
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 256;
   cfg.validate();
-  Plan plan = make_plan(cfg);
+  const std::unique_ptr<LanguageModel> model = make_model(cfg.model);
+  Plan plan = make_plan(cfg, model->cost_model(cfg.train.batch_size));
   std::cout << plan.summary();
   if (ticks > 0) std::cout << "\nfirst " << ticks << " ticks:\n" << plan.delayed.grid(ticks);
   return 0;

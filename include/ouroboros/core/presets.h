@@ -1,0 +1,25 @@
+// Named configurations (`--preset NAME`): the Transformer-XL base settings of Dai et al. 2019 and a
+// small one for the demo corpus. A preset fills config fields; a config file and explicit flags
+// given with it override them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ouroboros/core/config.h"
+
+namespace ouroboros {
+
+struct Preset {
+  std::string name;
+  std::string description;  // one line for --help
+  void (*apply)(Config&);
+};
+
+const std::vector<Preset>& presets();
+// Throws ConfigError naming the known presets when name is not one of them.
+void apply_preset(const std::string& name, Config& cfg);
+// "enwik8-base | text8-base | wt103-base | demo-xl"
+std::string preset_list();
+
+}  // namespace ouroboros

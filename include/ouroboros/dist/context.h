@@ -1,0 +1,88 @@
+// The process group of a run across processes and machines: the TCPStore rendezvous, the Gloo
+// groups, heartbeats, and failure handling that never hangs (docs/DISTRIBUTED.md).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/dist/env.h"
+
+namespace c10d {
+class Store;
+class ProcessGroup;
+}  // namespace c10d
+
+namespace ouroboros {
+
+// The process group of a run: store, the world's Gloo group, and the group of the same worker
+// in every ring (data parallelism).
+class DistContext {
+ public:
+  // Connects to (rank 0: hosts) the TCPStore, refuses a configuration that differs from
+  // rank 0's, and builds the process groups. Throws ConfigError / TransportError.
+  DistContext(const DistEnv& env, const Config& cfg);
+  ~DistContext();
+
+  const DistEnv& env() const { return env_; }
+  int64_t rank() const { return env_.rank; }
+  int64_t world_size() const { return env_.world_size; }
+  int64_t workers_per_ring() const { return workers_; }
+  int64_t ring() const { return env_.rank / workers_; }
+  int64_t worker() const { return env_.rank % workers_; }
+  int64_t replicas() const { return replicas_; }
+  // Rank 0 (worker 0 of ring 0) reads the corpus, logs, evaluates and writes checkpoints.
+  bool is_lead() const { return env_.rank == 0; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  c10d::Store& store() { return *store_; }
+  c10d::ProcessGroup& world() { return *world_; }
+  c10d::ProcessGroup* replica_group() { return replica_group_.get(); }
+
+  // The one line every process reports when a peer is lost. The first process to notice records
+  // the lost rank in the store, so the others name the same rank rather than a neighbour that
+  // merely exited because of it.
+  std::string lost_peer(int64_t peer, const std::string& what);
+  // Records that this rank itself failed (so its peers name it).
+  void report_failure(const std::string& what);
+  // Waits for the store key that `writer` sets, up to timeout. Ends early when another rank
+  // recorded a loss, or when the writer's heartbeat stops (writer < 0: any rank may write it).
+  std::vector<uint8_t> get(const std::string& key, std::chrono::milliseconds timeout,
+                           int64_t writer = -1);
+  // After a failure: rank 0 (the store's host) waits up to 3 s for the others to read the lost
+  // rank before exiting; the others tell it they have.
+  void linger_after_failure();
+  void set(const std::string& key, const std::vector<uint8_t>& value);
+  // The same for text values.
+  void set_text(const std::string& key, const std::string& value);
+  std::string get_text(const std::string& key, std::chrono::milliseconds timeout,
+                       int64_t writer = -1);
+  // How long ranks other than 0 wait for rank 0 between jobs (it may be evaluating or writing a
+  // checkpoint).
+  static std::chrono::milliseconds between_jobs();
+  // Every rank calls it once at the end; rank 0 returns when all others have.
+  void finish();
+
+ private:
+  DistEnv env_;
+  int64_t workers_ = 1, replicas_ = 1;
+  std::chrono::milliseconds timeout_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroup> world_;
+  c10::intrusive_ptr<c10d::ProcessGroup> replica_group_;
+  // Every rank bumps its heartbeat counter in the store twice a second (own store client), so a
+  // timeout can tell the frozen rank from the ranks merely waiting on it.
+  c10::intrusive_ptr<c10d::Store> heartbeat_store_;
+  std::thread heartbeat_;
+  std::atomic<bool> stop_heartbeat_{false};
+  // Ranks whose heartbeat did not move over ~1.5 s (empty if the store is unreachable).
+  std::vector<int64_t> silent_ranks();
+};
+
+}  // namespace ouroboros

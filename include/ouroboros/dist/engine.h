@@ -1,0 +1,71 @@
+// The Ouroboros engine as one worker per process: this rank's Worker, the c10d transport, the
+// pipeline clock every engine shares, and (R > 1 rings) the gradient average across rings.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/dist/c10d_transport.h"
+#include "ouroboros/dist/context.h"
+#include "ouroboros/engine/clock.h"
+#include "ouroboros/engine/worker.h"
+#include "ouroboros/plan/planner.h"
+#include "ouroboros/train/method.h"
+
+namespace ouroboros {
+
+// What one process's transport did, reported by rank 0 at the end of a run.
+struct RankStats {
+  int64_t messages = 0, bytes = 0, ticks = 0;
+  double wait_s = 0.0, allreduce_s = 0.0;
+};
+
+// The engine as one worker process: this rank's Worker, the c10d transport, and (R > 1) the
+// gradient average across rings before each update. Rank 0's params() and state() gather the
+// other workers' parts of ring 0 (published through the store at the end of every run() and
+// drain()).
+class DistributedEngine : public Method {
+ public:
+  DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
+  ~DistributedEngine() override;
+
+  void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
+  void drain() override;
+  const ParamSet& params() const override;
+  MethodState state() const override;
+  void restore(const MethodState& s, int64_t tick) override;
+  std::string describe() const override;
+
+  const Plan& plan() const { return plan_; }
+  const Transport& transport() const { return *transport_; }
+  // Seconds spent in the gradient all-reduce (R > 1).
+  double allreduce_seconds() const { return allreduce_ns_ * 1e-9; }
+  // Filled in when the engine is destroyed.
+  void set_stats_sink(RankStats* sink) { sink_ = sink; }
+
+ private:
+  void run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss);
+  void average_gradients(const ParamSet& params);
+  void end_job();
+  void gather() const;
+
+  const LanguageModel& model_;
+  Config cfg_;
+  DistContext& ctx_;
+  ParamSet params_;
+  Plan plan_;
+  std::unique_ptr<C10dTransport> transport_;
+  std::unique_ptr<Worker> worker_;
+  PipelineClock clock_;
+  int64_t jobs_ = 0;  // run() and drain() calls so far: the sequence number of published states
+  int64_t allreduce_ns_ = 0;
+  int64_t ticks_run_ = 0;
+  RankStats* sink_ = nullptr;
+  // Rank 0: the other workers' state as of gathered_ (mutable: gathered lazily by the getters).
+  mutable int64_t gathered_ = 0;
+  mutable MethodState peers_;  // optimizer entries and generators of ring 0's other workers
+};
+
+}  // namespace ouroboros

@@ -1,0 +1,54 @@
+// The Ouroboros engine on threads: K modules on K-1 worker threads exchanging activations and
+// errors through in-process channels, each module back-propagating a one-tick-old error
+// (ALGORITHM.md sections 2-5).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/engine/clock.h"
+#include "ouroboros/engine/thread_team.h"
+#include "ouroboros/engine/transport.h"
+#include "ouroboros/engine/worker.h"
+#include "ouroboros/plan/planner.h"
+#include "ouroboros/train/method.h"
+
+namespace ouroboros {
+
+// In-flight batches at the end of training or at a checkpoint are drained: K-1 extra ticks run
+// every pending backward and update (at the last tick's learning rate) without new forwards,
+// and the pipeline refills afterwards (engine/clock.h). A run resumed from a checkpoint
+// therefore continues exactly as the same run without interruption.
+class OuroborosEngine : public Method {
+ public:
+  OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg);
+  ~OuroborosEngine() override;
+
+  void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
+  void drain() override;
+  const ParamSet& params() const override { return params_; }
+  MethodState state() const override;
+  void restore(const MethodState& s, int64_t tick) override;
+  std::string describe() const override { return plan_.summary(); }
+
+  const Plan& plan() const { return plan_; }
+  const Worker& worker(int64_t w) const { return *workers_.at(w); }
+  const Transport& transport(int64_t w) const { return *transports_.at(w); }
+  size_t undelivered_messages() const { return hub_.pending(); }
+
+ private:
+  void run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss);
+
+  const LanguageModel& model_;
+  Config cfg_;
+  ParamSet params_;
+  Plan plan_;
+  PipelineClock clock_;
+  InProcessHub hub_;
+  std::vector<std::unique_ptr<Transport>> transports_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<ThreadTeam> team_;  // worker 0 on the caller's thread
+};
+
+}  // namespace ouroboros

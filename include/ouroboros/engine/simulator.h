@@ -1,0 +1,53 @@
+// The serial simulator: the Ouroboros update rule (ALGORITHM.md section 3) executed on one thread,
+// one module after the other, with an explicit weight version per module and batch. Short, slow
+// and obviously right: the oracle the parallel runtime must match bit for bit.
+#pragma once
+
+#include <map>
+#include <vector>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/plan/partition.h"
+#include "ouroboros/train/method.h"
+#include "ouroboros/train/optim.h"
+
+namespace ouroboros {
+
+class SerialSimulator : public Method {
+ public:
+  // Builds its own partition from cfg.engine.partition, which must be "even" or explicit
+  // boundaries (the "auto" search is the planner's, which this oracle does not use).
+  SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg);
+
+  void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
+  void drain() override;
+  const ParamSet& params() const override { return params_; }
+  MethodState state() const override;
+  void restore(const MethodState& s, int64_t tick) override;
+  std::string describe() const override { return "serial simulator\n"; }
+
+ private:
+  struct Stored {
+    ParamSet weights;  // w_k^s: the version batch s was forwarded with
+    Tensor input;      // module input leaf (undefined for module 1)
+    Tensor output;     // hidden state or loss
+  };
+  // One tick: forward batch t through all modules (unless t >= horizon), then every module k
+  // back-propagates batch t - delay (0 in synchronous ticks), then all modules update.
+  void tick(int64_t t, bool synchronous, int64_t horizon, double lr, const BatchFn* batch,
+            const LossFn* on_loss);
+
+  const LanguageModel& model_;
+  Config cfg_;
+  ParamSet params_;
+  Partition partition_;
+  std::vector<ParamSet> module_params_;          // index k-1: live weights of module k
+  std::vector<std::map<int64_t, Stored>> stored_;  // index k-1: batch -> stored forward
+  std::map<std::pair<int64_t, int64_t>, Tensor> errors_;  // (k, batch) -> dl/d(output of module k)
+  std::vector<std::unique_ptr<Optimizer>> optimizers_;    // one per worker (clipping scope)
+  std::vector<ForwardContext> contexts_;                  // one per module
+  int64_t next_tick_ = 0;
+  int64_t pipeline_start_ = 0;
+};
+
+}  // namespace ouroboros

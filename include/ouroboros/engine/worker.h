@@ -1,0 +1,94 @@
+// One Ouroboros worker: the modules it holds, their weights and in-flight batches, its optimizer,
+// and the executor that walks its row of the schedule one tick at a time.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/engine/clock.h"
+#include "ouroboros/engine/transport.h"
+#include "ouroboros/model/language_model.h"
+#include "ouroboros/plan/partition.h"
+#include "ouroboros/plan/schedule.h"
+#include "ouroboros/train/method.h"
+#include "ouroboros/train/optim.h"
+
+namespace ouroboros {
+
+// The parameter names a worker holds, in the model's order (V once on worker 0).
+std::vector<std::string> worker_param_names(const LanguageModel& model, const Partition& partition,
+                                            const ParamSet& all, int64_t worker);
+
+class Worker {
+ public:
+  // all: every parameter of the model; the worker keeps (and updates in place) its own subset.
+  Worker(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
+         const Config& cfg, Transport& transport);
+
+  // Walks this worker's ops of one tick. batch/on_loss are used by worker 0 only.
+  void run_tick(const Schedule& schedule, const TickWindow& w, const BatchFn* batch,
+                const LossFn* on_loss);
+
+  int64_t rank() const { return rank_; }
+  const ParamSet& params() const { return params_; }
+  Optimizer& optimizer() { return optimizer_; }
+  // Batches of module k held at once, at most, since construction.
+  int64_t peak_in_flight(int64_t k) const { return peak_in_flight_.at(k); }
+  // Batches still waiting for their backward (0 after a drain).
+  int64_t in_flight() const;
+  std::vector<int64_t> modules() const;
+  at::Generator& generator(int64_t k) { return contexts_.at(k).generator.value(); }
+  // Called with this worker's parameters before each update (data parallelism averages the
+  // gradients across replicas here).
+  void set_before_update(std::function<void(const ParamSet&)> hook) {
+    before_update_ = std::move(hook);
+  }
+  // Module k's forward context: its dropout generator and, for a recurrent model, its layers'
+  // segment memories.
+  ForwardContext& context(int64_t k) { return contexts_.at(k); }
+  // This worker's share of a method's state: its optimizer entries, its modules' generators (at
+  // index k - 1 of s.generators, which must have K entries) and their memories.
+  void collect_state(MethodState& s) const;
+  void restore_state(const MethodState& s);
+
+ private:
+  struct InFlight {
+    ParamSet version;  // the weights the forward used
+    bool snapshot;     // version is a copy (delay > 0), so its gradients move to the live weights
+    Tensor input;      // leaf for the module's input (undefined for module 1)
+    Tensor output;     // hidden state, or the loss for module K
+  };
+  using LocalKey = std::tuple<bool, int64_t, int64_t>;  // error?, boundary, batch
+
+  void forward(int64_t k, int64_t batch, const TickWindow& w, const BatchFn* batch_fn,
+               const LossFn* on_loss);
+  void backward(int64_t k, int64_t batch);
+  void update(double lr);
+  Tensor take_local(const LocalKey& key);
+  at::IntArrayRef message_shape() const { return message_shape_; }
+
+  const LanguageModel& model_;
+  const Partition& partition_;
+  int64_t rank_;
+  TrainConfig train_cfg_;
+  Transport& transport_;
+  ParamSet params_;  // live weights of every module here
+  Optimizer optimizer_;
+  std::map<int64_t, ParamSet> module_params_;          // k -> live weights of module k
+  std::map<int64_t, std::map<int64_t, InFlight>> in_flight_;  // k -> batch -> record
+  std::map<int64_t, ForwardContext> contexts_;         // k -> dropout generator
+  std::map<int64_t, int64_t> peak_in_flight_;
+  std::map<int64_t, Tensor> targets_;                  // batch -> y, for module K
+  std::map<LocalKey, Tensor> mailbox_;
+  std::vector<int64_t> message_shape_;
+  std::function<void(const ParamSet&)> before_update_;
+};
+
+}  // namespace ouroboros

@@ -1,0 +1,29 @@
+// The cost model a cut is balanced on and a schedule simulated with: forward cost of every piece
+// of the model in estimated seconds on one core. Each model builds its own
+// (LanguageModel::cost_model) from these rates.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ouroboros {
+
+// Rates the analytic cost models assume for one core.
+constexpr double kMatmulFlopsPerSecond = 60e9;     // a well-blocked float GEMM
+constexpr double kElementwisePerSecond = 1.5e9;    // element passes, memory bound
+
+// Forward cost of each piece of the model in arbitrary units (e.g. FLOPs); backward is
+// backward_ratio times its forward. Built from the model shape (LanguageModel::cost_model).
+struct CostModel {
+  std::vector<double> block_forward;  // one entry per block, size L
+  double embed_forward = 0.0;         // token + position embedding (module 1)
+  double head_forward = 0.0;          // ln_f, logits = h . wte^T, softmax, loss (module K)
+  double backward_ratio = 2.0;        // backward / forward compute
+  double update_per_block = 0.0;      // optimizer update of one block's weights
+  double update_embed_head = 0.0;     // optimizer update of wte, wpe, ln_f
+
+  double module_forward(int64_t first_block, int64_t end_block, bool embed, bool head) const;
+};
+
+
+}  // namespace ouroboros

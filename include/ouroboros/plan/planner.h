@@ -1,0 +1,34 @@
+// The planner: chooses the cut ("auto" searches it on the cost model by simulating the schedule)
+// and builds the validated schedules of a run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/plan/cost_model.h"
+#include "ouroboros/plan/partition.h"
+#include "ouroboros/plan/schedule.h"
+
+namespace ouroboros {
+
+// spec: "even" (blocks spread evenly, remainder to the middle modules first), "auto" (minimise
+// the estimated tick time of the Ouroboros schedule under `cost`), or "a1,a2,...".
+// "auto" searches every valid cut when there are at most 20000, else runs coordinate descent
+// from "even"; ties go to the smaller maximum per-worker forward cost, then the lexicographically
+// smallest boundaries. `cost` is only read by "auto" and must then have n_layer block entries.
+Partition plan_partition(int64_t n_layer, int64_t K, const std::string& spec, const CostModel& cost);
+
+// The partition and schedules a config asks for, validated.
+struct Plan {
+  CostModel cost;
+  Partition partition;
+  Schedule delayed;
+  Schedule synchronous;
+  // Partition, schedule row per worker, and the cost model's tick time and speed-up.
+  std::string summary() const;
+};
+// cost: the model's (LanguageModel::cost_model for the run's batch size).
+Plan make_plan(const Config& cfg, const CostModel& cost);
+
+}  // namespace ouroboros

@@ -1,0 +1,39 @@
+// Checkpoints: one file that Python's torch.load reads as a dict (model weights by GPT-2 name,
+// optimizer state, config JSON, vocabulary, step, RNG state, format_version), written atomically.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/data/tokenizer.h"
+#include "ouroboros/model/language_model.h"
+
+namespace ouroboros {
+
+constexpr int64_t kCheckpointFormatVersion = 1;
+
+struct Checkpoint {
+  Config config;
+  Tokenizer tokenizer = Tokenizer::byte_level();
+  ParamSet model;                       // plain tensors (no grad)
+  c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
+  int64_t step = 0;                     // ticks completed
+  uint64_t sampler_state = 0;
+  std::vector<Tensor> generator_states; // dropout generators, one per module
+  std::map<int64_t, Tensor> memory;     // recurrent models: layer -> segment memory [B, M, C]
+};
+
+// Writes to path + ".tmp" and renames, so a crash never leaves a broken file at path.
+void save_checkpoint(const std::string& path, const Checkpoint& ck);
+// Throws CheckpointError (one line: which file, what is wrong, how to fix).
+Checkpoint load_checkpoint(const std::string& path);
+// Throws CheckpointError if the checkpoint's model shape or vocabulary differs from the run's.
+void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Tokenizer& tok,
+                      const std::string& path);
+
+}  // namespace ouroboros

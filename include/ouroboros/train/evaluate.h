@@ -1,0 +1,36 @@
+// Evaluation: mean cross-entropy of a model over a token split, as windows (GPT) or as parallel
+// streams walked segment after segment with memories (recurrent models).
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "ouroboros/model/language_model.h"
+
+namespace ouroboros {
+
+struct EvalResult {
+  double loss = 0.0;    // mean cross-entropy in nats over all targets
+  int64_t tokens = 0;   // number of targets
+  double bpc() const;   // bits per character (byte/char data)
+  double perplexity() const;
+};
+
+// Mean cross-entropy over the evaluation windows of tokens (data/dataset.h); max_windows = 0 for
+// all. A recurrent model is evaluated on batch_size streams instead (data/stream.h), in segments
+// of its evaluation lengths; max_windows then limits the targets to about that many segments'
+// worth.
+EvalResult evaluate(const LanguageModel& model, const ParamSet& params,
+                    const std::vector<int32_t>& tokens, int64_t batch_size,
+                    int64_t max_windows = 0);
+
+// Evaluation of a recurrent model: B streams walked in segments of tgt_len (the last one
+// shorter) with a fresh memory at the start and the given lengths. Returns the summed
+// cross-entropy in nats and the number of targets (B n, or fewer with max_segments > 0).
+std::pair<double, int64_t> evaluate_streams(const LanguageModel& model, const ParamSet& params,
+                                            const std::vector<int32_t>& tokens, int64_t batch_size,
+                                            int64_t tgt_len, const RecurrenceLengths& lengths,
+                                            int64_t max_segments = 0);
+
+}  // namespace ouroboros

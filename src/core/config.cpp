@@ -1,0 +1,300 @@
+// The field table behind Config: each field once, with its flag and help line. JSON files, flags
+// and checkpoints all read and write through it.
+#include "ouroboros/core/config.h"
+
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "ouroboros/core/errors.h"
+
+namespace ouroboros {
+namespace {
+
+using json = nlohmann::json;
+
+struct Field {
+  ConfigField info;
+  std::function<json(const Config&)> get;
+  std::function<void(Config&, const json&)> set;
+};
+
+std::string flag_of(const std::string& key) {
+  std::string leaf = key.substr(key.find('.') + 1);
+  for (char& c : leaf) {
+    if (c == '_') c = '-';
+  }
+  return "--" + leaf;
+}
+
+// Converts a JSON value to the member's type, refusing silent conversions (a string for an int,
+// a fraction for an int).
+template <typename T>
+T convert(const std::string& key, const json& v) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) throw ConfigError("config key " + key + " must be a string, got " + v.dump());
+    return v.get<std::string>();
+  } else if constexpr (std::is_same_v<T, int64_t>) {
+    if (!v.is_number_integer())
+      throw ConfigError("config key " + key + " must be an integer, got " + v.dump());
+    return v.get<int64_t>();
+  } else {
+    if (!v.is_number()) throw ConfigError("config key " + key + " must be a number, got " + v.dump());
+    return v.get<double>();
+  }
+}
+
+#define OUROBOROS_FIELD(section, name, help)                                         \
+  Field {                                                                            \
+    ConfigField{#section "." #name, flag_of(#section "." #name), help},              \
+        [](const Config& c) { return json(c.section.name); },                        \
+        [](Config& c, const json& v) {                                               \
+          c.section.name = convert<decltype(c.section.name)>(#section "." #name, v); \
+        }                                                                            \
+  }
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> table = {
+      OUROBOROS_FIELD(model, model, "model family: gpt | transformer-xl"),
+      OUROBOROS_FIELD(model, n_layer, "Transformer blocks (L)"),
+      OUROBOROS_FIELD(model, n_head, "attention heads; n_embd must be divisible by it"),
+      OUROBOROS_FIELD(model, n_embd, "residual stream width (C)"),
+      OUROBOROS_FIELD(model, block_size, "context length in tokens (T)"),
+      OUROBOROS_FIELD(model, vocab_size, "vocabulary size (V); 0 = from the tokenizer"),
+      OUROBOROS_FIELD(model, dropout, "dropout probability"),
+      OUROBOROS_FIELD(model, d_inner, "transformer-xl: feed-forward width; 0 = 4 n_embd"),
+      OUROBOROS_FIELD(model, attn_dropout, "transformer-xl: dropout on attention probabilities"),
+      OUROBOROS_FIELD(model, pre_lnorm, "transformer-xl: 1 = pre-LayerNorm, 0 = post-LayerNorm"),
+      OUROBOROS_FIELD(model, mem_len, "transformer-xl: memory length per layer (segment = block_size)"),
+      OUROBOROS_FIELD(model, clamp_len, "transformer-xl: clamp relative distances; 0 = no clamp"),
+      OUROBOROS_FIELD(model, same_length, "transformer-xl: 1 = same attention length for all queries"),
+      OUROBOROS_FIELD(model, eval_tgt_len, "transformer-xl: evaluation segment; 0 = block_size"),
+      OUROBOROS_FIELD(model, eval_mem_len, "transformer-xl: evaluation memory; -1 = mem_len"),
+      OUROBOROS_FIELD(model, eval_clamp_len, "transformer-xl: evaluation clamp_len; -1 = clamp_len"),
+      OUROBOROS_FIELD(model, eval_same_length, "transformer-xl: evaluation same_length; -1 = same_length"),
+      OUROBOROS_FIELD(model, adaptive_cutoffs, "transformer-xl: adaptive softmax cutoffs a,b,...; empty = full softmax"),
+      OUROBOROS_FIELD(model, div_val, "transformer-xl: adaptive embedding width divisor per cluster"),
+      OUROBOROS_FIELD(data, data, "corpus file or directory (ignored for --format fortunes)"),
+      OUROBOROS_FIELD(data, format, "auto | text | enwik8 | text8 | wikitext103 | fortunes"),
+      OUROBOROS_FIELD(data, tokenizer, "auto | byte | char | word"),
+      OUROBOROS_FIELD(train, steps, "training steps (ticks)"),
+      OUROBOROS_FIELD(train, batch_size, "sequences per step (B)"),
+      OUROBOROS_FIELD(train, optimizer, "sgd | adam | adamw"),
+      OUROBOROS_FIELD(train, lr, "peak learning rate"),
+      OUROBOROS_FIELD(train, min_lr, "learning rate at the end of the cosine decay"),
+      OUROBOROS_FIELD(train, warmup_steps, "linear learning-rate warm-up steps"),
+      OUROBOROS_FIELD(train, schedule, "learning-rate schedule after warm-up: cosine | constant"),
+      OUROBOROS_FIELD(train, momentum, "SGD momentum"),
+      OUROBOROS_FIELD(train, beta1, "Adam beta1"),
+      OUROBOROS_FIELD(train, beta2, "Adam beta2"),
+      OUROBOROS_FIELD(train, eps, "Adam epsilon"),
+      OUROBOROS_FIELD(train, weight_decay, "weight decay on matrices and embeddings"),
+      OUROBOROS_FIELD(train, grad_clip, "max gradient norm per update; 0 disables"),
+      OUROBOROS_FIELD(train, seed, "seed for initialisation, batches and dropout"),
+      OUROBOROS_FIELD(train, threads, "libtorch intra-op threads per worker"),
+      OUROBOROS_FIELD(train, eval_interval, "evaluate every N steps; 0 = only at the end"),
+      OUROBOROS_FIELD(train, eval_batches, "batches per periodic evaluation; 0 = whole split"),
+      OUROBOROS_FIELD(train, log_interval, "progress line every N steps"),
+      OUROBOROS_FIELD(train, out_dir, "directory for checkpoints and metrics"),
+      OUROBOROS_FIELD(train, checkpoint_interval, "checkpoint every N steps; 0 = only at the end"),
+      OUROBOROS_FIELD(train, metrics, "JSONL metrics file; empty = <out_dir>/metrics.jsonl"),
+      OUROBOROS_FIELD(engine, modules, "K modules; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers"),
+      OUROBOROS_FIELD(engine, partition, "even | auto | a1,a2,... block boundaries"),
+      OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
+      OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
+      OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
+      OUROBOROS_FIELD(engine, mode,
+                      "auto | sequential | ouroboros | gpipe | data-parallel; auto = sequential "
+                      "for --modules 1, else ouroboros"),
+      OUROBOROS_FIELD(engine, micro_batches, "gpipe: micro-batches per step; divides batch_size"),
+      OUROBOROS_FIELD(engine, workers, "data-parallel: replicas (threads); divides batch_size"),
+  };
+  return table;
+}
+#undef OUROBOROS_FIELD
+
+const Field& find_field(const std::string& key) {
+  for (const auto& f : fields()) {
+    if (f.info.key == key) return f;
+  }
+  throw ConfigError("unknown config key: " + key, "run `ouroboros train --help` for the keys");
+}
+
+// The method and its shape options must agree: pipelines cut the model into --modules >= 2,
+// sequential and data-parallel keep it whole (--modules 1).
+void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfig& m) {
+  static const std::set<std::string> modes = {"auto", "sequential", "ouroboros", "gpipe",
+                                              "data-parallel"};
+  if (!modes.count(e.mode)) {
+    throw ConfigError("unknown mode '" + e.mode + "'",
+                      "use auto, sequential, ouroboros, gpipe or data-parallel");
+  }
+  const std::string mode = resolved_mode(e);
+  const std::string K = std::to_string(e.modules);
+  if ((mode == "ouroboros" || mode == "gpipe") && e.modules < 2) {
+    throw ConfigError("mode " + mode + " needs --modules >= 2 (K modules on K-1 workers), got " + K,
+                      "use e.g. --modules 3");
+  }
+  if ((mode == "sequential" || mode == "data-parallel") && e.modules != 1) {
+    throw ConfigError("mode " + mode + " trains the whole model per worker, but --modules is " + K,
+                      "use --modules 1, or --mode ouroboros / gpipe");
+  }
+  if (mode == "gpipe") {
+    if (e.micro_batches < 1 || t.batch_size % e.micro_batches != 0) {
+      throw ConfigError("gpipe: --micro-batches " + std::to_string(e.micro_batches) +
+                            " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
+                        "choose a divisor of the batch size");
+    }
+    if (e.sync_warmup != 0) {
+      throw ConfigError("--sync-warmup applies to mode ouroboros only (gpipe is synchronous)",
+                        "drop --sync-warmup");
+    }
+  }
+  if (mode == "data-parallel") {
+    if (e.workers < 1 || t.batch_size % e.workers != 0) {
+      throw ConfigError("data-parallel: --workers " + std::to_string(e.workers) +
+                            " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
+                        "choose a divisor of the batch size");
+    }
+  }
+  if ((mode == "gpipe" || mode == "data-parallel") && m.model != "gpt") {
+    throw ConfigError("mode " + mode + " runs the gpt model only, not " + m.model,
+                      "train " + m.model + " with --mode sequential or ouroboros");
+  }
+  if (mode == "data-parallel" && e.sync_warmup != 0) {
+    throw ConfigError("--sync-warmup applies to mode ouroboros only", "drop --sync-warmup");
+  }
+}
+
+}  // namespace
+
+const std::vector<ConfigField>& config_fields() {
+  static const std::vector<ConfigField> infos = [] {
+    std::vector<ConfigField> v;
+    for (const auto& f : fields()) v.push_back(f.info);
+    return v;
+  }();
+  return infos;
+}
+
+json Config::to_json() const {
+  json j = json::object();
+  for (const auto& f : fields()) {
+    auto dot = f.info.key.find('.');
+    j[f.info.key.substr(0, dot)][f.info.key.substr(dot + 1)] = f.get(*this);
+  }
+  return j;
+}
+
+void Config::merge_json(const json& j) {
+  if (!j.is_object()) throw ConfigError("config must be a JSON object, got " + j.dump());
+  for (const auto& [section, body] : j.items()) {
+    if (!body.is_object()) {
+      throw ConfigError("config section " + section + " must be an object, got " + body.dump(),
+                        "sections are model, data, train, engine, dist");
+    }
+    for (const auto& [name, value] : body.items()) {
+      find_field(section + "." + name).set(*this, value);
+    }
+  }
+}
+
+void Config::set_from_string(const std::string& key, const std::string& value) {
+  const Field& f = find_field(key);
+  json current = f.get(*this);
+  if (current.is_string()) {
+    f.set(*this, json(value));
+    return;
+  }
+  json parsed;
+  try {
+    parsed = json::parse(value);
+  } catch (const json::exception&) {
+    throw ConfigError(f.info.flag + " expects a number, got '" + value + "'");
+  }
+  f.set(*this, parsed);
+}
+
+void Config::validate() const {
+  auto require = [](bool ok, const std::string& what, const std::string& hint = "") {
+    if (!ok) throw ConfigError(what, hint);
+  };
+  require(model.model == "gpt" || model.model == "transformer-xl",
+          "unknown model '" + model.model + "'", "use --model gpt or --model transformer-xl");
+  require(model.n_layer >= 1, "n_layer must be >= 1, got " + std::to_string(model.n_layer));
+  require(model.n_head >= 1, "n_head must be >= 1, got " + std::to_string(model.n_head));
+  require(model.n_embd >= 1, "n_embd must be >= 1, got " + std::to_string(model.n_embd));
+  require(model.n_embd % model.n_head == 0,
+          "n_embd " + std::to_string(model.n_embd) + " is not divisible by n_head " +
+              std::to_string(model.n_head),
+          "choose n_embd a multiple of n_head");
+  require(model.block_size >= 1, "block_size must be >= 1, got " + std::to_string(model.block_size));
+  require(model.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(model.vocab_size));
+  require(model.dropout >= 0.0 && model.dropout < 1.0,
+          "dropout must be in [0, 1), got " + std::to_string(model.dropout));
+  require(model.attn_dropout >= 0.0 && model.attn_dropout < 1.0,
+          "attn_dropout must be in [0, 1), got " + std::to_string(model.attn_dropout));
+  require(model.d_inner >= 0, "d_inner must be >= 0, got " + std::to_string(model.d_inner));
+  require(model.mem_len >= 0, "mem_len must be >= 0, got " + std::to_string(model.mem_len));
+  require(model.clamp_len >= 0, "clamp_len must be >= 0, got " + std::to_string(model.clamp_len));
+  require(model.eval_tgt_len >= 0 && model.eval_mem_len >= -1 && model.eval_clamp_len >= -1,
+          "eval_tgt_len must be >= 0, eval_mem_len and eval_clamp_len >= -1");
+  require((model.pre_lnorm == 0 || model.pre_lnorm == 1) &&
+              (model.same_length == 0 || model.same_length == 1) &&
+              model.eval_same_length >= -1 && model.eval_same_length <= 1,
+          "pre_lnorm and same_length must be 0 or 1, eval_same_length -1, 0 or 1");
+  require(model.div_val >= 1, "div_val must be >= 1, got " + std::to_string(model.div_val));
+  static const std::set<std::string> formats = {"auto", "text", "enwik8", "text8", "wikitext103",
+                                                "fortunes"};
+  require(formats.count(data.format) > 0, "unknown data format '" + data.format + "'",
+          "use auto, text, enwik8, text8, wikitext103 or fortunes");
+  static const std::set<std::string> tokenizers = {"auto", "byte", "char", "word"};
+  require(tokenizers.count(data.tokenizer) > 0, "unknown tokenizer '" + data.tokenizer + "'",
+          "use auto, byte, char or word");
+  require(train.steps >= 0, "steps must be >= 0, got " + std::to_string(train.steps));
+  require(train.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(train.batch_size));
+  require(train.optimizer == "sgd" || train.optimizer == "adam" || train.optimizer == "adamw",
+          "unknown optimizer '" + train.optimizer + "'", "use sgd, adam or adamw");
+  require(train.schedule == "cosine" || train.schedule == "constant",
+          "unknown schedule '" + train.schedule + "'", "use cosine or constant");
+  require(train.lr > 0.0, "lr must be > 0, got " + std::to_string(train.lr));
+  require(train.min_lr >= 0.0 && train.min_lr <= train.lr,
+          "min_lr must be in [0, lr], got " + std::to_string(train.min_lr));
+  require(train.warmup_steps >= 0, "warmup_steps must be >= 0");
+  require(train.grad_clip >= 0.0, "grad_clip must be >= 0, got " + std::to_string(train.grad_clip));
+  require(train.threads >= 1, "threads must be >= 1, got " + std::to_string(train.threads));
+  require(train.eval_interval >= 0 && train.log_interval >= 1 && train.checkpoint_interval >= 0 &&
+              train.eval_batches >= 0,
+          "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
+  require(engine.modules >= 1, "modules must be >= 1, got " + std::to_string(engine.modules));
+  require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
+  require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
+  require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
+  validate_mode(engine, train, model);
+}
+
+std::string resolved_mode(const EngineConfig& e) {
+  if (e.mode == "auto") return e.modules == 1 ? "sequential" : "ouroboros";
+  return e.mode;
+}
+
+json read_config_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("config file not found: " + path);
+  json j;
+  try {
+    in >> j;
+  } catch (const json::exception& e) {
+    throw ConfigError("config file " + path + " is not valid JSON: " + e.what());
+  }
+  return j;
+}
+
+Config load_config_file(const std::string& path) {
+  Config c;
+  c.merge_json(read_config_json(path));
+  return c;
+}
+
+}  // namespace ouroboros

@@ -1,0 +1,113 @@
+// BLAS detection (a reference BLAS makes libtorch about 17x slower), peak memory, and durations.
+#include "ouroboros/core/system.h"
+
+#include <link.h>
+#include <malloc.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <cstdio>
+
+#include <torch/torch.h>
+
+using torch::Tensor;
+
+namespace ouroboros {
+namespace {
+
+int find_blas(struct dl_phdr_info* info, size_t, void* data) {
+  std::string name = info->dlpi_name ? info->dlpi_name : "";
+  auto* out = static_cast<std::string*>(data);
+  if (name.find("openblas") != std::string::npos || name.find("libmkl") != std::string::npos ||
+      name.find("libblis") != std::string::npos) {
+    *out = name;
+    return 1;
+  }
+  if (name.find("libblas") != std::string::npos && out->empty()) *out = name;
+  return 0;
+}
+
+}  // namespace
+
+double measure_matmul_gflops(int64_t n, int threads, double seconds) {
+  const int previous = at::get_num_threads();
+  at::set_num_threads(threads);
+  torch::NoGradGuard no_grad;
+  Tensor a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
+  at::mm_out(c, a, b);  // warm-up
+  int64_t reps = 0;
+  auto start = std::chrono::steady_clock::now();
+  double elapsed = 0.0;
+  while (elapsed < seconds) {
+    at::mm_out(c, a, b);
+    ++reps;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  at::set_num_threads(previous);
+  return 2.0 * static_cast<double>(n * n * n) * static_cast<double>(reps) / elapsed / 1e9;
+}
+
+BlasReport check_blas() {
+  BlasReport r;
+  r.gflops = measure_matmul_gflops(256, 1, 0.05);
+  std::string lib;
+  dl_iterate_phdr(find_blas, &lib);
+  r.library = lib.empty() ? "unknown" : lib;
+  return r;
+}
+
+std::string blas_warning(const BlasReport& r) {
+  if (!r.slow()) return "";
+  char buf[512];
+  std::snprintf(buf, sizeof(buf),
+                "warning: slow BLAS (%.1f GFLOP/s, %s): libtorch runs about 17x slower; "
+                "install libopenblas0-openmp (apt-get install libopenblas0-openmp)",
+                r.gflops, r.library.c_str());
+  return buf;
+}
+
+double peak_rss_mib() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+std::string format_duration(double seconds) {
+  if (seconds < 0 || seconds != seconds) return "?";
+  long s = static_cast<long>(seconds + 0.5);
+  char buf[32];
+  if (s < 60) {
+    std::snprintf(buf, sizeof(buf), "%lds", s);
+  } else if (s < 3600) {
+    std::snprintf(buf, sizeof(buf), "%ldm%02lds", s / 60, s % 60);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%ldh%02ldm", s / 3600, (s % 3600) / 60);
+  }
+  return buf;
+}
+
+// A training step allocates and frees the same activation and gradient buffers every tick. With
+// glibc's defaults, buffers over the (dynamic) mmap threshold come from fresh mmaps and freed heap
+// tops are trimmed, so every step page-faults its memory anew: that made the reference trainer
+// ~15% slower than the same ops driven from Python. Keep freed memory for reuse instead (the
+// process then holds its peak footprint). MALLOC_* environment settings take precedence.
+void keep_freed_memory() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (const char* v : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_"}) {
+      if (std::getenv(v)) return;
+    }
+    const char* tunables = std::getenv("GLIBC_TUNABLES");
+    if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
+    // Blocks past the mmap threshold (32 MiB at most) would be mapped on every allocation and
+    // unmapped on every free, so each step pays page faults on fresh pages again: a 2 x 8 x 512 x
+    // 1024 attention tensor is 32 MiB. Serve every block from the heap and keep freed memory.
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, -1);  // never trim the heap
+  });
+}
+
+}  // namespace ouroboros

@@ -1,0 +1,91 @@
+// The c10d transport: asynchronous tagged sends and timed receives over the world's Gloo group.
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include "ouroboros/dist/c10d_transport.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <chrono>
+#include <limits>
+
+#include "ouroboros/core/errors.h"
+#include "dist_detail.h"
+
+namespace ouroboros {
+
+using namespace dist_detail;
+
+struct C10dTransport::Pending {
+  int64_t tick;
+  int64_t peer;
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+C10dTransport::C10dTransport(DistContext& ctx) : ctx_(ctx) {}
+C10dTransport::~C10dTransport() = default;
+
+int C10dTransport::gloo_tag(const MessageKey& key) {
+  return static_cast<int>(key.tag() & 0x7fffffff);
+}
+
+void C10dTransport::send(int64_t dst, const MessageKey& key, const torch::Tensor& t) {
+  if (!aborted_.empty()) throw TransportError(aborted_);
+  const int64_t peer = ctx_.ring() * ctx_.workers_per_ring() + dst;
+  std::vector<at::Tensor> v{t.contiguous()};
+  stats_.messages += 1;
+  stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
+  try {
+    auto work = ctx_.world().send(v, static_cast<int>(peer), gloo_tag(key));
+    pending_.push_back(std::make_unique<Pending>(Pending{tick_, peer, work}));
+  } catch (const std::exception& e) {
+    throw TransportError(ctx_.lost_peer(peer, e.what()), hint_resume());
+  }
+}
+
+torch::Tensor C10dTransport::recv(int64_t src, const MessageKey& key, at::IntArrayRef shape) {
+  if (!aborted_.empty()) throw TransportError(aborted_);
+  const int64_t peer = ctx_.ring() * ctx_.workers_per_ring() + src;
+  const auto start = std::chrono::steady_clock::now();
+  torch::Tensor t = torch::empty(shape);
+  std::vector<at::Tensor> v{t};
+  try {
+    ctx_.world().recv(v, static_cast<int>(peer), gloo_tag(key))->wait(ctx_.timeout());
+  } catch (const std::exception& e) {
+    throw TransportError(ctx_.lost_peer(peer, "waiting for " + key.to_string() + ": " + e.what()),
+                         hint_resume());
+  }
+  stats_.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  return t;
+}
+
+void C10dTransport::abort(const std::string& why) {
+  if (aborted_.empty()) aborted_ = why;
+}
+
+void C10dTransport::wait_sends(int64_t before_tick) {
+  size_t done = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (; done < pending_.size() && pending_[done]->tick < before_tick; ++done) {
+    try {
+      pending_[done]->work->wait(ctx_.timeout());
+    } catch (const std::exception& e) {
+      throw TransportError(ctx_.lost_peer(pending_[done]->peer, e.what()), hint_resume());
+    }
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
+  stats_.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+}
+
+void C10dTransport::begin_tick(int64_t tick) {
+  tick_ = tick;
+  wait_sends(tick - 1);
+}
+
+void C10dTransport::flush() { wait_sends(std::numeric_limits<int64_t>::max()); }
+
+}  // namespace ouroboros

@@ -1,0 +1,294 @@
+// The process groups of a run and their failure handling: TCPStore rendezvous, configuration
+// check against rank 0, Gloo groups, heartbeats, and the one line that names a lost rank.
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include "ouroboros/dist/context.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <algorithm>
+#include <optional>
+#include <cstdlib>
+#include <set>
+#include <thread>
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+#include "dist_detail.h"
+
+namespace ouroboros {
+namespace {
+
+using namespace dist_detail;
+using json = nlohmann::json;
+
+const char* kLostKey = "ouroboros/lost";
+
+std::optional<std::string> env_string(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  return std::string(v);
+}
+
+bool is_loopback(const std::string& addr) {
+  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+}  // namespace
+
+DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
+  workers_ = cfg.engine.modules == 1 ? 1 : cfg.engine.modules - 1;  // K - 1 per ring
+  replicas_ = cfg.dist.replicas;
+  timeout_ = Millis(static_cast<int64_t>(cfg.dist.timeout * 1000.0));
+  if (env.world_size != workers_ * replicas_) {
+    throw ConfigError("world size " + std::to_string(env.world_size) + " does not match " +
+                          std::to_string(replicas_) + " ring(s) of " + std::to_string(workers_) +
+                          " worker(s) (--replicas R times K-1)",
+                      "start R*(K-1) = " + std::to_string(workers_ * replicas_) + " processes");
+  }
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(env.master_port);
+  so.isServer = env.rank == 0;
+  so.numWorkers = static_cast<size_t>(env.world_size);
+  so.waitWorkers = false;
+  so.timeout = timeout_;
+  try {
+    store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  } catch (const std::exception& e) {
+    throw TransportError("rank " + std::to_string(env.rank) + " cannot " +
+                             (so.isServer ? "host" : "reach") + " the store at " +
+                             env.master_addr + ":" + std::to_string(env.master_port) + ": " +
+                             first_line(e.what()),
+                         "check MASTER_ADDR/MASTER_PORT (--master-addr/--master-port) and that "
+                         "rank 0 is running");
+  }
+
+  // Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
+  const json mine = config_fingerprint(cfg);
+  store_->set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()));
+  std::string diff;
+  for (int64_t r = 0; r < env.world_size && diff.empty(); ++r) {
+    if (r == env.rank) continue;
+    const json theirs = json::parse(string_of(get("fingerprint/" + std::to_string(r), timeout_)));
+    diff = fingerprint_difference(mine, theirs, env.rank, r);
+  }
+  store_->set("fingerprint_read/" + std::to_string(env.rank), bytes_of("1"));
+  if (!diff.empty()) {
+    if (env.rank == 0) {
+      // The store lives in this process: let every rank read the fingerprints before it goes.
+      std::vector<std::string> keys;
+      for (int64_t r = 1; r < env.world_size; ++r) {
+        keys.push_back("fingerprint_read/" + std::to_string(r));
+      }
+      const auto until = std::chrono::steady_clock::now() + std::min(timeout_, Millis(10000));
+      try {
+        while (!store_->check(keys) && std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(Millis(10));
+        }
+      } catch (const std::exception&) {
+      }
+    }
+    throw ConfigError("configuration mismatch: " + diff,
+                      "start every rank with the same configuration");
+  }
+
+  try {
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
+    if (auto ifname = env_string("GLOO_SOCKET_IFNAME")) {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(*ifname));
+    } else if (is_loopback(env.master_addr)) {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
+    world_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("world", store_), static_cast<int>(env.rank),
+        static_cast<int>(env.world_size), options);
+    if (replicas_ > 1) {
+      replica_group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
+          c10::make_intrusive<c10d::PrefixStore>("replicas/" + std::to_string(worker()),
+                                                 store_),
+          static_cast<int>(ring()), static_cast<int>(replicas_), options);
+    }
+    so.isServer = false;
+    heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    heartbeat_ = std::thread([this] {
+      const std::string key = "heartbeat/" + std::to_string(env_.rank);
+      while (!stop_heartbeat_) {
+        try {
+          heartbeat_store_->add(key, 1);
+        } catch (const std::exception&) {
+          return;
+        }
+        for (int i = 0; i < 5 && !stop_heartbeat_; ++i) std::this_thread::sleep_for(Millis(100));
+      }
+    });
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw TransportError("rank " + std::to_string(env.rank) +
+                             " could not connect to every other rank: " + first_line(e.what()),
+                         "all " + std::to_string(env.world_size) +
+                             " processes must start within --timeout seconds");
+  }
+}
+
+DistContext::~DistContext() {
+  stop_heartbeat_ = true;
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+std::vector<int64_t> DistContext::silent_ranks() {
+  std::vector<int64_t> silent;
+  try {
+    std::vector<int64_t> before;
+    for (int64_t r = 0; r < env_.world_size; ++r) {
+      before.push_back(store_->add("heartbeat/" + std::to_string(r), 0));
+    }
+    std::this_thread::sleep_for(Millis(1500));
+    for (int64_t r = 0; r < env_.world_size; ++r) {
+      if (r != env_.rank && store_->add("heartbeat/" + std::to_string(r), 0) == before[r]) {
+        silent.push_back(r);
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  return silent;
+}
+
+std::string DistContext::lost_peer(int64_t peer, const std::string& what) {
+  auto recorded = [&]() -> std::string {
+    return store_->check({kLostKey}) ? string_of(store_->get(kLostKey)) : "";
+  };
+  std::string line;
+  try {
+    line = recorded();
+    if (line.empty()) {
+      // The peer that failed us may only have given up on another rank (a timeout closes its
+      // connections too): the rank whose heartbeat stopped is the one lost.
+      std::vector<int64_t> silent = silent_ranks();
+      if (!silent.empty() && std::find(silent.begin(), silent.end(), peer) == silent.end()) {
+        peer = silent.front();
+      }
+      line = recorded();
+    }
+    if (line.empty()) {
+      line = (peer >= 0 ? "lost rank " + std::to_string(peer) : "lost a replica") + ": " +
+             first_line(what);
+      store_->set(kLostKey, bytes_of(line));
+    }
+  } catch (const std::exception&) {
+    // The store lives in rank 0: if it is gone, rank 0 is the one lost.
+    line = peer != 0 ? "lost rank 0 (the store stopped answering)"
+                     : "lost rank 0: " + first_line(what);
+  }
+  return "rank " + std::to_string(env_.rank) + ": " + line;
+}
+
+void DistContext::report_failure(const std::string& what) {
+  try {
+    if (!store_->check({kLostKey})) {
+      store_->set(kLostKey,
+                  bytes_of("lost rank " + std::to_string(env_.rank) + ": " + first_line(what)));
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout, int64_t writer) {
+  // Polls with check(), never with a short wait(): libtorch 1.13's TCPStore leaves a wait that
+  // timed out registered on the server, whose late wake-up then desynchronises the connection.
+  // Every second it also looks for a loss recorded by another rank and for a writer that died,
+  // so either ends the wait at once.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  auto next_probe = start + Millis(1000);
+  const std::string beat = "heartbeat/" + std::to_string(writer);
+  int64_t last_beat = -1, still = 0;
+  auto pause = std::chrono::microseconds(250);
+  try {
+    while (true) {
+      if (store_->check({key})) return store_->get(key);
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      if (now >= next_probe) {
+        next_probe = now + Millis(1000);
+        if (store_->check({kLostKey})) {
+          throw TransportError(
+              "rank " + std::to_string(env_.rank) + ": " + string_of(store_->get(kLostKey)),
+              hint_resume());
+        }
+        if (writer >= 0) {
+          const int64_t b = store_->add(beat, 0);
+          still = b == last_beat ? still + 1 : 0;
+          last_beat = b;
+          if (still >= 3) {
+            throw TransportError(lost_peer(writer, "no heartbeat while waiting for " + key),
+                                 hint_resume());
+          }
+        }
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::microseconds(10000));
+    }
+  } catch (const TransportError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw TransportError(lost_peer(0, "the store stopped answering: " + first_line(e.what())),
+                         hint_resume());
+  }
+  throw TransportError(lost_peer(writer >= 0 ? writer : 0,
+                                 "no " + key + " in the store after " +
+                                     std::to_string(timeout.count() / 1000) + " s"),
+                       hint_resume());
+}
+
+void DistContext::linger_after_failure() {
+  try {
+    int64_t n = store_->add("ouroboros/failed", 1);
+    if (!is_lead()) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (n < env_.world_size && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(Millis(50));
+      n = store_->add("ouroboros/failed", 0);
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+void DistContext::set(const std::string& key, const std::vector<uint8_t>& value) {
+  try {
+    store_->set(key, value);
+  } catch (const std::exception& e) {
+    throw TransportError(lost_peer(0, "store: " + first_line(e.what())), hint_resume());
+  }
+}
+
+void DistContext::set_text(const std::string& key, const std::string& value) {
+  set(key, bytes_of(value));
+}
+
+std::string DistContext::get_text(const std::string& key, Millis timeout, int64_t writer) {
+  return string_of(get(key, timeout, writer));
+}
+
+Millis DistContext::between_jobs() { return kBetweenJobs; }
+
+void DistContext::finish() {
+  try {
+    int64_t n = store_->add("ouroboros/finished", 1);
+    if (!is_lead()) return;
+    const auto deadline = std::chrono::steady_clock::now() + timeout_;
+    while (n < env_.world_size && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(Millis(10));
+      n = store_->add("ouroboros/finished", 0);
+    }
+  } catch (const std::exception&) {
+    // Training is complete and its checkpoint written; a peer that vanished at exit is harmless.
+  }
+}
+
+}  // namespace ouroboros

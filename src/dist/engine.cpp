@@ -1,0 +1,216 @@
+// The Ouroboros engine with one worker per process: ticks walked on the shared pipeline clock,
+// the gradient all-reduce across rings, and rank 0's view of ring 0's whole state.
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include "ouroboros/dist/engine.h"
+
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <chrono>
+
+#include "ouroboros/core/errors.h"
+#include "dist_detail.h"
+
+namespace ouroboros {
+
+using namespace dist_detail;
+
+DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
+                                     DistContext& ctx)
+    : model_(model),
+      cfg_(cfg),
+      ctx_(ctx),
+      params_(std::move(params)),
+      plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
+      clock_(cfg) {
+  transport_ = std::make_unique<C10dTransport>(ctx_);
+  worker_ = std::make_unique<Worker>(model_, plan_.partition, ctx_.worker(), params_, cfg_,
+                                     *transport_);
+  if (ctx_.replicas() > 1) {
+    worker_->set_before_update([this](const ParamSet& p) { average_gradients(p); });
+  }
+  for (int64_t k = 1; k <= plan_.partition.K; ++k) {
+    peers_.generators.push_back(training_context(cfg.train.seed, k).generator->get_state());
+  }
+}
+
+DistributedEngine::~DistributedEngine() {
+  if (!sink_) return;
+  const TransportStats& st = transport_->stats();
+  sink_->messages = st.messages;
+  sink_->bytes = st.bytes;
+  sink_->wait_s = static_cast<double>(st.wait_ns) * 1e-9;
+  sink_->allreduce_s = static_cast<double>(allreduce_ns_) * 1e-9;
+  sink_->ticks = ticks_run_;
+}
+
+void DistributedEngine::average_gradients(const ParamSet& params) {
+  std::vector<Tensor> grads;
+  for (const auto& p : params.tensors()) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (grads.empty()) return;  // the pipeline is not full yet, in every ring alike
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<Tensor> flat_parts;
+  for (const auto& g : grads) flat_parts.push_back(g.reshape({-1}));
+  std::vector<at::Tensor> buf{torch::cat(flat_parts)};
+  try {
+    ctx_.replica_group()->allreduce(buf)->wait(ctx_.timeout());
+  } catch (const std::exception& e) {
+    throw TransportError(ctx_.lost_peer(-1, std::string("gradient all-reduce: ") + e.what()),
+                         hint_resume());
+  }
+  buf[0].div_(static_cast<double>(ctx_.replicas()));
+  int64_t offset = 0;
+  torch::NoGradGuard no_grad;
+  for (auto& g : grads) {
+    g.copy_(buf[0].narrow(0, offset, g.numel()).view(g.sizes()));
+    offset += g.numel();
+  }
+  allreduce_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+}
+
+void DistributedEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
+  // Rank 0 opens each job; the others wait for it (rank 0 may have been evaluating).
+  const std::string go = "go/" + std::to_string(jobs_);
+  if (ctx_.is_lead()) {
+    ctx_.set(go, {1});
+  } else {
+    ctx_.get(go, DistContext::between_jobs(), 0);
+  }
+  for (int64_t t = job.first; t < job.first + job.count; ++t) {
+    const TickWindow win = clock_.window(job, t);
+    transport_->begin_tick(t);
+    ++ticks_run_;
+    worker_->run_tick(win.synchronous ? plan_.synchronous : plan_.delayed, win, batch, on_loss);
+  }
+  // A run's last messages are received in the next job's first tick; after a drain none is left.
+  if (job.drain) transport_->flush();
+  clock_.finished(job);
+  end_job();
+}
+
+void DistributedEngine::run(int64_t first, int64_t count, const BatchFn& batch,
+                            const LossFn& on_loss) {
+  const ClockJob job = clock_.run(first, count);
+  const int64_t B = cfg_.train.batch_size, R = ctx_.replicas(), ring = ctx_.ring();
+  // A tick's batch has R*B rows; ring r trains on rows [rB, (r+1)B).
+  const BatchFn shard = [&](int64_t t) {
+    Batch b = batch(t);
+    if (R == 1) return b;
+    return Batch{b.first.narrow(0, ring * B, B).contiguous(),
+                 b.second.narrow(0, ring * B, B).contiguous()};
+  };
+  // The reported loss is the mean over the rings (the loss of the whole R*B batch).
+  const LossFn mean_loss = [&](int64_t t, double loss) {
+    if (R > 1) {
+      std::vector<at::Tensor> v{torch::full({1}, loss, torch::kFloat64)};
+      try {
+        ctx_.replica_group()->allreduce(v)->wait(ctx_.timeout());
+      } catch (const std::exception& e) {
+        throw TransportError(ctx_.lost_peer(-1, std::string("loss all-reduce: ") + e.what()),
+                             hint_resume());
+      }
+      loss = v[0].item<double>() / static_cast<double>(R);
+    }
+    on_loss(t, loss);
+  };
+  run_job(job, &shard, &mean_loss);
+}
+
+// Every rank counts the same jobs, so a drain with nothing in flight is still one.
+void DistributedEngine::drain() { run_job(clock_.drain(), nullptr, nullptr); }
+
+std::string DistributedEngine::describe() const {
+  return plan_.summary() + "processes: " + std::to_string(ctx_.world_size()) + " (" +
+         std::to_string(ctx_.replicas()) + " ring(s) of " + std::to_string(ctx_.workers_per_ring()) +
+         " worker(s)), c10d gloo, store " + ctx_.env().master_addr + ":" +
+         std::to_string(ctx_.env().master_port) + "\n";
+}
+
+// Ring 0's workers other than 0 publish their part after every job; rank 0 reads it when asked.
+void DistributedEngine::end_job() {
+  ++jobs_;
+  if (ctx_.ring() != 0 || ctx_.worker() == 0) return;
+  c10::impl::GenericList names(c10::StringType::get());
+  c10::impl::GenericList tensors(c10::TensorType::get());
+  const ParamSet& mine = worker_->params();
+  for (size_t i = 0; i < mine.size(); ++i) {
+    names.push_back(mine.names()[i]);
+    tensors.push_back(mine.tensors()[i].detach());
+  }
+  c10::impl::GenericList gens(c10::TensorType::get());
+  c10::impl::GenericList modules(c10::IntType::get());
+  for (int64_t k : worker_->modules()) {
+    modules.push_back(k);
+    gens.push_back(worker_->generator(k).get_state());
+  }
+  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
+  d.insert("names", names);
+  d.insert("tensors", tensors);
+  d.insert("optimizer", worker_->optimizer().state_dict());
+  d.insert("modules", modules);
+  d.insert("generators", gens);
+  std::vector<char> bytes = torch::pickle_save(c10::IValue(d));
+  ctx_.set("state/" + std::to_string(jobs_) + "/" + std::to_string(ctx_.worker()),
+           std::vector<uint8_t>(bytes.begin(), bytes.end()));
+}
+
+void DistributedEngine::gather() const {
+  if (!ctx_.is_lead() || gathered_ == jobs_) return;
+  torch::NoGradGuard no_grad;
+  for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
+    const std::string key = "state/" + std::to_string(jobs_) + "/" + std::to_string(w);
+    std::vector<uint8_t> raw = ctx_.get(key, ctx_.timeout(), w);
+    c10::IValue v = torch::pickle_load(std::vector<char>(raw.begin(), raw.end()));
+    auto d = v.toGenericDict();
+    auto names = d.at("names").toList();
+    auto tensors = d.at("tensors").toList();
+    ParamSet& all = const_cast<ParamSet&>(params_);
+    for (size_t i = 0; i < names.size(); ++i) {
+      all.at(names.get(i).toStringRef()).copy_(tensors.get(i).toTensor());
+    }
+    merge_optimizer_state(peers_.optimizer, d.at("optimizer").toGenericDict());
+    auto modules = d.at("modules").toList();
+    auto gens = d.at("generators").toList();
+    for (size_t i = 0; i < modules.size(); ++i) {
+      peers_.generators[static_cast<size_t>(modules.get(i).toInt() - 1)] = gens.get(i).toTensor();
+    }
+    // Earlier states nobody asked for are dropped with this one.
+    for (int64_t s = gathered_ + 1; s <= jobs_; ++s) {
+      try {
+        ctx_.store().deleteKey("state/" + std::to_string(s) + "/" + std::to_string(w));
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  gathered_ = jobs_;
+}
+
+const ParamSet& DistributedEngine::params() const {
+  gather();
+  return params_;
+}
+
+MethodState DistributedEngine::state() const {
+  gather();
+  MethodState s = peers_;
+  s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+  merge_optimizer_state(s.optimizer, peers_.optimizer);
+  worker_->collect_state(s);
+  return s;
+}
+
+void DistributedEngine::restore(const MethodState& s, int64_t tick) {
+  check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
+  worker_->restore_state(s);
+  peers_.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+  merge_optimizer_state(peers_.optimizer, s.optimizer);
+  peers_.generators = s.generators;
+  clock_.resume(tick);
+}
+
+}  // namespace ouroboros

@@ -1,0 +1,60 @@
+// The threaded Ouroboros engine: workers 1..W-1 on threads of the team, worker 0 on the caller's,
+// each walking its schedule row tick after tick with no barrier between ticks.
+#include "ouroboros/engine/ouroboros_engine.h"
+
+namespace ouroboros {
+
+OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg)
+    : model_(model),
+      cfg_(cfg),
+      params_(std::move(params)),
+      plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
+      clock_(cfg) {
+  const int64_t W = plan_.partition.num_workers();
+  for (int64_t w = 0; w < W; ++w) {
+    transports_.push_back(hub_.endpoint(w));
+    workers_.push_back(
+        std::make_unique<Worker>(model_, plan_.partition, w, params_, cfg_, *transports_[w]));
+  }
+  team_ = std::make_unique<ThreadTeam>(W, cfg.train.threads,
+                                       [this] { hub_.abort("a worker failed"); });
+}
+
+OuroborosEngine::~OuroborosEngine() = default;
+
+void OuroborosEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
+  team_->run([&](int64_t w) {
+    Worker& worker = *workers_[w];
+    for (int64_t t = job.first; t < job.first + job.count; ++t) {
+      const TickWindow win = clock_.window(job, t);
+      worker.run_tick(win.synchronous ? plan_.synchronous : plan_.delayed, win,
+                      w == 0 ? batch : nullptr, w == 0 ? on_loss : nullptr);
+    }
+  });
+  clock_.finished(job);
+}
+
+void OuroborosEngine::run(int64_t first, int64_t count, const BatchFn& batch,
+                          const LossFn& on_loss) {
+  run_job(clock_.run(first, count), &batch, &on_loss);
+}
+
+void OuroborosEngine::drain() {
+  const ClockJob job = clock_.drain();
+  if (job.count > 0) run_job(job, nullptr, nullptr);
+}
+
+MethodState OuroborosEngine::state() const {
+  MethodState s;
+  s.generators.resize(static_cast<size_t>(plan_.partition.K));
+  for (const auto& w : workers_) w->collect_state(s);
+  return s;
+}
+
+void OuroborosEngine::restore(const MethodState& s, int64_t tick) {
+  check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
+  for (auto& w : workers_) w->restore_state(s);
+  clock_.resume(tick);
+}
+
+}  // namespace ouroboros

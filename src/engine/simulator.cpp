@@ -1,0 +1,132 @@
+// Serial simulator of the Ouroboros update rule, written straight from the specification.
+#include "ouroboros/engine/simulator.h"
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/engine/worker.h"
+
+namespace ouroboros {
+namespace {
+
+Partition own_partition(const Config& cfg) {
+  const std::string& spec = cfg.engine.partition;
+  const int64_t L = cfg.model.n_layer, K = cfg.engine.modules;
+  if (spec == "auto") {
+    throw PlanError("the serial simulator takes an even or explicit cut, not auto",
+                    "set engine.partition to even or to the boundaries the engine's plan chose");
+  }
+  check_partition_shape(L, K);
+  return make_partition(L, K, spec == "even" ? even_boundaries(L, K) : parse_boundaries(spec));
+}
+
+}  // namespace
+
+SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg)
+    : model_(model),
+      cfg_(cfg),
+      params_(std::move(params)),
+      partition_(own_partition(cfg)) {
+  const int64_t K = partition_.K;
+  for (int64_t k = 1; k <= K; ++k) {
+    module_params_.push_back(params_.subset(model.module_param_names(partition_.module(k))));
+    contexts_.push_back(training_context(cfg.train.seed, k));
+  }
+  stored_.resize(static_cast<size_t>(K));
+  for (int64_t w = 0; w < partition_.num_workers(); ++w) {
+    optimizers_.push_back(std::make_unique<Optimizer>(
+        cfg.train, params_.subset(worker_param_names(model, partition_, params_, w))));
+  }
+  pipeline_start_ = cfg.engine.sync_warmup;
+}
+
+void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double lr,
+                           const BatchFn* batch, const LossFn* on_loss) {
+  const int64_t K = partition_.K;
+  // 1. Forward batch t with the current weights w^t; each module keeps its weight version.
+  if (t < horizon) {
+    auto [x, y] = (*batch)(t);
+    Tensor h = x;
+    for (int64_t k = 1; k <= K; ++k) {
+      const ModulePlan& m = partition_.module(k);
+      Stored s;
+      s.weights = module_params_[k - 1].snapshot();
+      if (!m.embed) s.input = h.detach().requires_grad_(true);
+      s.output = model_.forward_module(s.weights, m, m.embed ? x : s.input, y, contexts_[k - 1]);
+      h = s.output;
+      stored_[k - 1].emplace(t, std::move(s));
+    }
+    if (on_loss) (*on_loss)(t, h.item<double>());
+  }
+  // 2. Module k back-propagates batch s = t - (K - k) with the error module k+1 produced for s.
+  std::vector<ParamSet> grads(static_cast<size_t>(K));
+  std::vector<bool> has_grad(static_cast<size_t>(K), false);
+  for (int64_t k = K; k >= 1; --k) {
+    const int64_t s = synchronous ? t : t - (K - k);
+    if (s < (synchronous ? t : pipeline_start_) || s >= horizon) continue;
+    Stored st = std::move(stored_[k - 1].at(s));
+    stored_[k - 1].erase(s);
+    if (k == K) {
+      st.output.backward();
+    } else {
+      torch::autograd::backward({st.output}, {errors_.at({k, s})});
+      errors_.erase({k, s});
+    }
+    if (k > 1) errors_[{k - 1, s}] = st.input.grad();
+    grads[k - 1] = st.weights;
+    has_grad[k - 1] = true;
+  }
+  // 3. Update: each live weight gets its module's gradient; wte sums output and input side.
+  for (int64_t k = 1; k <= K; ++k) {
+    if (!has_grad[k - 1]) continue;
+    const ParamSet& live = module_params_[k - 1];
+    for (size_t i = 0; i < live.size(); ++i) {
+      Tensor p = live.tensors()[i];
+      const Tensor& g = grads[k - 1].tensors()[i].grad();
+      if (!g.defined()) continue;
+      p.mutable_grad() = p.grad().defined() ? p.grad() + g : g;
+    }
+  }
+  for (auto& opt : optimizers_) opt->apply(lr, cfg_.train.grad_clip);
+}
+
+void SerialSimulator::run(int64_t first, int64_t count, const BatchFn& batch,
+                          const LossFn& on_loss) {
+  if (first != next_tick_) throw Error("simulator expected tick " + std::to_string(next_tick_));
+  for (int64_t t = first; t < first + count; ++t) {
+    const bool sync = t < cfg_.engine.sync_warmup;
+    tick(t, sync, std::numeric_limits<int64_t>::max(), learning_rate(cfg_.train, t), &batch,
+         &on_loss);
+  }
+  next_tick_ = first + count;
+}
+
+void SerialSimulator::drain() {
+  const int64_t end = next_tick_;
+  if (end <= pipeline_start_) return;
+  const double lr = learning_rate(cfg_.train, end - 1);
+  for (int64_t t = end; t < end + partition_.K - 1; ++t) tick(t, false, end, lr, nullptr, nullptr);
+  pipeline_start_ = end;
+}
+
+MethodState SerialSimulator::state() const {
+  MethodState s;
+  for (const auto& o : optimizers_) merge_optimizer_state(s.optimizer, o->state_dict());
+  for (const auto& ctx : contexts_) {
+    s.generators.push_back(ctx.generator->get_state());
+    collect_memory(ctx, s.memory);
+  }
+  return s;
+}
+
+void SerialSimulator::restore(const MethodState& s, int64_t tick) {
+  check_generator_count(s, contexts_.size(), "modules");
+  for (auto& o : optimizers_) o->load_state_dict(s.optimizer);
+  for (int64_t k = 1; k <= partition_.K; ++k) {
+    ForwardContext& ctx = contexts_[static_cast<size_t>(k - 1)];
+    ctx.generator->set_state(s.generators[static_cast<size_t>(k - 1)]);
+    restore_memory(ctx, partition_.module(k), s.memory);
+  }
+  next_tick_ = tick;
+  pipeline_start_ = std::max(tick, cfg_.engine.sync_warmup);
+}
+
+}  // namespace ouroboros

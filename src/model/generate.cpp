@@ -1,0 +1,37 @@
+// Autoregressive sampling with temperature and top-k.
+#include "ouroboros/model/generate.h"
+
+#include "ouroboros/core/errors.h"
+
+namespace ouroboros {
+
+std::string generate(const LanguageModel& model, const ParamSet& params, const Tokenizer& tok,
+                     const SampleOptions& opts) {
+  if (opts.temperature <= 0.0) {
+    throw ConfigError("temperature must be > 0, got " + std::to_string(opts.temperature));
+  }
+  if (opts.tokens < 0) throw ConfigError("tokens must be >= 0, got " + std::to_string(opts.tokens));
+  torch::NoGradGuard no_grad;
+  std::vector<int32_t> ids = tok.encode(opts.prompt);
+  if (opts.prompt.empty()) ids.push_back(0);  // an empty prompt starts from token 0
+  at::Generator gen = make_generator(opts.seed);
+  const int64_t T = model.max_context();
+  for (int64_t i = 0; i < opts.tokens; ++i) {
+    const int64_t n = std::min<int64_t>(static_cast<int64_t>(ids.size()), T);
+    std::vector<int64_t> window(ids.end() - n, ids.end());
+    Tensor idx = torch::tensor(window, torch::kInt64).view({1, n});
+    ForwardContext ctx;  // the whole window each time: no memory carried between tokens
+    Tensor logits = model.output_logits(params, idx, ctx).select(1, n - 1)[0];
+    logits = logits / opts.temperature;                                   // [V]
+    if (opts.top_k > 0 && opts.top_k < logits.size(0)) {
+      Tensor kth = std::get<0>(logits.topk(opts.top_k)).select(0, opts.top_k - 1);
+      logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
+    }
+    Tensor probs = at::softmax(logits, 0);
+    ids.push_back(static_cast<int32_t>(at::multinomial(probs, 1, false, gen).item<int64_t>()));
+  }
+  std::vector<int32_t> out(opts.prompt.empty() ? ids.begin() + 1 : ids.begin(), ids.end());
+  return tok.decode(out);
+}
+
+}  // namespace ouroboros

@@ -1,0 +1,58 @@
+// What every model shares: the named weight set, dropout generators, and the model factory.
+#include "ouroboros/model/language_model.h"
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/model/gpt.h"
+#include "ouroboros/model/transformer_xl.h"
+
+namespace ouroboros {
+
+void ParamSet::add(const std::string& name, Tensor t) {
+  if (contains(name)) throw Error("duplicate parameter " + name);
+  index_[name] = names_.size();
+  names_.push_back(name);
+  tensors_.push_back(std::move(t));
+}
+
+const Tensor& ParamSet::at(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw Error("no parameter named " + name);
+  return tensors_[it->second];
+}
+
+Tensor& ParamSet::at(const std::string& name) {
+  return const_cast<Tensor&>(static_cast<const ParamSet&>(*this).at(name));
+}
+
+int64_t ParamSet::numel() const {
+  int64_t n = 0;
+  for (const auto& t : tensors_) n += t.numel();
+  return n;
+}
+
+ParamSet ParamSet::subset(const std::vector<std::string>& names) const {
+  ParamSet s;
+  for (const auto& n : names) s.add(n, at(n));
+  return s;
+}
+
+ParamSet ParamSet::snapshot() const {
+  ParamSet s;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    s.add(names_[i], tensors_[i].detach().clone().requires_grad_(true));
+  }
+  return s;
+}
+
+at::Generator make_generator(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg) {
+  if (cfg.model == "gpt") return std::make_unique<GPT>(cfg);
+  if (cfg.model == "transformer-xl") return std::make_unique<TransformerXL>(cfg);
+  throw ConfigError("unknown model '" + cfg.model + "'",
+                    "use --model gpt or --model transformer-xl");
+}
+
+}  // namespace ouroboros

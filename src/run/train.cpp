@@ -1,0 +1,322 @@
+// The training loop shared by every method and every rank: progress lines, JSONL metrics,
+// periodic evaluation, atomic checkpoints and exact resume.
+#include "ouroboros/run/train.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <sstream>
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+#include "ouroboros/data/dataset.h"
+#include "ouroboros/data/stream.h"
+#include "ouroboros/run/methods.h"
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/train/optim.h"
+
+namespace ouroboros {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string eval_line(const EvalResult& r, bool chars) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(4) << "loss " << r.loss;
+  if (chars) {
+    s << " | bpc " << r.bpc();
+  } else {
+    s << " | ppl " << std::setprecision(2) << r.perplexity();
+  }
+  return s.str();
+}
+
+nlohmann::json eval_json(const EvalResult& r, bool chars) {
+  nlohmann::json j = {{"loss", r.loss}, {"tokens", r.tokens}};
+  if (chars) {
+    j["bpc"] = r.bpc();
+  } else {
+    j["perplexity"] = r.perplexity();
+  }
+  return j;
+}
+
+// Progress lines and the JSONL metrics file.
+class Reporter {
+ public:
+  Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step)
+      : cfg_(cfg), log_(log), quiet_(quiet), last_step_(first_step) {
+    std::string path = cfg.train.metrics.empty()
+                           ? (std::filesystem::path(cfg.train.out_dir) / "metrics.jsonl").string()
+                           : cfg.train.metrics;
+    auto parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    metrics_.open(path, fresh ? std::ios::trunc : std::ios::app);
+    if (!metrics_) throw Error("cannot write metrics file " + path, "check --out-dir / --metrics");
+    start_ = last_time_ = Clock::now();
+  }
+
+  void loss(int64_t tick, double value) {
+    window_sum_ += value;
+    ++window_count_;
+    const int64_t done = tick + 1;
+    if (done % cfg_.train.log_interval != 0 && done != cfg_.train.steps) return;
+    const auto now = Clock::now();
+    const double dt = std::chrono::duration<double>(now - last_time_).count();
+    const int64_t rows = cfg_.train.batch_size * cfg_.dist.replicas;  // all rings
+    const double tokens = static_cast<double>((done - last_step_) * rows * cfg_.model.block_size);
+    const double tps = dt > 0 ? tokens / dt : 0.0;
+    const double mean = window_sum_ / static_cast<double>(window_count_);
+    const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) * rows *
+                                                     cfg_.model.block_size) / tps
+                               : 0.0;
+    last_mean_ = mean;
+    if (!quiet_) {
+      std::ostringstream s;
+      s << "step " << std::setw(6) << done << "/" << cfg_.train.steps << " | loss " << std::fixed
+        << std::setprecision(4) << mean << " | lr " << std::scientific << std::setprecision(2)
+        << learning_rate(cfg_.train, tick) << " | " << std::fixed << std::setprecision(0) << tps
+        << " tok/s | ETA " << format_duration(eta);
+      log_ << s.str() << std::endl;
+    }
+    metrics_ << nlohmann::json{{"step", done},
+                               {"loss", mean},
+                               {"lr", learning_rate(cfg_.train, tick)},
+                               {"tokens_per_s", tps},
+                               {"elapsed_s", elapsed()}}
+                    .dump()
+             << std::endl;
+    window_sum_ = 0.0;
+    window_count_ = 0;
+    last_step_ = done;
+    last_time_ = now;
+  }
+
+  void eval(int64_t step, const std::string& split, const EvalResult& r, bool chars) {
+    if (!quiet_) log_ << "eval " << split << " @ step " << step << " | " << eval_line(r, chars) << std::endl;
+    nlohmann::json j = eval_json(r, chars);
+    j["step"] = step;
+    j["split"] = split;
+    j["elapsed_s"] = elapsed();
+    metrics_ << j.dump() << std::endl;
+  }
+
+  // Time spent evaluating or checkpointing does not count as training speed.
+  void pause_clock() { paused_at_ = Clock::now(); }
+  void resume_clock() { last_time_ += Clock::now() - paused_at_; }
+
+  double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  double last_mean() const { return last_mean_; }
+
+ private:
+  const Config& cfg_;
+  std::ostream& log_;
+  bool quiet_;
+  std::ofstream metrics_;
+  Clock::time_point start_, last_time_, paused_at_;
+  int64_t last_step_;
+  double window_sum_ = 0.0, last_mean_ = 0.0;
+  int64_t window_count_ = 0;
+};
+
+ParamSet trainable_copy(const ParamSet& p) {
+  ParamSet out;
+  for (size_t i = 0; i < p.size(); ++i) {
+    out.add(p.names()[i], p.tensors()[i].detach().clone().requires_grad_(true));
+  }
+  return out;
+}
+
+int64_t next_boundary(int64_t step, int64_t interval, int64_t end) {
+  if (interval <= 0) return end;
+  return std::min(end, (step / interval + 1) * interval);
+}
+
+// Fails before out_dir is touched when the data cannot serve the run: another vocabulary than a
+// resumed checkpoint's, or a valid split too short for the final evaluation.
+void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>& ck,
+                const std::string& resume) {
+  const int64_t V = ds.tokenizer.vocab_size();
+  if (cfg.model.vocab_size == 0) cfg.model.vocab_size = V;
+  // Before the vocab_size check, so a resume on other data reports the vocabulary that differs.
+  if (ck) check_compatible(*ck, cfg.model, ds.tokenizer, resume);
+  if (cfg.model.vocab_size != V) {
+    throw ConfigError("vocab_size " + std::to_string(cfg.model.vocab_size) +
+                          " does not match the tokenizer's " + std::to_string(V),
+                      "leave --vocab-size at 0 to take it from the tokenizer");
+  }
+  if (num_eval_windows(static_cast<int64_t>(ds.valid.size()), cfg.model.block_size) == 0) {
+    throw DataError("valid split has " + std::to_string(ds.valid.size()) +
+                        " tokens, fewer than one window of block_size+1 = " +
+                        std::to_string(cfg.model.block_size + 1),
+                    "use more text or a smaller --block-size");
+  }
+}
+
+// Where a run reads its batches: the corpus order (seeded) or, for a recurrent model, parallel
+// streams segment after segment. With R replicas a tick draws one batch of R*B rows; ring r
+// trains on rows [rB, (r+1)B).
+struct Batches {
+  std::optional<BatchSampler> sampler;
+  std::optional<StreamSampler> streams;
+  Batch next() { return streams ? streams->next() : sampler->next(); }
+  uint64_t state() const { return streams ? streams->state() : sampler->state(); }
+  void set_state(uint64_t s) {
+    if (sampler) sampler->set_state(s);
+    if (streams) streams->set_state(s);
+  }
+};
+
+}  // namespace
+
+std::vector<TrainJob> training_jobs(const TrainConfig& cfg, int64_t from, int64_t end) {
+  std::vector<TrainJob> jobs;
+  for (int64_t step = from; step < end;) {
+    const int64_t stop = std::min(next_boundary(step, cfg.eval_interval, end),
+                                  next_boundary(step, cfg.checkpoint_interval, end));
+    jobs.push_back({TrainJob::kRun, step, stop - step});
+    step = stop;
+    if (cfg.eval_interval > 0 && step % cfg.eval_interval == 0 && step < cfg.steps) {
+      jobs.push_back({TrainJob::kEvaluate, step, 0});
+    }
+    if (cfg.checkpoint_interval > 0 && step % cfg.checkpoint_interval == 0 && step < end) {
+      jobs.push_back({TrainJob::kCheckpoint, step, 0});
+    }
+  }
+  jobs.push_back({TrainJob::kFinal, std::max(from, end), 0});
+  return jobs;
+}
+
+TrainResult train(Config cfg, const TrainOptions& opts) {
+  std::ostream& log = opts.log ? *opts.log : std::cout;
+  const RankRole& role = opts.role;
+  const bool talk = role.lead && !opts.quiet;
+  cfg.validate();
+
+  if (cfg.dist.replicas > 1 && !opts.method_factory) {
+    throw ConfigError("replicas " + std::to_string(cfg.dist.replicas) +
+                          " needs one process per worker of every ring",
+                      "start R*(K-1) processes, e.g. ouroboros launch --nproc N -- train ...");
+  }
+  std::optional<Checkpoint> ck;
+  if (!opts.resume.empty()) ck = load_checkpoint(opts.resume);
+  std::optional<Dataset> ds;
+  if (role.draws_batches) ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer);
+  if (role.lead) check_data(cfg, *ds, ck, opts.resume);
+  if (role.share_vocab) cfg.model.vocab_size = role.share_vocab(cfg.model.vocab_size);
+
+  at::set_num_threads(static_cast<int>(cfg.train.threads));
+  if (talk) {
+    const std::string warning = blas_warning(check_blas());
+    if (!warning.empty()) log << warning << std::endl;
+    log << "config " << cfg.to_json().dump() << std::endl;
+    log << "data " << ds->description << std::endl;
+  }
+
+  std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
+  const LanguageModel& model = *model_ptr;
+  ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
+  if (talk) {
+    log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
+        << cfg.model.n_embd << " wide, " << params.numel() << " parameters" << std::endl;
+  }
+  std::unique_ptr<Method> method = opts.method_factory
+                                       ? opts.method_factory(cfg, model, params)
+                                       : make_method(cfg, model, params);
+  if (talk) log << method->describe() << std::flush;
+
+  Batches batches;
+  if (ds) {
+    const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
+    if (model.recurrent()) {
+      batches.streams.emplace(ds->train, cfg.model.block_size, rows);
+    } else {
+      batches.sampler.emplace(ds->train, cfg.model.block_size, rows,
+                              static_cast<uint64_t>(cfg.train.seed));
+    }
+  }
+  int64_t step = 0;
+  if (ck) {  // the one restore path
+    MethodState s;
+    s.optimizer = ck->optimizer;
+    s.generators = ck->generator_states;
+    s.memory = ck->memory;
+    step = ck->step;
+    method->restore(s, step);
+    batches.set_state(ck->sampler_state);
+    if (talk) log << "resumed from " << opts.resume << " at step " << step << std::endl;
+  }
+  const int64_t end = opts.stop_after >= 0 ? std::min(opts.stop_after, cfg.train.steps)
+                                           : cfg.train.steps;
+  const bool chars = ds && ds->tokenizer.is_character_level();
+  const std::string ckpt_path = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
+  std::optional<Reporter> reporter;
+  if (role.lead) reporter.emplace(cfg, log, opts.quiet, !ck, step);
+  std::vector<double> losses;
+
+  auto save = [&](int64_t at_step) {
+    method->drain();
+    if (!role.lead) return;
+    const MethodState s = method->state();
+    Checkpoint out;
+    out.config = cfg;
+    out.tokenizer = ds->tokenizer;
+    out.model = method->params();
+    out.optimizer = s.optimizer;
+    out.step = at_step;
+    out.sampler_state = batches.state();
+    out.memory = s.memory;
+    out.generator_states = s.generators;
+    save_checkpoint(ckpt_path, out);
+  };
+  auto validate = [&](int64_t at_step, int64_t max_windows) {
+    EvalResult r = evaluate(model, method->params(), ds->valid, cfg.train.batch_size, max_windows);
+    reporter->eval(at_step, "valid", r, chars);
+    return r;
+  };
+
+  const BatchFn next_batch = [&](int64_t) { return batches.next(); };
+  const LossFn on_loss = [&](int64_t tick, double loss) {
+    losses.push_back(loss);
+    if (reporter) reporter->loss(tick, loss);
+  };
+  TrainResult result;
+  for (const TrainJob& job : training_jobs(cfg.train, step, end)) {
+    if (job.kind == TrainJob::kRun) {
+      method->run(job.first, job.count, next_batch, on_loss);
+      step = job.first + job.count;
+      continue;
+    }
+    // Time spent evaluating or checkpointing does not count as training speed.
+    if (reporter) reporter->pause_clock();
+    if (job.kind == TrainJob::kEvaluate && role.lead) {
+      validate(job.first, cfg.train.eval_batches * cfg.train.batch_size);
+    }
+    if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) save(job.first);
+    if (job.kind == TrainJob::kFinal && role.lead && job.first == cfg.train.steps) {
+      result.valid = validate(job.first, 0);
+    }
+    if (reporter) reporter->resume_clock();
+  }
+
+  result.steps = step;
+  result.losses = losses;
+  if (!role.lead) return result;
+  result.checkpoint = ckpt_path;
+  if (talk) {
+    log << "checkpoint " << ckpt_path << " | " << reporter->elapsed() << " s | peak memory "
+        << std::fixed << std::setprecision(0) << peak_rss_mib() << " MiB" << std::endl;
+  }
+  result.final_train_loss = reporter->last_mean();
+  for (size_t i = 0; i < method->params().size(); ++i) {
+    result.params.add(method->params().names()[i], method->params().tensors()[i].detach().clone());
+  }
+  return result;
+}
+
+}  // namespace ouroboros

@@ -1,0 +1,88 @@
+// One rank of a multi-process run: the training loop of run/train.cpp with the per-process engine,
+// the vocabulary shared through the store, and rank 0's report of every rank's traffic.
+#include <chrono>
+#include <iostream>
+#include <sstream>
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+#include "ouroboros/dist/context.h"
+#include "ouroboros/dist/engine.h"
+#include "ouroboros/run/train.h"
+
+namespace ouroboros {
+
+using json = nlohmann::json;
+
+TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
+  cfg.validate();
+  keep_freed_memory();  // as every threaded method does (make_method)
+  if (cfg.model.model != "gpt") {
+    throw ConfigError("processes run the gpt model only, not " + cfg.model.model,
+                      "train Transformer-XL with --modules K on threads of one process");
+  }
+  if (resolved_mode(cfg.engine) != "ouroboros") {
+    throw ConfigError("processes run --mode ouroboros only, not " + resolved_mode(cfg.engine),
+                      "use --modules K >= 2 with the default mode, or run " +
+                          resolved_mode(cfg.engine) + " on threads of one process");
+  }
+  DistContext ctx(env, cfg);
+  TrainResult result;
+  RankStats stats;
+  const auto start = std::chrono::steady_clock::now();
+  TrainOptions mine = opts;
+  mine.method_factory = [&](const Config& c, const LanguageModel& model, ParamSet params) {
+    auto engine = std::make_unique<DistributedEngine>(model, std::move(params), c, ctx);
+    engine->set_stats_sink(&stats);
+    return engine;
+  };
+  mine.role.lead = ctx.is_lead();
+  // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
+  mine.role.draws_batches = ctx.worker() == 0;
+  // The vocabulary size comes from rank 0, which read the corpus.
+  mine.role.share_vocab = [&](int64_t vocab) {
+    if (ctx.is_lead()) {
+      ctx.set_text("vocab", std::to_string(vocab));
+      return vocab;
+    }
+    return static_cast<int64_t>(std::stoll(ctx.get_text("vocab", DistContext::between_jobs(), 0)));
+  };
+  try {
+    result = train(cfg, mine);
+  } catch (const TransportError&) {
+    ctx.linger_after_failure();
+    throw;
+  } catch (const std::exception& e) {
+    ctx.report_failure(e.what());
+    ctx.linger_after_failure();
+    throw;
+  }
+  // Each rank's traffic, printed by rank 0: bytes per tick and time spent waiting on peers.
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const json stats_json = {{"messages", stats.messages}, {"bytes", stats.bytes},
+                     {"ticks", stats.ticks},       {"wait_s", stats.wait_s},
+                     {"allreduce_s", stats.allreduce_s}, {"wall_s", wall}};
+  ctx.set_text("stats/" + std::to_string(ctx.rank()), stats_json.dump());
+  if (ctx.is_lead() && !opts.quiet) {
+    std::ostream& log = opts.log ? *opts.log : std::cout;
+    for (int64_t r = 0; r < ctx.world_size(); ++r) {
+      const json j = json::parse(ctx.get_text("stats/" + std::to_string(r), ctx.timeout()));
+      const double ticks = std::max<double>(1.0, j["ticks"].get<double>());
+      std::ostringstream s;
+      s.setf(std::ios::fixed);
+      s.precision(1);
+      s << "transport rank " << r << ": " << j["messages"].get<int64_t>() << " messages, "
+        << j["bytes"].get<double>() / ticks / 1024.0 << " KiB sent per tick, waited "
+        << j["wait_s"].get<double>() << " s on peers (" << 100.0 * j["wait_s"].get<double>() /
+               std::max(1e-9, j["wall_s"].get<double>())
+        << "% of " << j["wall_s"].get<double>() << " s)";
+      if (ctx.replicas() > 1) s << ", " << j["allreduce_s"].get<double>() << " s in all-reduce";
+      log << s.str() << std::endl;
+    }
+  }
+  ctx.finish();
+  return result;
+}
+
+}  // namespace ouroboros

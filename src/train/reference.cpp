@@ -1,0 +1,39 @@
+// The reference trainer: forward, backward and update of the whole model, tick after tick.
+#include "ouroboros/train/reference.h"
+
+namespace ouroboros {
+
+ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params, const TrainConfig& cfg)
+    : model_(model),
+      params_(std::move(params)),
+      cfg_(cfg),
+      optimizer_(cfg, params_),
+      ctx_(training_context(cfg.seed, 1)) {}
+
+void ReferenceTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
+                           const LossFn& on_loss) {
+  for (int64_t t = first; t < first + count; ++t) {
+    auto [x, y] = batch(t);
+    Tensor loss = model_.loss(params_, x, y, ctx_);
+    loss.backward();
+    optimizer_.apply(learning_rate(cfg_, t), cfg_.grad_clip);
+    on_loss(t, loss.item<double>());
+  }
+}
+
+MethodState ReferenceTrainer::state() const {
+  MethodState s;
+  s.optimizer = optimizer_.state_dict();
+  s.generators = {ctx_.generator->get_state()};
+  s.memory = ctx_.memory;
+  return s;
+}
+
+void ReferenceTrainer::restore(const MethodState& s, int64_t /*tick*/) {
+  check_generator_count(s, 1, "modules");
+  optimizer_.load_state_dict(s.optimizer);
+  ctx_.generator->set_state(s.generators[0]);
+  ctx_.memory = s.memory;
+}
+
+}  // namespace ouroboros

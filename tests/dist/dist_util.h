@@ -1,0 +1,209 @@
+// Helpers of the process tests: free ports, spawning the binary with rank variables, waiting
+// with a deadline, the tiny byte-level run, and checkpoint comparison.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/dist/c10d_transport.h"
+#include "ouroboros/dist/env.h"
+#include "ouroboros/core/errors.h"
+#include "ouroboros/engine/simulator.h"
+#include "ouroboros/model/gpt.h"
+#include "ouroboros/run/train.h"
+#include "test_util.h"
+
+namespace ouroboros_test {
+
+using namespace ouroboros;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// A port nobody listens on now (the kernel's pick), so parallel test runs do not collide.
+inline int free_port() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  close(s);
+  return ntohs(a.sin_port);
+}
+
+// Starts the ouroboros binary with extra environment variables; output goes to log.
+inline pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+            const fs::path& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    FILE* f = fopen(log.c_str(), "w");
+    dup2(fileno(f), 1);
+    dup2(fileno(f), 2);
+    std::vector<char*> argv{const_cast<char*>(OUROBOROS_BINARY)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(OUROBOROS_BINARY, argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `seconds`; returns the exit code (128 + signal if killed), or -1 on timeout (the
+// process is then killed).
+inline int wait_exit(pid_t pid, double seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+inline std::map<std::string, std::string> rank_env(int rank, int world, int port) {
+  return {{"RANK", std::to_string(rank)},
+          {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_RANK", std::to_string(rank)},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", std::to_string(port)}};
+}
+
+// A small deterministic byte-level corpus.
+inline std::string corpus() {
+  std::string text;
+  uint64_t x = 12345;
+  const char* words[] = {"the ", "ring ", "of ", "modules ", "learns ", "slowly ", "and ",
+                         "surely ", "delayed ", "gradients ", "\n"};
+  while (text.size() < 30000) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    text += words[(x >> 33) % 11];
+  }
+  return text;
+}
+
+inline Config tiny_config(const fs::path& data, int64_t K, const std::string& optimizer) {
+  Config c = ouroboros_test::on_corpus(ouroboros_test::tiny_config(K, optimizer), data, "byte");
+  c.model.block_size = 16;
+  c.train.steps = 24;
+  c.train.weight_decay = 0.0;
+  c.train.eval_interval = 10;   // rank 0 gathers the weights mid-run
+  c.train.checkpoint_interval = 12;  // and drains
+  c.train.eval_batches = 2;
+  c.dist.timeout = 30;
+  return c;
+}
+
+inline fs::path write_config(const TempDir& dir, const std::string& name, const Config& c) {
+  return dir.write(name, c.to_json().dump());
+}
+
+inline std::vector<double> metric_losses(const fs::path& metrics) {
+  std::vector<double> out;
+  std::istringstream in(read_bytes(metrics));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && !j.contains("split")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+inline void expect_same_ivalue(const c10::IValue& a, const c10::IValue& b, const std::string& where) {
+  if (a.isTensor()) {
+    ASSERT_TRUE(b.isTensor()) << where;
+    EXPECT_TRUE(torch::equal(a.toTensor(), b.toTensor())) << where;
+  } else if (a.isGenericDict()) {
+    ASSERT_TRUE(b.isGenericDict()) << where;
+    auto da = a.toGenericDict(), db = b.toGenericDict();
+    ASSERT_EQ(da.size(), db.size()) << where;
+    for (const auto& item : da) {
+      ASSERT_TRUE(db.contains(item.key())) << where << "/" << item.key().toStringRef();
+      expect_same_ivalue(item.value(), db.at(item.key()), where + "/" + item.key().toStringRef());
+    }
+  } else {
+    EXPECT_EQ(a, b) << where;
+  }
+}
+
+inline void expect_same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
+  ASSERT_EQ(a.model.names(), b.model.names());
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a.model.tensors()[i], b.model.tensors()[i])) << a.model.names()[i];
+  }
+  expect_same_ivalue(c10::IValue(a.optimizer), c10::IValue(b.optimizer), "optimizer");
+  ASSERT_EQ(a.generator_states.size(), b.generator_states.size());
+  for (size_t k = 0; k < a.generator_states.size(); ++k) {
+    EXPECT_TRUE(torch::equal(a.generator_states[k], b.generator_states[k])) << "generator " << k;
+  }
+  EXPECT_EQ(a.step, b.step);
+  EXPECT_EQ(a.sampler_state, b.sampler_state);
+}
+
+// Runs world_size processes of `train --config cfg` through the environment variables alone.
+inline std::vector<int> run_processes(const TempDir& dir, const fs::path& cfg, int world,
+                               const std::string& tag, std::vector<std::string> extra = {},
+                               double seconds = 60) {
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < world; ++r) {
+    std::vector<std::string> args{"train", "--config", cfg.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pids.push_back(spawn(args, rank_env(r, world, port),
+                         dir.path() / (tag + "_rank" + std::to_string(r) + ".log")));
+  }
+  std::vector<int> codes;
+  for (pid_t p : pids) codes.push_back(wait_exit(p, seconds));
+  return codes;
+}
+
+inline std::string logs(const TempDir& dir, const std::string& tag, int world) {
+  std::string s;
+  for (int r = 0; r < world; ++r) {
+    s += "--- rank " + std::to_string(r) + ":\n" +
+         read_bytes(dir.path() / (tag + "_rank" + std::to_string(r) + ".log"));
+  }
+  return s;
+}
+
+// Waits until the file exists (a checkpoint written mid-run).
+inline bool wait_for_file(const fs::path& f, double seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < deadline) {
+    if (fs::exists(f)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+inline std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> out;
+  std::istringstream in(read_bytes("/proc/" + std::to_string(pid) + "/task/" +
+                                   std::to_string(pid) + "/children"));
+  pid_t c;
+  while (in >> c) out.push_back(c);
+  return out;
+}
+
+}  // namespace ouroboros_test

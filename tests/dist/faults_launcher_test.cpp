@@ -1,0 +1,201 @@
+// label: distributed
+// Processes that fail: lost and silent peers end every rank within the timeout naming the lost
+// rank; the launcher runs a group and stops it; rank discovery and the config fingerprint.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/dist/c10d_transport.h"
+#include "ouroboros/dist/env.h"
+#include "ouroboros/core/errors.h"
+#include "ouroboros/engine/simulator.h"
+#include "ouroboros/run/train.h"
+#include "dist_util.h"
+#include "test_util.h"
+
+using namespace ouroboros;
+using namespace ouroboros_test;
+
+namespace {
+
+struct LossCase {
+  int signal;      // SIGKILL: the peer dies; SIGSTOP: it stops answering
+  double timeout;  // dist.timeout
+};
+
+class LostPeer : public ::testing::TestWithParam<LossCase> {};
+
+// K = 4 on 3 processes: rank 1 dies (or freezes) mid-run. Ranks 0 and 2 exit within the timeout
+// (plus start-up slack) with one line naming rank 1, and the last checkpoint loads.
+TEST_P(LostPeer, OthersExitNamingTheLostRankAndTheCheckpointLoads) {
+  const LossCase c = GetParam();
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 4, "adam");
+  cfg.train.steps = 100000;
+  cfg.train.eval_interval = 0;
+  cfg.train.checkpoint_interval = 5;
+  cfg.dist.timeout = c.timeout;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  const fs::path file = write_config(dir, "cfg.json", cfg);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 3; ++r) {
+    pids.push_back(spawn({"train", "--config", file.string()}, rank_env(r, 3, port),
+                         dir.path() / ("k" + std::to_string(r) + ".log")));
+  }
+  const fs::path ckpt = dir.path() / "out" / "ckpt.pt";
+  ASSERT_TRUE(wait_for_file(ckpt, 60)) << read_bytes(dir.path() / "k0.log");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(pids[1], c.signal);
+  const auto start = Clock::now();
+  const int code0 = wait_exit(pids[0], c.timeout + 20);
+  const int code2 = wait_exit(pids[2], c.timeout + 20);
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  kill(pids[1], SIGKILL);
+  waitpid(pids[1], nullptr, 0);
+  EXPECT_EQ(code0, 1) << read_bytes(dir.path() / "k0.log");
+  EXPECT_EQ(code2, 1) << read_bytes(dir.path() / "k2.log");
+  EXPECT_LT(took, c.timeout + 15);  // detection, naming the silent rank, store shutdown, load
+  for (const char* log : {"k0.log", "k2.log"}) {
+    const std::string text = read_bytes(dir.path() / log);
+    EXPECT_NE(text.find("lost rank 1"), std::string::npos) << text;
+  }
+  Checkpoint ck = load_checkpoint(ckpt.string());
+  EXPECT_EQ(ck.step % 5, 0);
+  EXPECT_GT(ck.step, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Distributed, LostPeer,
+                         ::testing::Values(LossCase{SIGKILL, 30}, LossCase{SIGSTOP, 6}),
+                         [](const auto& info) {
+                           return info.param.signal == SIGKILL ? std::string("Killed")
+                                                               : std::string("Frozen");
+                         });
+
+// `ouroboros launch` sets the variables itself: the run equals the threaded one bit for bit.
+TEST(Launcher, RunsTheGroupToCompletion) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "adam");
+  cfg.train.steps = 12;
+  Config threads = cfg;
+  threads.train.out_dir = (dir.path() / "threads").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  train(threads, quiet);
+  cfg.train.out_dir = (dir.path() / "launched").string();
+  const fs::path file = write_config(dir, "cfg.json", cfg);
+  pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()), "--",
+                   "train", "--config", file.string()},
+                  {}, dir.path() / "launch.log");
+  ASSERT_EQ(wait_exit(p, 60), 0) << read_bytes(dir.path() / "launch.log");
+  expect_same_checkpoint(load_checkpoint((dir.path() / "launched" / "ckpt.pt").string()),
+                         load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
+}
+
+// A child that dies makes the launcher stop the other and exit non-zero naming the rank; Ctrl-C
+// (SIGINT) on the launcher stops every child.
+TEST(Launcher, StopsAllChildren) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "adam");
+  cfg.train.steps = 100000;
+  cfg.train.eval_interval = 0;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  const fs::path file = write_config(dir, "cfg.json", cfg);
+  for (int sig : {0, SIGINT}) {
+    pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()),
+                     "--", "train", "--config", file.string()},
+                    {}, dir.path() / "launch.log");
+    ASSERT_TRUE(wait_for_file(dir.path() / "out" / "metrics.jsonl", 60));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::vector<pid_t> kids = children_of(p);
+    ASSERT_EQ(kids.size(), 2u);
+    if (sig == 0) {
+      kill(kids[1], SIGKILL);  // rank 1 dies
+    } else {
+      kill(p, sig);
+    }
+    const int code = wait_exit(p, 30);
+    const std::string log = read_bytes(dir.path() / "launch.log");
+    if (sig == 0) {
+      EXPECT_EQ(code, 1) << log;
+      EXPECT_NE(log.find("rank 1 failed"), std::string::npos) << log;
+    } else {
+      EXPECT_EQ(code, 128 + SIGINT) << log;
+      EXPECT_NE(log.find("stopped 2 processes"), std::string::npos) << log;
+    }
+    // The launcher reaped its children before exiting: none is left.
+    for (pid_t k : kids) EXPECT_NE(kill(k, 0), 0) << "child " << k << " still running";
+    fs::remove_all(dir.path() / "out");
+  }
+}
+
+TEST(RankDiscovery, TorchrunAndMpirunVariablesAndOverrides) {
+  auto clear = [] {
+    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+                          "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                          "OMPI_COMM_WORLD_LOCAL_RANK"}) {
+      unsetenv(v);
+    }
+  };
+  clear();
+  EXPECT_FALSE(discover_env(no_env_overrides()).active());
+  setenv("OMPI_COMM_WORLD_RANK", "3", 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "4", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);
+  DistEnv e = discover_env(no_env_overrides());
+  EXPECT_EQ(e.rank, 3);
+  EXPECT_EQ(e.world_size, 4);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.master_addr, "127.0.0.1");
+  EXPECT_EQ(e.master_port, 29500);
+  setenv("RANK", "2", 1);  // torchrun's variables win over mpirun's
+  setenv("MASTER_ADDR", "10.0.0.5", 1);
+  setenv("MASTER_PORT", "1234", 1);
+  e = discover_env(no_env_overrides());
+  EXPECT_EQ(e.rank, 2);
+  EXPECT_EQ(e.master_addr, "10.0.0.5");
+  EXPECT_EQ(e.master_port, 1234);
+  DistEnv flags = no_env_overrides();
+  flags.rank = 0;
+  flags.master_port = 4321;
+  e = discover_env(flags);
+  EXPECT_EQ(e.rank, 0);
+  EXPECT_EQ(e.master_port, 4321);
+  setenv("RANK", "9", 1);
+  EXPECT_THROW(discover_env(no_env_overrides()), ConfigError);
+  setenv("RANK", "x", 1);
+  EXPECT_THROW(discover_env(no_env_overrides()), ConfigError);
+  clear();
+}
+
+TEST(Fingerprint, NamesTheDifferingFieldAndIgnoresLocalOnes) {
+  Config a;
+  Config b = a;
+  b.train.out_dir = "elsewhere";
+  b.train.threads = 4;
+  b.data.data = "/other/path";
+  EXPECT_EQ(fingerprint_difference(config_fingerprint(a), config_fingerprint(b), 0, 1), "");
+  b.engine.modules = 5;
+  EXPECT_EQ(fingerprint_difference(config_fingerprint(a), config_fingerprint(b), 0, 1),
+            "rank 1 runs with engine.modules = 5 but rank 0 with 1");
+  Config c = a;
+  c.dist.replicas = 2;
+  EXPECT_NE(fingerprint_difference(config_fingerprint(a), config_fingerprint(c), 0, 2)
+                .find("dist.replicas"),
+            std::string::npos);
+}
+
+}  // namespace

@@ -1,0 +1,202 @@
+// label: distributed
+// Ouroboros across processes on loopback: processes == threads == serial simulator bit for bit,
+// exact resume, R rings == one ring with R times the batch, mismatched configurations, and the
+// refusals of a single process.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/dist/c10d_transport.h"
+#include "ouroboros/dist/env.h"
+#include "ouroboros/core/errors.h"
+#include "ouroboros/engine/simulator.h"
+#include "ouroboros/run/train.h"
+#include "dist_util.h"
+#include "test_util.h"
+
+using namespace ouroboros;
+using namespace ouroboros_test;
+
+namespace {
+
+class ProcessesThreadsSimulator : public ::testing::TestWithParam<int64_t> {};
+
+// The same run three ways: K-1 processes over Gloo, K-1 threads, and the serial simulator. The
+// checkpoints (weights, Adam moments and steps, dropout generators, sampler) and every tick's
+// loss are identical.
+TEST_P(ProcessesThreadsSimulator, BitForBit) {
+  const int64_t K = GetParam();
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, K, "adam");
+  cfg.model.dropout = 0.1;  // the dropout generators must line up too
+
+  Config threads = cfg;
+  threads.train.out_dir = (dir.path() / "threads").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  TrainResult t = train(threads, quiet);
+
+  Config simulated = cfg;
+  simulated.train.out_dir = (dir.path() / "simulator").string();
+  TrainOptions sim = quiet;
+  sim.method_factory = [](const Config& c, const LanguageModel& model, ParamSet params) {
+    return std::make_unique<SerialSimulator>(model, std::move(params), c);
+  };
+  train(simulated, sim);
+
+  Config procs = cfg;
+  procs.train.out_dir = (dir.path() / "processes").string();
+  const int world = static_cast<int>(K - 1);
+  auto codes = run_processes(dir, write_config(dir, "procs.json", procs), world, "p");
+  for (int r = 0; r < world; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "p", world);
+
+  Checkpoint a = load_checkpoint((dir.path() / "processes" / "ckpt.pt").string());
+  Checkpoint b = load_checkpoint((dir.path() / "threads" / "ckpt.pt").string());
+  Checkpoint c = load_checkpoint((dir.path() / "simulator" / "ckpt.pt").string());
+  EXPECT_EQ(a.step, 24);
+  expect_same_checkpoint(a, b);
+  expect_same_checkpoint(b, c);
+  std::vector<double> losses = metric_losses(dir.path() / "processes" / "metrics.jsonl");
+  ASSERT_EQ(losses.size(), t.losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], t.losses[i]) << "tick " << i;
+  // The weights moved.
+  GPT model(b.config.model);
+  ParamSet init = model.init_params(cfg.train.seed);
+  EXPECT_FALSE(torch::equal(init.tensors().back(), a.model.tensors().back()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator, ::testing::Values(3, 4),
+                         [](const auto& info) { return "K" + std::to_string(info.param); });
+
+// A process run resumed from its checkpoint continues exactly as the uninterrupted run (rank 0
+// gathers every worker's weights, Adam state and dropout generator; every rank restores them).
+TEST(Distributed, ResumeIsExact) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "adam");
+  cfg.model.dropout = 0.1;
+  cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
+  cfg.train.eval_interval = 0;
+  cfg.train.checkpoint_interval = 12;
+
+  Config whole = cfg;
+  whole.train.out_dir = (dir.path() / "whole").string();
+  auto codes = run_processes(dir, write_config(dir, "whole.json", whole), 2, "w");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "w", 2);
+
+  Config half = cfg;
+  half.train.steps = 12;
+  half.train.out_dir = (dir.path() / "half").string();
+  codes = run_processes(dir, write_config(dir, "half.json", half), 2, "h");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "h", 2);
+  const fs::path ckpt = dir.path() / "half" / "ckpt.pt";
+  EXPECT_EQ(load_checkpoint(ckpt.string()).step, 12);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r) {
+    pids.push_back(spawn({"train", "--resume", ckpt.string(), "--steps", "24"},
+                         rank_env(r, 2, port),
+                         dir.path() / ("c_rank" + std::to_string(r) + ".log")));
+  }
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(wait_exit(pids[r], 60), 0) << logs(dir, "c", 2);
+  Checkpoint a = load_checkpoint((dir.path() / "whole" / "ckpt.pt").string());
+  Checkpoint b = load_checkpoint(ckpt.string());
+  EXPECT_EQ(b.step, 24);
+  expect_same_checkpoint(a, b);
+}
+
+// R = 2 rings of batch B equal one ring of batch 2B: ring r trains on rows [rB, (r+1)B) of the
+// same 2B-row draw, and the averaged gradient equals the 2B-batch gradient up to float rounding
+// (summation order). With SGD the weights agree to 1e-5 after 16 ticks.
+TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "sgd");
+  cfg.train.steps = 16;
+  cfg.train.lr = 0.05;
+  cfg.train.min_lr = 0.01;
+
+  Config one = cfg;
+  one.train.batch_size = 4;
+  one.train.out_dir = (dir.path() / "one").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  TrainResult single = train(one, quiet);
+
+  Config two = cfg;
+  two.train.batch_size = 2;
+  two.dist.replicas = 2;
+  two.train.out_dir = (dir.path() / "two").string();
+  auto codes = run_processes(dir, write_config(dir, "two.json", two), 4, "r");
+  for (int r = 0; r < 4; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "r", 4);
+
+  Checkpoint a = load_checkpoint((dir.path() / "two" / "ckpt.pt").string());
+  ASSERT_EQ(a.model.names(), single.params.names());
+  double worst = 0.0;
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    const Tensor diff = a.model.tensors()[i] - single.params.tensors()[i];
+    worst = std::max(worst, diff.abs().max().item<double>());
+  }
+  EXPECT_LT(worst, 1e-5);
+  // Not trivially equal: the run moved the weights much further than the tolerance.
+  GPT model(a.config.model);
+  ParamSet init = model.init_params(cfg.train.seed);
+  EXPECT_GT((a.model.at("wte.weight") - init.at("wte.weight")).abs().max().item<double>(), 1e-3);
+  std::vector<double> losses = metric_losses(dir.path() / "two" / "metrics.jsonl");
+  ASSERT_EQ(losses.size(), single.losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], single.losses[i], 1e-5);
+}
+
+// Every rank refuses a configuration that differs from the others', naming the field.
+TEST(Distributed, MismatchedConfigurationIsRefused) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "adam");
+  cfg.train.out_dir = (dir.path() / "out").string();
+  const fs::path file = write_config(dir, "cfg.json", cfg);
+  const int port = free_port();
+  pid_t p0 = spawn({"train", "--config", file.string()}, rank_env(0, 2, port),
+                   dir.path() / "m0.log");
+  pid_t p1 = spawn({"train", "--config", file.string(), "--seed", "7"}, rank_env(1, 2, port),
+                   dir.path() / "m1.log");
+  EXPECT_EQ(wait_exit(p0, 60), 1);
+  EXPECT_EQ(wait_exit(p1, 60), 1);
+  for (const char* log : {"m0.log", "m1.log"}) {
+    const std::string text = read_bytes(dir.path() / log);
+    EXPECT_NE(text.find("configuration mismatch"), std::string::npos) << text;
+    EXPECT_NE(text.find("train.seed"), std::string::npos) << text;
+  }
+  EXPECT_FALSE(fs::exists(dir.path() / "out" / "ckpt.pt"));
+}
+
+// Replicas need processes: a single process refuses rather than silently training on R*B rows.
+TEST(Distributed, ReplicasWithoutProcessesAreRefused) {
+  TempDir dir;
+  Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
+  cfg.dist.replicas = 2;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  EXPECT_THROW(train(cfg, quiet), ConfigError);
+  EXPECT_FALSE(fs::exists(dir.path() / "out"));
+}
+
+TEST(C10dTransport, TagsStayWithinGlooRange) {
+  MessageKey k{true, 3, (int64_t{1} << 40) + 5};
+  EXPECT_GE(C10dTransport::gloo_tag(k), 0);
+  EXPECT_EQ(C10dTransport::gloo_tag(k) & 0xff, (3 << 1) | 1);
+  EXPECT_EQ(C10dTransport::gloo_tag(MessageKey{false, 2, 7}), (7 << 8) | (2 << 1));
+}
+
+}  // namespace

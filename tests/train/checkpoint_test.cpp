@@ -1,0 +1,209 @@
+// label: unit
+// Checkpoints: exact round trip, atomic writes, corrupt and mismatched files, and that Python's
+// torch.load reads them (when a Python with torch is installed).
+#include "ouroboros/train/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/model/gpt.h"
+#include "ouroboros/train/optim.h"
+
+namespace ouroboros {
+namespace {
+namespace fs = std::filesystem;
+
+using ouroboros_test::TempDir;
+using ouroboros_test::read_bytes;
+
+
+void write_bytes(const fs::path& file, const std::string& bytes) {
+  std::ofstream(file, std::ios::binary) << bytes;
+}
+
+// A checkpoint as training writes it: a tiny model after two Adam steps, a char vocabulary.
+Checkpoint make_checkpoint() {
+  Checkpoint ck;
+  ck.config.model.n_layer = 2;
+  ck.config.model.n_head = 2;
+  ck.config.model.n_embd = 8;
+  ck.config.model.block_size = 6;
+  ck.config.train.optimizer = "adam";
+  ck.config.train.lr = 0.003;
+  ck.config.data.data = "some/corpus.txt";
+  ck.tokenizer = Tokenizer::build("char", "hello world, héllo");
+  ck.config.model.vocab_size = ck.tokenizer.vocab_size();
+  GPT model(ck.config.model);
+  ParamSet params = model.init_params(5);
+  Optimizer opt(ck.config.train, params);
+  ForwardContext ctx;
+  const Tensor x = torch::tensor({1, 2, 3, 4, 5, 6}, torch::kInt64).view({1, 6});
+  for (int i = 0; i < 2; ++i) {
+    model.loss(params, x, x.roll(1, 1), ctx).backward();
+    opt.step(0.003);
+    opt.zero_grad();
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    ck.model.add(params.names()[i], params.tensors()[i].detach().clone());
+  }
+  ck.optimizer = opt.state_dict();
+  ck.step = 2;
+  ck.sampler_state = 0xF00DFACECAFEBEEFULL;  // above 2^63: stored as int64, must come back
+  ck.generator_states = {make_generator(3).get_state(), make_generator(4).get_state()};
+  return ck;
+}
+
+std::string checkpoint_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "(no CheckpointError)";
+}
+
+TEST(CheckpointTest, RoundTripRestoresEverything) {
+  TempDir dir;
+  const Checkpoint ck = make_checkpoint();
+  const std::string path = (dir.path() / "ckpt.pt").string();
+  save_checkpoint(path, ck);
+  const Checkpoint back = load_checkpoint(path);
+
+  ASSERT_EQ(back.model.names(), ck.model.names());
+  for (size_t i = 0; i < ck.model.size(); ++i) {
+    EXPECT_TRUE(torch::equal(back.model.tensors()[i], ck.model.tensors()[i])) << ck.model.names()[i];
+  }
+  EXPECT_EQ(back.config.to_json(), ck.config.to_json());
+  EXPECT_EQ(back.config.train.lr, 0.003);
+  EXPECT_EQ(back.tokenizer.kind(), "char");
+  EXPECT_EQ(back.tokenizer.vocab(), ck.tokenizer.vocab());
+  EXPECT_EQ(back.step, 2);
+  EXPECT_EQ(back.sampler_state, 0xF00DFACECAFEBEEFULL);
+  ASSERT_EQ(back.generator_states.size(), 2u);
+  EXPECT_TRUE(torch::equal(back.generator_states[1], ck.generator_states[1]));
+
+  // Adam state for every parameter: the step count and both moments.
+  ASSERT_EQ(back.optimizer.size(), ck.model.size());
+  for (const auto& name : ck.model.names()) {
+    auto want = ck.optimizer.at(name).toGenericDict();
+    auto got = back.optimizer.at(name).toGenericDict();
+    EXPECT_EQ(got.at("step").toInt(), 2) << name;
+    EXPECT_TRUE(torch::equal(got.at("exp_avg").toTensor(), want.at("exp_avg").toTensor())) << name;
+    EXPECT_TRUE(torch::equal(got.at("exp_avg_sq").toTensor(), want.at("exp_avg_sq").toTensor()))
+        << name;
+  }
+  EXPECT_GT(back.optimizer.at("wte.weight").toGenericDict().at("exp_avg_sq").toTensor().sum()
+                .item<double>(), 0.0);
+}
+
+TEST(CheckpointTest, AtomicWriteLeavesNoTemporaryFile) {
+  TempDir dir;
+  Checkpoint ck = make_checkpoint();
+  const fs::path path = dir.path() / "nested" / "ckpt.pt";
+  save_checkpoint(path.string(), ck);
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+
+  ck.step = 9;  // overwriting replaces the file whole
+  save_checkpoint(path.string(), ck);
+  EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
+  EXPECT_EQ(load_checkpoint(path.string()).step, 9);
+  EXPECT_EQ(std::distance(fs::directory_iterator(path.parent_path()), fs::directory_iterator()), 1);
+}
+
+TEST(CheckpointTest, CorruptFilesAreCheckpointErrors) {
+  TempDir dir;
+  const fs::path good = dir.path() / "good.pt";
+  save_checkpoint(good.string(), make_checkpoint());
+  const std::string bytes = read_bytes(good);
+
+  std::mt19937 rng(1);
+  std::string noise(4096, '\0');
+  for (char& c : noise) c = static_cast<char>(rng() & 0xFF);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"random.pt", noise},
+      {"truncated.pt", bytes.substr(0, bytes.size() / 2)},
+      {"header_only.pt", bytes.substr(0, 64)},
+      {"empty.pt", ""},
+      {"text.pt", "{\"model\": {}}\n"},
+  };
+  for (const auto& [name, content] : cases) {
+    const fs::path file = dir.path() / name;
+    write_bytes(file, content);
+    const std::string msg = checkpoint_error([&] { load_checkpoint(file.string()); });
+    EXPECT_NE(msg.find(file.string()), std::string::npos) << name << ": " << msg;
+    EXPECT_NE(msg.find("corrupt"), std::string::npos) << name << ": " << msg;
+  }
+  const std::string missing = checkpoint_error([&] { load_checkpoint((dir.path() / "no.pt").string()); });
+  EXPECT_NE(missing.find("checkpoint not found"), std::string::npos) << missing;
+}
+
+TEST(CheckpointTest, IncompatibleCheckpointsNameTheProblem) {
+  const Checkpoint ck = make_checkpoint();
+  EXPECT_NO_THROW(check_compatible(ck, ck.config.model, ck.tokenizer, "ck.pt"));
+
+  ModelConfig deeper = ck.config.model;
+  deeper.n_layer = 3;
+  std::string msg = checkpoint_error([&] { check_compatible(ck, deeper, ck.tokenizer, "ck.pt"); });
+  EXPECT_NE(msg.find("checkpoint ck.pt has n_layer 2 but the run asks for 3"), std::string::npos)
+      << msg;
+
+  ModelConfig wider = ck.config.model;
+  wider.n_embd = 16;
+  msg = checkpoint_error([&] { check_compatible(ck, wider, ck.tokenizer, "ck.pt"); });
+  EXPECT_NE(msg.find("n_embd 8"), std::string::npos) << msg;
+
+  // Same size, other symbols: only the vocabulary check can tell.
+  const Tokenizer other = Tokenizer::build("char", "HELLO WORLD, HéLLO");
+  ASSERT_EQ(other.vocab_size(), ck.tokenizer.vocab_size());
+  msg = checkpoint_error([&] { check_compatible(ck, ck.config.model, other, "ck.pt"); });
+  EXPECT_NE(msg.find("another vocabulary"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ck.pt"), std::string::npos) << msg;
+}
+
+// Runs a shell command and returns its stdout and exit status.
+std::pair<std::string, int> run(const std::string& cmd) {
+  std::string out;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return {"", -1};
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST(CheckpointTest, PythonTorchLoadReadsIt) {
+  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 is not installed";
+  if (run("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch)";
+  }
+  TempDir dir;
+  const fs::path path = dir.path() / "ckpt.pt";
+  save_checkpoint(path.string(), make_checkpoint());
+  const std::string script =
+      "import sys, torch; d = torch.load(sys.argv[1]); "
+      "print(sorted(d.keys())); "
+      "print(list(d['model']['h.0.attn.c_attn.weight'].shape)); "
+      "print(d['format_version'], d['step'], len(d['model']), d['tokenizer']['kind'])";
+  auto [out, rc] = run("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(out,
+            "['config', 'format_version', 'model', 'optimizer', 'rng', 'step', 'tokenizer']\n"
+            "[24, 8]\n"
+            "1 2 28 char\n");
+}
+
+}  // namespace
+}  // namespace ouroboros

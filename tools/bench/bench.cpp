@@ -1,0 +1,327 @@
+// `ouroboros bench`: every method in a child process, one after another, then a table, JSON and a
+// gnuplot bar chart.
+#include "bench/bench.h"
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "bench/timing.h"
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+
+namespace ouroboros {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown";
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", std::gmtime(&t));
+  return buf;
+}
+
+// Parallel modes occupy their workers' intra-op threads.
+int64_t cores_of(const Config& c) {
+  const std::string mode = resolved_mode(c.engine);
+  if (mode == "ouroboros" || mode == "gpipe") return (c.engine.modules - 1) * c.train.threads;
+  if (mode == "data-parallel") return c.engine.workers * c.train.threads;
+  return c.train.threads;
+}
+
+std::string plural(int64_t n, const std::string& word) {
+  return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+}
+
+}  // namespace
+
+double matmul_peak_per_core(double seconds) {
+  double best = 0.0;
+  for (int64_t n : {256, 512, 1024}) best = std::max(best, measure_matmul_gflops(n, 1, seconds));
+  return best;
+}
+
+std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
+  static const std::set<std::string> known = {"sequential", "ouroboros", "gpipe", "data-parallel"};
+  if (opts.modes.empty()) throw ConfigError("bench: no modes given", "use e.g. --modes sequential,ouroboros");
+  std::vector<BenchEntry> parallel;
+  bool with_sequential = false;
+  for (const auto& m : opts.modes) {
+    if (!known.count(m)) {
+      throw ConfigError("bench: unknown mode '" + m + "'",
+                        "use sequential, ouroboros, gpipe or data-parallel");
+    }
+    if (m == "sequential") {
+      with_sequential = true;
+      continue;
+    }
+    BenchEntry e;
+    e.cfg = opts.base;
+    e.cfg.engine.mode = m;
+    if (m == "data-parallel") {
+      e.cfg.engine.modules = 1;
+      e.name = "data-parallel W=" + std::to_string(e.cfg.engine.workers);
+    } else {
+      e.name = m + " K=" + std::to_string(e.cfg.engine.modules);
+      if (m == "gpipe") e.name += " M=" + std::to_string(e.cfg.engine.micro_batches);
+    }
+    e.cfg.engine.sync_warmup = 0;
+    e.cores = cores_of(e.cfg);
+    parallel.push_back(e);
+  }
+  std::vector<BenchEntry> out;
+  if (with_sequential) {
+    std::vector<int64_t> threads = opts.sequential_threads;
+    if (threads.empty()) {
+      threads.push_back(1);
+      for (const auto& e : parallel) threads.push_back(e.cores);
+    }
+    std::sort(threads.begin(), threads.end());
+    threads.erase(std::unique(threads.begin(), threads.end()), threads.end());
+    for (int64_t t : threads) {
+      if (t < 1) throw ConfigError("bench: --threads must be >= 1, got " + std::to_string(t));
+      BenchEntry e;
+      e.cfg = opts.base;
+      e.cfg.engine.mode = "sequential";
+      e.cfg.engine.modules = 1;
+      e.cfg.engine.sync_warmup = 0;
+      e.cfg.train.threads = t;
+      e.cores = t;
+      e.name = "sequential " + plural(t, "thread");
+      out.push_back(e);
+    }
+  }
+  out.insert(out.end(), parallel.begin(), parallel.end());
+  for (auto& e : out) {
+    e.cfg.train.steps = opts.warmup + opts.steps;
+    e.cfg.validate();
+  }
+  return out;
+}
+
+json bench_measure(const Config& cfg, int64_t warmup, int64_t steps, std::ostream* progress) {
+  TimingOptions o;
+  o.warmup = warmup;
+  o.steps = steps;
+  o.progress = progress;
+  const Timing t = time_method(cfg, o);
+  return {{"tokens_per_s", t.tokens_per_s},
+          {"ms_per_step", t.ms_per_step},
+          {"flop_per_step", t.flop_per_step},
+          {"final_loss", t.final_loss},
+          {"peak_rss_mib", t.peak_rss_mib}};
+}
+
+std::string bench_table(const json& report) {
+  std::ostringstream s;
+  s << "| method | cores | tokens/s | vs sequential, same cores | vs sequential, 1 thread | "
+       "GFLOP/s | share of matmul peak | peak RSS MiB |\n"
+    << "|---|---|---|---|---|---|---|---|\n";
+  auto ratio = [](const json& v) {
+    if (v.is_null()) return std::string("-");
+    std::ostringstream r;
+    r << std::fixed << std::setprecision(2) << v.get<double>() << "x";
+    return r.str();
+  };
+  for (const auto& r : report["runs"]) {
+    s << std::fixed << "| " << r["name"].get<std::string>() << " | " << r["cores"].get<int64_t>()
+      << " | " << std::setprecision(0) << r["tokens_per_s"].get<double>() << " | "
+      << ratio(r["ratio_to_sequential_same_cores"]) << " | "
+      << ratio(r["ratio_to_sequential_1_thread"]) << " | " << std::setprecision(1)
+      << r["gflops"].get<double>() << " | " << std::setprecision(0)
+      << 100.0 * r["peak_share"].get<double>() << "% | " << r["peak_rss_mib"].get<double>()
+      << " |\n";
+  }
+  return s.str();
+}
+
+std::string plot_bench(const json& report, const std::string& png_path) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(png_path).parent_path();
+  const fs::path data = dir / "bench_plot.dat", script = dir / "bench_plot.gp";
+  {
+    std::ofstream d(data);
+    for (const auto& r : report["runs"]) {
+      d << '"' << r["name"].get<std::string>() << "\" " << r["tokens_per_s"].get<double>()
+        << "\n";
+    }
+  }
+  double top = 0.0;  // room above the tallest bar for its label
+  for (const auto& r : report["runs"]) top = std::max(top, r["tokens_per_s"].get<double>());
+  std::string err;
+  for (const std::string terminal : {"pngcairo", "png"}) {
+    {
+      std::ofstream g(script);
+      g << "set terminal " << terminal << " size 960,540\n"
+        << "set output '" << png_path << "'\n"
+        << "set title 'Training speed, " << report["model"]["description"].get<std::string>()
+        << "' noenhanced\n"
+        << "set ylabel 'tokens/s'\nset yrange [0:" << 1.15 * top + 1.0 << "]\nset grid ytics\n"
+        << "set style fill solid 0.8 border -1\nset boxwidth 0.6\nset bmargin 6\n"
+        << "set xtics noenhanced rotate by -20 font ',10'\n"
+        << "plot '" << data.string() << "' using 0:2:xtic(1) with boxes lc rgb '#4477aa' notitle, "
+        << "'' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle\n";
+    }
+    const std::string cmd = "gnuplot " + quote(script.string()) + " 2>&1";
+    FILE* pipe = popen(cmd.c_str(), "r");
+    if (!pipe) return "cannot start gnuplot";
+    std::string out;
+    char buf[512];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    const int status = pclose(pipe);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && fs::exists(png_path) &&
+        fs::file_size(png_path) > 0) {
+      fs::remove(data);
+      fs::remove(script);
+      return "";
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+      err = "gnuplot not found (install it: apt-get install gnuplot-nox)";
+      break;
+    }
+    err = "gnuplot failed: " + out.substr(0, out.find('\n'));
+  }
+  return err;
+}
+
+json run_bench(const BenchOptions& opts, std::ostream& log) {
+  namespace fs = std::filesystem;
+  std::vector<BenchEntry> entries = bench_entries(opts);
+  fs::create_directories(opts.out_dir);
+  Config shown = entries.front().cfg;
+  if (shown.model.vocab_size == 0) shown.model.vocab_size = 256;
+  const ModelConfig& m = shown.model;
+  std::ostringstream desc;
+  desc << (m.model == "gpt" ? "GPT" : m.model) << " L=" << m.n_layer << " H=" << m.n_head << " C=" << m.n_embd << " T=" << m.block_size
+       << " B=" << shown.train.batch_size << " V=" << m.vocab_size;
+
+  log << "bench: " << desc.str() << ", " << opts.warmup << " warm-up + " << opts.steps
+      << " timed steps per method, each method in its own process" << std::endl;
+  log << "measuring the matmul peak (1 thread) ..." << std::endl;
+  const double peak = matmul_peak_per_core(opts.peak_seconds);
+  log << "matmul peak: " << std::fixed << std::setprecision(1) << peak << " GFLOP/s per core"
+      << std::endl;
+
+  json runs = json::array();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const BenchEntry& e = entries[i];
+    log << "[" << (i + 1) << "/" << entries.size() << "] " << e.name << " on "
+        << plural(e.cores, "core") << std::endl;
+    const fs::path cfg_file = fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
+    std::ofstream(cfg_file) << e.cfg.to_json().dump();
+    const std::string cmd = quote(opts.executable) + " bench-child --config " +
+                            quote(cfg_file.string()) + " --warmup " + std::to_string(opts.warmup) +
+                            " --steps " + std::to_string(opts.steps);
+    FILE* pipe = popen(cmd.c_str(), "r");  // the child's progress goes to our stderr
+    if (!pipe) throw Error("bench: cannot start " + opts.executable);
+    std::string out;
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+    const int status = pclose(pipe);
+    fs::remove(cfg_file);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      throw Error("bench: " + e.name + " failed (exit status " + std::to_string(status) + ")",
+                  "its error is printed above");
+    }
+    json r;
+    try {
+      r = json::parse(out.substr(out.rfind('{')));
+    } catch (const std::exception&) {
+      throw Error("bench: " + e.name + " printed no result");
+    }
+    r["name"] = e.name;
+    r["mode"] = resolved_mode(e.cfg.engine);
+    r["cores"] = e.cores;
+    r["threads_per_worker"] = e.cfg.train.threads;
+    r["modules"] = e.cfg.engine.modules;
+    if (r["mode"] == "gpipe") r["micro_batches"] = e.cfg.engine.micro_batches;
+    if (r["mode"] == "data-parallel") r["workers"] = e.cfg.engine.workers;
+    const double flops = r["flop_per_step"].get<double>();
+    r["gflops"] = flops / (r["ms_per_step"].get<double>() / 1e3) / 1e9;
+    r["peak_share"] = r["gflops"].get<double>() / (peak * static_cast<double>(e.cores));
+    log << "  " << std::fixed << std::setprecision(0) << r["tokens_per_s"].get<double>()
+        << " tokens/s, " << std::setprecision(1) << r["ms_per_step"].get<double>()
+        << " ms/step, peak RSS " << std::setprecision(0) << r["peak_rss_mib"].get<double>()
+        << " MiB" << std::endl;
+    runs.push_back(r);
+  }
+  // Ratios to sequential at the same core count and at one thread, where those were run.
+  auto sequential_at = [&](int64_t cores) -> json {
+    for (const auto& r : runs) {
+      if (r["mode"] == "sequential" && r["cores"] == cores) return r["tokens_per_s"];
+    }
+    return nullptr;
+  };
+  for (auto& r : runs) {
+    const json same = sequential_at(r["cores"].get<int64_t>()), one = sequential_at(1);
+    r["ratio_to_sequential_same_cores"] =
+        same.is_null() ? json(nullptr) : json(r["tokens_per_s"].get<double>() / same.get<double>());
+    r["ratio_to_sequential_1_thread"] =
+        one.is_null() ? json(nullptr) : json(r["tokens_per_s"].get<double>() / one.get<double>());
+  }
+  json report = {
+      {"date", utc_now()},
+      {"machine",
+       {{"cpu", cpu_model()},
+        {"cores", static_cast<int64_t>(std::thread::hardware_concurrency())},
+        {"blas", check_blas().library}}},
+      {"model",
+       {{"description", desc.str()},
+        {"n_layer", m.n_layer},
+        {"n_head", m.n_head},
+        {"n_embd", m.n_embd},
+        {"block_size", m.block_size},
+        {"vocab_size", m.vocab_size},
+        {"batch_size", shown.train.batch_size},
+        {"optimizer", shown.train.optimizer}}},
+      {"steps", opts.steps},
+      {"warmup", opts.warmup},
+      {"flop_per_step", runs.empty() ? json(nullptr) : runs.front()["flop_per_step"]},
+      {"matmul_peak_gflops_per_core", peak},
+      {"peak_rss_note",
+       "peak resident set size of a separate process that ran only this method (libtorch "
+       "included)"},
+      {"runs", runs}};
+  const fs::path json_path = fs::path(opts.out_dir) / "bench.json";
+  std::ofstream(json_path) << report.dump(2) << std::endl;
+  const std::string png = (fs::path(opts.out_dir) / "bench.png").string();
+  log << "\n" << bench_table(report) << "\n";
+  log << "wrote " << json_path.string() << std::endl;
+  const std::string plot_error = plot_bench(report, png);
+  if (plot_error.empty()) {
+    log << "wrote " << png << std::endl;
+  } else {
+    log << "warning: no chart: " << plot_error << std::endl;
+  }
+  return report;
+}
+
+}  // namespace ouroboros

@@ -2,6 +2,9 @@
 // a non-zero exit.
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
+#include <csignal>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -27,6 +30,22 @@ using namespace ouroboros;
 namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+// An integer flag of at least `low`, with a message that says so (CLI11's ranges print the
+// type's limits).
+CLI::Validator at_least(int64_t low) {
+  return CLI::Validator(
+      [low](std::string& v) -> std::string {
+        try {
+          size_t used = 0;
+          const long long x = std::stoll(v, &used);
+          if (used == v.size() && x >= low) return "";
+        } catch (const std::exception&) {
+        }
+        return "must be an integer >= " + std::to_string(low) + ", got " + v;
+      },
+      ">= " + std::to_string(low));
+}
 
 // Every config field as a flag; values stay text until applied through the field table.
 struct ConfigFlags {
@@ -73,18 +92,46 @@ struct ConfigFlags {
   }
 };
 
-int cmd_train(const ConfigFlags& flags, const std::string& resume, const DistEnv& env_flags) {
+// Ctrl-C or SIGTERM: the first asks the run to stop (it drains, writes a checkpoint and says
+// where); a second ends the process at once.
+void on_stop_signal(int sig) {
+  if (stop_requested() != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  request_stop(sig);
+  const char msg[] = "\nstopping after the current steps with a checkpoint (again to quit at once)\n";
+  if (::write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+  }
+}
+
+// Seconds between two looks at a stop request: Ctrl-C is answered within about this long, and
+// the cut in the pipeline at each look (about one tick) stays near 1% of the time.
+constexpr double kStopCheckSeconds = 10.0;
+
+int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrite,
+              const DistEnv& env_flags) {
+  if (overwrite && !resume.empty()) {
+    throw ConfigError("--overwrite has no effect with --resume (a resumed run continues its files)",
+                      "drop --overwrite");
+  }
   Config base;
   if (!resume.empty()) base = load_checkpoint(resume).config;
   Config cfg = flags.apply(base);
   TrainOptions opts;
   opts.resume = resume;
+  opts.overwrite = overwrite;
+  opts.stop_check_seconds = kStopCheckSeconds;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   // One process of a group (torchrun, mpirun, `ouroboros launch` or by hand).
   const DistEnv env = discover_env(env_flags);
   if (env.active()) {
     opts.quiet = env.rank != 0;
+    int code = 0;
     try {
-      train_distributed(cfg, opts, env);
+      if (train_distributed(cfg, opts, env).stopped) code = 128 + stop_requested();
     } catch (const std::exception& e) {
       // Exit at once: process-group threads may still wait on a lost peer.
       const std::string what = first_line(e.what());
@@ -95,11 +142,10 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, const DistEnv
     }
     std::cout.flush();
     std::cerr.flush();
-    std::_Exit(0);
+    std::_Exit(code);
   }
-  TrainResult r = train(cfg, opts);
-  (void)r;
-  return 0;
+  const TrainResult r = train(cfg, opts);
+  return r.stopped ? 128 + stop_requested() : 0;
 }
 
 int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::string& split,
@@ -114,6 +160,12 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
   nlohmann::json out = nlohmann::json::object();
   const bool chars = ck.tokenizer.is_character_level();
   for (const auto& name : splits) {
+    const int64_t unknown = ck.tokenizer.count_unknown(ds.split(name));
+    if (unknown > 0) {
+      std::cerr << "note: " << unknown << " of " << ds.split(name).size() << " tokens of the "
+                << name << " split are not in the checkpoint's vocabulary (read as <unk>)"
+                << std::endl;
+    }
     EvalResult r = evaluate(*model, ck.model, ds.split(name), batch);
     nlohmann::json j = {{"split", name}, {"loss", r.loss}, {"tokens", r.tokens}};
     if (chars) {
@@ -136,6 +188,11 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
 int cmd_generate(const std::string& path, const SampleOptions& opts) {
   Checkpoint ck = load_checkpoint(path);
   std::unique_ptr<LanguageModel> model = make_model(ck.config.model);
+  const int64_t unknown = ck.tokenizer.count_unknown(ck.tokenizer.encode(opts.prompt));
+  if (unknown > 0) {
+    std::cerr << "warning: " << unknown << " prompt symbol" << (unknown == 1 ? " is" : "s are")
+              << " not in the checkpoint's vocabulary and read as <unk>" << std::endl;
+  }
   std::cout << generate(*model, ck.model, ck.tokenizer, opts) << std::endl;
   return 0;
 }
@@ -210,6 +267,9 @@ int main(int argc, char** argv) {
   train_flags.add_presets_to(*train_cmd);
   std::string resume;
   train_cmd->add_option("--resume", resume, "continue from this checkpoint");
+  bool overwrite = false;
+  train_cmd->add_flag("--overwrite", overwrite,
+                      "replace the run already in --out-dir (else a non-empty out-dir is refused)");
   DistEnv env_flags = no_env_overrides();
   train_cmd->add_option("--rank", env_flags.rank, "this process's rank [RANK]");
   train_cmd->add_option("--world-size", env_flags.world_size, "number of processes [WORLD_SIZE]");
@@ -241,16 +301,17 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"train", "valid", "test", "all"}));
   eval_cmd->add_flag("--json", json_out, "print one JSON object");
   eval_cmd->add_option("--batch", eval_batch, "windows per forward pass; transformer-xl: parallel streams [16]")
-      ->check(CLI::PositiveNumber);
+      ->check(at_least(1));
 
   auto* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint");
   std::string gen_ckpt;
   SampleOptions sample;
   gen_cmd->add_option("--checkpoint", gen_ckpt, "checkpoint file")->required();
   gen_cmd->add_option("--prompt", sample.prompt, "text to continue");
-  gen_cmd->add_option("--tokens", sample.tokens, "tokens to generate [200]");
+  gen_cmd->add_option("--tokens", sample.tokens, "tokens to generate [200]")->check(at_least(0));
   gen_cmd->add_option("--temperature", sample.temperature, "sampling temperature [0.8]");
-  gen_cmd->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]");
+  gen_cmd->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]")
+      ->check(at_least(0));
   gen_cmd->add_option("--seed", sample.seed, "sampling seed [1]");
 
   auto* plan_cmd = app.add_subcommand("plan", "print the partition, schedule and cost estimate");
@@ -258,7 +319,7 @@ int main(int argc, char** argv) {
   plan_flags.add_to(*plan_cmd, {"model", "train", "engine"});
   plan_flags.add_presets_to(*plan_cmd);
   int64_t ticks = 6;
-  plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]");
+  plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]")->check(at_least(0));
 
   auto* bench_cmd = app.add_subcommand(
       "bench", "time the training methods side by side: table, bench.json and bench.png");
@@ -291,13 +352,31 @@ int main(int argc, char** argv) {
   child_cmd->add_option("--warmup", child_warmup);
   child_cmd->add_option("--steps", child_steps);
 
+  // "ouroboros help" is --help; a word that names no subcommand is said to be one.
+  if (argc >= 2 && std::string(argv[1]) == "help") {
+    std::cout << app.help() << std::flush;
+    return 0;
+  }
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || sub->get_name() == argv[1];
+      if (!sub->get_group().empty()) names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::cerr << "error: unknown subcommand '" << argv[1] << "' (hint: use one of " << names
+                << "; run with --help)" << std::endl;
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    if (*train_cmd) return cmd_train(train_flags, resume, env_flags);
+    if (*train_cmd) return cmd_train(train_flags, resume, overwrite, env_flags);
     if (*launch_cmd) return launch(launch_opts);
     if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch);
     if (*gen_cmd) return cmd_generate(gen_ckpt, sample);

@@ -2,7 +2,9 @@
 // and checkpoints all read and write through it.
 #include "ouroboros/core/config.h"
 
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -91,6 +93,8 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, eps, "Adam epsilon"),
       OUROBOROS_FIELD(train, weight_decay, "weight decay on matrices and embeddings"),
       OUROBOROS_FIELD(train, grad_clip, "max gradient norm per update; 0 disables"),
+      OUROBOROS_FIELD(train, skip_nonfinite,
+                      "updates with an inf/nan gradient to skip (per worker); more stop the run"),
       OUROBOROS_FIELD(train, seed, "seed for initialisation, batches and dropout"),
       OUROBOROS_FIELD(train, threads, "libtorch intra-op threads per worker"),
       OUROBOROS_FIELD(train, eval_interval, "evaluate every N steps; 0 = only at the end"),
@@ -216,6 +220,15 @@ void Config::set_from_string(const std::string& key, const std::string& value) {
   f.set(*this, parsed);
 }
 
+namespace {
+// A number as the user would write it: 1.5, 1e-08.
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+}  // namespace
+
 void Config::validate() const {
   auto require = [](bool ok, const std::string& what, const std::string& hint = "") {
     if (!ok) throw ConfigError(what, hint);
@@ -263,12 +276,28 @@ void Config::validate() const {
           "min_lr must be in [0, lr], got " + std::to_string(train.min_lr));
   require(train.warmup_steps >= 0, "warmup_steps must be >= 0");
   require(train.grad_clip >= 0.0, "grad_clip must be >= 0, got " + std::to_string(train.grad_clip));
+  require(train.skip_nonfinite >= 0,
+          "skip_nonfinite must be >= 0, got " + std::to_string(train.skip_nonfinite));
+  require(train.momentum >= 0.0 && train.momentum < 1.0,
+          "momentum must be in [0, 1), got " + num(train.momentum), "set --momentum, e.g. 0.9");
+  require(train.beta1 >= 0.0 && train.beta1 < 1.0,
+          "beta1 must be in [0, 1), got " + num(train.beta1), "set --beta1, e.g. 0.9");
+  require(train.beta2 >= 0.0 && train.beta2 < 1.0,
+          "beta2 must be in [0, 1), got " + num(train.beta2), "set --beta2, e.g. 0.999");
+  require(train.eps > 0.0, "eps must be > 0, got " + num(train.eps), "set --eps, e.g. 1e-8");
+  require(train.weight_decay >= 0.0, "weight_decay must be >= 0, got " + num(train.weight_decay),
+          "set --weight-decay to 0 or a small positive value");
   require(train.threads >= 1, "threads must be >= 1, got " + std::to_string(train.threads));
   require(train.eval_interval >= 0 && train.log_interval >= 1 && train.checkpoint_interval >= 0 &&
               train.eval_batches >= 0,
           "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
   require(engine.modules >= 1, "modules must be >= 1, got " + std::to_string(engine.modules));
   require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
+  // Explicit cut boundaries mean nothing to one module: refused rather than ignored.
+  require(engine.modules > 1 || engine.partition == "auto" || engine.partition == "even" ||
+              engine.partition.empty(),
+          "partition '" + engine.partition + "' needs modules >= 2, got modules 1",
+          "add --modules K or drop --partition");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
   validate_mode(engine, train, model);
@@ -280,13 +309,24 @@ std::string resolved_mode(const EngineConfig& e) {
 }
 
 json read_config_json(const std::string& path) {
+  if (std::filesystem::is_directory(path)) {
+    throw ConfigError("config file " + path + " is a directory", "give a JSON file");
+  }
   std::ifstream in(path);
   if (!in) throw ConfigError("config file not found: " + path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   json j;
   try {
-    in >> j;
+    // parse() reads the whole text, so content after the first value is an error, not ignored.
+    j = json::parse(text);
   } catch (const json::exception& e) {
-    throw ConfigError("config file " + path + " is not valid JSON: " + e.what());
+    throw ConfigError("config file " + path + " is not valid JSON: " + e.what(),
+                      "one JSON object, nothing after it");
+  }
+  if (!j.is_object()) {
+    throw ConfigError("config file " + path + " holds a " + std::string(j.type_name()) +
+                          ", not a JSON object",
+                      "write {\"train\": {\"steps\": 100}, ...}");
   }
   return j;
 }

@@ -3,7 +3,10 @@
 
 #include <link.h>
 #include <malloc.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -12,6 +15,8 @@
 #include <cstdio>
 
 #include <torch/torch.h>
+
+#include "ouroboros/core/errors.h"
 
 using torch::Tensor;
 
@@ -108,6 +113,29 @@ void keep_freed_memory() {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, -1);  // never trim the heap
   });
+}
+
+double physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size) : 0.0;
+}
+
+DirLock::DirLock(const std::string& dir) {
+  fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ < 0) {
+    throw Error("cannot open out-dir " + dir + ": " + std::strerror(errno),
+                "check --out-dir and its permissions");
+  }
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    throw Error("out-dir " + dir + " is in use by another training run",
+                "wait for it to finish or choose another --out-dir");
+  }
+}
+
+DirLock::~DirLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
 }
 
 }  // namespace ouroboros

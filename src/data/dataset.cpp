@@ -100,15 +100,59 @@ void require_nonempty(const std::string& text, const fs::path& path) {
                     "point --data at a file or directory that holds text");
 }
 
+// What a training run writes (checkpoints, metrics, the lock), never corpus text.
+bool is_run_output(const fs::path& file) {
+  const std::string name = file.filename().string();
+  return name == "metrics.jsonl" || file.extension() == ".pt" ||
+         name.find(".pt.tmp") != std::string::npos;
+}
+
+// Binary content: a NUL byte in the first 8 KiB (as git and grep decide).
+bool looks_binary(const fs::path& file) {
+  const size_t n = static_cast<size_t>(std::min<uintmax_t>(fs::file_size(file), 8192));
+  const std::string head = read_range(file, 0, n);
+  return head.find('\0') != std::string::npos;
+}
+
+// "a.txt, b.txt, c.txt and 4 more", paths relative to dir.
+std::string name_files(const std::vector<fs::path>& files, const fs::path& dir) {
+  std::string out;
+  const size_t shown = std::min<size_t>(files.size(), 3);
+  for (size_t i = 0; i < shown; ++i) {
+    out += (i ? ", " : "") + fs::relative(files[i], dir).string();
+  }
+  if (files.size() > shown) out += " and " + std::to_string(files.size() - shown) + " more";
+  return out;
+}
+
 TextSplits load_text(const fs::path& path) {
   require_exists(path);
-  std::vector<fs::path> files =
-      fs::is_directory(path) ? list_files(path, true) : std::vector<fs::path>{path};
+  std::vector<fs::path> files;
+  size_t skipped = 0;
+  if (fs::is_directory(path)) {
+    // A directory contributes its text files only: binaries and a run's own outputs (an out-dir
+    // inside the data directory) would otherwise become training text.
+    for (const auto& f : list_files(path, true)) {
+      if (is_run_output(f) || looks_binary(f)) {
+        ++skipped;
+      } else {
+        files.push_back(f);
+      }
+    }
+  } else {
+    files.push_back(path);
+  }
   std::string text = concatenate_files(files);
   require_nonempty(text, path);
   TextSplits splits = split_90_5_5(text);
   splits.description = "text: " + count_files(files.size()) + ", " + format_bytes(text.size()) +
                        ", split 90/5/5 by bytes";
+  if (fs::is_directory(path)) {
+    splits.description += "; read " + name_files(files, path);
+    if (skipped > 0) {
+      splits.description += "; skipped " + count_files(skipped) + " (binary or run outputs)";
+    }
+  }
   return splits;
 }
 

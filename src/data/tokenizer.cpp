@@ -212,4 +212,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
+int64_t Tokenizer::count_unknown(const std::vector<int32_t>& ids) const {
+  if (unk_ < 0) return 0;
+  int64_t n = 0;
+  for (int32_t id : ids) n += id == unk_;
+  return n;
+}
+
 }  // namespace ouroboros

@@ -39,7 +39,7 @@ void C10dTransport::send(int64_t dst, const MessageKey& key, const torch::Tensor
     auto work = ctx_.world().send(v, static_cast<int>(peer), gloo_tag(key));
     pending_.push_back(std::make_unique<Pending>(Pending{tick_, peer, work}));
   } catch (const std::exception& e) {
-    throw TransportError(ctx_.lost_peer(peer, e.what()), hint_resume());
+    throw TransportError(ctx_.lost_peer(peer, e.what()), ctx_.resume_hint());
   }
 }
 
@@ -50,10 +50,10 @@ torch::Tensor C10dTransport::recv(int64_t src, const MessageKey& key, at::IntArr
   torch::Tensor t = torch::empty(shape);
   std::vector<at::Tensor> v{t};
   try {
-    ctx_.world().recv(v, static_cast<int>(peer), gloo_tag(key))->wait(ctx_.timeout());
+    ctx_.world().recv(v, static_cast<int>(peer), gloo_tag(key))->wait(ctx_.wait_limit());
   } catch (const std::exception& e) {
     throw TransportError(ctx_.lost_peer(peer, "waiting for " + key.to_string() + ": " + e.what()),
-                         hint_resume());
+                         ctx_.resume_hint());
   }
   stats_.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
                         std::chrono::steady_clock::now() - start)
@@ -70,9 +70,9 @@ void C10dTransport::wait_sends(int64_t before_tick) {
   const auto start = std::chrono::steady_clock::now();
   for (; done < pending_.size() && pending_[done]->tick < before_tick; ++done) {
     try {
-      pending_[done]->work->wait(ctx_.timeout());
+      pending_[done]->work->wait(ctx_.wait_limit());
     } catch (const std::exception& e) {
-      throw TransportError(ctx_.lost_peer(pending_[done]->peer, e.what()), hint_resume());
+      throw TransportError(ctx_.lost_peer(pending_[done]->peer, e.what()), ctx_.resume_hint());
     }
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));

@@ -10,6 +10,9 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
+#include <filesystem>
+#include <future>
+#include <memory>
 #include <optional>
 #include <cstdlib>
 #include <set>
@@ -33,6 +36,29 @@ std::optional<std::string> env_string(const char* name) {
   return std::string(v);
 }
 
+// Runs a store operation on a thread of its own and waits at most `limit` for it. The store lives
+// in rank 0: a frozen rank 0 accepts the request and never answers, and a blocked socket read
+// cannot be interrupted, so on a timeout the thread is left behind (the process is about to exit)
+// and the caller gets an exception, as for a closed connection.
+template <typename F>
+auto bounded(F op, Millis limit) -> decltype(op()) {
+  using R = decltype(op());
+  auto promise = std::make_shared<std::promise<R>>();
+  std::future<R> result = promise->get_future();
+  std::thread([promise, op]() mutable {
+    try {
+      promise->set_value(op());
+    } catch (...) {
+      promise->set_exception(std::current_exception());
+    }
+  }).detach();
+  if (result.wait_for(limit) != std::future_status::ready) {
+    throw std::runtime_error("no answer from the store within " +
+                             std::to_string(limit.count() / 1000.0) + " s");
+  }
+  return result.get();
+}
+
 bool is_loopback(const std::string& addr) {
   return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
 }
@@ -43,6 +69,7 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
   workers_ = cfg.engine.modules == 1 ? 1 : cfg.engine.modules - 1;  // K - 1 per ring
   replicas_ = cfg.dist.replicas;
   timeout_ = Millis(static_cast<int64_t>(cfg.dist.timeout * 1000.0));
+  checkpoint_ = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
   if (env.world_size != workers_ * replicas_) {
     throw ConfigError("world size " + std::to_string(env.world_size) + " does not match " +
                           std::to_string(replicas_) + " ring(s) of " + std::to_string(workers_) +
@@ -68,14 +95,14 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
 
   // Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
   const json mine = config_fingerprint(cfg);
-  store_->set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()));
+  store_set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()), timeout_);
   std::string diff;
   for (int64_t r = 0; r < env.world_size && diff.empty(); ++r) {
     if (r == env.rank) continue;
     const json theirs = json::parse(string_of(get("fingerprint/" + std::to_string(r), timeout_)));
     diff = fingerprint_difference(mine, theirs, env.rank, r);
   }
-  store_->set("fingerprint_read/" + std::to_string(env.rank), bytes_of("1"));
+  store_set("fingerprint_read/" + std::to_string(env.rank), bytes_of("1"), timeout_);
   if (!diff.empty()) {
     if (env.rank == 0) {
       // The store lives in this process: let every rank read the fingerprints before it goes.
@@ -115,16 +142,20 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
     }
     so.isServer = false;
     heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-    heartbeat_ = std::thread([this] {
-      const std::string key = "heartbeat/" + std::to_string(env_.rank);
-      while (!stop_heartbeat_) {
+    // The thread holds its own references, so it can be left behind if the store stops
+    // answering while it waits in add() (a frozen rank 0).
+    heartbeat_ = std::thread([store = heartbeat_store_, stop = stop_heartbeat_,
+                              done = heartbeat_done_,
+                              key = "heartbeat/" + std::to_string(env_.rank)] {
+      while (!*stop) {
         try {
-          heartbeat_store_->add(key, 1);
+          store->add(key, 1);
         } catch (const std::exception&) {
-          return;
+          break;
         }
-        for (int i = 0; i < 5 && !stop_heartbeat_; ++i) std::this_thread::sleep_for(Millis(100));
+        for (int i = 0; i < 5 && !*stop; ++i) std::this_thread::sleep_for(Millis(100));
       }
+      *done = true;
     });
   } catch (const Error&) {
     throw;
@@ -137,8 +168,64 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
 }
 
 DistContext::~DistContext() {
-  stop_heartbeat_ = true;
-  if (heartbeat_.joinable()) heartbeat_.join();
+  *stop_heartbeat_ = true;
+  if (!heartbeat_.joinable()) return;
+  const auto deadline = std::chrono::steady_clock::now() + Millis(store_lost_ ? 0 : 1000);
+  while (!*heartbeat_done_ && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(Millis(10));
+  }
+  if (*heartbeat_done_) {
+    heartbeat_.join();
+  } else {
+    heartbeat_.detach();  // blocked on a store that stopped answering
+  }
+}
+
+// Once the store has not answered, every later operation fails at once: the failure is being
+// reported, and each wait would only delay the exit.
+template <typename F>
+auto DistContext::on_store(F op, Millis limit) -> decltype(op()) {
+  if (store_lost_) throw std::runtime_error("the store stopped answering");
+  try {
+    return bounded(op, limit);
+  } catch (const std::runtime_error& e) {
+    if (std::string(e.what()).rfind("no answer from the store", 0) == 0) store_lost_ = true;
+    throw;
+  }
+}
+
+bool DistContext::store_check(const std::string& key, Millis limit) {
+  return on_store([store = store_, key] { return store->check({key}); }, limit);
+}
+
+std::vector<uint8_t> DistContext::store_get(const std::string& key, Millis limit) {
+  return on_store([store = store_, key] { return store->get(key); }, limit);
+}
+
+int64_t DistContext::store_add(const std::string& key, int64_t n, Millis limit) {
+  return on_store([store = store_, key, n] { return store->add(key, n); }, limit);
+}
+
+void DistContext::store_set(const std::string& key, const std::vector<uint8_t>& value,
+                            Millis limit) {
+  on_store([store = store_, key, value] {
+    store->set(key, value);
+    return 0;
+  }, limit);
+}
+
+Millis DistContext::wait_limit() const {
+  // The heartbeat check after a wait takes about 1.2 s: the whole detection fits the timeout.
+  return std::max(Millis(1000), timeout_ - Millis(1200));
+}
+
+std::string DistContext::resume_hint() const {
+  std::error_code ec;
+  if (!checkpoint_.empty() && std::filesystem::exists(checkpoint_, ec)) {
+    return "the last checkpoint is intact; fix the lost process and restart with --resume " +
+           checkpoint_;
+  }
+  return "no checkpoint was written yet; fix the lost process and start the run again";
 }
 
 std::vector<int64_t> DistContext::silent_ranks() {
@@ -146,11 +233,11 @@ std::vector<int64_t> DistContext::silent_ranks() {
   try {
     std::vector<int64_t> before;
     for (int64_t r = 0; r < env_.world_size; ++r) {
-      before.push_back(store_->add("heartbeat/" + std::to_string(r), 0));
+      before.push_back(store_add("heartbeat/" + std::to_string(r), 0, short_limit()));
     }
-    std::this_thread::sleep_for(Millis(1500));
+    std::this_thread::sleep_for(Millis(1100));  // two heartbeats of a live rank
     for (int64_t r = 0; r < env_.world_size; ++r) {
-      if (r != env_.rank && store_->add("heartbeat/" + std::to_string(r), 0) == before[r]) {
+      if (r != env_.rank && store_add("heartbeat/" + std::to_string(r), 0, short_limit()) == before[r]) {
         silent.push_back(r);
       }
     }
@@ -161,7 +248,7 @@ std::vector<int64_t> DistContext::silent_ranks() {
 
 std::string DistContext::lost_peer(int64_t peer, const std::string& what) {
   auto recorded = [&]() -> std::string {
-    return store_->check({kLostKey}) ? string_of(store_->get(kLostKey)) : "";
+    return store_check(kLostKey, short_limit()) ? string_of(store_get(kLostKey, short_limit())) : "";
   };
   std::string line;
   try {
@@ -178,7 +265,7 @@ std::string DistContext::lost_peer(int64_t peer, const std::string& what) {
     if (line.empty()) {
       line = (peer >= 0 ? "lost rank " + std::to_string(peer) : "lost a replica") + ": " +
              first_line(what);
-      store_->set(kLostKey, bytes_of(line));
+      store_set(kLostKey, bytes_of(line), short_limit());
     }
   } catch (const std::exception&) {
     // The store lives in rank 0: if it is gone, rank 0 is the one lost.
@@ -190,9 +277,10 @@ std::string DistContext::lost_peer(int64_t peer, const std::string& what) {
 
 void DistContext::report_failure(const std::string& what) {
   try {
-    if (!store_->check({kLostKey})) {
-      store_->set(kLostKey,
-                  bytes_of("lost rank " + std::to_string(env_.rank) + ": " + first_line(what)));
+    if (!store_check(kLostKey, short_limit())) {
+      store_set(kLostKey,
+                bytes_of("lost rank " + std::to_string(env_.rank) + ": " + first_line(what)),
+                short_limit());
     }
   } catch (const std::exception&) {
   }
@@ -211,23 +299,23 @@ std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout, in
   auto pause = std::chrono::microseconds(250);
   try {
     while (true) {
-      if (store_->check({key})) return store_->get(key);
+      if (store_check(key, timeout_)) return store_get(key, timeout_);
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
       if (now >= next_probe) {
         next_probe = now + Millis(1000);
-        if (store_->check({kLostKey})) {
+        if (store_check(kLostKey, timeout_)) {
           throw TransportError(
-              "rank " + std::to_string(env_.rank) + ": " + string_of(store_->get(kLostKey)),
-              hint_resume());
+              "rank " + std::to_string(env_.rank) + ": " + string_of(store_get(kLostKey, timeout_)),
+              resume_hint());
         }
         if (writer >= 0) {
-          const int64_t b = store_->add(beat, 0);
+          const int64_t b = store_add(beat, 0, timeout_);
           still = b == last_beat ? still + 1 : 0;
           last_beat = b;
           if (still >= 3) {
             throw TransportError(lost_peer(writer, "no heartbeat while waiting for " + key),
-                                 hint_resume());
+                                 resume_hint());
           }
         }
       }
@@ -238,22 +326,23 @@ std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout, in
     throw;
   } catch (const std::exception& e) {
     throw TransportError(lost_peer(0, "the store stopped answering: " + first_line(e.what())),
-                         hint_resume());
+                         resume_hint());
   }
   throw TransportError(lost_peer(writer >= 0 ? writer : 0,
                                  "no " + key + " in the store after " +
                                      std::to_string(timeout.count() / 1000) + " s"),
-                       hint_resume());
+                       resume_hint());
 }
 
 void DistContext::linger_after_failure() {
   try {
-    int64_t n = store_->add("ouroboros/failed", 1);
+    int64_t n = store_add("ouroboros/failed", 1, short_limit());
     if (!is_lead()) return;
+    // Every rank but the lost one reads the line; the lost one never will.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-    while (n < env_.world_size && std::chrono::steady_clock::now() < deadline) {
+    while (n < env_.world_size - 1 && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(Millis(50));
-      n = store_->add("ouroboros/failed", 0);
+      n = store_add("ouroboros/failed", 0, short_limit());
     }
   } catch (const std::exception&) {
   }
@@ -261,9 +350,9 @@ void DistContext::linger_after_failure() {
 
 void DistContext::set(const std::string& key, const std::vector<uint8_t>& value) {
   try {
-    store_->set(key, value);
+    store_set(key, value, timeout_);
   } catch (const std::exception& e) {
-    throw TransportError(lost_peer(0, "store: " + first_line(e.what())), hint_resume());
+    throw TransportError(lost_peer(0, "store: " + first_line(e.what())), resume_hint());
   }
 }
 
@@ -279,12 +368,12 @@ Millis DistContext::between_jobs() { return kBetweenJobs; }
 
 void DistContext::finish() {
   try {
-    int64_t n = store_->add("ouroboros/finished", 1);
+    int64_t n = store_add("ouroboros/finished", 1, timeout_);
     if (!is_lead()) return;
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     while (n < env_.world_size && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(Millis(10));
-      n = store_->add("ouroboros/finished", 0);
+      n = store_add("ouroboros/finished", 0, timeout_);
     }
   } catch (const std::exception&) {
     // Training is complete and its checkpoint written; a peer that vanished at exit is harmless.

@@ -19,8 +19,5 @@ inline std::string first_line(const std::string& s) { return s.substr(0, s.find(
 inline std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 inline std::string string_of(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
-inline std::string hint_resume() {
-  return "the last checkpoint is intact; fix the lost process and restart with --resume";
-}
 
 }  // namespace ouroboros::dist_detail

@@ -56,10 +56,10 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
   for (const auto& g : grads) flat_parts.push_back(g.reshape({-1}));
   std::vector<at::Tensor> buf{torch::cat(flat_parts)};
   try {
-    ctx_.replica_group()->allreduce(buf)->wait(ctx_.timeout());
+    ctx_.replica_group()->allreduce(buf)->wait(ctx_.wait_limit());
   } catch (const std::exception& e) {
     throw TransportError(ctx_.lost_peer(-1, std::string("gradient all-reduce: ") + e.what()),
-                         hint_resume());
+                         ctx_.resume_hint());
   }
   buf[0].div_(static_cast<double>(ctx_.replicas()));
   int64_t offset = 0;
@@ -109,10 +109,10 @@ void DistributedEngine::run(int64_t first, int64_t count, const BatchFn& batch,
     if (R > 1) {
       std::vector<at::Tensor> v{torch::full({1}, loss, torch::kFloat64)};
       try {
-        ctx_.replica_group()->allreduce(v)->wait(ctx_.timeout());
+        ctx_.replica_group()->allreduce(v)->wait(ctx_.wait_limit());
       } catch (const std::exception& e) {
         throw TransportError(ctx_.lost_peer(-1, std::string("loss all-reduce: ") + e.what()),
-                             hint_resume());
+                             ctx_.resume_hint());
       }
       loss = v[0].item<double>() / static_cast<double>(R);
     }

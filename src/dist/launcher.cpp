@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -23,6 +24,15 @@ std::string describe(int status) {
   if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return std::string("signal ") + strsignal(WTERMSIG(status));
   return "status " + std::to_string(status);
+}
+
+// Whether the process is stopped (state T in /proc/<pid>/stat), e.g. by SIGSTOP.
+bool is_stopped(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const size_t close = stat.rfind(')');  // the command name may hold spaces
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
 }
 
 }  // namespace
@@ -113,6 +123,13 @@ int launch(const LaunchOptions& o) {
     }
     if (pid < 0 && errno == ECHILD) break;
     if (stopping && Clock::now() > kill_at) stop_all(SIGKILL);
+    // A stopped (frozen) child never sees SIGTERM: it is killed at once rather than after the
+    // grace period the others get to write their checkpoint.
+    if (stopping) {
+      for (auto& c : children) {
+        if (c.alive && is_stopped(c.pid)) kill(c.pid, SIGKILL);
+      }
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (g_signal) {

@@ -1,6 +1,8 @@
 // Autoregressive sampling with temperature and top-k.
 #include "ouroboros/model/generate.h"
 
+#include <limits>
+
 #include "ouroboros/core/errors.h"
 
 namespace ouroboros {
@@ -11,6 +13,10 @@ std::string generate(const LanguageModel& model, const ParamSet& params, const T
     throw ConfigError("temperature must be > 0, got " + std::to_string(opts.temperature));
   }
   if (opts.tokens < 0) throw ConfigError("tokens must be >= 0, got " + std::to_string(opts.tokens));
+  if (opts.top_k < 0) {
+    throw ConfigError("top_k must be >= 0, got " + std::to_string(opts.top_k),
+                      "use --top-k 0 to sample among all tokens");
+  }
   torch::NoGradGuard no_grad;
   std::vector<int32_t> ids = tok.encode(opts.prompt);
   if (opts.prompt.empty()) ids.push_back(0);  // an empty prompt starts from token 0
@@ -23,6 +29,8 @@ std::string generate(const LanguageModel& model, const ParamSet& params, const T
     ForwardContext ctx;  // the whole window each time: no memory carried between tokens
     Tensor logits = model.output_logits(params, idx, ctx).select(1, n - 1)[0];
     logits = logits / opts.temperature;                                   // [V]
+    // <unk> stands for text the vocabulary lacks: never sampled.
+    if (tok.unk_id() >= 0) logits[tok.unk_id()] = -std::numeric_limits<float>::infinity();
     if (opts.top_k > 0 && opts.top_k < logits.size(0)) {
       Tensor kth = std::get<0>(logits.topk(opts.top_k)).select(0, opts.top_k - 1);
       logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());

@@ -161,6 +161,13 @@ Tensor GPT::output_logits(const ParamSet& p, const Tensor& idx, ForwardContext& 
   return logits(p, hidden(p, idx, ctx));
 }
 
+// wte V C, wpe T C; per block two LayerNorms 4C, c_attn 3C C + 3C, c_proj C C + C, c_fc 4C C + 4C,
+// mlp c_proj 4C C + C; ln_f 2C.
+int64_t GPT::param_count() const {
+  const int64_t C = cfg_.n_embd, V = cfg_.vocab_size, T = cfg_.block_size, L = cfg_.n_layer;
+  return V * C + T * C + L * (12 * C * C + 13 * C) + 2 * C;
+}
+
 // Matmul FLOPs at kMatmulFlopsPerSecond plus elementwise passes at kElementwisePerSecond; the
 // per-head softmax assumes head dim 64 (at least one head), as the cut search always has.
 CostModel GPT::cost_model(int64_t batch_size) const {

@@ -422,6 +422,27 @@ Tensor TransformerXL::output_logits(const ParamSet& p, const Tensor& idx,
   return logits(p, hidden(p, idx, ctx), ctx);
 }
 
+// The embedding (adaptive: each cluster's table and its projection when narrower than C), per layer
+// the biases 2HD, qkv 3HD C, r_net HD C, o_net C HD, two LayerNorms 4C and the feed-forward
+// 2 Di C + Di + C, then the softmax bias V (adaptive: plus the cluster head).
+int64_t TransformerXL::param_count() const {
+  const int64_t C = cfg_.n_embd, V = cfg_.vocab_size, L = cfg_.n_layer, Di = d_inner();
+  const int64_t HD = (C / cfg_.n_head) * cfg_.n_head;
+  int64_t n = 0;
+  if (adaptive()) {
+    for (size_t c = 0; c + 1 < bounds_.size(); ++c) {
+      const int64_t d = cluster_dim(c);
+      n += (bounds_[c + 1] - bounds_[c]) * d + (d != C ? C * d : 0);
+    }
+    const int64_t clusters = static_cast<int64_t>(bounds_.size()) - 2;
+    n += clusters * cluster_dim(0) + clusters;
+  } else {
+    n += V * C;
+  }
+  n += L * (2 * HD + 3 * HD * C + HD * C + C * HD + 4 * C + 2 * Di * C + Di + C);
+  return n + V;
+}
+
 namespace {
 
 // Matmul FLOPs of the pieces of one forward on B segments of T tokens with a full memory.

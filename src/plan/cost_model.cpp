@@ -18,7 +18,16 @@ double CostModel::module_forward(int64_t first_block, int64_t end_block, bool em
                         ") are outside the cost model's " + str(n) + " blocks",
                     "build the cost model for the partition's n_layer");
   double sum = 0.0;
-  for (int64_t i = first_block; i < end_block; ++i) sum += block_forward[i];
+  if (end_block - first_block > 64) {
+    // Deep models: prefix sums, so the cut search's many module costs are O(1) each.
+    if (prefix_.size() != block_forward.size() + 1) {
+      prefix_.assign(1, 0.0);
+      for (double b : block_forward) prefix_.push_back(prefix_.back() + b);
+    }
+    sum = prefix_[static_cast<size_t>(end_block)] - prefix_[static_cast<size_t>(first_block)];
+  } else {
+    for (int64_t i = first_block; i < end_block; ++i) sum += block_forward[i];
+  }
   if (embed) sum += embed_forward;
   if (head) sum += head_forward;
   return sum;

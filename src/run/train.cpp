@@ -2,6 +2,7 @@
 // periodic evaluation, atomic checkpoints and exact resume.
 #include "ouroboros/run/train.h"
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -46,16 +47,42 @@ nlohmann::json eval_json(const EvalResult& r, bool chars) {
   return j;
 }
 
+std::string metrics_path(const Config& cfg) {
+  return cfg.train.metrics.empty()
+             ? (std::filesystem::path(cfg.train.out_dir) / "metrics.jsonl").string()
+             : cfg.train.metrics;
+}
+
+// Rewrites a JSONL metrics file without the records whose step is past `step`.
+void keep_records_up_to(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::vector<std::string> kept;
+  for (std::string line; std::getline(in, line);) {
+    try {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.contains("step") && j["step"].get<int64_t>() > step) continue;
+    } catch (const std::exception&) {
+      continue;  // a line cut by a crash
+    }
+    kept.push_back(line);
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  for (const auto& line : kept) out << line << "\n";
+}
+
 // Progress lines and the JSONL metrics file.
 class Reporter {
  public:
   Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step)
       : cfg_(cfg), log_(log), quiet_(quiet), last_step_(first_step) {
-    std::string path = cfg.train.metrics.empty()
-                           ? (std::filesystem::path(cfg.train.out_dir) / "metrics.jsonl").string()
-                           : cfg.train.metrics;
+    const std::string path = metrics_path(cfg);
     auto parent = std::filesystem::path(path).parent_path();
     if (!parent.empty()) std::filesystem::create_directories(parent);
+    // A resumed run continues the file from its checkpoint's step: records past it (written
+    // after the checkpoint by the run that stopped) would otherwise appear twice.
+    if (!fresh) keep_records_up_to(path, first_step);
     metrics_.open(path, fresh ? std::ios::trunc : std::ios::app);
     if (!metrics_) throw Error("cannot write metrics file " + path, "check --out-dir / --metrics");
     start_ = last_time_ = Clock::now();
@@ -172,7 +199,74 @@ struct Batches {
   }
 };
 
+std::atomic<int> g_stop_signal{0};
+
+// Refuses to write over another run's files, unless resuming or told to overwrite.
+void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bool overwrite) {
+  if (resuming || overwrite) return;
+  const std::string metrics = metrics_path(cfg);
+  std::vector<std::string> found;
+  std::error_code ec;
+  if (std::filesystem::exists(ckpt, ec)) found.push_back(std::filesystem::path(ckpt).filename());
+  if (std::filesystem::exists(metrics, ec) && std::filesystem::file_size(metrics, ec) > 0) {
+    found.push_back(std::filesystem::path(metrics).filename());
+  }
+  if (found.empty()) return;
+  std::string names;
+  for (const auto& f : found) names += (names.empty() ? "" : ", ") + f;
+  throw ConfigError("out-dir " + cfg.train.out_dir + " already holds a run (" + names + ")",
+                    "continue it with --resume " + ckpt +
+                        ", replace it with --overwrite, or choose another --out-dir");
+}
+
+// A checkpoint's method state fits only the layout that wrote it.
+void check_layout(const Config& ck, const Config& cfg, const std::string& path) {
+  const std::string a = resolved_mode(ck.engine), b = resolved_mode(cfg.engine);
+  auto layout = [](const Config& c, const std::string& mode) {
+    if (mode == "data-parallel") return "--workers " + std::to_string(c.engine.workers);
+    if (mode == "sequential") return std::string("one module");
+    return "--modules " + std::to_string(c.engine.modules);
+  };
+  const std::string la = layout(ck, a), lb = layout(cfg, b);
+  if (a == b && la == lb) return;
+  throw CheckpointError("checkpoint " + path + " was written by " + a + " with " + la +
+                            ", this run is " + b + " with " + lb,
+                        "resume with --mode " + a + " and " + la +
+                            " (its optimizer and dropout state are per module or replica)");
+}
+
+std::string gib(double bytes) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(1) << bytes / (1024.0 * 1024.0 * 1024.0) << " GiB";
+  return s.str();
+}
+
 }  // namespace
+
+double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
+  const double P = static_cast<double>(model.param_count());
+  const std::string mode = resolved_mode(cfg.engine);
+  const double K = static_cast<double>(cfg.engine.modules);
+  const double state = cfg.train.optimizer == "sgd" ? (cfg.train.momentum > 0 ? 1.0 : 0.0) : 2.0;
+  // Module k keeps K - k weight versions of its own weights: (K - 1) / 2 copies on average.
+  const double versions = mode == "ouroboros" ? (K - 1.0) / 2.0 : 0.0;
+  const ModelConfig& m = model.config();
+  const double B = static_cast<double>(cfg.train.batch_size), T = static_cast<double>(m.block_size),
+               C = static_cast<double>(m.n_embd), H = static_cast<double>(m.n_head),
+               L = static_cast<double>(m.n_layer), V = static_cast<double>(m.vocab_size);
+  const double keys = model.recurrent() ? T + static_cast<double>(m.mem_len) : T;
+  // Saved tensors of one block per sequence (attention scores, MLP, LayerNorms), and the logits.
+  const double per_block = T * C * 34.0 + H * T * keys * 5.0;
+  const double in_flight = mode == "ouroboros" ? (K + 1.0) / 2.0 : 1.0;  // batches per module
+  const double activations = B * (L * per_block * in_flight + T * V * 3.0);
+  return 4.0 * (P * (2.0 + state + versions) + activations);
+}
+
+void request_stop(int signal_number) {
+  int expected = 0;
+  g_stop_signal.compare_exchange_strong(expected, signal_number);
+}
+int stop_requested() { return g_stop_signal.load(); }
 
 std::vector<TrainJob> training_jobs(const TrainConfig& cfg, int64_t from, int64_t end) {
   std::vector<TrainJob> jobs;
@@ -204,11 +298,30 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
                       "start R*(K-1) processes, e.g. ouroboros launch --nproc N -- train ...");
   }
   std::optional<Checkpoint> ck;
-  if (!opts.resume.empty()) ck = load_checkpoint(opts.resume);
+  if (!opts.resume.empty()) {
+    ck = load_checkpoint(opts.resume);
+    check_layout(ck->config, cfg, opts.resume);
+  }
   std::optional<Dataset> ds;
   if (role.draws_batches) ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer);
+  const std::string ckpt_path = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
   if (role.lead) check_data(cfg, *ds, ck, opts.resume);
   if (role.share_vocab) cfg.model.vocab_size = role.share_vocab(cfg.model.vocab_size);
+  std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
+  const LanguageModel& model = *model_ptr;
+  if (role.lead && role.single_process) {
+    // Refused before anything is allocated: a model past the machine's memory would otherwise
+    // grow until the kernel kills it.
+    const double need = estimated_memory_bytes(cfg, model), have = physical_memory_bytes();
+    if (have > 0 && need > have) {
+      throw ConfigError("the run needs about " + gib(need) + " (" +
+                            std::to_string(model.param_count()) +
+                            " parameters with gradients, optimizer state and weight versions, "
+                            "plus activations), more than this machine's " + gib(have),
+                        "use fewer --n-layer, a smaller --n-embd or --batch-size");
+    }
+  }
+  if (role.lead) check_out_dir(cfg, ckpt_path, ck.has_value(), opts.overwrite);
 
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   if (talk) {
@@ -218,8 +331,6 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     log << "data " << ds->description << std::endl;
   }
 
-  std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
-  const LanguageModel& model = *model_ptr;
   ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
   if (talk) {
     log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
@@ -254,7 +365,12 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   const int64_t end = opts.stop_after >= 0 ? std::min(opts.stop_after, cfg.train.steps)
                                            : cfg.train.steps;
   const bool chars = ds && ds->tokenizer.is_character_level();
-  const std::string ckpt_path = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
+  // The out-dir is the lead's for the whole run: a second run into it is refused.
+  std::optional<DirLock> lock;
+  if (role.lead) {
+    std::filesystem::create_directories(cfg.train.out_dir);
+    lock.emplace(cfg.train.out_dir);
+  }
   std::optional<Reporter> reporter;
   if (role.lead) reporter.emplace(cfg, log, opts.quiet, !ck, step);
   std::vector<double> losses;
@@ -281,15 +397,64 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   };
 
   const BatchFn next_batch = [&](int64_t) { return batches.next(); };
+  int64_t nonfinite = 0;
   const LossFn on_loss = [&](int64_t tick, double loss) {
     losses.push_back(loss);
+    if (!std::isfinite(loss)) {
+      // The update of a non-finite loss is dropped by the optimizers (skip_nonfinite) or
+      // stops the run; it never enters the reported mean.
+      if (++nonfinite > cfg.train.skip_nonfinite) {
+        throw NumericError("step " + std::to_string(tick + 1) + ": non-finite loss (" +
+                               std::to_string(loss) + ")",
+                           "lower --lr, keep --grad-clip on, or step over rare spikes with "
+                           "--skip-nonfinite N; the last checkpoint is kept");
+      }
+      return;
+    }
     if (reporter) reporter->loss(tick, loss);
+  };
+  // When a stop may be requested, a run job goes in pieces of about opts.stop_check_seconds
+  // (measured on the pieces before; the first is 10 ticks), and the request is looked at between
+  // them. Splitting a run changes no result; each cut costs the pipeline about one tick.
+  double seconds_per_tick = 0.0;
+  auto run_ticks = [&](int64_t first, int64_t count) {
+    for (int64_t t = first; t < first + count;) {
+      int64_t n = first + count - t;
+      if (opts.stop_check_seconds > 0) {
+        const bool stop = role.agree_stop ? role.agree_stop(stop_requested() != 0)
+                                          : stop_requested() != 0;
+        if (stop) return t;
+        const int64_t piece =
+            seconds_per_tick > 0
+                ? static_cast<int64_t>(opts.stop_check_seconds / seconds_per_tick)
+                : 10;
+        n = std::min(n, std::max<int64_t>(1, piece));
+        // Every rank must cut at the same ticks: rank 0's measurement decides.
+        if (role.agree_piece) n = role.agree_piece(n);
+      }
+      const auto started = Clock::now();
+      try {
+        method->run(t, n, next_batch, on_loss);
+      } catch (const NumericError& e) {
+        const std::string what = e.what();
+        if (what.rfind("step ", 0) == 0) throw;
+        throw NumericError("steps " + std::to_string(t + 1) + "-" + std::to_string(t + n) + ": " +
+                           what);
+      }
+      seconds_per_tick =
+          std::chrono::duration<double>(Clock::now() - started).count() / static_cast<double>(n);
+      t += n;
+    }
+    return first + count;
   };
   TrainResult result;
   for (const TrainJob& job : training_jobs(cfg.train, step, end)) {
     if (job.kind == TrainJob::kRun) {
-      method->run(job.first, job.count, next_batch, on_loss);
-      step = job.first + job.count;
+      step = run_ticks(job.first, job.count);
+      if (step < job.first + job.count) {
+        result.stopped = true;
+        break;
+      }
       continue;
     }
     // Time spent evaluating or checkpointing does not count as training speed.
@@ -304,6 +469,13 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (reporter) reporter->resume_clock();
   }
 
+  if (result.stopped) {
+    save(step);  // every rank drains; the lead writes
+    if (talk) {
+      log << "stopped by signal at step " << step << "; checkpoint " << ckpt_path
+          << " (continue with --resume " << ckpt_path << ")" << std::endl;
+    }
+  }
   result.steps = step;
   result.losses = losses;
   if (!role.lead) return result;

@@ -37,6 +37,7 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
     return engine;
   };
   mine.role.lead = ctx.is_lead();
+  mine.role.single_process = false;
   // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
   mine.role.draws_batches = ctx.worker() == 0;
   // The vocabulary size comes from rank 0, which read the corpus.
@@ -46,6 +47,25 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
       return vocab;
     }
     return static_cast<int64_t>(std::stoll(ctx.get_text("vocab", DistContext::between_jobs(), 0)));
+  };
+  // Every rank stops at the same tick: rank 0's request decides, published per look.
+  int64_t looks = 0;
+  mine.role.agree_stop = [&](bool mine_requested) {
+    const std::string key = "stop/" + std::to_string(looks++);
+    if (ctx.is_lead()) {
+      ctx.set_text(key, mine_requested ? "1" : "0");
+      return mine_requested;
+    }
+    return ctx.get_text(key, DistContext::between_jobs(), 0) == "1";
+  };
+  int64_t pieces = 0;
+  mine.role.agree_piece = [&](int64_t n) {
+    const std::string key = "piece/" + std::to_string(pieces++);
+    if (ctx.is_lead()) {
+      ctx.set_text(key, std::to_string(n));
+      return n;
+    }
+    return static_cast<int64_t>(std::stoll(ctx.get_text(key, DistContext::between_jobs(), 0)));
   };
   try {
     result = train(cfg, mine);

@@ -2,6 +2,9 @@
 #include "ouroboros/train/checkpoint.h"
 
 #include <cstdio>
+#include <unistd.h>
+
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -27,10 +30,20 @@ auto field(const std::string& path, const char* what, F&& get) {
 
 }  // namespace
 
+int64_t tensor_checksum(const Tensor& t) {
+  const Tensor c = t.detach().contiguous();
+  const auto* p = static_cast<const uint8_t*>(c.data_ptr());
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a, 64 bit
+  for (size_t i = 0, n = c.nbytes(); i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return static_cast<int64_t>(h);
+}
+
 void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   GenericDict model = new_dict();
+  GenericDict checksums = new_dict();
   for (size_t i = 0; i < ck.model.size(); ++i) {
     model.insert(ck.model.names()[i], ck.model.tensors()[i].detach().clone());
+    checksums.insert("model." + ck.model.names()[i], tensor_checksum(ck.model.tensors()[i]));
   }
   GenericDict tokenizer = new_dict();
   tokenizer.insert("kind", ck.tokenizer.kind());
@@ -51,6 +64,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   d.insert("tokenizer", tokenizer);
   d.insert("step", ck.step);
   d.insert("rng", rng);
+  d.insert("checksums", checksums);
   if (!ck.memory.empty()) {  // recurrent models only: "layers.i" -> [B, M, C]
     GenericDict memory = new_dict();
     for (const auto& [layer, t] : ck.memory) {
@@ -62,19 +76,30 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   std::vector<char> bytes = torch::pickle_save(c10::IValue(d));
   std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) throw CheckpointError("could not write checkpoint " + tmp, "check disk space");
+  // A name of this process and call alone, so concurrent writers never share a temporary file.
+  static std::atomic<int64_t> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  // Written, flushed to the disk, then renamed: a crash leaves the old checkpoint or the new one.
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  bool ok = f && std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
+            std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  if (f) ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    throw CheckpointError("could not write checkpoint " + tmp, "check disk space and --out-dir");
   }
   std::filesystem::rename(tmp, path);
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+  if (std::filesystem::is_directory(path)) {
+    throw CheckpointError("checkpoint " + path + " is a directory",
+                          "give the checkpoint file, e.g. " +
+                              (std::filesystem::path(path) / "ckpt.pt").string());
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError("checkpoint not found: " + path, "check the --checkpoint path");
+  if (!in) throw CheckpointError("checkpoint not found: " + path, "check the checkpoint's path");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   c10::IValue root;
   try {
@@ -121,6 +146,17 @@ Checkpoint load_checkpoint(const std::string& path) {
     for (const auto& g : r.at("dropout").toListRef()) ck.generator_states.push_back(g.toTensor());
     return 0;
   });
+  if (d.contains("checksums")) {  // written since checksums exist; older files load unchecked
+    GenericDict sums = field(path, "checksums", [&] { return d.at("checksums").toGenericDict(); });
+    for (size_t i = 0; i < ck.model.size(); ++i) {
+      const std::string key = "model." + ck.model.names()[i];
+      if (!sums.contains(key) || sums.at(key).toInt() != tensor_checksum(ck.model.tensors()[i])) {
+        throw CheckpointError("checkpoint " + path + " is damaged: tensor " + ck.model.names()[i] +
+                                  " does not match its checksum",
+                              "restore the file from a copy or start a fresh run");
+      }
+    }
+  }
   if (d.contains("memory")) {
     field(path, "memory", [&] {
       for (const auto& item : d.at("memory").toGenericDict()) {

@@ -39,7 +39,7 @@ bool decays(const std::string& name) {
 }
 
 Optimizer::Optimizer(const TrainConfig& cfg, const ParamSet& params)
-    : type_(cfg.optimizer), params_(params) {
+    : type_(cfg.optimizer), skip_budget_(cfg.skip_nonfinite), params_(params) {
   const double wd = cfg.weight_decay;
   if (type_ == "sgd") {
     auto o = torch::optim::SGDOptions(cfg.lr).momentum(cfg.momentum);
@@ -71,7 +71,25 @@ bool Optimizer::apply(double lr, double max_norm) {
   bool any = false;
   for (const auto& p : params_.tensors()) any = any || p.grad().defined();
   if (!any) return false;
-  clip(max_norm);
+  const double norm = clip(max_norm);
+  if (!std::isfinite(norm)) {
+    if (skipped_ < skip_budget_) {
+      ++skipped_;
+      zero_grad();
+      return false;
+    }
+    std::string where = "?";
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor& g = params_.tensors()[i].grad();
+      if (g.defined() && !torch::isfinite(g).all().item<bool>()) {
+        where = params_.names()[i];
+        break;
+      }
+    }
+    throw NumericError("non-finite gradient (norm " + std::to_string(norm) + ") of " + where,
+                       "lower --lr, keep --grad-clip on, or step over rare spikes with "
+                       "--skip-nonfinite N");
+  }
   step(lr);
   zero_grad();
   return true;

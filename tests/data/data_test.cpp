@@ -268,9 +268,26 @@ TEST(Corpus, TextDirectoryIsReadInSortedOrder) {
   dir.write(".hidden", "HIDDEN");
   TextSplits s = load_text_splits(dir.path().string(), "text");
   EXPECT_EQ(s.train + s.valid + s.test, "AZAB" "C\n");  // a/z.txt, a.txt, b.txt, c.txt
-  EXPECT_EQ(s.description, "text: 4 files, 6 B, split 90/5/5 by bytes");
+  EXPECT_EQ(s.description,
+            "text: 4 files, 6 B, split 90/5/5 by bytes; read a/z.txt, a.txt, b.txt and 1 more");
   TextSplits single = load_text_splits((dir.path() / "c.txt").string(), "auto");
   EXPECT_EQ(single.train + single.valid + single.test, "C\n");
+}
+
+// A directory contributes its text files only: binaries (a NUL byte) and a run's own outputs
+// (an out-dir inside the data directory) are skipped and counted.
+TEST(Corpus, TextDirectorySkipsBinariesAndRunOutputs) {
+  TempDir dir;
+  dir.write("notes.txt", "hello\n");
+  dir.write("prog", std::string("\x7f" "ELF\0\0\1", 7));
+  dir.write("runs/a/ckpt.pt", "PK zip bytes");
+  dir.write("runs/a/ckpt.pt.tmp.12.0", "half a checkpoint");
+  dir.write("runs/a/metrics.jsonl", "{\"step\": 10}\n");
+  TextSplits s = load_text_splits(dir.path().string(), "text");
+  EXPECT_EQ(s.train + s.valid + s.test, "hello\n");
+  EXPECT_EQ(s.description,
+            "text: 1 file, 6 B, split 90/5/5 by bytes; read notes.txt; skipped 4 files (binary or "
+            "run outputs)");
 }
 
 TEST(Corpus, MissingAndEmptyCorporaAreErrors) {

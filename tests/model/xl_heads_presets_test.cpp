@@ -11,6 +11,7 @@
 #include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/presets.h"
+#include "ouroboros/model/gpt.h"
 #include "test_util.h"
 
 namespace ouroboros {
@@ -212,6 +213,26 @@ TEST(TransformerXLTest, CostModelCountsTheMemory) {
   EXPECT_DOUBLE_EQ(long_memory.head_forward, none.head_forward);  // the head sees the segment only
   EXPECT_DOUBLE_EQ(long_memory.backward_ratio, 1.5);
   EXPECT_GT(TransformerXL(m).cost_model(8).head_forward, long_memory.head_forward);
+}
+
+// The count the memory estimate uses equals the weights init_params makes, for both models,
+// the full and the adaptive softmax.
+TEST(TransformerXLTest, ParamCountEqualsTheWeightsMade) {
+  std::vector<ModelConfig> configs = {tiny_xl(), tiny_xl(1)};
+  for (int64_t div_val : {1, 2}) {
+    ModelConfig m = tiny_xl();
+    m.vocab_size = 20;
+    m.adaptive_cutoffs = "6,12";
+    m.div_val = div_val;
+    configs.push_back(m);
+  }
+  for (const ModelConfig& m : configs) {
+    TransformerXL model(m);
+    EXPECT_EQ(model.param_count(), model.init_params(1).numel()) << m.div_val;
+  }
+  ModelConfig g = ouroboros_test::tiny_config().model;
+  GPT gpt(g);
+  EXPECT_EQ(gpt.param_count(), gpt.init_params(1).numel());
 }
 
 TEST(TransformerXLTest, ConfigErrorsAreOneLine) {

@@ -200,7 +200,7 @@ TEST(CheckpointTest, PythonTorchLoadReadsIt) {
   auto [out, rc] = run("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_EQ(out,
-            "['config', 'format_version', 'model', 'optimizer', 'rng', 'step', 'tokenizer']\n"
+            "['checksums', 'config', 'format_version', 'model', 'optimizer', 'rng', 'step', 'tokenizer']\n"
             "[24, 8]\n"
             "1 2 28 char\n");
 }

@@ -81,5 +81,37 @@ TEST(EvaluateTest, EvaluateIsTheMeanCrossEntropyOverEvalWindows) {
   EXPECT_THROW(evaluate(model, p, too_short, 2), DataError);
 }
 
+// A gradient with a nan is dropped without touching the weights or the optimizer state while
+// the skip budget lasts; the next one stops with the parameter named.
+TEST(OptimTest, NonFiniteGradientsAreSkippedThenStop) {
+  TrainConfig cfg;
+  cfg.optimizer = "adam";
+  cfg.skip_nonfinite = 1;
+  ParamSet p;
+  p.add("h.0.mlp.c_fc.weight", torch::ones({3}).requires_grad_(true));
+  p.add("h.0.mlp.c_fc.bias", torch::ones({2}).requires_grad_(true));
+  Optimizer opt(cfg, p);
+  auto set_grads = [&](float bias_grad) {
+    p.at("h.0.mlp.c_fc.weight").mutable_grad() = torch::full({3}, 0.5f);
+    p.at("h.0.mlp.c_fc.bias").mutable_grad() = torch::full({2}, bias_grad);
+  };
+  set_grads(std::nanf(""));
+  EXPECT_FALSE(opt.apply(1e-2, 1.0));
+  EXPECT_EQ(opt.skipped(), 1);
+  EXPECT_TRUE(torch::equal(p.at("h.0.mlp.c_fc.weight"), torch::ones({3})));
+  EXPECT_EQ(opt.state_dict().size(), 0u);
+  EXPECT_FALSE(p.at("h.0.mlp.c_fc.weight").grad().defined());
+  set_grads(0.25f);  // finite: applied
+  EXPECT_TRUE(opt.apply(1e-2, 1.0));
+  EXPECT_FALSE(torch::equal(p.at("h.0.mlp.c_fc.weight"), torch::ones({3})));
+  set_grads(INFINITY);
+  try {
+    opt.apply(1e-2, 0.0);
+    FAIL() << "a second non-finite gradient was applied";
+  } catch (const NumericError& e) {
+    EXPECT_NE(std::string(e.what()).find("of h.0.mlp.c_fc.bias"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace ouroboros

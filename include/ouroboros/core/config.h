@@ -56,6 +56,7 @@ struct TrainConfig {
   double eps = 1e-8;               // Adam epsilon
   double weight_decay = 0.0;       // on matrices and embeddings only (not biases, LayerNorm)
   double grad_clip = 1.0;          // max global gradient norm per update; 0 disables
+  int64_t skip_nonfinite = 0;      // updates with an inf/nan gradient to skip before stopping
   int64_t seed = 1337;             // seeds initialisation, batches and dropout
   int64_t threads = 1;             // libtorch intra-op threads (per worker)
   int64_t eval_interval = 200;     // evaluate every N steps; 0 = only at the end

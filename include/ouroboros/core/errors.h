@@ -23,5 +23,7 @@ class CheckpointError : public Error { using Error::Error; };
 class PlanError : public Error { using Error::Error; };
 // A peer stopped answering or a message could not be delivered.
 class TransportError : public Error { using Error::Error; };
+// A loss or gradient is not finite (inf or nan): the run diverged or its data is broken.
+class NumericError : public Error { using Error::Error; };
 
 }  // namespace ouroboros

@@ -27,5 +27,21 @@ double peak_rss_mib();
 void keep_freed_memory();
 // "1m32s", "45s", "2h03m".
 std::string format_duration(double seconds);
+// Physical memory of the machine in bytes (0 if unknown).
+double physical_memory_bytes();
+
+// An exclusive lock on a directory for as long as it lives (flock on the directory itself, so
+// nothing is written into it), so that two runs cannot share an out-dir. Throws Error naming the
+// directory when another process holds it.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir);
+  ~DirLock();
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace ouroboros

@@ -27,6 +27,9 @@ class Tokenizer {
   bool is_character_level() const { return kind_ != "word"; }
 
   std::vector<int32_t> encode(const std::string& text) const;
+  // The id of <unk> (-1 for byte, which knows every byte), and how many ids of a sequence are it.
+  int32_t unk_id() const { return unk_; }
+  int64_t count_unknown(const std::vector<int32_t>& ids) const;
   // char decodes <unk> as U+FFFD; word decodes it as the literal "<unk>" (WikiText's own token).
   std::string decode(const std::vector<int32_t>& ids) const;
 

@@ -2,9 +2,11 @@
 // groups, heartbeats, and failure handling that never hangs (docs/DISTRIBUTED.md).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +42,11 @@ class DistContext {
   // Rank 0 (worker 0 of ring 0) reads the corpus, logs, evaluates and writes checkpoints.
   bool is_lead() const { return env_.rank == 0; }
   std::chrono::milliseconds timeout() const { return timeout_; }
+  // How long a transport operation waits on a peer before the loss is checked and reported, so
+  // that the whole detection takes about --timeout.
+  std::chrono::milliseconds wait_limit() const;
+  // The hint of a lost-peer line: resume from the checkpoint if one was written, else restart.
+  std::string resume_hint() const;
 
   c10d::Store& store() { return *store_; }
   c10d::ProcessGroup& world() { return *world_; }
@@ -80,7 +87,22 @@ class DistContext {
   // timeout can tell the frozen rank from the ranks merely waiting on it.
   c10::intrusive_ptr<c10d::Store> heartbeat_store_;
   std::thread heartbeat_;
-  std::atomic<bool> stop_heartbeat_{false};
+  std::shared_ptr<std::atomic<bool>> stop_heartbeat_ = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<std::atomic<bool>> heartbeat_done_ = std::make_shared<std::atomic<bool>>(false);
+  std::string checkpoint_;  // <out_dir>/ckpt.pt, for the hint of a lost-peer line
+  // Store operations that give up after `limit` (a frozen rank 0 never answers).
+  bool store_check(const std::string& key, std::chrono::milliseconds limit);
+  std::vector<uint8_t> store_get(const std::string& key, std::chrono::milliseconds limit);
+  int64_t store_add(const std::string& key, int64_t n, std::chrono::milliseconds limit);
+  void store_set(const std::string& key, const std::vector<uint8_t>& value,
+                 std::chrono::milliseconds limit);
+  template <typename F>
+  auto on_store(F op, std::chrono::milliseconds limit) -> decltype(op());
+  std::atomic<bool> store_lost_{false};
+  // For the reports of a failure, which must not wait a whole timeout on a lost store.
+  std::chrono::milliseconds short_limit() const {
+    return std::min(timeout_, std::chrono::milliseconds(2000));
+  }
   // Ranks whose heartbeat did not move over ~1.5 s (empty if the store is unreachable).
   std::vector<int64_t> silent_ranks();
 };

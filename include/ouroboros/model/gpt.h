@@ -18,6 +18,7 @@ class GPT : public LanguageModel {
   // All parameters, GPT-2 initialisation: normal(0, 0.02) for matrices and embeddings, residual
   // projections (attn.c_proj, mlp.c_proj) scaled by 1/sqrt(2L), zero biases, unit LayerNorm gains.
   ParamSet init_params(uint64_t seed) const override;
+  int64_t param_count() const override;
   std::vector<std::string> block_param_names(int64_t i) const;
   // The parameters a module reads: its blocks, plus wte/wpe (module 1) and ln_f and wte (module K).
   std::vector<std::string> module_param_names(const ModulePlan& m) const override;

@@ -72,6 +72,8 @@ class LanguageModel {
   virtual bool recurrent() const { return false; }
 
   virtual ParamSet init_params(uint64_t seed) const = 0;
+  // The number of weights init_params makes, without making them.
+  virtual int64_t param_count() const = 0;
   // The parameters a module reads: its blocks, plus the input embedding (module 1) and the output
   // head (module K; tied weights are listed there too unless the module also embeds).
   virtual std::vector<std::string> module_param_names(const ModulePlan& m) const = 0;

@@ -22,6 +22,7 @@ class TransformerXL : public LanguageModel {
 
   // normal(0, 0.02) matrices, embedding and r_w/r_r biases; zero linear biases; unit LayerNorms.
   ParamSet init_params(uint64_t seed) const override;
+  int64_t param_count() const override;
   std::vector<std::string> layer_param_names(int64_t i) const;
   std::vector<std::string> module_param_names(const ModulePlan& m) const override;
 

@@ -23,6 +23,11 @@ struct CostModel {
   double update_embed_head = 0.0;     // optimizer update of wte, wpe, ln_f
 
   double module_forward(int64_t first_block, int64_t end_block, bool embed, bool head) const;
+
+ private:
+  // Prefix sums of block_forward for long ranges, built on first use; block_forward is set once
+  // when the model is built and not changed after.
+  mutable std::vector<double> prefix_;
 };
 
 

@@ -28,6 +28,12 @@ struct RankRole {
   bool draws_batches = true;
   // Processes: rank 0 publishes the vocabulary size it read, the others receive it.
   std::function<int64_t(int64_t)> share_vocab;
+  // One process holds the whole model (threads); processes each hold their modules.
+  bool single_process = true;
+  // Processes: every rank stops at the same tick; called with this rank's stop request, returns
+  // rank 0's. agree_piece likewise returns rank 0's length of the next piece of a run.
+  std::function<bool(bool)> agree_stop;
+  std::function<int64_t(int64_t)> agree_piece;
 };
 
 struct TrainOptions {
@@ -38,6 +44,10 @@ struct TrainOptions {
   // Builds the method instead of make_method (worker processes, the serial simulator).
   MethodFactory method_factory;
   RankRole role;
+  bool overwrite = false;         // write over a finished run's ckpt.pt and metrics in out_dir
+  // Answer request_stop() within about this many seconds (runs are cut into pieces that long;
+  // 0 = never look): the run drains, writes its checkpoint and returns with stopped set.
+  double stop_check_seconds = 0.0;
 };
 
 struct TrainResult {
@@ -47,7 +57,13 @@ struct TrainResult {
   std::string checkpoint;
   ParamSet params;                // final weights (detached)
   std::vector<double> losses;     // loss of every tick run
+  bool stopped = false;           // ended early by request_stop(), with a checkpoint
 };
+
+// Asks the running train() to stop at its next check (async-signal-safe: a signal handler may
+// call it); the first request's signal number is kept. stop_requested() returns it (0: none).
+void request_stop(int signal_number);
+int stop_requested();
 
 // One step of a run. Every rank walks the same list, so collective jobs line up.
 struct TrainJob {
@@ -62,6 +78,11 @@ std::vector<TrainJob> training_jobs(const TrainConfig& cfg, int64_t from, int64_
 // The whole job: data, model, method, progress, evaluation, metrics, checkpoints, resume.
 // Returns the lead's result (other ranks: steps and losses only).
 TrainResult train(Config cfg, const TrainOptions& opts);
+
+// Bytes a run in one process needs, estimated from the config before anything is allocated:
+// weights, gradients, optimizer state and the delayed modules' weight versions, plus the
+// activations of the batches in flight. train() refuses a run that needs more than the machine.
+double estimated_memory_bytes(const Config& cfg, const LanguageModel& model);
 
 // One rank of `ouroboros train` in a process group: train() with a DistributedEngine on every
 // rank, rank 0 leading; then rank 0 reports every rank's traffic. Returns rank 0's result.

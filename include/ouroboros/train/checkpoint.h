@@ -1,5 +1,6 @@
 // Checkpoints: one file that Python's torch.load reads as a dict (model weights by GPT-2 name,
-// optimizer state, config JSON, vocabulary, step, RNG state, format_version), written atomically.
+// optimizer state, config JSON, vocabulary, step, RNG state, per-tensor checksums,
+// format_version), written atomically.
 #pragma once
 
 #include <cstdint>
@@ -28,9 +29,14 @@ struct Checkpoint {
   std::map<int64_t, Tensor> memory;     // recurrent models: layer -> segment memory [B, M, C]
 };
 
-// Writes to path + ".tmp" and renames, so a crash never leaves a broken file at path.
+// FNV-1a (64 bit) of a tensor's bytes: the checksum stored for every model tensor.
+int64_t tensor_checksum(const Tensor& t);
+
+// Writes a temporary file of this process, fsyncs and renames it, so a crash never leaves a
+// broken file at path and two writers never share a temporary name.
 void save_checkpoint(const std::string& path, const Checkpoint& ck);
-// Throws CheckpointError (one line: which file, what is wrong, how to fix).
+// Throws CheckpointError (one line: which file, what is wrong, how to fix), also when a model
+// tensor does not match its checksum.
 Checkpoint load_checkpoint(const std::string& path);
 // Throws CheckpointError if the checkpoint's model shape or vocabulary differs from the run's.
 void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Tokenizer& tok,

@@ -22,7 +22,11 @@ class Optimizer {
   void zero_grad();
   // One update: clip the gradients present to max_norm (0 = off), step at lr, clear them.
   // Returns false, changing nothing, when no parameter has a gradient (a pipeline not yet full).
+  // A gradient that is not finite is dropped without an update while the config's
+  // skip_nonfinite budget lasts (skipped() counts them); after that NumericError names the
+  // parameter.
   bool apply(double lr, double max_norm);
+  int64_t skipped() const { return skipped_; }
   // Scales the gradients present so their global L2 norm is at most max_norm (0 = no-op).
   // Returns the norm before clipping.
   double clip(double max_norm);
@@ -34,6 +38,7 @@ class Optimizer {
 
  private:
   std::string type_;
+  int64_t skip_budget_ = 0, skipped_ = 0;
   ParamSet params_;
   std::unique_ptr<torch::optim::Optimizer> opt_;
 };

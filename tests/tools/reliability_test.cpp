@@ -1,0 +1,237 @@
+// label: unit
+// What a skeptical first hour tries, kept found: a reused out-dir, two runs in one out-dir,
+// Ctrl-C, a diverging run, damaged checkpoints, impossible sizes, config files with trailing
+// content, and the one-line messages of bad flags.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+#include "ouroboros/run/train.h"
+#include "ouroboros/train/checkpoint.h"
+#include "test_util.h"
+
+namespace {
+namespace fs = std::filesystem;
+
+using ouroboros_test::cli;
+using ouroboros_test::CliRun;
+using ouroboros_test::CliTest;
+using ouroboros_test::read_bytes;
+using ouroboros_test::TempDir;
+using ouroboros_test::tiny_corpus;
+using ouroboros_test::train_flags;
+
+// A finished run's out-dir is refused, with the ways out in the message; --overwrite replaces it.
+TEST_F(CliTest, ReusedOutDirIsRefusedUnlessOverwritten) {
+  const fs::path out = train_good("run");
+  const std::string ckpt = read_bytes(out / "ckpt.pt");
+  CliRun again = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                                  {"--steps", "2"}}));
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.output.find("already holds a run (ckpt.pt, metrics.jsonl)"), std::string::npos)
+      << again.output;
+  EXPECT_NE(again.output.find("--overwrite"), std::string::npos) << again.output;
+  EXPECT_EQ(read_bytes(out / "ckpt.pt"), ckpt);
+  CliRun replaced = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                                     {"--steps", "2"}}) + " --overwrite");
+  EXPECT_EQ(replaced.code, 0) << replaced.output;
+  EXPECT_NE(read_bytes(out / "ckpt.pt"), ckpt);
+  expect_failure(train_args(corpus_.string()) + " --overwrite --resume " + (out / "ckpt.pt").string(),
+                 "--overwrite has no effect with --resume");
+}
+
+// An out-dir in use by a live run is refused: two runs never share ckpt.pt or the metrics.
+TEST(Reliability, OutDirInUseIsRefused) {
+  TempDir dir;
+  ouroboros::Config cfg = ouroboros_test::on_corpus(ouroboros_test::tiny_config(),
+                                                    dir.write("c.txt", tiny_corpus(4000)));
+  cfg.train.steps = 2;
+  cfg.model.block_size = 16;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  fs::create_directories(cfg.train.out_dir);
+  ouroboros::TrainOptions quiet;
+  quiet.quiet = true;
+  {
+    ouroboros::DirLock other_run(cfg.train.out_dir);
+    try {
+      ouroboros::train(cfg, quiet);
+      FAIL() << "a second run shared the out-dir";
+    } catch (const ouroboros::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is in use by another training run"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(ouroboros::train(cfg, quiet).steps, 2);  // free again once the other run is gone
+}
+
+// Ctrl-C: the run finishes its current steps, writes a checkpoint, says where and exits 130; the
+// resumed run continues from it, and the metrics hold each step once.
+TEST_F(CliTest, InterruptWritesACheckpointAndResumeContinues) {
+  const fs::path out = dir_.path() / "interrupted";
+  const std::string args = train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                                        {"--steps", "100000"}, {"--log-interval", "10"}});
+  const fs::path log = dir_.path() / "interrupted.log";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = "exec " + std::string(OUROBOROS_BINARY) + " " + args + " > " +
+                            log.string() + " 2>&1";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait for a progress line past step 20, so there is a run to keep.
+  for (int i = 0; i < 600 && read_bytes(log).find("step     30/") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string output = read_bytes(log);
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << output;
+  const size_t at = output.find("stopped by signal at step ");
+  ASSERT_NE(at, std::string::npos) << output;
+  const int64_t step = std::stoll(output.substr(at + 26));
+  EXPECT_GE(step, 30);
+  const ouroboros::Checkpoint ck = ouroboros::load_checkpoint((out / "ckpt.pt").string());
+  EXPECT_EQ(ck.step, step);
+
+  CliRun resumed = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                                    {"--steps", std::to_string(step + 10)},
+                                    {"--log-interval", "10"}}) +
+                       " --resume " + (out / "ckpt.pt").string());
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  std::ifstream metrics(out / "metrics.jsonl");
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("split")) steps.push_back(j["step"].get<int64_t>());
+  }
+  for (size_t i = 1; i < steps.size(); ++i) EXPECT_LT(steps[i - 1], steps[i]) << "record " << i;
+  ASSERT_FALSE(steps.empty());
+  EXPECT_EQ(steps.back(), step + 10);
+}
+
+// A diverging run stops at the first non-finite loss with one line naming the step, exits
+// non-zero and writes no checkpoint from broken weights.
+TEST_F(CliTest, DivergingRunStopsWithOneLine) {
+  const fs::path out = dir_.path() / "diverged";
+  CliRun r = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                              {"--optimizer", "sgd"}, {"--lr", "1e6"}, {"--grad-clip", "0"},
+                              {"--steps", "50"}}));
+  EXPECT_EQ(r.code, 1) << r.output;
+  const size_t at = r.output.find("error: ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string line = r.output.substr(at);
+  EXPECT_NE(line.find("step"), std::string::npos) << line;
+  EXPECT_NE(line.find("non-finite"), std::string::npos) << line;
+  EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << line;
+  EXPECT_FALSE(fs::exists(out / "ckpt.pt"));
+}
+
+// Overwritten tensor bytes no longer load as a model that evaluates to nan.
+TEST(Reliability, DamagedTensorBytesFailTheChecksum) {
+  TempDir dir;
+  ouroboros::Checkpoint ck;
+  ck.config = ouroboros_test::tiny_config();
+  ck.model.add("wte.weight", at::full({64}, 1.2345f));
+  const std::string path = (dir.path() / "ckpt.pt").string();
+  ouroboros::save_checkpoint(path, ck);
+  EXPECT_EQ(ouroboros::load_checkpoint(path).model.at("wte.weight").sum().item<float>(),
+            at::full({64}, 1.2345f).sum().item<float>());
+  std::string bytes = read_bytes(path);
+  const float one = 1.2345f;
+  const std::string pattern(reinterpret_cast<const char*>(&one), sizeof one);
+  const size_t at = bytes.find(pattern + pattern);
+  ASSERT_NE(at, std::string::npos);
+  const float other = -7.0f;
+  bytes.replace(at, sizeof other, std::string(reinterpret_cast<const char*>(&other), sizeof other));
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  try {
+    ouroboros::load_checkpoint(path);
+    FAIL() << "a damaged checkpoint loaded";
+  } catch (const ouroboros::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("wte.weight does not match its checksum"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Sizes past the machine are refused at once with the estimate; deep models plan quickly.
+TEST_F(CliTest, ImpossibleSizesAreRefusedUpFront) {
+  expect_failure(train_args(corpus_.string(), {{"--n-layer", "100000"}, {"--n-embd", "1024"},
+                                               {"--n-head", "8"}}),
+                 "more than this machine's");
+  CliRun plan = cli("plan --modules 3 --n-layer 100000 --ticks 0");
+  EXPECT_EQ(plan.code, 0) << plan.output;
+  EXPECT_NE(plan.output.find("module 2  blocks ["), std::string::npos) << plan.output;
+}
+
+TEST_F(CliTest, ConfigFileWithTrailingContentIsRefused) {
+  const fs::path two = dir_.write("two.json", "{\"train\": {\"steps\": 3}}\n{\"train\": {}}\n");
+  expect_failure(train_args(corpus_.string()) + " --config " + two.string(), "is not valid JSON");
+  const fs::path list = dir_.write("list.json", "[1, 2]");
+  expect_failure(train_args(corpus_.string()) + " --config " + list.string(),
+                 "holds a array, not a JSON object");
+}
+
+// Each bad flag gets one line naming the value and the fix, before any data is read.
+TEST_F(CliTest, BadFlagsAreOneLineErrors) {
+  const std::string missing = (dir_.path() / "nope.txt").string();
+  expect_failure(train_args(missing, {{"--beta1", "1.5"}}), "beta1 must be in [0, 1), got 1.5");
+  expect_failure(train_args(missing, {{"--weight-decay", "-1"}}), "weight_decay must be >= 0");
+  expect_failure(train_args(missing, {{"--partition", "2"}}), "needs modules >= 2");
+  expect_failure("eval --checkpoint " + ckpt_.string() + " --batch 0",
+                 "must be an integer >= 1, got 0");
+  expect_failure("generate --checkpoint " + ckpt_.string() + " --top-k -3",
+                 "must be an integer >= 0, got -3");
+  expect_failure("plan --ticks -1", "must be an integer >= 0, got -1");
+  expect_failure("trian --steps 3", "unknown subcommand 'trian'");
+  expect_failure(train_args(corpus_.string()) + " --resume " + out_.string(),
+                 "is a directory (hint: give the checkpoint file, e.g.");
+  CliRun help = cli("help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.output.find("train"), std::string::npos) << help.output;
+  CliRun version = cli("--version");
+  EXPECT_EQ(version.code, 0);
+  EXPECT_NE(version.output.find("0."), std::string::npos) << version.output;
+}
+
+// A checkpoint resumed under another layout names both layouts, not a count of generators.
+TEST_F(CliTest, ResumeUnderAnotherLayoutNamesBoth) {
+  const fs::path out = dir_.path() / "k3";
+  CliRun r = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                              {"--modules", "3"}, {"--n-layer", "2"}}));
+  ASSERT_EQ(r.code, 0) << r.output;
+  expect_failure(train_args(corpus_.string(), {{"--modules", "2"}, {"--n-layer", "2"}}) +
+                     " --resume " + (out / "ckpt.pt").string(),
+                 "was written by ouroboros with --modules 3, this run is ouroboros with --modules 2");
+}
+
+// Sampling never produces <unk>, and a prompt outside the vocabulary is said to be.
+TEST_F(CliTest, GenerateWarnsOfUnknownPromptSymbolsAndNeverSamplesUnk) {
+  const fs::path out = train_good("sampled");
+  CliRun r = cli("generate --checkpoint " + (out / "ckpt.pt").string() +
+                 " --prompt QZ --tokens 200 --temperature 5");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: 2 prompt symbols are not in the checkpoint's vocabulary"),
+            std::string::npos)
+      << r.output;
+  // The sample follows the warning line; its prompt decodes as two U+FFFD, what follows as text.
+  const std::string sample = r.output.substr(r.output.find('\n') + 1);
+  ASSERT_EQ(sample.rfind("\xEF\xBF\xBD\xEF\xBF\xBD", 0), 0u) << sample;
+  EXPECT_EQ(sample.find("\xEF\xBF\xBD", 6), std::string::npos) << sample;
+}
+
+}  // namespace

@@ -9,9 +9,14 @@ scripts/build.sh > /dev/null
 bin=build/ouroboros
 out=runs/demo
 
+# Each run of the demo replaces the last one (train refuses a used out-dir otherwise), unless it
+# continues it with --resume.
+replace=(--overwrite)
+for a in "$@"; do [[ $a == --resume ]] && replace=(); done
+
 $bin train --modules 3 --n-layer 6 --n-head 4 --n-embd 128 --block-size 128 --batch-size 8 \
   --steps 1500 --lr 6e-4 --warmup-steps 200 --eval-interval 500 --eval-batches 20 \
-  --log-interval 100 --out-dir "$out" "$@"
+  --log-interval 100 --out-dir "$out" "${replace[@]}" "$@"
 echo
 echo "== evaluation on the test split"
 $bin eval --checkpoint "$out/ckpt.pt" --split test

@@ -9,6 +9,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev
   python3-torch python3-numpy
   gnuplot-nox
+  clang libclang-rt-14-dev
   fortunes fortunes-min
 )
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -113,6 +114,14 @@ void keep_freed_memory() {
     mallopt(M_MMAP_MAX, 0);
     mallopt(M_TRIM_THRESHOLD, -1);  // never trim the heap
   });
+}
+
+void fault_point(const char* phase) {
+  static const char* spec = std::getenv("OUROBOROS_FAULT");
+  if (!spec) return;
+  const char* rank = std::getenv("RANK");
+  const std::string want = std::string("stop:") + phase + ":" + (rank ? rank : "0");
+  if (want == spec) ::raise(SIGSTOP);
 }
 
 double physical_memory_bytes() {

@@ -76,6 +76,7 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
                           " worker(s) (--replicas R times K-1)",
                       "start R*(K-1) = " + std::to_string(workers_ * replicas_) + " processes");
   }
+  fault_point("rendezvous");
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
   so.isServer = env.rank == 0;
@@ -94,6 +95,7 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
   }
 
   // Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
+  fault_point("fingerprint");
   const json mine = config_fingerprint(cfg);
   store_set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()), timeout_);
   std::string diff;

@@ -10,6 +10,7 @@
 #include <chrono>
 
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
 #include "dist_detail.h"
 
 namespace ouroboros {
@@ -81,7 +82,9 @@ void DistributedEngine::run_job(const ClockJob& job, const BatchFn* batch, const
   } else {
     ctx_.get(go, DistContext::between_jobs(), 0);
   }
+  if (job.drain) fault_point("drain");
   for (int64_t t = job.first; t < job.first + job.count; ++t) {
+    if (t == 0) fault_point("first-tick");
     const TickWindow win = clock_.window(job, t);
     transport_->begin_tick(t);
     ++ticks_run_;

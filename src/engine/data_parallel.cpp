@@ -26,7 +26,9 @@ void DataParallelTrainer::run(int64_t first, int64_t count, const BatchFn& batch
   const int64_t P = static_cast<int64_t>(params_.size());
   std::vector<double> losses(static_cast<size_t>(W));
   for (int64_t t = first; t < first + count; ++t) {
-    auto [x, y] = batch(t);
+    const Batch b = batch(t);
+    const Tensor& x = b.first;   // [B, T]
+    const Tensor& y = b.second;
     const std::function<void(int64_t)> replica_step = [&](int64_t r) {
       Tensor loss = model_.loss(replicas_[static_cast<size_t>(r)], x.narrow(0, r * Br, Br),
                                 y.narrow(0, r * Br, Br), contexts_[static_cast<size_t>(r)]);

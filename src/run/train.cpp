@@ -459,6 +459,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     }
     // Time spent evaluating or checkpointing does not count as training speed.
     if (reporter) reporter->pause_clock();
+    if (job.kind == TrainJob::kEvaluate) fault_point("evaluation");
+    if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint");
     if (job.kind == TrainJob::kEvaluate && role.lead) {
       validate(job.first, cfg.train.eval_batches * cfg.train.batch_size);
     }

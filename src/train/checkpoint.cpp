@@ -4,10 +4,16 @@
 #include <cstdio>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 
 #include "ouroboros/core/errors.h"
 
@@ -22,10 +28,163 @@ template <typename F>
 auto field(const std::string& path, const char* what, F&& get) {
   try {
     return get();
-  } catch (const c10::Error&) {
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception&) {  // c10::Error of a wrong type, a number that does not parse
     throw CheckpointError("checkpoint " + path + " has no valid '" + what + "' entry",
                           "it was not written by ouroboros or is damaged");
   }
+}
+
+// Bytes of a file for the zip reader, every read clamped to the end: libtorch 1.13's own vector
+// reader copies whole requests, so a truncated file read past its buffer (found by ASan).
+class BoundedReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BoundedReader(std::vector<char> bytes) : bytes_(std::move(bytes)) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    const size_t count = std::min<size_t>(n, bytes_.size() - static_cast<size_t>(pos));
+    std::memcpy(buf, bytes_.data() + pos, count);
+    return count;
+  }
+
+ private:
+  std::vector<char> bytes_;
+};
+
+uint32_t le32(const std::vector<char>& b, size_t at) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[at + static_cast<size_t>(i)]);
+  return v;
+}
+uint32_t le16(const std::vector<char>& b, size_t at) {
+  return static_cast<uint32_t>(static_cast<unsigned char>(b[at])) |
+         (static_cast<uint32_t>(static_cast<unsigned char>(b[at + 1])) << 8);
+}
+
+// The zip's central directory, checked against the file before libtorch allocates what it
+// claims: a damaged size field would otherwise ask for gigabytes (found by fuzzing). Returns ""
+// when every entry fits the file (or the archive is zip64, whose sizes this does not read),
+// else what is wrong. A file without a directory is left to libtorch to refuse.
+std::string zip_directory_problem(const std::vector<char>& b) {
+  const size_t n = b.size();
+  if (n < 22) return "";
+  size_t eocd = std::string::npos;
+  for (size_t at = n - 22 + 1; at-- > (n > 22 + 65535 ? n - 22 - 65535 : 0);) {
+    if (le32(b, at) == 0x06054b50) {
+      eocd = at;
+      break;
+    }
+  }
+  if (eocd == std::string::npos) return "";
+  const uint32_t entries = le16(b, eocd + 10), cd_size = le32(b, eocd + 12),
+                 cd_offset = le32(b, eocd + 16);
+  if (cd_offset == 0xffffffffu || entries == 0xffffu) return "";  // zip64
+  if (static_cast<uint64_t>(cd_offset) + cd_size > eocd) return "its zip directory lies outside it";
+  size_t at = cd_offset;
+  for (uint32_t e = 0; e < entries; ++e) {
+    if (at + 46 > eocd || le32(b, at) != 0x02014b50) return "its zip directory is damaged";
+    const uint32_t method = le16(b, at + 10), packed = le32(b, at + 20), size = le32(b, at + 24);
+    const uint32_t local = le32(b, at + 42);
+    if (size != 0xffffffffu && packed != 0xffffffffu) {
+      // Stored entries hold their size in the file; deflate expands at most ~1032x.
+      const uint64_t most = method == 0 ? n : static_cast<uint64_t>(n) * 1032;
+      if (packed > n || size > most || local >= n) return "an entry claims more bytes than it has";
+    }
+    at += 46 + le16(b, at + 28) + le16(b, at + 30) + le16(b, at + 32);
+  }
+  return "";
+}
+
+// A tensor as save_checkpoint writes it: contiguous and within its storage. A damaged size or
+// stride field (a zero stride over a huge shape, say) would otherwise be materialised by the
+// first copy, gigabytes from a few kilobytes (found by fuzzing).
+void check_layout(const std::string& path, const std::string& name, const Tensor& t) {
+  const bool fits = t.is_contiguous() && t.has_storage() &&
+                    (t.storage_offset() + t.numel()) * static_cast<int64_t>(t.element_size()) <=
+                        static_cast<int64_t>(t.storage().nbytes());
+  if (!fits) {
+    throw CheckpointError("checkpoint " + path + " is damaged: tensor " + name +
+                              " does not fit its stored data",
+                          "restore the file from a copy or start a fresh run");
+  }
+}
+
+// Every tensor of an optimizer state dict ({param: {"exp_avg": T, ...}}).
+void check_layouts(const std::string& path, const c10::impl::GenericDict& d) {
+  for (const auto& item : d) {
+    if (item.value().isTensor()) check_layout(path, item.key().toStringRef(), item.value().toTensor());
+    if (item.value().isGenericDict()) check_layouts(path, item.value().toGenericDict());
+  }
+}
+
+// Walks the opcodes of torch's pickle (protocol 2) and returns what is impossible in it: a memo
+// index past the opcodes read so far, or a string longer than the rest. libtorch's unpickler
+// grows its memo to any index it is given, so one damaged index asks for tens of gigabytes
+// (found by fuzzing). An opcode this walk does not know ends it; the unpickler judges the rest.
+std::string pickle_problem(const char* data, size_t n) {
+  size_t at = 0, ops = 0;
+  auto need = [&](size_t k) { return at + k <= n; };
+  auto u32 = [&](size_t from) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data[from + static_cast<size_t>(i)]);
+    return static_cast<uint64_t>(v);
+  };
+  while (at < n) {
+    const unsigned char op = static_cast<unsigned char>(data[at++]);
+    ++ops;
+    switch (op) {
+      case '.': return "";  // STOP
+      case 0x80: case 'K': case 'h': at += 1; break;  // PROTO, BININT1, BINGET
+      case 'M': at += 2; break;                       // BININT2
+      case 'J': case 'j': at += 4; break;             // BININT, LONG_BINGET
+      case 'G': at += 8; break;                       // BINFLOAT
+      case 'q':                                       // BINPUT
+        if (!need(1)) return "it ends inside an opcode";
+        if (static_cast<unsigned char>(data[at]) > ops) return "a memo index is out of range";
+        at += 1;
+        break;
+      case 'r':  // LONG_BINPUT
+        if (!need(4)) return "it ends inside an opcode";
+        if (u32(at) > ops) return "a memo index is out of range";
+        at += 4;
+        break;
+      case 'X': case 'B':  // BINUNICODE, BINBYTES
+        if (!need(4) || u32(at) > n - at - 4) return "a string is longer than the data";
+        at += 4 + u32(at);
+        break;
+      case 'C': case 0x8a:  // SHORT_BINBYTES, LONG1
+        if (!need(1)) return "it ends inside an opcode";
+        at += 1 + static_cast<unsigned char>(data[at]);
+        break;
+      case 'c':  // GLOBAL module\nname\n
+        for (int lines = 0; lines < 2; ++lines) {
+          while (at < n && data[at] != '\n') ++at;
+          ++at;
+        }
+        break;
+      case '}': case ']': case ')': case '(': case 'N': case 't': case 0x85: case 0x86:
+      case 0x87: case 'u': case 's': case 'e': case 'a': case 'R': case 'b': case 'Q':
+      case 0x88: case 0x89:
+        break;
+      default:
+        return "";
+    }
+  }
+  return at > n ? "it ends inside an opcode" : "";
+}
+
+// torch::pickle_load on a bounded reader, after the checks above.
+c10::IValue read_pickle(std::vector<char> bytes) {
+  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(std::move(bytes)));
+  {
+    auto [pickle, size] = reader.getRecord("data.pkl");
+    const std::string problem = pickle_problem(static_cast<const char*>(pickle.get()), size);
+    if (!problem.empty()) throw std::runtime_error("its pickle is damaged: " + problem);
+  }
+  return torch::jit::readArchiveAndTensors("data", "", "", c10::nullopt, c10::nullopt, c10::nullopt,
+                                           reader);
 }
 
 }  // namespace
@@ -101,9 +260,14 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError("checkpoint not found: " + path, "check the checkpoint's path");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string problem = zip_directory_problem(bytes);
+  if (!problem.empty()) {
+    throw CheckpointError("checkpoint " + path + " is corrupt: " + problem,
+                          "use a file written by `ouroboros train`");
+  }
   c10::IValue root;
   try {
-    root = torch::pickle_load(bytes);
+    root = read_pickle(std::move(bytes));
   } catch (const std::exception&) {
     throw CheckpointError("checkpoint " + path + " is corrupt or not a checkpoint",
                           "use a file written by `ouroboros train`");
@@ -127,11 +291,16 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   field(path, "model", [&] {
     for (const auto& item : d.at("model").toGenericDict()) {
+      check_layout(path, item.key().toStringRef(), item.value().toTensor());
       ck.model.add(item.key().toStringRef(), item.value().toTensor());
     }
     return 0;
   });
   ck.optimizer = field(path, "optimizer", [&] { return d.at("optimizer").toGenericDict(); });
+  field(path, "optimizer", [&] {
+    check_layouts(path, ck.optimizer);
+    return 0;
+  });
   ck.step = field(path, "step", [&] { return d.at("step").toInt(); });
   field(path, "tokenizer", [&] {
     GenericDict t = d.at("tokenizer").toGenericDict();
@@ -143,7 +312,10 @@ Checkpoint load_checkpoint(const std::string& path) {
   field(path, "rng", [&] {
     GenericDict r = d.at("rng").toGenericDict();
     ck.sampler_state = static_cast<uint64_t>(r.at("sampler").toInt());
-    for (const auto& g : r.at("dropout").toListRef()) ck.generator_states.push_back(g.toTensor());
+    for (const auto& g : r.at("dropout").toListRef()) {
+      check_layout(path, "rng.dropout", g.toTensor());
+      ck.generator_states.push_back(g.toTensor());
+    }
     return 0;
   });
   if (d.contains("checksums")) {  // written since checksums exist; older files load unchecked
@@ -161,6 +333,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     field(path, "memory", [&] {
       for (const auto& item : d.at("memory").toGenericDict()) {
         const std::string& key = item.key().toStringRef();
+        check_layout(path, key, item.value().toTensor());
         ck.memory[std::stoll(key.substr(key.find('.') + 1))] = item.value().toTensor();
       }
       return 0;

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -85,6 +86,62 @@ INSTANTIATE_TEST_SUITE_P(Distributed, LostPeer,
                            return std::string(info.param.signal == SIGKILL ? "Killed" : "Frozen") +
                                   (info.param.lost == 0 ? "Lead" : "");
                          });
+
+struct FaultCase {
+  const char* phase;  // where the rank stops itself (fault_point in the library)
+  int rank;           // which rank freezes
+};
+
+class FrozenAtPhase : public ::testing::TestWithParam<FaultCase> {};
+
+// K = 3 on 2 processes, one of them frozen (SIGSTOP, as a hung machine) at a phase of the run:
+// the other exits within the timeout plus slack with one line, naming the frozen rank once the
+// run has started.
+TEST_P(FrozenAtPhase, TheOtherRankExitsWithinTheTimeout) {
+  const FaultCase c = GetParam();
+  TempDir dir;
+  Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
+  cfg.train.steps = 12;
+  cfg.train.eval_interval = 4;
+  cfg.train.checkpoint_interval = 8;
+  cfg.dist.timeout = 5;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  const fs::path file = write_config(dir, "cfg.json", cfg);
+  const int port = free_port();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 2; ++r) {
+    auto env = rank_env(r, 2, port);
+    env["OUROBOROS_FAULT"] = std::string("stop:") + c.phase + ":" + std::to_string(c.rank);
+    pids.push_back(spawn({"train", "--config", file.string()}, env,
+                         dir.path() / ("r" + std::to_string(r) + ".log")));
+  }
+  const int other = 1 - c.rank;
+  const auto start = Clock::now();
+  const int code = wait_exit(pids[other], 40);
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  kill(pids[c.rank], SIGKILL);
+  waitpid(pids[c.rank], nullptr, 0);
+  const std::string text = read_bytes(dir.path() / ("r" + std::to_string(other) + ".log"));
+  EXPECT_EQ(code, 1) << text;
+  EXPECT_LT(took, cfg.dist.timeout + 8) << text;  // start-up, the wait, the report
+  const std::string last = text.substr(text.rfind("error: "));
+  EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << text;
+  if (std::string(c.phase) != "rendezvous" && std::string(c.phase) != "fingerprint") {
+    EXPECT_NE(last.find("lost rank " + std::to_string(c.rank)), std::string::npos) << text;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Distributed, FrozenAtPhase,
+    ::testing::Values(FaultCase{"rendezvous", 1}, FaultCase{"fingerprint", 1},
+                      FaultCase{"first-tick", 1}, FaultCase{"evaluation", 0},
+                      FaultCase{"evaluation", 1}, FaultCase{"checkpoint", 1},
+                      FaultCase{"drain", 0}),
+    [](const auto& info) {
+      std::string name = std::string(info.param.phase) + "_rank" + std::to_string(info.param.rank);
+      std::replace(name.begin(), name.end(), '-', '_');
+      return name;
+    });
 
 // `ouroboros launch` sets the variables itself: the run equals the threaded one bit for bit.
 TEST(Launcher, RunsTheGroupToCompletion) {

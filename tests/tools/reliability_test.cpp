@@ -168,6 +168,20 @@ TEST(Reliability, DamagedTensorBytesFailTheChecksum) {
   }
 }
 
+// Inputs the fuzzers found, kept: a 31 kB checkpoint whose pickle names a memo index of
+// billions (libtorch's unpickler would grow its memo to it, 24 GB) is refused as corrupt.
+TEST(Reliability, FuzzFindingsStayFixed) {
+  const std::string file =
+      std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/checkpoint_memo_index.pt";
+  ASSERT_TRUE(fs::exists(file));
+  try {
+    ouroboros::load_checkpoint(file);
+    FAIL() << "a damaged checkpoint loaded";
+  } catch (const ouroboros::CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("is corrupt"), std::string::npos) << e.what();
+  }
+}
+
 // Sizes past the machine are refused at once with the estimate; deep models plan quickly.
 TEST_F(CliTest, ImpossibleSizesAreRefusedUpFront) {
   expect_failure(train_args(corpus_.string(), {{"--n-layer", "100000"}, {"--n-embd", "1024"},

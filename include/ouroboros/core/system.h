@@ -27,6 +27,11 @@ double peak_rss_mib();
 void keep_freed_memory();
 // "1m32s", "45s", "2h03m".
 std::string format_duration(double seconds);
+// Fault injection for the process tests: with OUROBOROS_FAULT=stop:<phase>:<rank> in the
+// environment, the process of that RANK stops itself (SIGSTOP, as a frozen machine would) when it
+// reaches the named phase. Without the variable it does nothing.
+void fault_point(const char* phase);
+
 // Physical memory of the machine in bytes (0 if unknown).
 double physical_memory_bytes();
 

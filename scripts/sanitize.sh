@@ -23,7 +23,7 @@ case "$kind" in
     flags="-fsanitize=thread -fno-omit-frame-pointer"
     extra=()
     tests=(-R "Engine|XLEngine|Baselines|PipelineClock")
-    export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" ;;
+    export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" ;;
   *) echo "usage: scripts/sanitize.sh asan|tsan [ctest args]" >&2; exit 2 ;;
 esac
 mkdir -p "$dir"

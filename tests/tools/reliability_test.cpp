@@ -172,7 +172,7 @@ TEST(Reliability, DamagedTensorBytesFailTheChecksum) {
 // billions (libtorch's unpickler would grow its memo to it, 24 GB) is refused as corrupt.
 TEST(Reliability, FuzzFindingsStayFixed) {
   const std::string file =
-      std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/checkpoint_memo_index.pt";
+      std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/checkpoint_memo_index.bin";
   ASSERT_TRUE(fs::exists(file));
   try {
     ouroboros::load_checkpoint(file);

@@ -8,15 +8,24 @@ scripts/install-deps.sh
 scripts/build.sh > /dev/null
 bin=build/ouroboros
 out=runs/demo
+prev=""
+for a in "$@"; do [[ $prev == --out-dir ]] && out=$a; prev=$a; done  # eval and sample read it
 
+# The demo's settings; a flag given on the command line replaces its default here.
+defaults=(--modules 3 --n-layer 6 --n-head 4 --n-embd 128 --block-size 128 --batch-size 8
+  --steps 1500 --lr 6e-4 --warmup-steps 200 --eval-interval 500 --eval-batches 20
+  --log-interval 100 --out-dir "$out")
+given=" $* "
+args=()
+for ((i = 0; i < ${#defaults[@]}; i += 2)); do
+  [[ $given == *" ${defaults[i]} "* || $given == *" ${defaults[i]}="* ]] && continue
+  args+=("${defaults[i]}" "${defaults[i + 1]}")
+done
 # Each run of the demo replaces the last one (train refuses a used out-dir otherwise), unless it
 # continues it with --resume.
-replace=(--overwrite)
-for a in "$@"; do [[ $a == --resume ]] && replace=(); done
+[[ $given == *" --resume "* ]] || args+=(--overwrite)
 
-$bin train --modules 3 --n-layer 6 --n-head 4 --n-embd 128 --block-size 128 --batch-size 8 \
-  --steps 1500 --lr 6e-4 --warmup-steps 200 --eval-interval 500 --eval-batches 20 \
-  --log-interval 100 --out-dir "$out" "${replace[@]}" "$@"
+$bin train "${args[@]}" "$@"
 echo
 echo "== evaluation on the test split"
 $bin eval --checkpoint "$out/ckpt.pt" --split test

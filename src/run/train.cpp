@@ -306,7 +306,11 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   if (role.draws_batches) ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer);
   const std::string ckpt_path = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
   if (role.lead) check_data(cfg, *ds, ck, opts.resume);
-  if (role.share_vocab) cfg.model.vocab_size = role.share_vocab(cfg.model.vocab_size);
+  // Rank 0's value of what every rank must agree on (this process's own in one process).
+  auto lead_value = [&](const char* topic, int64_t mine) {
+    return role.lead_value ? role.lead_value(topic, mine) : mine;
+  };
+  cfg.model.vocab_size = lead_value("vocab", cfg.model.vocab_size);
   std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
   const LanguageModel& model = *model_ptr;
   if (role.lead && role.single_process) {
@@ -421,16 +425,14 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     for (int64_t t = first; t < first + count;) {
       int64_t n = first + count - t;
       if (opts.stop_check_seconds > 0) {
-        const bool stop = role.agree_stop ? role.agree_stop(stop_requested() != 0)
-                                          : stop_requested() != 0;
-        if (stop) return t;
+        if (lead_value("stop", stop_requested() != 0) != 0) return t;
         const int64_t piece =
             seconds_per_tick > 0
                 ? static_cast<int64_t>(opts.stop_check_seconds / seconds_per_tick)
                 : 10;
         n = std::min(n, std::max<int64_t>(1, piece));
         // Every rank must cut at the same ticks: rank 0's measurement decides.
-        if (role.agree_piece) n = role.agree_piece(n);
+        n = lead_value("piece", n);
       }
       const auto started = Clock::now();
       try {

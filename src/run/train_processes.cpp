@@ -2,6 +2,7 @@
 // the vocabulary shared through the store, and rank 0's report of every rank's traffic.
 #include <chrono>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 #include "ouroboros/core/errors.h"
@@ -40,30 +41,14 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   mine.role.single_process = false;
   // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
   mine.role.draws_batches = ctx.worker() == 0;
-  // The vocabulary size comes from rank 0, which read the corpus.
-  mine.role.share_vocab = [&](int64_t vocab) {
+  // What every rank must agree on comes from rank 0 through the store, one key per value: the
+  // vocabulary size (rank 0 read the corpus), stop requests and the pieces of a run.
+  std::map<std::string, int64_t> sent;
+  mine.role.lead_value = [&](const std::string& topic, int64_t value) {
+    const std::string key = topic + "/" + std::to_string(sent[topic]++);
     if (ctx.is_lead()) {
-      ctx.set_text("vocab", std::to_string(vocab));
-      return vocab;
-    }
-    return static_cast<int64_t>(std::stoll(ctx.get_text("vocab", DistContext::between_jobs(), 0)));
-  };
-  // Every rank stops at the same tick: rank 0's request decides, published per look.
-  int64_t looks = 0;
-  mine.role.agree_stop = [&](bool mine_requested) {
-    const std::string key = "stop/" + std::to_string(looks++);
-    if (ctx.is_lead()) {
-      ctx.set_text(key, mine_requested ? "1" : "0");
-      return mine_requested;
-    }
-    return ctx.get_text(key, DistContext::between_jobs(), 0) == "1";
-  };
-  int64_t pieces = 0;
-  mine.role.agree_piece = [&](int64_t n) {
-    const std::string key = "piece/" + std::to_string(pieces++);
-    if (ctx.is_lead()) {
-      ctx.set_text(key, std::to_string(n));
-      return n;
+      ctx.set_text(key, std::to_string(value));
+      return value;
     }
     return static_cast<int64_t>(std::stoll(ctx.get_text(key, DistContext::between_jobs(), 0)));
   };

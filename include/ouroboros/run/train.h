@@ -26,14 +26,13 @@ struct RankRole {
   bool lead = true;
   // Worker 0 of a ring: reads the corpus and draws the batches (middle workers never open it).
   bool draws_batches = true;
-  // Processes: rank 0 publishes the vocabulary size it read, the others receive it.
-  std::function<int64_t(int64_t)> share_vocab;
   // One process holds the whole model (threads); processes each hold their modules.
   bool single_process = true;
-  // Processes: every rank stops at the same tick; called with this rank's stop request, returns
-  // rank 0's. agree_piece likewise returns rank 0's length of the next piece of a run.
-  std::function<bool(bool)> agree_stop;
-  std::function<int64_t(int64_t)> agree_piece;
+  // Processes: called with this rank's value of what every rank must agree on ("vocab": the
+  // vocabulary size rank 0 read; "stop": a stop request; "piece": the length of the next piece
+  // of a run), returns rank 0's. Each call on a topic is the next value. Unset: one process,
+  // whose own value stands.
+  std::function<int64_t(const std::string& topic, int64_t mine)> lead_value;
 };
 
 struct TrainOptions {

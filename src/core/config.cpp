@@ -7,6 +7,7 @@
 #include <iterator>
 #include <functional>
 #include <set>
+#include <utility>
 #include <sstream>
 
 #include "ouroboros/core/errors.h"
@@ -82,7 +83,7 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(data, tokenizer, "auto | byte | char | word"),
       OUROBOROS_FIELD(train, steps, "training steps (ticks)"),
       OUROBOROS_FIELD(train, batch_size, "sequences per step (B)"),
-      OUROBOROS_FIELD(train, optimizer, "sgd | adam | adamw"),
+      OUROBOROS_FIELD(train, optimizer, "sgd | adam | adamw | qhadam | nadam"),
       OUROBOROS_FIELD(train, lr, "peak learning rate"),
       OUROBOROS_FIELD(train, min_lr, "learning rate at the end of the cosine decay"),
       OUROBOROS_FIELD(train, warmup_steps, "linear learning-rate warm-up steps"),
@@ -91,6 +92,8 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, beta1, "Adam beta1"),
       OUROBOROS_FIELD(train, beta2, "Adam beta2"),
       OUROBOROS_FIELD(train, eps, "Adam epsilon"),
+      OUROBOROS_FIELD(train, qh_nu, "qhadam: weight of the momentum against the raw gradient"),
+      OUROBOROS_FIELD(train, momentum_decay, "nadam: momentum schedule decay psi"),
       OUROBOROS_FIELD(train, weight_decay, "weight decay on matrices and embeddings"),
       OUROBOROS_FIELD(train, grad_clip, "max gradient norm per update; 0 disables"),
       OUROBOROS_FIELD(train, skip_nonfinite,
@@ -103,9 +106,16 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, out_dir, "directory for checkpoints and metrics"),
       OUROBOROS_FIELD(train, checkpoint_interval, "checkpoint every N steps; 0 = only at the end"),
       OUROBOROS_FIELD(train, metrics, "JSONL metrics file; empty = <out_dir>/metrics.jsonl"),
+      OUROBOROS_FIELD(train, diagnostics_interval,
+                      "per-module gradient norm, update RMS and update cosine every N steps; 0 = off"),
       OUROBOROS_FIELD(engine, modules, "K modules; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers"),
       OUROBOROS_FIELD(engine, partition, "even | auto | a1,a2,... block boundaries"),
       OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
+      OUROBOROS_FIELD(engine, weight_predict,
+                      "none | optimizer: delayed modules forward at weights predicted along the "
+                      "optimizer's direction"),
+      OUROBOROS_FIELD(engine, stale_lr, "none | pipemare: learning rate scaled down by delay"),
+      OUROBOROS_FIELD(engine, stale_lr_ticks, "pipemare: ticks until the delay scaling fades out"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
       OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
       OUROBOROS_FIELD(engine, mode,
@@ -168,6 +178,25 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
   }
   if (mode == "data-parallel" && e.sync_warmup != 0) {
     throw ConfigError("--sync-warmup applies to mode ouroboros only", "drop --sync-warmup");
+  }
+  if (e.weight_predict != "none" && e.weight_predict != "optimizer") {
+    throw ConfigError("unknown weight_predict '" + e.weight_predict + "'", "use none or optimizer");
+  }
+  if (e.stale_lr != "none" && e.stale_lr != "pipemare") {
+    throw ConfigError("unknown stale_lr '" + e.stale_lr + "'", "use none or pipemare");
+  }
+  if (e.stale_lr_ticks < 1) {
+    throw ConfigError("stale_lr_ticks must be >= 1, got " + std::to_string(e.stale_lr_ticks));
+  }
+  // Both act on delayed gradients, which only mode ouroboros has.
+  for (const auto& [flag, value] : {std::pair<std::string, std::string>{"--weight-predict",
+                                                                        e.weight_predict},
+                                    {"--stale-lr", e.stale_lr}}) {
+    if (value != "none" && mode != "ouroboros") {
+      throw ConfigError(flag + " " + value + " acts on delayed gradients, which mode " + mode +
+                            " does not have",
+                        "use --mode ouroboros (--modules K >= 2) or drop " + flag);
+    }
   }
 }
 
@@ -267,8 +296,16 @@ void Config::validate() const {
           "use auto, byte, char or word");
   require(train.steps >= 0, "steps must be >= 0, got " + std::to_string(train.steps));
   require(train.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(train.batch_size));
-  require(train.optimizer == "sgd" || train.optimizer == "adam" || train.optimizer == "adamw",
-          "unknown optimizer '" + train.optimizer + "'", "use sgd, adam or adamw");
+  static const std::set<std::string> optimizers = {"sgd", "adam", "adamw", "qhadam", "nadam"};
+  require(optimizers.count(train.optimizer) > 0, "unknown optimizer '" + train.optimizer + "'",
+          "use sgd, adam, adamw, qhadam or nadam");
+  require(train.qh_nu >= 0.0 && train.qh_nu <= 1.0,
+          "qh_nu must be in [0, 1], got " + num(train.qh_nu), "set --qh-nu, e.g. 0.7");
+  require(train.momentum_decay >= 0.0,
+          "momentum_decay must be >= 0, got " + num(train.momentum_decay),
+          "set --momentum-decay, e.g. 0.004");
+  require(train.diagnostics_interval >= 0,
+          "diagnostics_interval must be >= 0, got " + std::to_string(train.diagnostics_interval));
   require(train.schedule == "cosine" || train.schedule == "constant",
           "unknown schedule '" + train.schedule + "'", "use cosine or constant");
   require(train.lr > 0.0, "lr must be > 0, got " + std::to_string(train.lr));

@@ -2,6 +2,8 @@
 // each walking its schedule row tick after tick with no barrier between ticks.
 #include "ouroboros/engine/ouroboros_engine.h"
 
+#include <algorithm>
+
 namespace ouroboros {
 
 OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg)
@@ -37,6 +39,17 @@ void OuroborosEngine::run_job(const ClockJob& job, const BatchFn* batch, const L
 void OuroborosEngine::run(int64_t first, int64_t count, const BatchFn& batch,
                           const LossFn& on_loss) {
   run_job(clock_.run(first, count), &batch, &on_loss);
+}
+
+std::vector<ModuleStats> OuroborosEngine::take_diagnostics() {
+  std::vector<ModuleStats> all;
+  for (auto& w : workers_) {
+    for (const ModuleStats& m : w->take_diagnostics()) all.push_back(m);
+  }
+  std::stable_sort(all.begin(), all.end(), [](const ModuleStats& a, const ModuleStats& b) {
+    return a.step != b.step ? a.step < b.step : a.module < b.module;
+  });
+  return all;
 }
 
 void OuroborosEngine::drain() {

@@ -36,6 +36,27 @@ SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, co
         cfg.train, params_.subset(worker_param_names(model, partition_, params_, w))));
   }
   pipeline_start_ = cfg.engine.sync_warmup;
+  // Module k runs on worker 0 when k is 1 or K, else on worker k-1. A parameter's staleness is
+  // its module's delay; the tied V counts as module K's (delay 0).
+  for (int64_t k = 1; k <= K; ++k) worker_of_.push_back(k == 1 || k == K ? 0 : k - 1);
+  for (const auto& opt : optimizers_) {
+    std::vector<int64_t> delay(opt->params().size(), -1);
+    for (int64_t k = K; k >= 1; --k) {
+      for (const auto& name : module_params_[k - 1].names()) {
+        if (!opt->params().contains(name)) continue;
+        int64_t& d = delay[opt->index(name)];
+        if (d < 0) d = K - k;
+      }
+    }
+    param_delay_.push_back(delay);
+  }
+}
+
+std::vector<double> SerialSimulator::lr_scale(size_t worker, int64_t t, bool synchronous) const {
+  std::vector<double> f;
+  if (synchronous || cfg_.engine.stale_lr == "none") return f;
+  for (int64_t d : param_delay_[worker]) f.push_back(stale_lr_factor(cfg_.engine, d, t));
+  return f;
 }
 
 void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double lr,
@@ -48,7 +69,13 @@ void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double 
     for (int64_t k = 1; k <= K; ++k) {
       const ModulePlan& m = partition_.module(k);
       Stored s;
-      s.weights = module_params_[k - 1].snapshot();
+      const int64_t delay = synchronous ? 0 : K - k;
+      const size_t w = static_cast<size_t>(worker_of_[k - 1]);
+      s.weights = delay > 0 && cfg_.engine.weight_predict == "optimizer"
+                      ? optimizers_[w]->predict(module_params_[k - 1],
+                                                static_cast<double>(delay) * lr,
+                                                lr_scale(w, t, synchronous))
+                      : module_params_[k - 1].snapshot();
       if (!m.embed) s.input = h.detach().requires_grad_(true);
       s.output = model_.forward_module(s.weights, m, m.embed ? x : s.input, y, contexts_[k - 1]);
       h = s.output;
@@ -85,7 +112,9 @@ void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double 
       p.mutable_grad() = p.grad().defined() ? p.grad() + g : g;
     }
   }
-  for (auto& opt : optimizers_) opt->apply(lr, cfg_.train.grad_clip);
+  for (size_t w = 0; w < optimizers_.size(); ++w) {
+    optimizers_[w]->apply(lr, cfg_.train.grad_clip, lr_scale(w, t, synchronous));
+  }
 }
 
 void SerialSimulator::run(int64_t first, int64_t count, const BatchFn& batch,

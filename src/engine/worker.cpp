@@ -3,6 +3,7 @@
 #include "ouroboros/engine/worker.h"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "ouroboros/core/errors.h"
@@ -28,6 +29,8 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
       partition_(partition),
       rank_(rank),
       train_cfg_(cfg.train),
+      engine_cfg_(cfg.engine),
+      stale_lr_none_(cfg.engine.stale_lr == "none"),
       transport_(transport),
       params_(all.subset(worker_param_names(model, partition, all, rank))),
       optimizer_(cfg.train, params_) {
@@ -38,6 +41,33 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
     in_flight_[k];
   }
   message_shape_ = {cfg.train.batch_size, cfg.model.block_size, cfg.model.n_embd};
+  // The tied V sits in module 1 (delay K-1) and module K (delay 0): its learning rate is the
+  // fresh side's, and its statistics are reported with module K (it updates from tick 0).
+  param_delay_.assign(params_.size(), std::numeric_limits<int64_t>::max());
+  std::vector<int64_t> here = partition.modules_of_worker(rank);
+  std::sort(here.rbegin(), here.rend());
+  for (int64_t k : here) {
+    const int64_t d = partition.module(k).delay();
+    for (const auto& name : module_params_.at(k).names()) {
+      const size_t i = optimizer_.index(name);
+      param_delay_[i] = std::min(param_delay_[i], d);
+      bool reported = false;
+      for (const auto& [j, idx] : module_index_) {
+        reported = reported || std::find(idx.begin(), idx.end(), i) != idx.end();
+      }
+      if (!reported) module_index_[k].push_back(i);
+    }
+  }
+  if (cfg.train.diagnostics_interval > 0) optimizer_.set_tracking(true);
+}
+
+std::vector<ModuleStats> Worker::take_diagnostics() { return std::exchange(diagnostics_, {}); }
+
+std::vector<double> Worker::lr_scale(const TickWindow& w) const {
+  if (w.synchronous || stale_lr_none_) return {};
+  std::vector<double> scale;
+  for (int64_t d : param_delay_) scale.push_back(stale_lr_factor(engine_cfg_, d, w.tick));
+  return scale;
 }
 
 std::vector<int64_t> Worker::modules() const { return partition_.modules_of_worker(rank_); }
@@ -102,7 +132,7 @@ void Worker::run_tick(const Schedule& schedule, const TickWindow& w, const Batch
         break;
       }
       case OpKind::Update:
-        update(w.lr);
+        update(w);
         break;
     }
   }
@@ -123,7 +153,15 @@ void Worker::forward(int64_t k, int64_t s, const TickWindow& w, const BatchFn* b
   }
   // A delayed backward needs the weights this forward used; the live ones change in place.
   rec.snapshot = plan.delay() > 0 && !w.synchronous;
-  rec.version = rec.snapshot ? module_params_.at(k).snapshot() : module_params_.at(k);
+  if (!rec.snapshot) {
+    rec.version = module_params_.at(k);
+  } else if (engine_cfg_.weight_predict == "optimizer") {
+    // The copy is moved to where the weights will be when this batch's gradient arrives.
+    rec.version = optimizer_.predict(module_params_.at(k),
+                                     static_cast<double>(plan.delay()) * w.lr, lr_scale(w));
+  } else {
+    rec.version = module_params_.at(k).snapshot();
+  }
   Tensor targets;
   if (plan.head) {
     targets = targets_.at(s);
@@ -171,9 +209,18 @@ void Worker::backward(int64_t k, int64_t s) {
   }
 }
 
-void Worker::update(double lr) {
+void Worker::update(const TickWindow& w) {
   if (before_update_) before_update_(params_);
-  optimizer_.apply(lr, train_cfg_.grad_clip);  // a no-op until the pipeline has filled
+  // A no-op until the pipeline has filled.
+  const bool applied = optimizer_.apply(w.lr, train_cfg_.grad_clip, lr_scale(w));
+  const int64_t every = train_cfg_.diagnostics_interval;
+  if (!applied || every <= 0 || (w.tick + 1) % every != 0) return;
+  for (const auto& [k, idx] : module_index_) {
+    ModuleStats m = summarize(k, optimizer_.last_stats(), idx);
+    if (!m.updated) continue;  // e.g. module K during a drain
+    m.step = w.tick + 1;
+    diagnostics_.push_back(m);
+  }
 }
 
 }  // namespace ouroboros

@@ -133,6 +133,16 @@ class Reporter {
     metrics_ << j.dump() << std::endl;
   }
 
+  // One module's update statistics (train.diagnostics_interval): one record per module.
+  void module_stats(const ModuleStats& m) {
+    nlohmann::json j{{"step", m.step},
+                     {"module", m.module},
+                     {"grad_norm", m.grad_norm},
+                     {"update_rms", m.update_rms}};
+    j["update_cos"] = m.has_cos ? nlohmann::json(m.update_cos) : nlohmann::json(nullptr);
+    metrics_ << j.dump() << std::endl;
+  }
+
   // Time spent evaluating or checkpointing does not count as training speed.
   void pause_clock() { paused_at_ = Clock::now(); }
   void resume_clock() { last_time_ += Clock::now() - paused_at_; }
@@ -445,6 +455,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
       }
       seconds_per_tick =
           std::chrono::duration<double>(Clock::now() - started).count() / static_cast<double>(n);
+      for (const ModuleStats& m : method->take_diagnostics()) {
+        if (reporter) reporter->module_stats(m);
+      }
       t += n;
     }
     return first + count;

@@ -27,6 +27,10 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
                       "use --modules K >= 2 with the default mode, or run " +
                           resolved_mode(cfg.engine) + " on threads of one process");
   }
+  if (cfg.train.diagnostics_interval > 0) {
+    throw ConfigError("--diagnostics-interval records on threads of one process only",
+                      "drop it here, or train the same config on threads to see the statistics");
+  }
   DistContext ctx(env, cfg);
   TrainResult result;
   RankStats stats;

@@ -1,5 +1,8 @@
-// Named-parameter optimizers on top of torch::optim, with a state dict keyed by GPT-2 names so a
-// checkpoint restores moments to the right tensors whatever the worker layout.
+// Named-parameter optimizers with a state dict keyed by GPT-2 names, so a checkpoint restores
+// moments to the right tensors whatever the worker layout. The updates are written out here
+// (rather than taken from torch::optim) so that every optimizer can scale its learning rate per
+// parameter, predict weights along its direction and report what an update did; SGD, Adam and
+// AdamW keep libtorch's exact operation order (tests/train/optim_test.cpp compares them).
 #include "ouroboros/train/optim.h"
 
 #include <cmath>
@@ -9,25 +12,8 @@
 namespace ouroboros {
 namespace {
 
-using torch::optim::OptimizerParamGroup;
-
-std::string state_key(const Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
-
-// Two groups: weight decay on matrices/embeddings, none on biases and LayerNorm.
-template <typename Options>
-std::vector<OptimizerParamGroup> groups(const ParamSet& params, const Options& base, double wd) {
-  std::vector<Tensor> decay, plain;
-  for (size_t i = 0; i < params.size(); ++i) {
-    (decays(params.names()[i]) ? decay : plain).push_back(params.tensors()[i]);
-  }
-  std::vector<OptimizerParamGroup> g;
-  auto with_decay = std::make_unique<Options>(base);
-  with_decay->weight_decay(wd);
-  auto without = std::make_unique<Options>(base);
-  without->weight_decay(0.0);
-  if (!decay.empty()) g.emplace_back(decay, std::move(with_decay));
-  if (!plain.empty()) g.emplace_back(plain, std::move(without));
-  return g;
+bool adam_family(const std::string& type) {
+  return type == "adam" || type == "adamw" || type == "qhadam" || type == "nadam";
 }
 
 }  // namespace
@@ -38,27 +24,138 @@ bool decays(const std::string& name) {
   return !is_bias && !is_norm;
 }
 
+ModuleStats summarize(int64_t module, const std::vector<UpdateStats>& stats,
+                      const std::vector<size_t>& indices) {
+  double g = 0.0, u = 0.0, dot = 0.0, prev = 0.0;
+  int64_t n = 0;
+  bool has_prev = true, updated = false;
+  for (size_t i : indices) {
+    const UpdateStats& s = stats.at(i);
+    if (!s.updated) continue;
+    updated = true;
+    g += s.grad_sq;
+    u += s.update_sq;
+    dot += s.dot_prev;
+    prev += s.prev_sq;
+    n += s.numel;
+    has_prev = has_prev && s.has_prev;
+  }
+  ModuleStats m;
+  m.module = module;
+  m.grad_norm = std::sqrt(g);
+  m.update_rms = n > 0 ? std::sqrt(u / static_cast<double>(n)) : 0.0;
+  m.updated = updated;
+  m.has_cos = updated && has_prev && u > 0.0 && prev > 0.0;
+  m.update_cos = m.has_cos ? dot / std::sqrt(u * prev) : 0.0;
+  return m;
+}
+
 Optimizer::Optimizer(const TrainConfig& cfg, const ParamSet& params)
-    : type_(cfg.optimizer), skip_budget_(cfg.skip_nonfinite), params_(params) {
-  const double wd = cfg.weight_decay;
-  if (type_ == "sgd") {
-    auto o = torch::optim::SGDOptions(cfg.lr).momentum(cfg.momentum);
-    opt_ = std::make_unique<torch::optim::SGD>(groups(params, o, wd), o);
-  } else if (type_ == "adam") {
-    auto o = torch::optim::AdamOptions(cfg.lr).betas({cfg.beta1, cfg.beta2}).eps(cfg.eps);
-    opt_ = std::make_unique<torch::optim::Adam>(groups(params, o, wd), o);
-  } else if (type_ == "adamw") {
-    auto o = torch::optim::AdamWOptions(cfg.lr).betas({cfg.beta1, cfg.beta2}).eps(cfg.eps);
-    opt_ = std::make_unique<torch::optim::AdamW>(groups(params, o, wd), o);
-  } else {
-    throw ConfigError("unknown optimizer '" + type_ + "'", "use sgd, adam or adamw");
+    : cfg_(cfg), skip_budget_(cfg.skip_nonfinite), params_(params) {
+  if (cfg.optimizer != "sgd" && !adam_family(cfg.optimizer)) {
+    throw ConfigError("unknown optimizer '" + cfg.optimizer + "'",
+                      "use sgd, adam, adamw, qhadam or nadam");
+  }
+  for (const auto& name : params.names()) {
+    weight_decay_.push_back(decays(name) ? cfg.weight_decay : 0.0);
+  }
+  state_.resize(params.size());
+}
+
+size_t Optimizer::index(const std::string& name) const {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_.names()[i] == name) return i;
+  }
+  throw Error("optimizer holds no parameter " + name);
+}
+
+void Optimizer::step_one(size_t i, double lr) {
+  Tensor p = params_.tensors()[i];
+  Tensor grad = p.grad();
+  const double wd = weight_decay_[i];
+  const std::string& type = cfg_.optimizer;
+  std::optional<State>& st = state_[i];
+  if (type == "sgd") {  // torch::optim::SGD, dampening 0, no Nesterov
+    Tensor d_p = grad;
+    if (wd != 0) d_p = d_p.add(p, wd);
+    if (cfg_.momentum != 0) {
+      if (!st) {
+        st.emplace();
+        st->momentum_buffer = torch::clone(d_p).detach();
+      } else {
+        st->momentum_buffer.mul_(cfg_.momentum).add_(d_p, 1 - 0.0);
+      }
+      d_p = st->momentum_buffer;
+    }
+    p.add_(d_p, -1 * lr);
+    return;
+  }
+  if (!st) {
+    st.emplace();
+    st->exp_avg = torch::zeros_like(p, at::MemoryFormat::Preserve);
+    st->exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Preserve);
+    if (type == "nadam") st->mu_product = torch::ones({}, torch::kFloat32);
+  }
+  st->step += 1;
+  const double b1 = cfg_.beta1, b2 = cfg_.beta2;
+  const double n = static_cast<double>(st->step);
+  const double bias_correction1 = 1 - std::pow(b1, n);
+  const double bias_correction2 = 1 - std::pow(b2, n);
+  if (type == "adamw") {
+    if (wd != 0) p.mul_(1 - lr * wd);  // decoupled
+  } else if (wd != 0) {
+    grad = grad.add(p, wd);
+  }
+  st->exp_avg.mul_(b1).add_(grad, 1 - b1);
+  st->exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
+  if (type == "nadam") {
+    const double psi = cfg_.momentum_decay;
+    const double mu = b1 * (1. - 0.5 * std::pow(0.96, n * psi));
+    const double mu_next = b1 * (1. - 0.5 * std::pow(0.96, (n + 1) * psi));
+    st->mu_product.mul_(mu);
+    const double mu_product = st->mu_product.item<double>();
+    const double mu_product_next = mu_product * mu_next;
+    Tensor denom = st->exp_avg_sq.div(bias_correction2).sqrt().add_(cfg_.eps);
+    p.addcdiv_(grad, denom, -lr * (1. - mu) / (1. - mu_product));
+    p.addcdiv_(st->exp_avg, denom, (-lr * mu_next) / (1. - mu_product_next));
+    return;
+  }
+  Tensor denom = (st->exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(cfg_.eps);
+  if (type == "qhadam") {
+    const double nu = cfg_.qh_nu;
+    p.addcdiv_(st->exp_avg, denom, -lr * nu / bias_correction1);
+    p.addcdiv_(grad, denom, -lr * (1 - nu));
+    return;
+  }
+  p.addcdiv_(st->exp_avg, denom, -lr / bias_correction1);
+}
+
+void Optimizer::step(double lr, const std::vector<double>& lr_scale) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_.tensors()[i];
+    if (tracking_) stats_[i].updated = false;
+    if (!p.grad().defined()) continue;
+    Tensor before;
+    if (tracking_) before = p.detach().clone();
+    step_one(i, lr_scale.empty() ? lr : lr * lr_scale.at(i));
+    if (!tracking_) continue;
+    Tensor change = p.detach() - before;
+    UpdateStats& s = stats_.at(i);
+    s.update_sq = change.square().sum().item<double>();
+    s.numel = p.numel();
+    s.updated = true;
+    s.has_prev = last_change_.at(i).defined();
+    s.dot_prev = s.has_prev ? (change * last_change_[i]).sum().item<double>() : 0.0;
+    s.prev_sq = s.has_prev ? last_change_[i].square().sum().item<double>() : 0.0;
+    last_change_[i] = change;
   }
 }
 
-void Optimizer::step(double lr) {
-  for (auto& group : opt_->param_groups()) group.options().set_lr(lr);
-  torch::NoGradGuard no_grad;
-  opt_->step();
+void Optimizer::set_tracking(bool on) {
+  tracking_ = on;
+  stats_.assign(params_.size(), UpdateStats{});
+  last_change_.assign(params_.size(), Tensor());
 }
 
 void Optimizer::zero_grad() {
@@ -67,10 +164,16 @@ void Optimizer::zero_grad() {
   }
 }
 
-bool Optimizer::apply(double lr, double max_norm) {
+bool Optimizer::apply(double lr, double max_norm, const std::vector<double>& lr_scale) {
   bool any = false;
   for (const auto& p : params_.tensors()) any = any || p.grad().defined();
   if (!any) return false;
+  if (tracking_) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor& g = params_.tensors()[i].grad();
+      stats_[i].grad_sq = g.defined() ? g.square().sum().item<double>() : 0.0;
+    }
+  }
   const double norm = clip(max_norm);
   if (!std::isfinite(norm)) {
     if (skipped_ < skip_budget_) {
@@ -90,7 +193,7 @@ bool Optimizer::apply(double lr, double max_norm) {
                        "lower --lr, keep --grad-clip on, or step over rare spikes with "
                        "--skip-nonfinite N");
   }
-  step(lr);
+  step(lr, lr_scale);
   zero_grad();
   return true;
 }
@@ -110,27 +213,46 @@ double Optimizer::clip(double max_norm) {
   return torch::nn::utils::clip_grad_norm_(with_grad, max_norm);
 }
 
+ParamSet Optimizer::predict(const ParamSet& weights, double step,
+                            const std::vector<double>& lr_scale) const {
+  torch::NoGradGuard no_grad;
+  ParamSet out;
+  for (size_t j = 0; j < weights.size(); ++j) {
+    const std::string& name = weights.names()[j];
+    const size_t i = index(name);
+    const std::optional<State>& st = state_[i];
+    const Tensor& w = weights.tensors()[j];
+    const double s = lr_scale.empty() ? step : step * lr_scale.at(i);
+    Tensor hat;
+    if (!st || s == 0.0) {
+      hat = w.detach().clone();
+    } else if (cfg_.optimizer == "sgd") {
+      hat = w.detach().add(st->momentum_buffer, -s);
+    } else {
+      const double n = static_cast<double>(st->step);
+      const double bias_correction1 = 1 - std::pow(cfg_.beta1, n);
+      const double bias_correction2 = 1 - std::pow(cfg_.beta2, n);
+      Tensor denom = (st->exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(cfg_.eps);
+      hat = w.detach().addcdiv(st->exp_avg, denom, -s / bias_correction1);
+    }
+    out.add(name, hat.requires_grad_(true));
+  }
+  return out;
+}
+
 c10::impl::GenericDict Optimizer::state_dict() const {
   c10::impl::GenericDict out(c10::StringType::get(), c10::AnyType::get());
-  const auto& state = opt_->state();
   for (size_t i = 0; i < params_.size(); ++i) {
-    auto it = state.find(state_key(params_.tensors()[i]));
-    if (it == state.end()) continue;
+    const std::optional<State>& st = state_[i];
+    if (!st) continue;
     c10::impl::GenericDict s(c10::StringType::get(), c10::AnyType::get());
-    if (type_ == "sgd") {
-      const auto& st = static_cast<const torch::optim::SGDParamState&>(*it->second);
-      if (!st.momentum_buffer().defined()) continue;
-      s.insert("momentum_buffer", st.momentum_buffer());
-    } else if (type_ == "adam") {
-      const auto& st = static_cast<const torch::optim::AdamParamState&>(*it->second);
-      s.insert("step", st.step());
-      s.insert("exp_avg", st.exp_avg());
-      s.insert("exp_avg_sq", st.exp_avg_sq());
+    if (cfg_.optimizer == "sgd") {
+      s.insert("momentum_buffer", st->momentum_buffer);
     } else {
-      const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-      s.insert("step", st.step());
-      s.insert("exp_avg", st.exp_avg());
-      s.insert("exp_avg_sq", st.exp_avg_sq());
+      s.insert("step", st->step);
+      s.insert("exp_avg", st->exp_avg);
+      s.insert("exp_avg_sq", st->exp_avg_sq);
+      if (st->mu_product.defined()) s.insert("mu_product", st->mu_product);
     }
     out.insert(params_.names()[i], s);
   }
@@ -138,7 +260,6 @@ c10::impl::GenericDict Optimizer::state_dict() const {
 }
 
 void Optimizer::load_state_dict(const c10::impl::GenericDict& d) {
-  auto& state = opt_->state();
   for (size_t i = 0; i < params_.size(); ++i) {
     const std::string& name = params_.names()[i];
     if (!d.contains(name)) continue;
@@ -150,24 +271,17 @@ void Optimizer::load_state_dict(const c10::impl::GenericDict& d) {
       }
       return s.at(key).toTensor().clone();
     };
-    const std::string key = state_key(params_.tensors()[i]);
-    if (type_ == "sgd") {
-      auto st = std::make_unique<torch::optim::SGDParamState>();
-      st->momentum_buffer(tensor("momentum_buffer"));
-      state[key] = std::move(st);
-    } else if (type_ == "adam") {
-      auto st = std::make_unique<torch::optim::AdamParamState>();
-      st->step(s.at("step").toInt());
-      st->exp_avg(tensor("exp_avg"));
-      st->exp_avg_sq(tensor("exp_avg_sq"));
-      state[key] = std::move(st);
+    State st;
+    if (cfg_.optimizer == "sgd") {
+      st.momentum_buffer = tensor("momentum_buffer");
     } else {
-      auto st = std::make_unique<torch::optim::AdamWParamState>();
-      st->step(s.at("step").toInt());
-      st->exp_avg(tensor("exp_avg"));
-      st->exp_avg_sq(tensor("exp_avg_sq"));
-      state[key] = std::move(st);
+      if (!s.contains("step")) tensor("step");  // throws the message above
+      st.step = s.at("step").toInt();
+      st.exp_avg = tensor("exp_avg");
+      st.exp_avg_sq = tensor("exp_avg_sq");
+      if (cfg_.optimizer == "nadam") st.mu_product = tensor("mu_product");
     }
+    state_[i] = std::move(st);
   }
 }
 
@@ -179,6 +293,13 @@ double learning_rate(const TrainConfig& cfg, int64_t step) {
   const double span = static_cast<double>(std::max<int64_t>(1, cfg.steps - cfg.warmup_steps));
   const double progress = std::min(1.0, static_cast<double>(step - cfg.warmup_steps) / span);
   return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+double stale_lr_factor(const EngineConfig& e, int64_t delay, int64_t tick) {
+  if (e.stale_lr == "none" || delay <= 0) return 1.0;
+  const double since = static_cast<double>(std::max<int64_t>(0, tick - e.sync_warmup));
+  const double T = static_cast<double>(std::max<int64_t>(1, e.stale_lr_ticks));
+  return 1.0 / std::pow(static_cast<double>(delay), 1.0 - std::min(since / T, 1.0));
 }
 
 }  // namespace ouroboros

@@ -8,7 +8,9 @@ ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params, 
       params_(std::move(params)),
       cfg_(cfg),
       optimizer_(cfg, params_),
-      ctx_(training_context(cfg.seed, 1)) {}
+      ctx_(training_context(cfg.seed, 1)) {
+  if (cfg.diagnostics_interval > 0) optimizer_.set_tracking(true);
+}
 
 void ReferenceTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
                            const LossFn& on_loss) {
@@ -16,7 +18,15 @@ void ReferenceTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
     auto [x, y] = batch(t);
     Tensor loss = model_.loss(params_, x, y, ctx_);
     loss.backward();
-    optimizer_.apply(learning_rate(cfg_, t), cfg_.grad_clip);
+    const bool applied = optimizer_.apply(learning_rate(cfg_, t), cfg_.grad_clip);
+    const int64_t every = cfg_.diagnostics_interval;
+    if (applied && every > 0 && (t + 1) % every == 0) {
+      std::vector<size_t> all(params_.size());
+      for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+      ModuleStats m = summarize(0, optimizer_.last_stats(), all);
+      m.step = t + 1;
+      diagnostics_.push_back(m);
+    }
     on_loss(t, loss.item<double>());
   }
 }

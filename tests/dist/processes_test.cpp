@@ -29,17 +29,31 @@ using namespace ouroboros_test;
 
 namespace {
 
-class ProcessesThreadsSimulator : public ::testing::TestWithParam<int64_t> {};
+struct Case {
+  int64_t K;
+  bool delay_tolerant;  // NAdam, weight prediction and the PipeMare learning rate
+};
+
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "K " << c.K << (c.delay_tolerant ? ", delay-tolerant" : "");
+}
+
+class ProcessesThreadsSimulator : public ::testing::TestWithParam<Case> {};
 
 // The same run three ways: K-1 processes over Gloo, K-1 threads, and the serial simulator. The
 // checkpoints (weights, Adam moments and steps, dropout generators, sampler) and every tick's
 // loss are identical.
 TEST_P(ProcessesThreadsSimulator, BitForBit) {
-  const int64_t K = GetParam();
+  const int64_t K = GetParam().K;
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
-  Config cfg = tiny_config(data, K, "adam");
+  Config cfg = tiny_config(data, K, GetParam().delay_tolerant ? "nadam" : "adam");
   cfg.model.dropout = 0.1;  // the dropout generators must line up too
+  if (GetParam().delay_tolerant) {
+    cfg.engine.weight_predict = "optimizer";
+    cfg.engine.stale_lr = "pipemare";
+    cfg.engine.stale_lr_ticks = 10;
+  }
 
   Config threads = cfg;
   threads.train.out_dir = (dir.path() / "threads").string();
@@ -76,8 +90,12 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   EXPECT_FALSE(torch::equal(init.tensors().back(), a.model.tensors().back()));
 }
 
-INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator, ::testing::Values(3, 4),
-                         [](const auto& info) { return "K" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator,
+                         ::testing::Values(Case{3, false}, Case{4, false}, Case{3, true}),
+                         [](const auto& info) {
+                           return "K" + std::to_string(info.param.K) +
+                                  (info.param.delay_tolerant ? "_delay_tolerant" : "");
+                         });
 
 // A process run resumed from its checkpoint continues exactly as the uninterrupted run (rank 0
 // gathers every worker's weights, Adam state and dropout generator; every rank restores them).

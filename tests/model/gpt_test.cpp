@@ -221,6 +221,25 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
   invalid([](Config& c) { c.train.optimizer = "lion"; }, "unknown optimizer 'lion'");
   invalid([](Config& c) { c.data.format = "csv"; }, "unknown data format 'csv'");
   invalid([](Config& c) { c.engine.modules = 0; }, "modules must be >= 1, got 0");
+  invalid([](Config& c) { c.train.qh_nu = 1.5; }, "qh_nu must be in [0, 1], got 1.5");
+  invalid([](Config& c) { c.train.diagnostics_interval = -1; }, "diagnostics_interval must be >= 0");
+  invalid([](Config& c) {
+    c.engine.modules = 3;
+    c.engine.weight_predict = "adam";
+  }, "unknown weight_predict 'adam'");
+  invalid([](Config& c) { c.engine.weight_predict = "optimizer"; },
+          "--weight-predict optimizer acts on delayed gradients, which mode sequential does not have");
+  invalid([](Config& c) {
+    c.engine.modules = 3;
+    c.engine.mode = "gpipe";
+    c.engine.stale_lr = "pipemare";
+  }, "--stale-lr pipemare acts on delayed gradients, which mode gpipe does not have");
+  Config tolerant;
+  tolerant.engine.modules = 3;
+  tolerant.train.optimizer = "qhadam";
+  tolerant.engine.weight_predict = "optimizer";
+  tolerant.engine.stale_lr = "pipemare";
+  EXPECT_NO_THROW(tolerant.validate());
 }
 
 TEST(ModelTest, UnknownJsonKeysAndWrongTypesAreConfigErrors) {

@@ -45,7 +45,7 @@ struct DataConfig {
 struct TrainConfig {
   int64_t steps = 600;             // training iterations (ticks)
   int64_t batch_size = 8;          // B, sequences per step
-  std::string optimizer = "adam";  // sgd | adam | adamw
+  std::string optimizer = "adam";  // sgd | adam | adamw | qhadam | nadam
   double lr = 1e-3;                // peak learning rate
   double min_lr = 1e-4;            // learning rate at the end of the cosine decay
   int64_t warmup_steps = 200;      // linear learning-rate warm-up, in steps (README, Convergence)
@@ -54,6 +54,8 @@ struct TrainConfig {
   double beta1 = 0.9;              // Adam beta1
   double beta2 = 0.999;            // Adam beta2
   double eps = 1e-8;               // Adam epsilon
+  double qh_nu = 0.7;              // QHAdam: weight of the momentum against the raw gradient
+  double momentum_decay = 0.004;   // NAdam: psi of the momentum schedule mu_t
   double weight_decay = 0.0;       // on matrices and embeddings only (not biases, LayerNorm)
   double grad_clip = 1.0;          // max global gradient norm per update; 0 disables
   int64_t skip_nonfinite = 0;      // updates with an inf/nan gradient to skip before stopping
@@ -65,12 +67,18 @@ struct TrainConfig {
   std::string out_dir = "runs/default";  // checkpoints and metrics go here
   int64_t checkpoint_interval = 0;       // also checkpoint every N steps; 0 = only at the end
   std::string metrics = "";              // JSONL metrics file; "" = <out_dir>/metrics.jsonl
+  int64_t diagnostics_interval = 0;      // per-module update statistics every N steps; 0 = off
 };
 
 struct EngineConfig {
   int64_t modules = 1;               // K; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers
   std::string partition = "auto";    // even | auto | a1,a2,... (block boundaries)
   int64_t sync_warmup = 0;           // first M ticks run synchronously (no delay)
+  // Delay tolerance (docs/STALENESS.md). weight_predict: none | optimizer (a delayed module
+  // forwards at its weights extrapolated delay ticks along the optimizer's update direction).
+  std::string weight_predict = "none";
+  std::string stale_lr = "none";     // none | pipemare: lr / delay^(1 - min(u / T, 1))
+  int64_t stale_lr_ticks = 500;      // pipemare: T, ticks after the delays start
   // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
   // gpipe | data-parallel. docs/BENCHMARKS.md compares them.
   std::string mode = "auto";

@@ -31,6 +31,7 @@ class OuroborosEngine : public Method {
   MethodState state() const override;
   void restore(const MethodState& s, int64_t tick) override;
   std::string describe() const override { return plan_.summary(); }
+  std::vector<ModuleStats> take_diagnostics() override;
 
   const Plan& plan() const { return plan_; }
   const Worker& worker(int64_t w) const { return *workers_.at(w); }

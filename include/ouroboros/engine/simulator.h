@@ -37,6 +37,9 @@ class SerialSimulator : public Method {
   void tick(int64_t t, bool synchronous, int64_t horizon, double lr, const BatchFn* batch,
             const LossFn* on_loss);
 
+  // Learning-rate factors of worker w's parameters at tick t (engine.stale_lr); empty = all 1.
+  std::vector<double> lr_scale(size_t w, int64_t t, bool synchronous) const;
+
   const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
@@ -46,6 +49,8 @@ class SerialSimulator : public Method {
   std::map<std::pair<int64_t, int64_t>, Tensor> errors_;  // (k, batch) -> dl/d(output of module k)
   std::vector<std::unique_ptr<Optimizer>> optimizers_;    // one per worker (clipping scope)
   std::vector<ForwardContext> contexts_;                  // one per module
+  std::vector<int64_t> worker_of_;                        // index k-1: module k's worker
+  std::vector<std::vector<int64_t>> param_delay_;         // per worker, per optimizer parameter
   int64_t next_tick_ = 0;
   int64_t pipeline_start_ = 0;
 };

@@ -57,6 +57,8 @@ class Worker {
   // index k - 1 of s.generators, which must have K entries) and their memories.
   void collect_state(MethodState& s) const;
   void restore_state(const MethodState& s);
+  // Per-module update statistics recorded since the last call (train.diagnostics_interval).
+  std::vector<ModuleStats> take_diagnostics();
 
  private:
   struct InFlight {
@@ -70,7 +72,9 @@ class Worker {
   void forward(int64_t k, int64_t batch, const TickWindow& w, const BatchFn* batch_fn,
                const LossFn* on_loss);
   void backward(int64_t k, int64_t batch);
-  void update(double lr);
+  void update(const TickWindow& w);
+  // Learning-rate factor per optimizer parameter at a tick (engine.stale_lr); empty = all 1.
+  std::vector<double> lr_scale(const TickWindow& w) const;
   Tensor take_local(const LocalKey& key);
   at::IntArrayRef message_shape() const { return message_shape_; }
 
@@ -78,6 +82,8 @@ class Worker {
   const Partition& partition_;
   int64_t rank_;
   TrainConfig train_cfg_;
+  EngineConfig engine_cfg_;
+  bool stale_lr_none_;
   Transport& transport_;
   ParamSet params_;  // live weights of every module here
   Optimizer optimizer_;
@@ -89,6 +95,9 @@ class Worker {
   std::map<LocalKey, Tensor> mailbox_;
   std::vector<int64_t> message_shape_;
   std::function<void(const ParamSet&)> before_update_;
+  std::vector<int64_t> param_delay_;  // per optimizer parameter: the smallest delay using it
+  std::map<int64_t, std::vector<size_t>> module_index_;  // k -> optimizer indices, for stats
+  std::vector<ModuleStats> diagnostics_;
 };
 
 }  // namespace ouroboros

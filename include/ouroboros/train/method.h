@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "ouroboros/model/language_model.h"
+#include "ouroboros/train/optim.h"
 
 namespace ouroboros {
 
@@ -46,6 +47,9 @@ class Method {
   virtual void restore(const MethodState& s, int64_t tick) = 0;
   // What the method is, for the log: its plan, micro-batches or replicas (ends with a newline).
   virtual std::string describe() const = 0;
+  // Per-module update statistics recorded since the last call (train.diagnostics_interval),
+  // in step order; methods that record none return nothing.
+  virtual std::vector<ModuleStats> take_diagnostics() { return {}; }
 };
 
 // Seed of module k's dropout generator.

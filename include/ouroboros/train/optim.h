@@ -1,10 +1,15 @@
-// Optimizers over named parameters (libtorch's SGD, Adam, AdamW), the learning-rate schedule, and
-// gradient clipping. One Optimizer per worker: each parameter keeps its own moments and step
-// count, so a module's Adam bias correction counts the updates that module has made.
+// Optimizers over named parameters (SGD, Adam, AdamW, QHAdam, NAdam), the learning-rate schedule,
+// delay-scaled learning rates, weight prediction, gradient clipping and per-update statistics.
+// One Optimizer per worker: each parameter keeps its own moments and step count, so a module's
+// bias correction counts the updates that module has made. SGD, Adam and AdamW run the same
+// tensor operations as libtorch's torch::optim classes (bit for bit, tested); NAdam follows
+// torch.optim.NAdam of torch >= 2.0; QHAdam is Ma and Yarats (ICLR 2019). docs/STALENESS.md says
+// why the delay-tolerant options exist.
 #pragma once
 
-#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -13,23 +18,62 @@
 
 namespace ouroboros {
 
+// What one update did to one parameter (recorded when tracking is on).
+struct UpdateStats {
+  double grad_sq = 0.0;    // squared L2 norm of the gradient before clipping
+  double update_sq = 0.0;  // squared L2 norm of the weight change
+  double dot_prev = 0.0;   // <this change, the previous change> (0 without a previous one)
+  double prev_sq = 0.0;    // squared norm of the previous change
+  int64_t numel = 0;
+  bool has_prev = false;
+  bool updated = false;    // the last update changed this parameter (it had a gradient)
+};
+
+// The statistics of a group of parameters (a module): what the metrics file reports.
+struct ModuleStats {
+  int64_t step = 0;         // steps done when the update was made
+  int64_t module = 0;       // 1..K; 0 = the whole model (methods without modules)
+  double grad_norm = 0.0;   // L2 norm of the module's gradient, before clipping
+  double update_rms = 0.0;  // root mean square of the weight change
+  double update_cos = 0.0;  // cosine between this update and the module's previous one
+  bool has_cos = false;
+  bool updated = false;     // any of the group's parameters took part in the update
+};
+// Sums the statistics of the parameters at `indices` that took part in the last update.
+ModuleStats summarize(int64_t module, const std::vector<UpdateStats>& stats,
+                      const std::vector<size_t>& indices);
+
 class Optimizer {
  public:
   // params share storage with the model: step() updates them in place.
   Optimizer(const TrainConfig& cfg, const ParamSet& params);
   // Applies the gradients present; a parameter whose grad is undefined is left alone.
-  void step(double lr);
+  // lr_scale (empty, or one factor per parameter) multiplies lr parameter by parameter.
+  void step(double lr, const std::vector<double>& lr_scale = {});
   void zero_grad();
   // One update: clip the gradients present to max_norm (0 = off), step at lr, clear them.
   // Returns false, changing nothing, when no parameter has a gradient (a pipeline not yet full).
   // A gradient that is not finite is dropped without an update while the config's
   // skip_nonfinite budget lasts (skipped() counts them); after that NumericError names the
   // parameter.
-  bool apply(double lr, double max_norm);
+  bool apply(double lr, double max_norm, const std::vector<double>& lr_scale = {});
   int64_t skipped() const { return skipped_; }
   // Scales the gradients present so their global L2 norm is at most max_norm (0 = no-op).
   // Returns the norm before clipping.
   double clip(double max_norm);
+  // Weight prediction: detached copies of `weights` (a subset of params(), same tensors) moved
+  // `step` (a horizon times a learning rate, times lr_scale of each parameter when given) along
+  // the optimizer's current update direction: m_hat / (sqrt(v_hat) + eps) for the Adam family,
+  // the momentum buffer for SGD. A parameter without state yet is copied unchanged. The copies
+  // require grad, so they can stand in for a frozen weight version.
+  ParamSet predict(const ParamSet& weights, double step,
+                   const std::vector<double>& lr_scale = {}) const;
+  // While tracking, every update records UpdateStats per parameter (costs one copy of the
+  // weights per update and keeps the previous change).
+  void set_tracking(bool on);
+  const std::vector<UpdateStats>& last_stats() const { return stats_; }
+  // Index of a parameter of params() by name.
+  size_t index(const std::string& name) const;
   // {param name: {"step": int, "exp_avg": T, ...}} for the parameters that have state.
   c10::impl::GenericDict state_dict() const;
   // Restores state for the parameters named in d that this optimizer holds.
@@ -37,15 +81,32 @@ class Optimizer {
   const ParamSet& params() const { return params_; }
 
  private:
-  std::string type_;
+  struct State {
+    int64_t step = 0;
+    Tensor exp_avg, exp_avg_sq;  // Adam family
+    Tensor mu_product;           // NAdam: product of the momentum schedule, float32 scalar
+    Tensor momentum_buffer;      // SGD
+  };
+  void step_one(size_t i, double lr);
+
+  TrainConfig cfg_;
   int64_t skip_budget_ = 0, skipped_ = 0;
   ParamSet params_;
-  std::unique_ptr<torch::optim::Optimizer> opt_;
+  std::vector<double> weight_decay_;  // per parameter: cfg.weight_decay or 0 (decays())
+  std::vector<std::optional<State>> state_;
+  bool tracking_ = false;
+  std::vector<UpdateStats> stats_;
+  std::vector<Tensor> last_change_;
 };
 
 // Learning rate at a step: linear warm-up from lr/warmup to lr over warmup_steps, then cosine
 // decay to min_lr at cfg.steps (or constant).
 double learning_rate(const TrainConfig& cfg, int64_t step);
+
+// The factor on the learning rate of a parameter updated with `delay` ticks of staleness at tick
+// t (engine.stale_lr): 1 for "none" and for delay 0; PipeMare's 1 / d^(1 - min(u / T, 1)) with u
+// the ticks since the delays started (after the synchronous warm-up) and T engine.stale_lr_ticks.
+double stale_lr_factor(const EngineConfig& e, int64_t delay, int64_t tick);
 
 // Whether a parameter gets weight decay: matrices and embeddings yes, biases and LayerNorm no.
 bool decays(const std::string& name);

@@ -2,6 +2,8 @@
 // the oracle every other method is checked against.
 #pragma once
 
+#include <utility>
+
 #include "ouroboros/core/config.h"
 #include "ouroboros/train/method.h"
 #include "ouroboros/train/optim.h"
@@ -17,6 +19,8 @@ class ReferenceTrainer : public Method {
   MethodState state() const override;
   void restore(const MethodState& s, int64_t tick) override;
   std::string describe() const override { return "sequential: plain backprop on one worker\n"; }
+  // The whole model's statistics, as module 0.
+  std::vector<ModuleStats> take_diagnostics() override { return std::exchange(diagnostics_, {}); }
 
  private:
   const LanguageModel& model_;
@@ -24,6 +28,7 @@ class ReferenceTrainer : public Method {
   TrainConfig cfg_;
   Optimizer optimizer_;
   ForwardContext ctx_;
+  std::vector<ModuleStats> diagnostics_;
 };
 
 }  // namespace ouroboros

@@ -15,8 +15,9 @@
 #      and PNGs of validation loss against tokens and against time.
 # Writes OUT/delay_study.md, delay_study.json, delay_study_tokens.png, delay_study_time.png.
 # Env: BUILD_DIR (build), STEPS (1000), LR (3e-4), WARMUP (200), SEED (1337), OUT (bench/results),
-#      WORK (build/delay_study), ARMS (name=flags;...; see the default below), TARGET (arm whose
-#      final loss is the target; default sync_adam), TIMING_STEPS (40), PYTHON (python3),
+#      WORK (build/delay_study), ARMS (name=flags;...; see the default below; names start with
+#      sync or ouro), TARGET (arm whose final loss is the target; default the best sync arm),
+#      TIMING_STEPS (40), PYTHON (python3),
 #      PHASE (train = stop after the training runs, e.g. to time later on an idle machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,21 +29,30 @@ warmup="${WARMUP:-200}"
 seed="${SEED:-1337}"
 out="${OUT:-bench/results}"
 work="${WORK:-$build_dir/delay_study}"
-target="${TARGET:-sync_adam}"
+target="${TARGET:-}"
 timing_steps="${TIMING_STEPS:-40}"
-qh="--optimizer qhadam --beta1 0.99 --qh-nu 0.9"
-nadam="--optimizer nadam --beta1 0.99"
-default_arms="sync_adam=--modules 1;sync_qhadam=--modules 1 $qh;sync_nadam=--modules 1 $nadam"
-default_arms+=";ouro_adam=--modules 3;ouro_adam_predict=--modules 3 --weight-predict optimizer"
+qh="--optimizer qhadam --beta1 0.99 --qh-nu 0.9 --beta2 0.99"
+nadam="--optimizer nadam --beta1 0.99 --beta2 0.99"
+default_arms="sync_adam_b2_999=--modules 1 --beta2 0.999;sync_adam=--modules 1 --beta2 0.99"
+default_arms+=";sync_qhadam=--modules 1 $qh;sync_nadam=--modules 1 $nadam"
+default_arms+=";ouro_adam=--modules 3 --beta2 0.99 --weight-predict none"
+default_arms+=";ouro_adam_predict=--modules 3 --beta2 0.99 --weight-predict optimizer"
 default_arms+=";ouro_qhadam_predict=--modules 3 $qh --weight-predict optimizer"
 default_arms+=";ouro_nadam_predict=--modules 3 $nadam --weight-predict optimizer"
+default_arms+=";ouro_adam_b2_999=--modules 3 --beta2 0.999 --weight-predict none"
+default_arms+=";ouro_adam_predict_b2_999=--modules 3 --beta2 0.999 --weight-predict optimizer"
+default_arms+=";ouro_adam_predict_pipemare_b2_999=--modules 3 --beta2 0.999 --weight-predict optimizer --stale-lr pipemare"
+qh999="--optimizer qhadam --beta1 0.99 --qh-nu 0.9 --beta2 0.999"
+default_arms+=";sync_qhadam_b2_999=--modules 1 $qh999"
+default_arms+=";ouro_qhadam_predict_b2_999=--modules 3 $qh999 --weight-predict optimizer"
+default_arms+=";ouro_adam_predict_b2_999_warm=--modules 3 --beta2 0.999 --weight-predict optimizer --sync-warmup 200"
 arms="${ARMS:-$default_arms}"
 command -v gnuplot >/dev/null || { echo "error: gnuplot not found (hint: apt-get install gnuplot-nox)" >&2; exit 1; }
 cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 mkdir -p "$out" "$work"
 
 model="--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --format fortunes
---tokenizer byte --lr $lr --beta2 0.99 --threads 1 --seed $seed"
+--tokenizer byte --lr $lr --threads 1 --seed $seed"
 schedule="--steps $steps --warmup-steps $warmup --eval-interval 100 --eval-batches 16 --log-interval 10"
 "$python" - "$build_dir/ouroboros" "$work" "$out" "$arms" "$model" "$schedule" "$target" "$timing_steps" <<'PY'
 import datetime, json, math, os, shlex, subprocess, sys, time
@@ -116,6 +126,9 @@ def evals(name):
     return [(r["step"], r["loss"]) for r in rows if r.get("split") == "valid"]
 runs = {a[0]: evals(a[0]) for a in arms}
 final = {n: e[-1][1] for n, e in runs.items()}
+sync = [n for n in runs if n.startswith("sync")]
+best_sync = min(sync, key=lambda n: final[n]) if sync else None
+target = target or best_sync
 goal = final[target]
 def steps_to(points, loss):
     # First crossing of `loss` on the periodic evaluations (same windows), interpolated linearly;
@@ -128,14 +141,19 @@ def steps_to(points, loss):
             return prev[0] + (s - prev[0]) * (prev[1] - loss) / (prev[1] - l)
         prev = (s, l)
     return None
-sync = [n for n in runs if n.startswith("sync")]
-best_sync = min(sync, key=lambda n: final[n]) if sync else target
 own = lambda n: "sync" + n[len("ouro"):].replace("_predict", "").replace("_pipemare", "").replace("_warm", "")
 rows = []
 for name, flags, _ in arms:
     s = steps_to(runs[name], goal)
     t = s * step_time(name) if s is not None else None
+    # The other way round: how long the target arm (plain backprop) takes to reach this arm's
+    # final loss, against this arm's own training time.
+    back = steps_to(runs[target], final[name])
+    own_time = int(common[common.index("--steps") + 1]) * step_time(name)
+    seq_time = back * step_time(target) if back is not None else None
     rows.append({"arm": name, "flags": " ".join(flags), "final_loss": final[name],
+                 "target_steps_to_this_loss": back, "target_time_to_this_loss_s": seq_time,
+                 "own_time_s": own_time,
                  "vs_best_sync": final[name] / final[best_sync] - 1,
                  "vs_own_sync": final[name] / final[own(name)] - 1 if own(name) in final and name.startswith("ouro") else None,
                  "steps_to_target": s, "s_per_step": step_time(name), "time_to_target_s": t})
@@ -153,20 +171,23 @@ json.dump(result, open(f"{out}/delay_study.json", "w"), indent=1)
 lines = ["# delay_study\n",
          f"GPT L=6, H=4, C=256, T=128, B=8, byte level, fortunes; {common[common.index('--steps')+1]} steps "
          f"from seed {common[common.index('--seed')+1]}; lr {common[common.index('--lr')+1]}, "
-         f"{common[common.index('--warmup-steps')+1]} warm-up steps, cosine; beta2 0.99 in every arm. "
+         f"{common[common.index('--warmup-steps')+1]} warm-up steps, cosine. "
          "Validation loss on 128 windows every 100 steps, the full valid split at the end. "
          "Ouroboros: K = 3 modules on 2 worker threads. Every process at 1 intra-op thread per worker.\n",
          f"Machine: {result['machine']}; {date}\n",
          f"Target: the final loss of `{target}`, {goal:.4f} nats. Best plain-backprop arm: `{best_sync}`.\n",
-         "| arm | flags | final valid loss | vs best plain backprop | vs own optimizer without delay | steps to target | s/step | time to target s | time vs sequential |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         "| arm | flags | final valid loss | vs best plain backprop | vs own optimizer without delay | steps to target | s/step | time to target s | time vs sequential | time to its own final loss: this arm / target arm |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
 fmt = lambda v, f: "-" if v is None else format(v, f)
 for r in rows:
     ratio = r["time_to_target_s"] / baselines["sequential"] if r["time_to_target_s"] else None
     lines.append(f"| {r['arm']} | `{r['flags']}` | {r['final_loss']:.4f} | {100*r['vs_best_sync']:+.2f}% | "
                  f"{fmt(None if r['vs_own_sync'] is None else 100*r['vs_own_sync'], '+.2f')}{'%' if r['vs_own_sync'] is not None else ''} | "
                  f"{fmt(r['steps_to_target'], '.0f')} | {r['s_per_step']:.3f} | {fmt(r['time_to_target_s'], '.0f')} | "
-                 f"{fmt(ratio, '.2f')}{'x' if ratio else ''} |")
+                 f"{fmt(ratio, '.2f')}{'x' if ratio else ''} | "
+                 + (f"{r['own_time_s']:.0f} s / {r['target_time_to_this_loss_s']:.0f} s = "
+                    f"{r['own_time_s'] / r['target_time_to_this_loss_s']:.2f}x |"
+                    if r["target_time_to_this_loss_s"] else "- |"))
 lines.append("")
 lines.append(f"Exact-gradient methods need `{target}`'s {seq_steps:.0f} steps: time to target "
              + ", ".join(f"{m} {baselines[m]:.0f} s ({timing[m]:.3f} s/step)" for m in baselines) + ".")

@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "ouroboros/core/config.h"
 #include "ouroboros/train/method.h"
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 // The tiny model and run every test starts from; a test changes only what it is about. GPT with
 // L = 4 blocks, 2 heads, C = 16, T = 8, V = 13; B = 2; `optimizer` at lr 1e-2 (3 warm-up steps,
 // cosine to 1e-3 at step 20), momentum 0.9, weight decay 0.01, clipping at 0.5 (small enough to
-// be active); K modules on an even cut.
+// be active); K modules on an even cut, without weight prediction.
 inline ouroboros::Config tiny_config(int64_t K = 1, const std::string& optimizer = "adam") {
   ouroboros::Config c;
   c.model.n_layer = 4;
@@ -42,6 +43,7 @@ inline ouroboros::Config tiny_config(int64_t K = 1, const std::string& optimizer
   c.train.grad_clip = 0.5;
   c.engine.modules = K;
   c.engine.partition = "even";
+  c.engine.weight_predict = "none";  // the plain delayed update of ALGORITHM.md section 3
   return c;
 }
 
@@ -99,6 +101,17 @@ inline ouroboros::Batch random_batch(const ouroboros::Config& c, uint64_t seed) 
   at::Tensor x = at::randint(c.model.vocab_size, {c.train.batch_size, c.model.block_size + 1}, g);
   return {x.narrow(1, 0, c.model.block_size).contiguous(),
           x.narrow(1, 1, c.model.block_size).contiguous()};
+}
+
+// Runs a shell command and returns its stdout and exit status.
+inline std::pair<std::string, int> run_command(const std::string& cmd) {
+  std::string out;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return {"", -1};
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
 struct CliRun {

@@ -112,8 +112,8 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(engine, partition, "even | auto | a1,a2,... block boundaries"),
       OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
       OUROBOROS_FIELD(engine, weight_predict,
-                      "none | optimizer: delayed modules forward at weights predicted along the "
-                      "optimizer's direction"),
+                      "auto | none | optimizer: delayed modules forward at weights predicted along "
+                      "the optimizer's direction; auto = optimizer in mode ouroboros"),
       OUROBOROS_FIELD(engine, stale_lr, "none | pipemare: learning rate scaled down by delay"),
       OUROBOROS_FIELD(engine, stale_lr_ticks, "pipemare: ticks until the delay scaling fades out"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
@@ -179,8 +179,9 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
   if (mode == "data-parallel" && e.sync_warmup != 0) {
     throw ConfigError("--sync-warmup applies to mode ouroboros only", "drop --sync-warmup");
   }
-  if (e.weight_predict != "none" && e.weight_predict != "optimizer") {
-    throw ConfigError("unknown weight_predict '" + e.weight_predict + "'", "use none or optimizer");
+  if (e.weight_predict != "none" && e.weight_predict != "optimizer" && e.weight_predict != "auto") {
+    throw ConfigError("unknown weight_predict '" + e.weight_predict + "'",
+                      "use auto, none or optimizer");
   }
   if (e.stale_lr != "none" && e.stale_lr != "pipemare") {
     throw ConfigError("unknown stale_lr '" + e.stale_lr + "'", "use none or pipemare");
@@ -192,7 +193,7 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
   for (const auto& [flag, value] : {std::pair<std::string, std::string>{"--weight-predict",
                                                                         e.weight_predict},
                                     {"--stale-lr", e.stale_lr}}) {
-    if (value != "none" && mode != "ouroboros") {
+    if (value != "none" && value != "auto" && mode != "ouroboros") {
       throw ConfigError(flag + " " + value + " acts on delayed gradients, which mode " + mode +
                             " does not have",
                         "use --mode ouroboros (--modules K >= 2) or drop " + flag);
@@ -338,6 +339,11 @@ void Config::validate() const {
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
   validate_mode(engine, train, model);
+}
+
+bool predicts_weights(const EngineConfig& e) {
+  return e.weight_predict == "optimizer" ||
+         (e.weight_predict == "auto" && resolved_mode(e) == "ouroboros");
 }
 
 std::string resolved_mode(const EngineConfig& e) {

@@ -71,7 +71,7 @@ void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double 
       Stored s;
       const int64_t delay = synchronous ? 0 : K - k;
       const size_t w = static_cast<size_t>(worker_of_[k - 1]);
-      s.weights = delay > 0 && cfg_.engine.weight_predict == "optimizer"
+      s.weights = delay > 0 && predicts_weights(cfg_.engine)
                       ? optimizers_[w]->predict(module_params_[k - 1],
                                                 static_cast<double>(delay) * lr,
                                                 lr_scale(w, t, synchronous))

@@ -155,7 +155,7 @@ void Worker::forward(int64_t k, int64_t s, const TickWindow& w, const BatchFn* b
   rec.snapshot = plan.delay() > 0 && !w.synchronous;
   if (!rec.snapshot) {
     rec.version = module_params_.at(k);
-  } else if (engine_cfg_.weight_predict == "optimizer") {
+  } else if (predicts_weights(engine_cfg_)) {
     // The copy is moved to where the weights will be when this batch's gradient arrives.
     rec.version = optimizer_.predict(module_params_.at(k),
                                      static_cast<double>(plan.delay()) * w.lr, lr_scale(w));

@@ -95,6 +95,27 @@ TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
   }
 }
 
+// The default ("auto") predicts in mode ouroboros and nowhere else.
+TEST(DelayTolerance, AutoPredictsInModeOuroborosOnly) {
+  at::set_num_threads(1);
+  Config automatic = tiny_config(3, "adam");
+  automatic.engine.weight_predict = Config{}.engine.weight_predict;
+  ASSERT_EQ(automatic.engine.weight_predict, "auto");
+  Config explicit_on = tiny_config(3, "adam");
+  explicit_on.engine.weight_predict = "optimizer";
+  GPT model(automatic.model);
+  OuroborosEngine a(model, model.init_params(5), automatic);
+  OuroborosEngine b(model, model.init_params(5), explicit_on);
+  expect_identical(record(a, automatic, 8), record(b, explicit_on, 8), a.params().names());
+  EXPECT_TRUE(predicts_weights(automatic.engine));
+  Config one = Config{};
+  EXPECT_FALSE(predicts_weights(one.engine));  // sequential: nothing is delayed
+  one.engine.modules = 3;
+  one.engine.mode = "gpipe";
+  EXPECT_FALSE(predicts_weights(one.engine));
+  EXPECT_NO_THROW(one.validate());
+}
+
 // Diagnostics: one record per module every N steps, from the update's own numbers.
 TEST(DelayTolerance, DiagnosticsReportEveryModule) {
   at::set_num_threads(1);

@@ -173,20 +173,11 @@ TEST(CheckpointTest, IncompatibleCheckpointsNameTheProblem) {
   EXPECT_NE(msg.find("ck.pt"), std::string::npos) << msg;
 }
 
-// Runs a shell command and returns its stdout and exit status.
-std::pair<std::string, int> run(const std::string& cmd) {
-  std::string out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return {"", -1};
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
+using ouroboros_test::run_command;
 
 TEST(CheckpointTest, PythonTorchLoadReadsIt) {
   if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 is not installed";
-  if (run("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
+  if (run_command("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
     GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch)";
   }
   TempDir dir;
@@ -197,7 +188,7 @@ TEST(CheckpointTest, PythonTorchLoadReadsIt) {
       "print(sorted(d.keys())); "
       "print(list(d['model']['h.0.attn.c_attn.weight'].shape)); "
       "print(d['format_version'], d['step'], len(d['model']), d['tokenizer']['kind'])";
-  auto [out, rc] = run("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
+  auto [out, rc] = run_command("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_EQ(out,
             "['checksums', 'config', 'format_version', 'model', 'optimizer', 'rng', 'step', 'tokenizer']\n"

@@ -14,6 +14,7 @@
 namespace ouroboros {
 namespace {
 
+using ouroboros_test::run_command;
 using ouroboros_test::TempDir;
 
 // Two parameters: a matrix that decays and a bias that does not.
@@ -165,15 +166,6 @@ TEST(Optim, QHAdamWithNuOneIsAdam) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a.tensors()[i], b.tensors()[i]));
 }
 
-std::pair<std::string, int> run(const std::string& cmd) {
-  std::string out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return {"", -1};
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
 
 // torch.optim.NAdam of torch >= 2.0. torch 1.13 (Debian's python3-torch) computes
 // mu_product_next as mu_product * mu * mu_next, multiplying mu in twice; the script replaces
@@ -218,7 +210,7 @@ print(" ".join(repr(x) for x in torch.cat([w.detach().flatten(), b.detach().flat
 )PY";
 
 TEST(Optim, NAdamMatchesPythonTorch) {
-  if (run("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
+  if (run_command("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
     GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch)";
   }
   TempDir dir;
@@ -236,7 +228,7 @@ TEST(Optim, NAdamMatchesPythonTorch) {
     cmd.precision(17);
     cmd << "/usr/bin/python3 " << script.string() << " " << b1 << " " << c.beta2 << " "
         << c.weight_decay << " " << c.momentum_decay << " 2>&1";
-    auto [out, rc] = run(cmd.str());
+    auto [out, rc] = run_command(cmd.str());
     ASSERT_EQ(rc, 0) << out;
     std::istringstream in(out);
     Tensor got = torch::cat({p.tensors()[0].detach().flatten(), p.tensors()[1].detach().flatten()});

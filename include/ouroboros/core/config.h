@@ -74,9 +74,10 @@ struct EngineConfig {
   int64_t modules = 1;               // K; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers
   std::string partition = "auto";    // even | auto | a1,a2,... (block boundaries)
   int64_t sync_warmup = 0;           // first M ticks run synchronously (no delay)
-  // Delay tolerance (docs/STALENESS.md). weight_predict: none | optimizer (a delayed module
-  // forwards at its weights extrapolated delay ticks along the optimizer's update direction).
-  std::string weight_predict = "none";
+  // Delay tolerance (docs/DESIGN.md). weight_predict: none | optimizer (a delayed module
+  // forwards at its weights extrapolated delay ticks along the optimizer's update direction) |
+  // auto (optimizer in mode ouroboros; the other methods have no delay).
+  std::string weight_predict = "auto";
   std::string stale_lr = "none";     // none | pipemare: lr / delay^(1 - min(u / T, 1))
   int64_t stale_lr_ticks = 500;      // pipemare: T, ticks after the delays start
   // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
@@ -94,6 +95,8 @@ struct DistConfig {
 // The method a config runs after resolving mode "auto": "sequential", "ouroboros", "gpipe" or
 // "data-parallel".
 std::string resolved_mode(const EngineConfig& e);
+// Whether delayed modules forward at predicted weights (weight_predict after resolving "auto").
+bool predicts_weights(const EngineConfig& e);
 
 struct Config {
   ModelConfig model;

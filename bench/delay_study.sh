@@ -18,7 +18,8 @@
 #      WORK (build/delay_study), ARMS (name=flags;...; see the default below; names start with
 #      sync or ouro), TARGET (arm whose final loss is the target; default the best sync arm),
 #      TIMING_STEPS (40), PYTHON (python3),
-#      PHASE (train = stop after the training runs, e.g. to time later on an idle machine).
+#      PHASE (train = stop after the training runs, e.g. to time later on an idle machine),
+#      PLOT_ARMS (comma-separated arms to plot; default the six below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
@@ -46,7 +47,10 @@ qh999="--optimizer qhadam --beta1 0.99 --qh-nu 0.9 --beta2 0.999"
 default_arms+=";sync_qhadam_b2_999=--modules 1 $qh999"
 default_arms+=";ouro_qhadam_predict_b2_999=--modules 3 $qh999 --weight-predict optimizer"
 default_arms+=";ouro_adam_predict_b2_999_warm=--modules 3 --beta2 0.999 --weight-predict optimizer --sync-warmup 200"
+# Ouroboros's defaults for about the wall-clock time plain backprop takes for its 1000 steps.
+default_arms+=";ouro_default_1800=--modules 3 --steps 1800"
 arms="${ARMS:-$default_arms}"
+export PLOT_ARMS="${PLOT_ARMS:-sync_adam_b2_999,ouro_adam_b2_999,ouro_adam_predict_b2_999,sync_qhadam_b2_999,ouro_qhadam_predict_b2_999,ouro_default_1800}"
 command -v gnuplot >/dev/null || { echo "error: gnuplot not found (hint: apt-get install gnuplot-nox)" >&2; exit 1; }
 cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 mkdir -p "$out" "$work"
@@ -67,22 +71,31 @@ for item in arms_text.split(";"):
     arms.append((name, flags, 1 if K == 1 else K - 1))
 cores = os.cpu_count() or 1
 
-def done(name):
+def steps_of(flags):
+    # An arm may train for its own number of steps (e.g. an equal-time budget).
+    f = flags if "--steps" in flags else common
+    return int(f[f.index("--steps") + 1])
+def common_for(flags):
+    if "--steps" not in flags:
+        return common
+    i = common.index("--steps")
+    return common[:i] + common[i + 2:]
+def done(name, flags):
     path = f"{work}/{name}/metrics.jsonl"
     if not os.path.exists(path):
         return False
     rows = [json.loads(l) for l in open(path)]
-    return any(r.get("split") == "valid" and r["step"] == int(common[common.index("--steps") + 1]) for r in rows)
+    return any(r.get("split") == "valid" and r["step"] == steps_of(flags) for r in rows)
 
 # 1. Training, packed onto the cores.
-pending = [a for a in arms if not done(a[0])]
+pending = [a for a in arms if not done(a[0], a[1])]
 running = []
 while pending or running:
     used = sum(c for _, _, c in running)
     for a in list(pending):
         if used + a[2] <= cores or not running:
             log = open(f"{work}/{a[0]}.log", "w")
-            cmd = [binary, "train", *common, *a[1], "--diagnostics-interval", "20",
+            cmd = [binary, "train", *common_for(a[1]), *a[1], "--diagnostics-interval", "20",
                    "--out-dir", f"{work}/{a[0]}", "--overwrite"]
             print(f"== {a[0]}: {' '.join(a[1])}", file=sys.stderr, flush=True)
             running.append((a[0], subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), a[2]))
@@ -101,24 +114,41 @@ if os.environ.get("PHASE") == "train":
 
 # 2. Timing, one configuration at a time.
 def seconds_per_step(flags, tag):
+    # Kept in WORK: a rerun reuses it unless TIMING_FRESH=1.
     d = f"{work}/timing_{tag}"
-    cmd = [binary, "train", *model, *flags, "--steps", timing_steps, "--warmup-steps", "5",
-           "--eval-interval", "0", "--eval-batches", "1", "--log-interval", "5", "--out-dir", d,
-           "--overwrite"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if os.environ.get("TIMING_FRESH") == "1" or not os.path.exists(f"{d}/metrics.jsonl"):
+        run_timing(flags, d)
     rows = [json.loads(l) for l in open(f"{d}/metrics.jsonl") if '"tokens_per_s"' in l]
     tps = sorted(r["tokens_per_s"] for r in (rows[2:] or rows))  # past the pipeline fill
     per_step = 8 * 128
     return per_step / tps[len(tps) // 2]
-timing = {}
+def run_timing(flags, d):
+    cmd = [binary, "train", *model, *flags, "--steps", timing_steps, "--warmup-steps", "5",
+           "--eval-interval", "0", "--eval-batches", "1", "--log-interval", "5", "--out-dir", d,
+           "--overwrite"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def without(flags, key):
+    i = flags.index(key)
+    return flags[:i] + flags[i + 2:]
+timing, sync_ticks, sync_timing = {}, {}, {}
 for name, flags, _ in arms:
     if name.startswith("ouro"):
+        if "--sync-warmup" in flags:
+            # Its first W ticks run synchronously (about sequential speed), the rest delayed.
+            sync_ticks[name] = int(flags[flags.index("--sync-warmup") + 1])
+            sync_timing[name] = seconds_per_step(flags, name + "_synchronous")
+            flags = without(flags, "--sync-warmup")
+        if "--steps" in flags:
+            flags = without(flags, "--steps")
         timing[name] = seconds_per_step(flags, name)
 timing["sequential"] = seconds_per_step(["--modules", "1"], "sequential")
 timing["gpipe"] = seconds_per_step(["--mode", "gpipe", "--modules", "3", "--micro-batches", "4"], "gpipe")
 timing["data-parallel"] = seconds_per_step(["--mode", "data-parallel", "--workers", "2"], "dp")
 def step_time(name):
     return timing[name] if name in timing else timing["sequential"]
+def time_at(name, steps):
+    w = min(steps, sync_ticks.get(name, 0))
+    return w * sync_timing.get(name, 0.0) + (steps - w) * step_time(name)
 
 # 3. Report.
 def evals(name):
@@ -145,12 +175,12 @@ own = lambda n: "sync" + n[len("ouro"):].replace("_predict", "").replace("_pipem
 rows = []
 for name, flags, _ in arms:
     s = steps_to(runs[name], goal)
-    t = s * step_time(name) if s is not None else None
+    t = time_at(name, s) if s is not None else None
     # The other way round: how long the target arm (plain backprop) takes to reach this arm's
     # final loss, against this arm's own training time.
     back = steps_to(runs[target], final[name])
-    own_time = int(common[common.index("--steps") + 1]) * step_time(name)
-    seq_time = back * step_time(target) if back is not None else None
+    own_time = time_at(name, steps_of(flags))
+    seq_time = time_at(target, back) if back is not None else None
     rows.append({"arm": name, "flags": " ".join(flags), "final_loss": final[name],
                  "target_steps_to_this_loss": back, "target_time_to_this_loss_s": seq_time,
                  "own_time_s": own_time,
@@ -192,7 +222,9 @@ lines.append("")
 lines.append(f"Exact-gradient methods need `{target}`'s {seq_steps:.0f} steps: time to target "
              + ", ".join(f"{m} {baselines[m]:.0f} s ({timing[m]:.3f} s/step)" for m in baselines) + ".")
 lines.append("Steps to target are read off the periodic evaluations (interpolated); times are those steps "
-             "at each method's step time measured alone on the machine after the training runs.\n")
+             "at each method's step time measured alone on the machine after the training runs (s/step: "
+             "the delayed ticks; an arm with a synchronous warm-up spends its first ticks at the "
+             "synchronous step time).\n")
 # Per-module update statistics (every 20 steps): oscillation shows as a negative cosine between
 # consecutive updates.
 def module_stats(name):
@@ -228,10 +260,12 @@ print("\n".join(lines))
 for n, pts in runs.items():
     with open(f"{work}/{n}.dat", "w") as f:
         for s, l in (pts[:-1] or pts):
-            f.write(f"{s*8*128} {s*step_time(n):.2f} {l:.5f}\n")
+            f.write(f"{s*8*128} {time_at(n, s):.2f} {l:.5f}\n")
 ymax = 1.25 * max(final.values())  # the early, near-uniform losses would flatten the rest
+shown = [n for n in os.environ.get("PLOT_ARMS", "").split(",") if n in runs] or list(runs)
 def plot(path, col, xlabel):
-    series = ", ".join(f"'{work}/{n}.dat' using {col}:3 with linespoints title '{n}'" for n in runs)
+    series = ", ".join(f"'{work}/{n}.dat' using {col}:3 with linespoints title '{n}' noenhanced"
+                       for n in shown)
     script = (f"set terminal pngcairo size 1000,650\nset output '{path}'\nset xlabel '{xlabel}'\n"
               f"set ylabel 'validation loss (nats)'\nset yrange [*:{ymax:.3f}]\nset key top right\nset grid\n"
               f"set title 'delay study: Ouroboros K=3 against plain backprop'\nplot {series}\n")

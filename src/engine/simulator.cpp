@@ -44,7 +44,7 @@ SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, co
     for (int64_t k = K; k >= 1; --k) {
       for (const auto& name : module_params_[k - 1].names()) {
         if (!opt->params().contains(name)) continue;
-        int64_t& d = delay[opt->index(name)];
+        int64_t& d = delay[opt->params().index(name)];
         if (d < 0) d = K - k;
       }
     }

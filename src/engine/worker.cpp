@@ -30,7 +30,6 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
       rank_(rank),
       train_cfg_(cfg.train),
       engine_cfg_(cfg.engine),
-      stale_lr_none_(cfg.engine.stale_lr == "none"),
       transport_(transport),
       params_(all.subset(worker_param_names(model, partition, all, rank))),
       optimizer_(cfg.train, params_) {
@@ -49,13 +48,10 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
   for (int64_t k : here) {
     const int64_t d = partition.module(k).delay();
     for (const auto& name : module_params_.at(k).names()) {
-      const size_t i = optimizer_.index(name);
+      const size_t i = params_.index(name);
+      // Modules come K first, so a parameter is reported with the first module that holds it.
+      if (param_delay_[i] == std::numeric_limits<int64_t>::max()) module_index_[k].push_back(i);
       param_delay_[i] = std::min(param_delay_[i], d);
-      bool reported = false;
-      for (const auto& [j, idx] : module_index_) {
-        reported = reported || std::find(idx.begin(), idx.end(), i) != idx.end();
-      }
-      if (!reported) module_index_[k].push_back(i);
     }
   }
   if (cfg.train.diagnostics_interval > 0) optimizer_.set_tracking(true);
@@ -64,7 +60,7 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
 std::vector<ModuleStats> Worker::take_diagnostics() { return std::exchange(diagnostics_, {}); }
 
 std::vector<double> Worker::lr_scale(const TickWindow& w) const {
-  if (w.synchronous || stale_lr_none_) return {};
+  if (w.synchronous || engine_cfg_.stale_lr == "none") return {};
   std::vector<double> scale;
   for (int64_t d : param_delay_) scale.push_back(stale_lr_factor(engine_cfg_, d, w.tick));
   return scale;

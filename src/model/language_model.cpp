@@ -14,11 +14,13 @@ void ParamSet::add(const std::string& name, Tensor t) {
   tensors_.push_back(std::move(t));
 }
 
-const Tensor& ParamSet::at(const std::string& name) const {
+size_t ParamSet::index(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) throw Error("no parameter named " + name);
-  return tensors_[it->second];
+  return it->second;
 }
+
+const Tensor& ParamSet::at(const std::string& name) const { return tensors_[index(name)]; }
 
 Tensor& ParamSet::at(const std::string& name) {
   return const_cast<Tensor&>(static_cast<const ParamSet&>(*this).at(name));

@@ -62,13 +62,6 @@ Optimizer::Optimizer(const TrainConfig& cfg, const ParamSet& params)
   state_.resize(params.size());
 }
 
-size_t Optimizer::index(const std::string& name) const {
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (params_.names()[i] == name) return i;
-  }
-  throw Error("optimizer holds no parameter " + name);
-}
-
 void Optimizer::step_one(size_t i, double lr) {
   Tensor p = params_.tensors()[i];
   Tensor grad = p.grad();
@@ -219,7 +212,7 @@ ParamSet Optimizer::predict(const ParamSet& weights, double step,
   ParamSet out;
   for (size_t j = 0; j < weights.size(); ++j) {
     const std::string& name = weights.names()[j];
-    const size_t i = index(name);
+    const size_t i = params_.index(name);
     const std::optional<State>& st = state_[i];
     const Tensor& w = weights.tensors()[j];
     const double s = lr_scale.empty() ? step : step * lr_scale.at(i);
@@ -264,19 +257,19 @@ void Optimizer::load_state_dict(const c10::impl::GenericDict& d) {
     const std::string& name = params_.names()[i];
     if (!d.contains(name)) continue;
     auto s = d.at(name).toGenericDict();
-    auto tensor = [&](const char* key) {
+    auto need = [&](const char* key) {
       if (!s.contains(key)) {
         throw CheckpointError("optimizer state of " + name + " lacks " + key,
                               "the checkpoint was written with another optimizer");
       }
-      return s.at(key).toTensor().clone();
+      return s.at(key);
     };
+    auto tensor = [&](const char* key) { return need(key).toTensor().clone(); };
     State st;
     if (cfg_.optimizer == "sgd") {
       st.momentum_buffer = tensor("momentum_buffer");
     } else {
-      if (!s.contains("step")) tensor("step");  // throws the message above
-      st.step = s.at("step").toInt();
+      st.step = need("step").toInt();
       st.exp_avg = tensor("exp_avg");
       st.exp_avg_sq = tensor("exp_avg_sq");
       if (cfg_.optimizer == "nadam") st.mu_product = tensor("mu_product");

@@ -83,7 +83,6 @@ class Worker {
   int64_t rank_;
   TrainConfig train_cfg_;
   EngineConfig engine_cfg_;
-  bool stale_lr_none_;
   Transport& transport_;
   ParamSet params_;  // live weights of every module here
   Optimizer optimizer_;

@@ -29,6 +29,8 @@ class ParamSet {
   bool contains(const std::string& name) const { return index_.count(name) > 0; }
   const Tensor& at(const std::string& name) const;
   Tensor& at(const std::string& name);
+  // Position of a parameter in names() and tensors(); throws Error for an unknown name.
+  size_t index(const std::string& name) const;
   const std::vector<std::string>& names() const { return names_; }
   const std::vector<Tensor>& tensors() const { return tensors_; }
   size_t size() const { return names_.size(); }

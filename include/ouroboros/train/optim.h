@@ -72,8 +72,6 @@ class Optimizer {
   // weights per update and keeps the previous change).
   void set_tracking(bool on);
   const std::vector<UpdateStats>& last_stats() const { return stats_; }
-  // Index of a parameter of params() by name.
-  size_t index(const std::string& name) const;
   // {param name: {"step": int, "exp_avg": T, ...}} for the parameters that have state.
   c10::impl::GenericDict state_dict() const;
   // Restores state for the parameters named in d that this optimizer holds.

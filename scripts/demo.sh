@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, trains a GPT with Ouroboros (K = 3 modules on
-# 2 worker threads) on the fortunes corpus, evaluates it and samples from it.
+# 2 worker threads) on the fortunes corpus, evaluates it, samples from it and plots its curves.
 # Extra arguments go to `ouroboros train`, e.g. --steps 3000 to train longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +32,6 @@ $bin eval --checkpoint "$out/ckpt.pt" --split test
 echo
 echo "== sample"
 $bin generate --checkpoint "$out/ckpt.pt" --prompt "The " --tokens 300 --temperature 0.8 --top-k 20
+echo
+echo "== curves"
+$bin plot "$out" --out "$out/curves.png"

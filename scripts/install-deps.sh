@@ -6,8 +6,8 @@ packages=(
   g++ cmake make pkg-config
   libtorch-dev libgloo-dev libopenblas0-openmp
   libgtest-dev googletest
-  libcli11-dev nlohmann-json3-dev
-  python3-torch python3-numpy
+  libcli11-dev nlohmann-json3-dev libsentencepiece-dev
+  python3-torch python3-numpy python3-venv python3-sentencepiece
   gnuplot-nox
   clang libclang-rt-14-dev
   fortunes fortunes-min

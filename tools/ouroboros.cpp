@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "bench/bench.h"
+#include "plot/plot.h"
 #include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/presets.h"
@@ -24,6 +25,7 @@
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/evaluate.h"
+#include "ouroboros/train/export.h"
 
 using namespace ouroboros;
 
@@ -148,37 +150,68 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrit
   return r.stopped ? 128 + stop_requested() : 0;
 }
 
+// What `ouroboros eval` may change: the Transformer-XL evaluation lengths. The rest of the
+// model section is the checkpoint's architecture.
+const std::vector<std::string> kEvalModelKeys = {"model.eval_tgt_len", "model.eval_mem_len",
+                                                 "model.eval_clamp_len", "model.eval_same_length"};
+
+// The checkpoint's model with the evaluation settings of flags and --config applied; a setting
+// that cannot take effect (an architecture change, evaluation lengths of a GPT) is refused.
+ModelConfig eval_model(const Config& ck, const Config& asked) {
+  const nlohmann::json a = asked.to_json()["model"], c = ck.to_json()["model"];
+  for (const auto& [name, value] : a.items()) {
+    if (value == c[name]) continue;
+    const std::string key = "model." + name;
+    std::string flag = name;
+    for (const auto& f : config_fields()) {
+      if (f.key == key) flag = f.flag;
+    }
+    const bool eval_key =
+        std::find(kEvalModelKeys.begin(), kEvalModelKeys.end(), key) != kEvalModelKeys.end();
+    if (!eval_key) {
+      throw ConfigError("eval: " + flag + " " + value.dump() + " would change the model the "
+                            "checkpoint holds (" + name + " " + c[name].dump() + ")",
+                        "drop it (from --config too); eval takes --eval-tgt-len, --eval-mem-len, "
+                        "--eval-clamp-len and --eval-same-length");
+    }
+    if (ck.model.model != "transformer-xl") {
+      throw ConfigError("eval: " + flag + " applies to transformer-xl checkpoints; this one "
+                            "holds a " + ck.model.model + " model",
+                        "drop " + flag);
+    }
+  }
+  asked.validate();
+  return asked.model;
+}
+
 int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::string& split,
              bool json_out, int64_t batch) {
   Checkpoint ck = load_checkpoint(path);
   Config cfg = flags.apply(ck.config);
+  const ModelConfig model_cfg = eval_model(ck.config, cfg);
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   Dataset ds = load_dataset(cfg.data.data, cfg.data.format, ck.tokenizer);
-  std::unique_ptr<LanguageModel> model = make_model(ck.config.model);
+  std::unique_ptr<LanguageModel> model = make_model(model_cfg);
   std::vector<std::string> splits = split == "all" ? std::vector<std::string>{"train", "valid", "test"}
                                                    : std::vector<std::string>{split};
   nlohmann::json out = nlohmann::json::object();
   const bool chars = ck.tokenizer.is_character_level();
   for (const auto& name : splits) {
-    const int64_t unknown = ck.tokenizer.count_unknown(ds.split(name));
+    const std::vector<int32_t>& tokens = ds.split(name);
+    const int64_t unknown = ck.tokenizer.count_unknown(tokens);
     if (unknown > 0) {
-      std::cerr << "note: " << unknown << " of " << ds.split(name).size() << " tokens of the "
+      std::cerr << "note: " << unknown << " of " << tokens.size() << " tokens of the "
                 << name << " split are not in the checkpoint's vocabulary (read as <unk>)"
                 << std::endl;
     }
-    EvalResult r = evaluate(*model, ck.model, ds.split(name), batch);
-    nlohmann::json j = {{"split", name}, {"loss", r.loss}, {"tokens", r.tokens}};
-    if (chars) {
-      j["bpc"] = r.bpc();
-    } else {
-      j["perplexity"] = r.perplexity();
-    }
+    EvalResult r = evaluate(*model, ck.model, tokens, batch);
+    r.bytes_per_token = bytes_per_token(ck.tokenizer, tokens);
+    nlohmann::json j = r.to_json(chars);
+    j["split"] = name;
     if (json_out) {
       out[name] = j;
     } else {
-      std::cout << std::fixed << std::setprecision(4) << name << ": loss " << r.loss
-                << (chars ? " | bpc " : " | ppl ") << (chars ? r.bpc() : r.perplexity()) << " | "
-                << r.tokens << " tokens" << std::endl;
+      std::cout << name << ": " << r.summary(chars) << " | " << r.tokens << " tokens" << std::endl;
     }
   }
   if (json_out) std::cout << (splits.size() == 1 ? out[splits[0]] : out).dump() << std::endl;
@@ -194,6 +227,18 @@ int cmd_generate(const std::string& path, const SampleOptions& opts) {
               << " not in the checkpoint's vocabulary and read as <unk>" << std::endl;
   }
   std::cout << generate(*model, ck.model, ck.tokenizer, opts) << std::endl;
+  return 0;
+}
+
+int cmd_export(const std::string& path, const std::string& format, const std::string& out,
+               bool overwrite) {
+  if (format != "hf") throw ConfigError("export: unknown --format '" + format + "'", "use --format hf");
+  const Checkpoint ck = load_checkpoint(path);
+  const ExportResult r = export_huggingface(ck, out, overwrite);
+  std::cout << "wrote " << out << ": ";
+  for (size_t i = 0; i < r.files.size(); ++i) std::cout << (i ? ", " : "") << r.files[i];
+  std::cout << "\n" << r.tokenizer_note << "\nload it with transformers.GPT2LMHeadModel.from_pretrained('"
+            << out << "')" << std::endl;
   return 0;
 }
 
@@ -296,7 +341,14 @@ int main(int argc, char** argv) {
   int64_t eval_batch = 16;
   eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file")->required();
   ConfigFlags eval_flags;
-  eval_flags.add_to(*eval_cmd, {"data"}, "the checkpoint's");
+  eval_flags.add_to(*eval_cmd, {"data", "model"}, "the checkpoint's");
+  // The model's other flags are accepted only to be refused by name (eval_model).
+  for (const auto& [key, opt] : eval_flags.options) {
+    if (key.rfind("model.", 0) == 0 &&
+        std::find(kEvalModelKeys.begin(), kEvalModelKeys.end(), key) == kEvalModelKeys.end()) {
+      opt->group("");
+    }
+  }
   eval_cmd->add_option("--split", split, "train | valid | test | all [test]")
       ->check(CLI::IsMember({"train", "valid", "test", "all"}));
   eval_cmd->add_flag("--json", json_out, "print one JSON object");
@@ -313,6 +365,23 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]")
       ->check(at_least(0));
   gen_cmd->add_option("--seed", sample.seed, "sampling seed [1]");
+
+  auto* export_cmd = app.add_subcommand(
+      "export", "write a checkpoint in another format: --format hf, a Hugging Face GPT-2 directory");
+  std::string export_ckpt, export_format = "hf", export_out;
+  bool export_overwrite = false;
+  export_cmd->add_option("--checkpoint", export_ckpt, "checkpoint file")->required();
+  export_cmd->add_option("--format", export_format, "hf: config.json, model.safetensors, tokenizer.json [hf]");
+  export_cmd->add_option("--out", export_out, "directory to write (new or empty)")->required();
+  export_cmd->add_flag("--overwrite", export_overwrite, "replace the files of a non-empty --out");
+
+  auto* plot_cmd = app.add_subcommand(
+      "plot", "draw training and validation loss of runs, against steps and time, into one PNG");
+  std::vector<std::string> plot_runs_given;
+  std::string plot_out = "curves.png";
+  plot_cmd->add_option("runs", plot_runs_given, "run directories (their --out-dir) or metrics.jsonl files")
+      ->required();
+  plot_cmd->add_option("--out", plot_out, "PNG to write [curves.png]");
 
   auto* plan_cmd = app.add_subcommand("plan", "print the partition, schedule and cost estimate");
   ConfigFlags plan_flags;
@@ -380,6 +449,11 @@ int main(int argc, char** argv) {
     if (*launch_cmd) return launch(launch_opts);
     if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch);
     if (*gen_cmd) return cmd_generate(gen_ckpt, sample);
+    if (*export_cmd) return cmd_export(export_ckpt, export_format, export_out, export_overwrite);
+    if (*plot_cmd) {
+      plot_runs(plot_runs_given, plot_out, std::cout);
+      return 0;
+    }
     if (*plan_cmd) return cmd_plan(plan_flags, ticks);
     if (*bench_cmd) return cmd_bench(bench_flags, bench, bench_modes, bench_threads);
     if (*child_cmd) return cmd_bench_child(child_config, child_warmup, child_steps);

@@ -64,7 +64,9 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(model, n_head, "attention heads; n_embd must be divisible by it"),
       OUROBOROS_FIELD(model, n_embd, "residual stream width (C)"),
       OUROBOROS_FIELD(model, block_size, "context length in tokens (T)"),
-      OUROBOROS_FIELD(model, vocab_size, "vocabulary size (V); 0 = from the tokenizer"),
+      OUROBOROS_FIELD(model, vocab_size,
+                      "vocabulary size (V); 0 = from the tokenizer; bpe and unigram learn V "
+                      "pieces and need it"),
       OUROBOROS_FIELD(model, dropout, "dropout probability"),
       OUROBOROS_FIELD(model, d_inner, "transformer-xl: feed-forward width; 0 = 4 n_embd"),
       OUROBOROS_FIELD(model, attn_dropout, "transformer-xl: dropout on attention probabilities"),
@@ -80,7 +82,9 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(model, div_val, "transformer-xl: adaptive embedding width divisor per cluster"),
       OUROBOROS_FIELD(data, data, "corpus file or directory (ignored for --format fortunes)"),
       OUROBOROS_FIELD(data, format, "auto | text | enwik8 | text8 | wikitext103 | fortunes"),
-      OUROBOROS_FIELD(data, tokenizer, "auto | byte | char | word"),
+      OUROBOROS_FIELD(data, tokenizer,
+                      "auto | byte | char | word | bpe | unigram (bpe, unigram: sentencepiece, "
+                      "need --vocab-size)"),
       OUROBOROS_FIELD(train, steps, "training steps (ticks)"),
       OUROBOROS_FIELD(train, batch_size, "sequences per step (B)"),
       OUROBOROS_FIELD(train, optimizer, "sgd | adam | adamw | qhadam | nadam"),
@@ -292,9 +296,14 @@ void Config::validate() const {
                                                 "fortunes"};
   require(formats.count(data.format) > 0, "unknown data format '" + data.format + "'",
           "use auto, text, enwik8, text8, wikitext103 or fortunes");
-  static const std::set<std::string> tokenizers = {"auto", "byte", "char", "word"};
+  static const std::set<std::string> tokenizers = {"auto", "byte", "char", "word", "bpe",
+                                                   "unigram"};
   require(tokenizers.count(data.tokenizer) > 0, "unknown tokenizer '" + data.tokenizer + "'",
-          "use auto, byte, char or word");
+          "use auto, byte, char, word, bpe or unigram");
+  // A subword vocabulary is learned to a size, which nothing else gives.
+  require(!(data.tokenizer == "bpe" || data.tokenizer == "unigram") || model.vocab_size > 0,
+          "tokenizer " + data.tokenizer + " needs a vocabulary size",
+          "pass --vocab-size N, e.g. --vocab-size 4000");
   require(train.steps >= 0, "steps must be >= 0, got " + std::to_string(train.steps));
   require(train.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(train.batch_size));
   static const std::set<std::string> optimizers = {"sgd", "adam", "adamw", "qhadam", "nadam"};

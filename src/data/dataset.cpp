@@ -310,12 +310,14 @@ const std::vector<int32_t>& Dataset::split(const std::string& name) const {
 }
 
 Dataset load_dataset(const std::string& path, const std::string& format,
-                     const std::string& tokenizer_kind) {
+                     const std::string& tokenizer_kind, int64_t vocab_size) {
   std::string resolved = resolve_format(path, format);
   std::string kind = tokenizer_kind == "auto" ? default_tokenizer(resolved) : tokenizer_kind;
-  detail::check_tokenizer_kind(kind);  // before reading a large corpus
+  // Before reading a large corpus.
+  detail::check_tokenizer_kind(kind);
+  if (detail::is_subword_kind(kind)) detail::check_subword_request(kind, vocab_size);
   TextSplits splits = load_text_splits(path, resolved);
-  Tokenizer tok = Tokenizer::build(kind, splits.train);
+  Tokenizer tok = Tokenizer::build(kind, splits.train, vocab_size);
   return encode_splits(std::move(splits), tok);
 }
 

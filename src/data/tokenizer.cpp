@@ -1,5 +1,6 @@
-// Byte, char (UTF-8 code points) and word (whitespace, <eos> per line) tokenizers: vocabularies
-// built from training text or restored from a checkpoint, encoding and decoding.
+// Byte, char (UTF-8 code points) and word (whitespace, <eos> per line) tokenizers, and the
+// Tokenizer face of the bpe and unigram ones (subword.cpp): vocabularies built from training text
+// or restored from a checkpoint, encoding and decoding.
 #include "ouroboros/data/tokenizer.h"
 
 #include <algorithm>
@@ -90,8 +91,9 @@ std::vector<std::string> word_vocab(const std::string& train_text) {
 }  // namespace
 
 void detail::check_tokenizer_kind(const std::string& kind) {
-  if (kind != "byte" && kind != "char" && kind != "word")
-    throw DataError("unknown tokenizer '" + kind + "'", "valid tokenizers: byte, char, word");
+  if (kind != "byte" && kind != "char" && kind != "word" && !detail::is_subword_kind(kind))
+    throw DataError("unknown tokenizer '" + kind + "'",
+                    "valid tokenizers: byte, char, word, bpe, unigram");
 }
 
 // ---- Tokenizer ----------------------------------------------------------------------------
@@ -103,14 +105,55 @@ Tokenizer Tokenizer::byte_level() {
   return tok;
 }
 
-Tokenizer Tokenizer::build(const std::string& kind, const std::string& train_text) {
+Tokenizer Tokenizer::build(const std::string& kind, const std::string& train_text,
+                           int64_t vocab_size) {
   detail::check_tokenizer_kind(kind);
   if (kind == "byte") return byte_level();
+  if (detail::is_subword_kind(kind)) {
+    Tokenizer tok;
+    tok.kind_ = kind;
+    tok.subword_ = detail::SubwordModel::train(kind, train_text, vocab_size);
+    tok.vocab_ = tok.subword_->pieces();
+    tok.unk_ = tok.subword_->unk_id();
+    return tok;
+  }
   return from_vocab(kind, kind == "char" ? char_vocab(train_text) : word_vocab(train_text));
+}
+
+Tokenizer Tokenizer::from_model(const std::string& kind, const std::string& model_proto) {
+  detail::check_tokenizer_kind(kind);
+  if (!detail::is_subword_kind(kind))
+    throw DataError("a " + kind + " tokenizer has no sentencepiece model",
+                    "rebuild it with Tokenizer::from_vocab");
+  Tokenizer tok;
+  tok.kind_ = kind;
+  tok.subword_ = detail::SubwordModel::load(kind, model_proto);
+  tok.vocab_ = tok.subword_->pieces();
+  tok.unk_ = tok.subword_->unk_id();
+  return tok;
+}
+
+bool Tokenizer::subword_available(std::string* why) {
+  try {
+    detail::check_subword_request("bpe", 1);
+    return true;
+  } catch (const DataError& e) {
+    if (why) *why = e.what();
+    return false;
+  }
+}
+
+const std::string& Tokenizer::model_proto() const {
+  static const std::string none;
+  return subword_ ? subword_->proto() : none;
 }
 
 Tokenizer Tokenizer::from_vocab(const std::string& kind, const std::vector<std::string>& vocab) {
   detail::check_tokenizer_kind(kind);
+  if (detail::is_subword_kind(kind))
+    throw DataError("a " + kind + " tokenizer is rebuilt from its sentencepiece model, not its "
+                        "vocabulary",
+                    "use Tokenizer::from_model with the saved model");
   const std::string hint = "the checkpoint's vocabulary is damaged or from another program";
   if (kind == "byte") {
     // Only the size is checked: the symbols are fixed, and a JSON round trip may mangle the
@@ -168,6 +211,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
     for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
     return ids;
   }
+  if (subword_) return subword_->encode(text);
   std::string key;  // reused so lookups of short symbols do not allocate
   auto lookup = [&](std::string_view symbol) {
     key.assign(symbol.data(), symbol.size());
@@ -196,7 +240,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
       throw DataError("token id " + std::to_string(id) + " is outside the " + kind_ +
                           " vocabulary of " + std::to_string(vocab_size()),
                       "the ids come from a different tokenizer");
-    if (kind_ == "char" && id == unk_) {
+    if (subword_) {
+      // The pieces' text rather than sentencepiece's Decode, which turns byte pieces that are not
+      // UTF-8 into U+FFFD: so every byte string that was encoded comes back.
+      text += subword_->surfaces()[static_cast<size_t>(id)];
+    } else if (kind_ == "char" && id == unk_) {
       text += kReplacementChar;
     } else if (kind_ == "word") {
       if (id == eos_) {

@@ -26,27 +26,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string eval_line(const EvalResult& r, bool chars) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(4) << "loss " << r.loss;
-  if (chars) {
-    s << " | bpc " << r.bpc();
-  } else {
-    s << " | ppl " << std::setprecision(2) << r.perplexity();
-  }
-  return s.str();
-}
-
-nlohmann::json eval_json(const EvalResult& r, bool chars) {
-  nlohmann::json j = {{"loss", r.loss}, {"tokens", r.tokens}};
-  if (chars) {
-    j["bpc"] = r.bpc();
-  } else {
-    j["perplexity"] = r.perplexity();
-  }
-  return j;
-}
-
 std::string metrics_path(const Config& cfg) {
   return cfg.train.metrics.empty()
              ? (std::filesystem::path(cfg.train.out_dir) / "metrics.jsonl").string()
@@ -125,8 +104,8 @@ class Reporter {
   }
 
   void eval(int64_t step, const std::string& split, const EvalResult& r, bool chars) {
-    if (!quiet_) log_ << "eval " << split << " @ step " << step << " | " << eval_line(r, chars) << std::endl;
-    nlohmann::json j = eval_json(r, chars);
+    if (!quiet_) log_ << "eval " << split << " @ step " << step << " | " << r.summary(chars) << std::endl;
+    nlohmann::json j = r.to_json(chars);
     j["step"] = step;
     j["split"] = split;
     j["elapsed_s"] = elapsed();
@@ -313,7 +292,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     check_layout(ck->config, cfg, opts.resume);
   }
   std::optional<Dataset> ds;
-  if (role.draws_batches) ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer);
+  if (role.draws_batches)
+    ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer, cfg.model.vocab_size);
   const std::string ckpt_path = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
   if (role.lead) check_data(cfg, *ds, ck, opts.resume);
   // Rank 0's value of what every rank must agree on (this process's own in one process).
@@ -379,6 +359,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   const int64_t end = opts.stop_after >= 0 ? std::min(opts.stop_after, cfg.train.steps)
                                            : cfg.train.steps;
   const bool chars = ds && ds->tokenizer.is_character_level();
+  const double valid_bytes_per_token = ds ? bytes_per_token(ds->tokenizer, ds->valid) : 0.0;
   // The out-dir is the lead's for the whole run: a second run into it is refused.
   std::optional<DirLock> lock;
   if (role.lead) {
@@ -406,6 +387,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   };
   auto validate = [&](int64_t at_step, int64_t max_windows) {
     EvalResult r = evaluate(model, method->params(), ds->valid, cfg.train.batch_size, max_windows);
+    r.bytes_per_token = valid_bytes_per_token;
     reporter->eval(at_step, "valid", r, chars);
     return r;
   };

@@ -187,6 +187,71 @@ c10::IValue read_pickle(std::vector<char> bytes) {
                                            reader);
 }
 
+// Strings as bytes: a uint8 tensor of their concatenation and an int64 tensor of the n + 1 offsets.
+// Pickled text must be UTF-8 for Python to read it, and byte and char vocabularies hold single
+// bytes that are not (torch.load failed on every byte-level checkpoint).
+std::pair<Tensor, Tensor> pack_strings(const std::vector<std::string>& strings) {
+  std::vector<int64_t> offsets{0};
+  std::string all;
+  for (const auto& s : strings) {
+    all += s;
+    offsets.push_back(static_cast<int64_t>(all.size()));
+  }
+  Tensor bytes = torch::empty({static_cast<int64_t>(all.size())}, torch::kUInt8);
+  if (!all.empty()) std::memcpy(bytes.data_ptr(), all.data(), all.size());
+  return {bytes, torch::tensor(offsets, torch::kInt64)};
+}
+
+std::vector<std::string> unpack_strings(const std::string& path, const Tensor& bytes,
+                                        const Tensor& offsets) {
+  check_layout(path, "tokenizer.vocab_bytes", bytes);
+  check_layout(path, "tokenizer.vocab_offsets", offsets);
+  if (bytes.scalar_type() != torch::kUInt8 || offsets.scalar_type() != torch::kInt64 ||
+      bytes.dim() != 1 || offsets.dim() != 1 || offsets.numel() < 1) {
+    throw std::runtime_error("vocabulary tensors of the wrong type");
+  }
+  const auto* o = offsets.data_ptr<int64_t>();
+  const auto* b = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+  std::vector<std::string> out;
+  for (int64_t i = 0; i + 1 < offsets.numel(); ++i) {
+    if (o[i] < 0 || o[i + 1] < o[i] || o[i + 1] > bytes.numel()) {
+      throw std::runtime_error("vocabulary offsets out of range");
+    }
+    out.emplace_back(b + o[i], static_cast<size_t>(o[i + 1] - o[i]));
+  }
+  return out;
+}
+
+// A bpe or unigram tokenizer from its sentencepiece model (tokenizer.model, uint8), which must
+// give the saved vocabulary. Each failure is one CheckpointError line.
+Tokenizer subword_tokenizer(const std::string& path, const std::string& kind, const GenericDict& t,
+                            const std::vector<std::string>& vocab) {
+  const std::string what = "checkpoint " + path + " has a " + kind + " tokenizer ";
+  if (!t.contains("model") || !t.at("model").isTensor()) {
+    throw CheckpointError(what + "without its sentencepiece model (tokenizer.model)",
+                          "it was not written by ouroboros or is damaged");
+  }
+  const Tensor bytes = t.at("model").toTensor();
+  check_layout(path, "tokenizer.model", bytes);
+  if (bytes.scalar_type() != torch::kUInt8 || bytes.dim() != 1) {
+    throw CheckpointError(what + "whose sentencepiece model is not a uint8 vector",
+                          "it was not written by ouroboros or is damaged");
+  }
+  const std::string proto(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
+                          static_cast<size_t>(bytes.numel()));
+  Tokenizer tok;
+  try {
+    tok = Tokenizer::from_model(kind, proto);
+  } catch (const DataError& e) {
+    throw CheckpointError(what + "that does not load: " + e.what());
+  }
+  if (tok.vocab() != vocab) {
+    throw CheckpointError(what + "whose sentencepiece model does not match its vocabulary",
+                          "it was not written by ouroboros or is damaged");
+  }
+  return tok;
+}
+
 }  // namespace
 
 int64_t tensor_checksum(const Tensor& t) {
@@ -206,9 +271,15 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   }
   GenericDict tokenizer = new_dict();
   tokenizer.insert("kind", ck.tokenizer.kind());
-  c10::List<std::string> vocab;
-  for (const auto& s : ck.tokenizer.vocab()) vocab.push_back(s);
-  tokenizer.insert("vocab", vocab);
+  auto [vocab_bytes, vocab_offsets] = pack_strings(ck.tokenizer.vocab());
+  tokenizer.insert("vocab_bytes", vocab_bytes);
+  tokenizer.insert("vocab_offsets", vocab_offsets);
+  if (!ck.tokenizer.model_proto().empty()) {  // bpe, unigram: the sentencepiece ModelProto
+    const std::string& proto = ck.tokenizer.model_proto();
+    Tensor model_bytes = torch::empty({static_cast<int64_t>(proto.size())}, torch::kUInt8);
+    std::memcpy(model_bytes.data_ptr(), proto.data(), proto.size());
+    tokenizer.insert("model", model_bytes);
+  }
   GenericDict rng = new_dict();
   rng.insert("sampler", static_cast<int64_t>(ck.sampler_state));
   c10::List<Tensor> gens;
@@ -277,9 +348,9 @@ Checkpoint load_checkpoint(const std::string& path) {
   }
   GenericDict d = root.toGenericDict();
   int64_t version = field(path, "format_version", [&] { return d.at("format_version").toInt(); });
-  if (version != kCheckpointFormatVersion) {
+  if (version < 1 || version > kCheckpointFormatVersion) {
     throw CheckpointError("checkpoint " + path + " has format_version " + std::to_string(version) +
-                              ", this build reads " + std::to_string(kCheckpointFormatVersion),
+                              ", this build reads 1 to " + std::to_string(kCheckpointFormatVersion),
                           "use the ouroboros version that wrote it");
   }
   Checkpoint ck;
@@ -305,8 +376,17 @@ Checkpoint load_checkpoint(const std::string& path) {
   field(path, "tokenizer", [&] {
     GenericDict t = d.at("tokenizer").toGenericDict();
     std::vector<std::string> vocab;
-    for (const auto& s : t.at("vocab").toListRef()) vocab.push_back(s.toStringRef());
-    ck.tokenizer = Tokenizer::from_vocab(t.at("kind").toStringRef(), vocab);
+    if (version >= 2) {
+      vocab = unpack_strings(path, t.at("vocab_bytes").toTensor(), t.at("vocab_offsets").toTensor());
+    } else {  // format 1 pickled the symbols as text
+      for (const auto& s : t.at("vocab").toListRef()) vocab.push_back(s.toStringRef());
+    }
+    const std::string kind = t.at("kind").toStringRef();
+    if (kind == "bpe" || kind == "unigram") {
+      ck.tokenizer = subword_tokenizer(path, kind, t, vocab);
+    } else {
+      ck.tokenizer = Tokenizer::from_vocab(kind, vocab);
+    }
     return 0;
   });
   field(path, "rng", [&] {
@@ -361,7 +441,8 @@ void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Toke
     throw CheckpointError("checkpoint " + path + " holds a " + m.model + " model but the run asks for " +
                               model.model, "drop --model or start a fresh run");
   }
-  if (ck.tokenizer.kind() != tok.kind() || ck.tokenizer.vocab() != tok.vocab()) {
+  if (ck.tokenizer.kind() != tok.kind() || ck.tokenizer.vocab() != tok.vocab() ||
+      ck.tokenizer.model_proto() != tok.model_proto()) {
     throw CheckpointError("checkpoint " + path + " was trained with another vocabulary (" +
                               ck.tokenizer.kind() + ", " +
                               std::to_string(ck.tokenizer.vocab_size()) + " symbols)",

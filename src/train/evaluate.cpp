@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iomanip>
+#include <limits>
+#include <sstream>
 #include <string>
 
 #include "ouroboros/core/errors.h"
@@ -55,6 +58,37 @@ EvalResult evaluate_recurrent(const LanguageModel& model, const ParamSet& params
 
 double EvalResult::bpc() const { return loss / std::log(2.0); }
 double EvalResult::perplexity() const { return std::exp(loss); }
+double EvalResult::bpb() const {
+  return bytes_per_token > 0 ? bpc() / bytes_per_token : std::numeric_limits<double>::quiet_NaN();
+}
+
+std::string EvalResult::summary(bool chars) const {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(4) << "loss " << loss;
+  if (chars) {
+    s << " | bpc " << bpc();
+  } else {
+    s << " | ppl " << std::setprecision(2) << perplexity();
+  }
+  if (bytes_per_token > 0) s << " | bpb " << std::setprecision(4) << bpb();
+  return s.str();
+}
+
+nlohmann::json EvalResult::to_json(bool chars) const {
+  nlohmann::json j = {{"loss", loss}, {"tokens", tokens}};
+  if (chars) {
+    j["bpc"] = bpc();
+  } else {
+    j["perplexity"] = perplexity();
+  }
+  if (bytes_per_token > 0) j["bpb"] = bpb();
+  return j;
+}
+
+double bytes_per_token(const Tokenizer& tok, const std::vector<int32_t>& tokens) {
+  if (tokens.empty()) return 0.0;
+  return static_cast<double>(tok.decode(tokens).size()) / static_cast<double>(tokens.size());
+}
 
 EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const std::vector<int32_t>& tokens,
                     int64_t batch_size, int64_t max_windows) {

@@ -248,7 +248,7 @@ TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
     return k;
   };
   const std::set<std::string> progress = {"step", "loss", "lr", "tokens_per_s", "elapsed_s"};
-  const std::set<std::string> eval = {"step", "split", "loss", "tokens", "bpc", "elapsed_s"};
+  const std::set<std::string> eval = {"step", "split", "loss", "tokens", "bpc", "bpb", "elapsed_s"};
   const std::vector<std::pair<int64_t, bool>> expected = {
       {5, false}, {10, false}, {10, true}, {15, false}, {20, false}, {20, true}};
   for (size_t i = 0; i < lines.size(); ++i) {

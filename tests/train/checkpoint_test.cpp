@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/model/gpt.h"
@@ -175,11 +176,21 @@ TEST(CheckpointTest, IncompatibleCheckpointsNameTheProblem) {
 
 using ouroboros_test::run_command;
 
-TEST(CheckpointTest, PythonTorchLoadReadsIt) {
-  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 is not installed";
-  if (run_command("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
-    GTEST_SKIP() << "/usr/bin/python3 cannot import torch (install python3-torch)";
+bool python_torch_missing(std::string* why) {
+  if (!fs::exists("/usr/bin/python3")) {
+    *why = "/usr/bin/python3 is not installed";
+    return true;
   }
+  if (run_command("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1").second != 0) {
+    *why = "/usr/bin/python3 cannot import torch (install python3-torch)";
+    return true;
+  }
+  return false;
+}
+
+TEST(CheckpointTest, PythonTorchLoadReadsIt) {
+  std::string why;
+  if (python_torch_missing(&why)) GTEST_SKIP() << why;
   TempDir dir;
   const fs::path path = dir.path() / "ckpt.pt";
   save_checkpoint(path.string(), make_checkpoint());
@@ -193,7 +204,133 @@ TEST(CheckpointTest, PythonTorchLoadReadsIt) {
   EXPECT_EQ(out,
             "['checksums', 'config', 'format_version', 'model', 'optimizer', 'rng', 'step', 'tokenizer']\n"
             "[24, 8]\n"
-            "1 2 28 char\n");
+            "2 2 28 char\n");
+}
+
+// Every tokenizer's vocabulary, including symbols that are not UTF-8 (all byte symbols above
+// 0x7f, a stray byte read as its own char, a word holding one), opens in Python as bytes and
+// comes back the same; a format-1 file (the vocabulary pickled as text) still loads.
+TEST(CheckpointTest, EveryVocabularyOpensInPython) {
+  std::string why;
+  if (python_torch_missing(&why)) GTEST_SKIP() << why;
+  TempDir dir;
+  const std::string text = "caf\xc3\xa9 \xff\xfe odd\nline two\n";
+  for (const std::string kind : {"byte", "char", "word"}) {
+    Checkpoint ck = make_checkpoint();
+    ck.tokenizer = Tokenizer::build(kind, text);
+    const fs::path path = dir.path() / (kind + ".pt");
+    save_checkpoint(path.string(), ck);
+    // Python writes each symbol as hex, one per line; the C++ side rebuilds them.
+    const std::string script =
+        "import sys, torch; t = torch.load(sys.argv[1])['tokenizer']; "
+        "b = bytes(t['vocab_bytes'].numpy()); o = t['vocab_offsets'].tolist(); "
+        "print(t['kind']); [print(b[o[i]:o[i + 1]].hex()) for i in range(len(o) - 1)]";
+    auto [out, rc] = run_command("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
+    ASSERT_EQ(rc, 0) << kind << ": " << out;
+    std::istringstream lines(out);
+    std::string line;
+    std::getline(lines, line);
+    EXPECT_EQ(line, kind);
+    std::vector<std::string> vocab;
+    while (std::getline(lines, line)) {
+      std::string symbol;
+      for (size_t i = 0; i + 1 < line.size(); i += 2) {
+        symbol += static_cast<char>(std::stoi(line.substr(i, 2), nullptr, 16));
+      }
+      vocab.push_back(symbol);
+    }
+    EXPECT_EQ(vocab, ck.tokenizer.vocab()) << kind;
+    EXPECT_EQ(load_checkpoint(path.string()).tokenizer.vocab(), ck.tokenizer.vocab()) << kind;
+  }
+  // Format 1, as earlier builds wrote it, made here by Python from a format-2 file.
+  Checkpoint ck = make_checkpoint();
+  const fs::path v2 = dir.path() / "v2.pt", v1 = dir.path() / "v1.pt";
+  save_checkpoint(v2.string(), ck);
+  const std::string to_v1 =
+      "import sys, torch; d = torch.load(sys.argv[1]); t = d['tokenizer']; "
+      "b = bytes(t['vocab_bytes'].numpy()); o = t['vocab_offsets'].tolist(); "
+      "d['tokenizer'] = {'kind': t['kind'], "
+      "'vocab': [b[o[i]:o[i + 1]].decode() for i in range(len(o) - 1)]}; "
+      "d['format_version'] = 1; torch.save(d, sys.argv[2])";
+  auto [out, rc] = run_command("/usr/bin/python3 -c \"" + to_v1 + "\" " + v2.string() + " " +
+                               v1.string() + " 2>&1");
+  ASSERT_EQ(rc, 0) << out;
+  const Checkpoint back = load_checkpoint(v1.string());
+  EXPECT_EQ(back.tokenizer.vocab(), ck.tokenizer.vocab());
+  EXPECT_EQ(back.step, ck.step);
+}
+
+// A bpe checkpoint also holds its sentencepiece model (tokenizer.model, uint8): torch.load opens
+// it, Python's sentencepiece (where installed) loads those bytes and encodes as the C++ side
+// does, and load_checkpoint restores the tokenizer from them; a missing or damaged model fails
+// with one line.
+TEST(CheckpointTest, SubwordModelOpensInPython) {
+  std::string why;
+  if (python_torch_missing(&why)) GTEST_SKIP() << why;
+  if (!Tokenizer::subword_available(&why)) GTEST_SKIP() << why;
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 300; ++i) {
+    text += "the cat  sat on mat " + std::to_string(i % 17) + (i % 3 ? " caf\xc3\xa9\n" : "\n");
+  }
+  Checkpoint ck = make_checkpoint();
+  ck.tokenizer = Tokenizer::build("bpe", text, 300);
+  const fs::path path = dir.path() / "bpe.pt";
+  save_checkpoint(path.string(), ck);
+  const Checkpoint back = load_checkpoint(path.string());
+  EXPECT_EQ(back.tokenizer.kind(), "bpe");
+  EXPECT_EQ(back.tokenizer.vocab(), ck.tokenizer.vocab());
+  EXPECT_EQ(back.tokenizer.model_proto(), ck.tokenizer.model_proto());
+
+  const std::string probe = "the mat  sat on 12\ncaf\xc3\xa9 at 3\n\nthe cat\n";
+  const fs::path probe_file = dir.write("probe.txt", probe);
+  const fs::path script = dir.write("check.py", R"(import importlib.util, sys, torch
+t = torch.load(sys.argv[1])['tokenizer']
+m = t['model']
+print(t['kind'], m.dtype, m.dim(), len(t['vocab_offsets']) - 1)
+if importlib.util.find_spec('sentencepiece') is None:
+    print('no sentencepiece')
+else:
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(bytes(m.numpy()))
+    text = open(sys.argv[2], encoding='utf-8').read()
+    print(sp.GetPieceSize(), ' '.join(str(i) for i in sp.EncodeAsIds(text)))
+)");
+  auto [out, rc] = run_command("/usr/bin/python3 " + script.string() + " " + path.string() + " " +
+                               probe_file.string() + " 2>&1");
+  ASSERT_EQ(rc, 0) << out;
+  std::istringstream lines(out);
+  std::string line;
+  std::getline(lines, line);
+  EXPECT_EQ(line, "bpe torch.uint8 1 300");
+  std::getline(lines, line);
+  if (line != "no sentencepiece") {
+    std::string expected = "300";
+    for (int32_t id : ck.tokenizer.encode(probe)) expected += " " + std::to_string(id);
+    EXPECT_EQ(line, expected);
+  }
+
+  // The same file without its model, and with bytes that are no model.
+  const fs::path missing = dir.path() / "missing.pt", damaged = dir.path() / "damaged.pt";
+  auto [out2, rc2] = run_command(
+      "/usr/bin/python3 -c \"import sys, torch; d = torch.load(sys.argv[1]); "
+      "del d['tokenizer']['model']; torch.save(d, sys.argv[2]); "
+      "d['tokenizer']['model'] = torch.tensor([7, 1, 2], dtype=torch.uint8); "
+      "torch.save(d, sys.argv[3])\" " + path.string() + " " + missing.string() + " " +
+      damaged.string() + " 2>&1");
+  ASSERT_EQ(rc2, 0) << out2;
+  for (const auto& [file, expected] :
+       {std::pair{missing, "without its sentencepiece model"}, std::pair{damaged, "does not load"}}) {
+    try {
+      load_checkpoint(file.string());
+      ADD_FAILURE() << "expected a CheckpointError for " << file;
+    } catch (const CheckpointError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(expected), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    }
+  }
 }
 
 }  // namespace

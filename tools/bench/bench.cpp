@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "bench/timing.h"
+#include "plot/plot.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
 
@@ -165,8 +166,7 @@ std::string bench_table(const json& report) {
 
 std::string plot_bench(const json& report, const std::string& png_path) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(png_path).parent_path();
-  const fs::path data = dir / "bench_plot.dat", script = dir / "bench_plot.gp";
+  const fs::path data = fs::path(png_path).parent_path() / "bench_plot.dat";
   {
     std::ofstream d(data);
     for (const auto& r : report["runs"]) {
@@ -176,39 +176,16 @@ std::string plot_bench(const json& report, const std::string& png_path) {
   }
   double top = 0.0;  // room above the tallest bar for its label
   for (const auto& r : report["runs"]) top = std::max(top, r["tokens_per_s"].get<double>());
-  std::string err;
-  for (const std::string terminal : {"pngcairo", "png"}) {
-    {
-      std::ofstream g(script);
-      g << "set terminal " << terminal << " size 960,540\n"
-        << "set output '" << png_path << "'\n"
-        << "set title 'Training speed, " << report["model"]["description"].get<std::string>()
-        << "' noenhanced\n"
-        << "set ylabel 'tokens/s'\nset yrange [0:" << 1.15 * top + 1.0 << "]\nset grid ytics\n"
-        << "set style fill solid 0.8 border -1\nset boxwidth 0.6\nset bmargin 6\n"
-        << "set xtics noenhanced rotate by -20 font ',10'\n"
-        << "plot '" << data.string() << "' using 0:2:xtic(1) with boxes lc rgb '#4477aa' notitle, "
-        << "'' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle\n";
-    }
-    const std::string cmd = "gnuplot " + quote(script.string()) + " 2>&1";
-    FILE* pipe = popen(cmd.c_str(), "r");
-    if (!pipe) return "cannot start gnuplot";
-    std::string out;
-    char buf[512];
-    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-    const int status = pclose(pipe);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && fs::exists(png_path) &&
-        fs::file_size(png_path) > 0) {
-      fs::remove(data);
-      fs::remove(script);
-      return "";
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
-      err = "gnuplot not found (install it: apt-get install gnuplot-nox)";
-      break;
-    }
-    err = "gnuplot failed: " + out.substr(0, out.find('\n'));
-  }
+  std::ostringstream g;
+  g << "set title 'Training speed, " << report["model"]["description"].get<std::string>()
+    << "' noenhanced\n"
+    << "set ylabel 'tokens/s'\nset yrange [0:" << 1.15 * top + 1.0 << "]\nset grid ytics\n"
+    << "set style fill solid 0.8 border -1\nset boxwidth 0.6\nset bmargin 6\n"
+    << "set xtics noenhanced rotate by -20 font ',10'\n"
+    << "plot '" << data.string() << "' using 0:2:xtic(1) with boxes lc rgb '#4477aa' notitle, "
+    << "'' using 0:2:(sprintf('%.0f', $2)) with labels offset 0,1 notitle\n";
+  const std::string err = run_gnuplot(g.str(), png_path);
+  fs::remove(data);
   return err;
 }
 

@@ -37,8 +37,10 @@ struct Dataset {
   std::string description;
   const std::vector<int32_t>& split(const std::string& name) const;  // train | valid | test
 };
+// vocab_size: the number of pieces a bpe or unigram tokenizer learns (model.vocab_size, > 0
+// there); the other tokenizers take their size from the text and ignore it.
 Dataset load_dataset(const std::string& path, const std::string& format,
-                     const std::string& tokenizer_kind);
+                     const std::string& tokenizer_kind, int64_t vocab_size = 0);
 // Uses an existing tokenizer (from a checkpoint) instead of building one.
 Dataset load_dataset(const std::string& path, const std::string& format, const Tokenizer& tok);
 

@@ -16,7 +16,10 @@
 
 namespace ouroboros {
 
-constexpr int64_t kCheckpointFormatVersion = 1;
+// 2: the vocabulary as bytes (tokenizer.vocab_bytes, tokenizer.vocab_offsets), and for bpe and
+// unigram the serialized sentencepiece model (tokenizer.model, uint8); 1, still read: as a list
+// of strings, which Python cannot unpickle for byte vocabularies.
+constexpr int64_t kCheckpointFormatVersion = 2;
 
 struct Checkpoint {
   Config config;

@@ -3,9 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "ouroboros/data/tokenizer.h"
 #include "ouroboros/model/language_model.h"
 
 namespace ouroboros {
@@ -13,9 +17,22 @@ namespace ouroboros {
 struct EvalResult {
   double loss = 0.0;    // mean cross-entropy in nats over all targets
   int64_t tokens = 0;   // number of targets
+  // UTF-8 bytes of text per token of the evaluated split (bytes_per_token below); 0 = not known.
+  double bytes_per_token = 0.0;
   double bpc() const;   // bits per character (byte/char data)
   double perplexity() const;
+  // Bits per byte of text: comparable across tokenizers. NaN when bytes_per_token is unknown.
+  double bpb() const;
+  // "loss 1.2345 | bpc 1.7810 | bpb 1.7302" for character-level vocabularies, "loss ... | ppl
+  // 12.34 | bpb ..." otherwise (bpb only when known); the JSON holds the same figures.
+  std::string summary(bool chars) const;
+  nlohmann::json to_json(bool chars) const;
 };
+
+// The length in bytes of a split's decoded text over its number of tokens. Word vocabularies
+// decode with single spaces and <unk> as its five letters, so this is close to, not exactly,
+// the source text's size.
+double bytes_per_token(const Tokenizer& tok, const std::vector<int32_t>& tokens);
 
 // Mean cross-entropy over the evaluation windows of tokens (data/dataset.h); max_windows = 0 for
 // all. A recurrent model is evaluated on batch_size streams instead (data/stream.h), in segments

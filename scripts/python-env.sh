@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's Python environment, .venv: Debian's python3 with its torch (python3-torch, the
+# numeric oracle) plus, from PyPI, transformers for the Hugging Face export test. Re-running it
+# is cheap once it is in place. Without network it says so and exits 0: the tests that need
+# transformers are then skipped with that reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.venv
+pins=(transformers==4.46.3)  # pinned; checked against Debian's torch 1.13
+
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import transformers, torch' 2>/dev/null; then
+  echo "python-env: $venv ready ($("$venv/bin/python" -c 'import transformers; print("transformers", transformers.__version__)'))"
+  exit 0
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+if "$venv/bin/pip" install --disable-pip-version-check --quiet --timeout 60 --retries 2 "${pins[@]}"; then
+  echo "python-env: installed ${pins[*]} into $venv"
+else
+  echo "python-env: warning: could not install ${pins[*]} from PyPI; the Hugging Face export test will be skipped" >&2
+fi

@@ -209,6 +209,12 @@ MethodState DistributedEngine::state() const {
 
 void DistributedEngine::restore(const MethodState& s, int64_t tick) {
   check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
+  if (const int64_t n = batches_in_flight(s); n > 0) {
+    throw CheckpointError("the checkpoint holds " + std::to_string(n) + " batches in flight (a "
+                              "threaded run's); worker processes resume drained checkpoints",
+                          "resume it on threads, or drain it there first: train --resume CKPT "
+                          "--steps <its step> writes a drained checkpoint");
+  }
   worker_->restore_state(s);
   peers_.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(peers_.optimizer, s.optimizer);

@@ -65,4 +65,9 @@ void PipelineClock::resume(int64_t tick) {
   pipeline_start_ = std::max(tick, sync_warmup_);
 }
 
+void PipelineClock::resume(int64_t tick, int64_t start) {
+  next_tick_ = tick;
+  pipeline_start_ = start;
+}
+
 }  // namespace ouroboros

@@ -102,8 +102,23 @@ Tensor Worker::take_local(const LocalKey& key) {
   return t;
 }
 
+namespace {
+// The tick at which the peer's row receives the message a send op of tick t carries: the receive
+// op of the same message runs at lag recv.lag behind it, so at t - send.lag + recv.lag.
+int64_t receive_tick(const Schedule& schedule, const Op& send, int64_t t) {
+  const OpKind want = send.kind == OpKind::SendErr ? OpKind::RecvErr : OpKind::RecvAct;
+  for (const Op& op : schedule.workers.at(send.peer)) {
+    if (op.kind == want && op.index == send.index) return t - send.lag + op.lag;
+  }
+  return t;
+}
+}  // namespace
+
 void Worker::run_tick(const Schedule& schedule, const TickWindow& w, const BatchFn* batch,
                       const LossFn* on_loss) {
+  sent_.erase(std::remove_if(sent_.begin(), sent_.end(),
+                             [&](const Sent& m) { return m.recv_tick < w.tick; }),
+              sent_.end());
   for (const Op& op : schedule.workers.at(rank_)) {
     const int64_t s = w.tick - op.lag;
     if (op.kind != OpKind::Update && (s < w.start || s >= w.horizon)) continue;
@@ -117,7 +132,11 @@ void Worker::run_tick(const Schedule& schedule, const TickWindow& w, const Batch
       case OpKind::SendAct:
       case OpKind::SendErr: {
         const bool err = op.kind == OpKind::SendErr;
-        transport_.send(op.peer, MessageKey{err, op.index, s}, take_local({err, op.index, s}));
+        const MessageKey key{err, op.index, s};
+        Tensor t = take_local({err, op.index, s});
+        const int64_t at = receive_tick(schedule, op, w.tick);
+        if (at > w.tick) sent_.push_back({op.peer, key, t, at});
+        transport_.send(op.peer, key, t);
         break;
       }
       case OpKind::RecvAct:
@@ -142,6 +161,7 @@ void Worker::forward(int64_t k, int64_t s, const TickWindow& w, const BatchFn* b
   if (plan.embed) {
     auto [x, y] = (*batch_fn)(s);
     input = x;
+    rec.tokens = x;
     targets_[s] = y;
   } else {
     input = take_local({false, k - 1, s}).detach().requires_grad_(true);
@@ -163,7 +183,12 @@ void Worker::forward(int64_t k, int64_t s, const TickWindow& w, const BatchFn* b
     targets = targets_.at(s);
     targets_.erase(s);
   }
-  rec.output = model_.forward_module(rec.version, plan, input, targets, contexts_.at(k));
+  ForwardContext& ctx = contexts_.at(k);
+  if (!plan.head) {  // what a checkpoint needs to run this forward again (save_pipeline)
+    rec.generator_before = ctx.generator->get_state();
+    rec.memory_before = ctx.memory;
+  }
+  rec.output = model_.forward_module(rec.version, plan, input, targets, ctx);
   if (plan.head) {
     if (on_loss) (*on_loss)(s, rec.output.item<double>());
   } else {
@@ -216,6 +241,153 @@ void Worker::update(const TickWindow& w) {
     if (!m.updated) continue;  // e.g. module K during a drain
     m.step = w.tick + 1;
     diagnostics_.push_back(m);
+  }
+}
+
+}  // namespace ouroboros
+
+namespace ouroboros {
+namespace {
+
+using c10::impl::GenericDict;
+using c10::impl::GenericList;
+
+GenericDict new_dict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+
+GenericDict message_dict(const MessageKey& key, const Tensor& t) {
+  GenericDict d = new_dict();
+  d.insert("error", key.error);
+  d.insert("boundary", key.boundary);
+  d.insert("batch", key.batch);
+  d.insert("tensor", t);
+  return d;
+}
+
+MessageKey message_key(const GenericDict& d) {
+  return {d.at("error").toBool(), d.at("boundary").toInt(), d.at("batch").toInt()};
+}
+
+}  // namespace
+
+c10::impl::GenericDict Worker::save_pipeline(int64_t next_tick) const {
+  GenericDict out = new_dict();
+  GenericDict modules = new_dict();
+  for (const auto& [k, batches] : in_flight_) {
+    GenericList records(c10::AnyType::get());
+    for (const auto& [s, rec] : batches) {
+      if (partition_.module(k).head) {
+        throw Error("module " + std::to_string(k) + " holds batch " + std::to_string(s) +
+                    " between ticks", "the schedule back-propagates the last module at once");
+      }
+      GenericDict r = new_dict();
+      r.insert("batch", s);
+      r.insert("snapshot", rec.snapshot);
+      GenericList weights(c10::TensorType::get());
+      if (rec.snapshot) {
+        for (const Tensor& t : rec.version.tensors()) weights.push_back(t.detach());
+      }
+      r.insert("weights", weights);
+      r.insert("input", rec.tokens.defined() ? rec.tokens : rec.input.detach());
+      r.insert("generator", rec.generator_before);
+      GenericDict memory = new_dict();
+      for (const auto& [layer, t] : rec.memory_before) memory.insert(std::to_string(layer), t);
+      r.insert("memory", memory);
+      records.push_back(r);
+    }
+    modules.insert(std::to_string(k), records);
+  }
+  out.insert("modules", modules);
+  GenericDict targets = new_dict();
+  for (const auto& [s, y] : targets_) targets.insert(std::to_string(s), y);
+  out.insert("targets", targets);
+  GenericList mailbox(c10::AnyType::get());
+  for (const auto& [key, t] : mailbox_) {
+    mailbox.push_back(message_dict({std::get<0>(key), std::get<1>(key), std::get<2>(key)}, t));
+  }
+  out.insert("mailbox", mailbox);
+  GenericList sent(c10::AnyType::get());
+  for (const Sent& m : sent_) {
+    if (m.recv_tick < next_tick) continue;  // taken already
+    GenericDict d = message_dict(m.key, m.tensor);
+    d.insert("peer", m.peer);
+    d.insert("recv_tick", m.recv_tick);
+    sent.push_back(d);
+  }
+  out.insert("sent", sent);
+  return out;
+}
+
+void Worker::restore_pipeline(const c10::impl::GenericDict& d) {
+  torch::NoGradGuard outer;  // re-enabled around each forward below
+  for (auto& [k, batches] : in_flight_) batches.clear();
+  targets_.clear();
+  mailbox_.clear();
+  sent_.clear();
+  const GenericDict modules = d.at("modules").toGenericDict();
+  for (auto& [k, batches] : in_flight_) {
+    const std::string key = std::to_string(k);
+    if (!modules.contains(key)) continue;
+    const ModulePlan& plan = partition_.module(k);
+    ForwardContext& ctx = contexts_.at(k);
+    // The state between the ticks (restore_state set it); each forward below starts from its own.
+    const Tensor generator_now = ctx.generator->get_state();
+    const std::map<int64_t, Tensor> memory_now = ctx.memory;
+    for (const c10::IValue& item : modules.at(key).toListRef()) {
+      const GenericDict r = item.toGenericDict();
+      const int64_t s = r.at("batch").toInt();
+      InFlight rec;
+      rec.snapshot = r.at("snapshot").toBool();
+      const ParamSet& live = module_params_.at(k);
+      if (rec.snapshot) {
+        const auto weights = r.at("weights").toTensorVector();
+        if (weights.size() != live.size()) {
+          throw Error("the saved pipeline of module " + key + " holds " +
+                      std::to_string(weights.size()) + " weights, the module " +
+                      std::to_string(live.size()), "resume with the layout that wrote it");
+        }
+        for (size_t i = 0; i < live.size(); ++i) {
+          rec.version.add(live.names()[i], weights[i].clone().requires_grad_(true));
+        }
+      } else {
+        rec.version = live;
+      }
+      Tensor input = r.at("input").toTensor();
+      if (plan.embed) {
+        rec.tokens = input;
+      } else {
+        input = input.clone().requires_grad_(true);
+        rec.input = input;
+      }
+      rec.generator_before = r.at("generator").toTensor();
+      for (const auto& m : r.at("memory").toGenericDict()) {
+        rec.memory_before[std::stoll(m.key().toStringRef())] = m.value().toTensor();
+      }
+      ctx.generator->set_state(rec.generator_before);
+      ctx.memory = rec.memory_before;
+      {
+        torch::AutoGradMode grad(true);
+        rec.output = model_.forward_module(rec.version, plan, input, Tensor(), ctx);
+      }
+      batches.emplace(s, std::move(rec));
+      peak_in_flight_[k] = std::max<int64_t>(peak_in_flight_[k], static_cast<int64_t>(batches.size()));
+    }
+    ctx.generator->set_state(generator_now);
+    ctx.memory = memory_now;
+  }
+  for (const auto& item : d.at("targets").toGenericDict()) {
+    targets_[std::stoll(item.key().toStringRef())] = item.value().toTensor();
+  }
+  for (const c10::IValue& item : d.at("mailbox").toListRef()) {
+    const GenericDict m = item.toGenericDict();
+    const MessageKey key = message_key(m);
+    mailbox_[{key.error, key.boundary, key.batch}] = m.at("tensor").toTensor();
+  }
+  for (const c10::IValue& item : d.at("sent").toListRef()) {
+    const GenericDict m = item.toGenericDict();
+    Sent sent{m.at("peer").toInt(), message_key(m), m.at("tensor").toTensor(),
+              m.at("recv_tick").toInt()};
+    transport_.send(sent.peer, sent.key, sent.tensor);
+    sent_.push_back(std::move(sent));
   }
 }
 

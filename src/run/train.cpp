@@ -351,6 +351,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     s.optimizer = ck->optimizer;
     s.generators = ck->generator_states;
     s.memory = ck->memory;
+    s.pipeline = ck->pipeline;
     step = ck->step;
     method->restore(s, step);
     batches.set_state(ck->sampler_state);
@@ -370,8 +371,10 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   if (role.lead) reporter.emplace(cfg, log, opts.quiet, !ck, step);
   std::vector<double> losses;
 
-  auto save = [&](int64_t at_step) {
-    method->drain();
+  // A checkpoint keeps the batches in flight where the method can (resuming continues the very
+  // same run); the last one, and those of methods that cannot, drain the pipeline first.
+  auto save = [&](int64_t at_step, bool final) {
+    if (final || !method->saves_in_flight()) method->drain();
     if (!role.lead) return;
     const MethodState s = method->state();
     Checkpoint out;
@@ -383,6 +386,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     out.sampler_state = batches.state();
     out.memory = s.memory;
     out.generator_states = s.generators;
+    out.pipeline = s.pipeline;
     save_checkpoint(ckpt_path, out);
   };
   auto validate = [&](int64_t at_step, int64_t max_windows) {
@@ -461,7 +465,10 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (job.kind == TrainJob::kEvaluate && role.lead) {
       validate(job.first, cfg.train.eval_batches * cfg.train.batch_size);
     }
-    if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) save(job.first);
+    if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
+      // A run stopped early (stop_after) keeps its pipeline like any interruption.
+      save(job.first, job.kind == TrainJob::kFinal && job.first == cfg.train.steps);
+    }
     if (job.kind == TrainJob::kFinal && role.lead && job.first == cfg.train.steps) {
       result.valid = validate(job.first, 0);
     }
@@ -469,7 +476,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   }
 
   if (result.stopped) {
-    save(step);  // every rank drains; the lead writes
+    save(step, false);  // the lead writes
     if (talk) {
       log << "stopped by signal at step " << step << "; checkpoint " << ckpt_path
           << " (continue with --resume " << ckpt_path << ")" << std::endl;

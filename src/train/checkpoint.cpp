@@ -111,12 +111,20 @@ void check_layout(const std::string& path, const std::string& name, const Tensor
   }
 }
 
-// Every tensor of an optimizer state dict ({param: {"exp_avg": T, ...}}).
-void check_layouts(const std::string& path, const c10::impl::GenericDict& d) {
-  for (const auto& item : d) {
-    if (item.value().isTensor()) check_layout(path, item.key().toStringRef(), item.value().toTensor());
-    if (item.value().isGenericDict()) check_layouts(path, item.value().toGenericDict());
+// Every tensor of a nested dict of tensors and lists (optimizer state, pipeline).
+void check_layouts(const std::string& path, const std::string& name, const c10::IValue& v) {
+  if (v.isTensor()) check_layout(path, name, v.toTensor());
+  if (v.isGenericDict()) {
+    for (const auto& item : v.toGenericDict()) {
+      check_layouts(path, item.key().isString() ? item.key().toStringRef() : name, item.value());
+    }
   }
+  if (v.isList()) {
+    for (const c10::IValue& x : v.toListRef()) check_layouts(path, name, x);
+  }
+}
+void check_layouts(const std::string& path, const c10::impl::GenericDict& d) {
+  check_layouts(path, "optimizer", c10::IValue(d));
 }
 
 // Walks the opcodes of torch's pickle (protocol 2) and returns what is impossible in it: a memo
@@ -295,6 +303,7 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
   d.insert("step", ck.step);
   d.insert("rng", rng);
   d.insert("checksums", checksums);
+  if (!ck.pipeline.empty()) d.insert("pipeline", ck.pipeline);
   if (!ck.memory.empty()) {  // recurrent models only: "layers.i" -> [B, M, C]
     GenericDict memory = new_dict();
     for (const auto& [layer, t] : ck.memory) {
@@ -408,6 +417,10 @@ Checkpoint load_checkpoint(const std::string& path) {
                               "restore the file from a copy or start a fresh run");
       }
     }
+  }
+  if (d.contains("pipeline")) {
+    ck.pipeline = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
+    check_layouts(path, "pipeline", c10::IValue(ck.pipeline));
   }
   if (d.contains("memory")) {
     field(path, "memory", [&] {

@@ -36,6 +36,17 @@ void restore_memory(ForwardContext& ctx, const ModulePlan& m, const std::map<int
   }
 }
 
+int64_t batches_in_flight(const MethodState& s) {
+  if (!s.pipeline.contains("workers")) return 0;
+  int64_t n = 0;
+  for (const c10::IValue& w : s.pipeline.at("workers").toListRef()) {
+    for (const auto& m : w.toGenericDict().at("modules").toGenericDict()) {
+      n += static_cast<int64_t>(m.value().toListRef().size());
+    }
+  }
+  return n;
+}
+
 void merge_optimizer_state(c10::impl::GenericDict& into, const c10::impl::GenericDict& from) {
   for (const auto& item : from) into.insert_or_assign(item.key(), item.value());
 }

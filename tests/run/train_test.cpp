@@ -17,6 +17,7 @@
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/data/dataset.h"
+#include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/optim.h"
 
 namespace ouroboros {
@@ -121,15 +122,20 @@ TEST(TrainerTest, SameSeedGivesTheSameRunBitForBit) {
 }
 
 // N steps, checkpoint, resume for M more == N + M straight, bit for bit: weights, optimizer
-// moments, batch sampler and dropout generators all come back from the checkpoint.
+// moments, batch sampler, dropout generators and the batches in flight all come back from the
+// checkpoint; and the straight run with its checkpoint equals one without.
 void expect_exact_resume(Config cfg, const fs::path& root) {
   const int64_t N = 12, M = 12;
   cfg.train.steps = N + M;
+  cfg.train.out_dir = (root / "no-checkpoints").string();
+  TrainResult plain = train(cfg, quiet());
   cfg.train.checkpoint_interval = N;
 
   cfg.train.out_dir = (root / "straight").string();
   TrainResult straight = train(cfg, quiet());
   ASSERT_EQ(straight.losses.size(), static_cast<size_t>(N + M));
+  EXPECT_EQ(straight.losses, plain.losses);
+  expect_same_params(straight.params, plain.params);
 
   cfg.train.out_dir = (root / "interrupted").string();
   TrainOptions first = quiet();
@@ -139,6 +145,11 @@ void expect_exact_resume(Config cfg, const fs::path& root) {
   ASSERT_EQ(part.losses.size(), static_cast<size_t>(N));
   EXPECT_EQ(part.losses, std::vector<double>(straight.losses.begin(),
                                              straight.losses.begin() + N));
+  MethodState saved;
+  saved.pipeline = load_checkpoint((root / "interrupted" / "ckpt.pt").string()).pipeline;
+  if (cfg.engine.modules >= 2) {  // the delayed modules' batches are in the file, not drained
+    EXPECT_EQ(batches_in_flight(saved), cfg.engine.modules * (cfg.engine.modules - 1) / 2);
+  }
 
   TrainOptions second = quiet();
   second.resume = (root / "interrupted" / "ckpt.pt").string();
@@ -175,17 +186,31 @@ TEST(TrainerTest, ResumeIsExactWithSgdMomentum) {
   expect_exact_resume(cfg, dir.path());
 }
 
-// The engine drains its pipeline at a checkpoint (docs/DESIGN.md); the straight run drains at
-// the same tick, so resuming continues it exactly, dropout generators of every module included.
+// A checkpoint keeps the engine's pipeline (docs/DESIGN.md): resuming runs the saved forwards
+// again and continues the very same run, dropout generators and weight predictions included.
 TEST(TrainerTest, ResumeIsExactWithOuroboros) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
-  cfg.engine.modules = 3;
   cfg.model.dropout = 0.1;
+  cfg.engine.modules = 2;
+  expect_exact_resume(cfg, dir.path() / "k2");
+  cfg.engine.modules = 3;
   expect_exact_resume(cfg, dir.path() / "k3");
   cfg.engine.modules = 4;
   cfg.engine.sync_warmup = 3;
+  cfg.engine.weight_predict = "auto";
   expect_exact_resume(cfg, dir.path() / "k4");
+}
+
+// Transformer-XL: each module's memories before every saved forward come back with it.
+TEST(TrainerTest, ResumeIsExactWithOuroborosTransformerXL) {
+  TempDir dir;
+  Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
+  cfg.model.model = "transformer-xl";
+  cfg.model.mem_len = 8;
+  cfg.model.dropout = 0.1;
+  cfg.engine.modules = 3;
+  expect_exact_resume(cfg, dir.path() / "xl3");
 }
 
 TEST(TrainerTest, ResumeIsExactWithDropout) {

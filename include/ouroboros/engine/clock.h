@@ -45,9 +45,12 @@ class PipelineClock {
   // After every worker walked the job: the next run continues after it, and after a drain the
   // pipeline refills from empty.
   void finished(const ClockJob& job);
-  // A run resumed from a checkpoint written (drained) after `tick` ticks.
+  // A run resumed from a checkpoint written after `tick` ticks: drained (the pipeline refills from
+  // empty), or holding its pipeline, which started at `start`.
   void resume(int64_t tick);
+  void resume(int64_t tick, int64_t start);
   int64_t next_tick() const { return next_tick_; }
+  int64_t pipeline_start() const { return pipeline_start_; }
 
  private:
   TrainConfig train_;

@@ -27,6 +27,7 @@ class OuroborosEngine : public Method {
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;
+  bool saves_in_flight() const override { return true; }
   const ParamSet& params() const override { return params_; }
   MethodState state() const override;
   void restore(const MethodState& s, int64_t tick) override;

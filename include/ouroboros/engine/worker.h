@@ -60,12 +60,31 @@ class Worker {
   // Per-module update statistics recorded since the last call (train.diagnostics_interval).
   std::vector<ModuleStats> take_diagnostics();
 
+  // The pipeline between two ticks as a value (checkpoints without a drain): per module the
+  // weights and input of every forward still waiting for its backward, with its dropout
+  // generator and memories as they were before it; the targets waiting for module K; messages
+  // received and not yet used; messages sent that their receiver takes at next_tick or later.
+  c10::impl::GenericDict save_pipeline(int64_t next_tick) const;
+  // After restore_state: runs each saved forward again from its weights and input (the same
+  // numbers bit for bit with one intra-op thread), so its backward finds its graph, and sends the
+  // pending messages again.
+  void restore_pipeline(const c10::impl::GenericDict& d);
+
  private:
   struct InFlight {
     ParamSet version;  // the weights the forward used
     bool snapshot;     // version is a copy (delay > 0), so its gradients move to the live weights
     Tensor input;      // leaf for the module's input (undefined for module 1)
     Tensor output;     // hidden state, or the loss for module K
+    Tensor tokens;     // module 1: the batch's token ids
+    Tensor generator_before;               // dropout generator state before the forward
+    std::map<int64_t, Tensor> memory_before;  // recurrent models: memories before the forward
+  };
+  struct Sent {
+    int64_t peer;
+    MessageKey key;
+    Tensor tensor;
+    int64_t recv_tick;  // the tick whose ops receive it
   };
   using LocalKey = std::tuple<bool, int64_t, int64_t>;  // error?, boundary, batch
 
@@ -97,6 +116,7 @@ class Worker {
   std::vector<int64_t> param_delay_;  // per optimizer parameter: the smallest delay using it
   std::map<int64_t, std::vector<size_t>> module_index_;  // k -> optimizer indices, for stats
   std::vector<ModuleStats> diagnostics_;
+  std::vector<Sent> sent_;  // messages whose receiver takes them in a later tick
 };
 
 }  // namespace ouroboros

@@ -30,6 +30,8 @@ struct Checkpoint {
   uint64_t sampler_state = 0;
   std::vector<Tensor> generator_states; // dropout generators, one per module
   std::map<int64_t, Tensor> memory;     // recurrent models: layer -> segment memory [B, M, C]
+  // The batches in flight of a pipelined method (MethodState::pipeline); empty = drained.
+  c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
 };
 
 // FNV-1a (64 bit) of a tensor's bytes: the checksum stored for every model tensor.

@@ -28,6 +28,9 @@ struct MethodState {
   c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
   std::vector<Tensor> generators;     // dropout generator states: one per module (per replica)
   std::map<int64_t, Tensor> memory;   // recurrent models: layer -> segment memory [B, M, C]
+  // Pipelined methods: the batches in flight between two ticks and where the pipeline started
+  // ({"start": int, "workers": [one dict per worker]}); empty = drained, the pipeline refills.
+  c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
 };
 
 // Advances the weights one tick at a time. Between run() calls every worker is idle, so params()
@@ -37,13 +40,16 @@ class Method {
   virtual ~Method() = default;
   // Runs ticks [first, first + count).
   virtual void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) = 0;
-  // Applies the gradients of batches still in flight, so the weights are final (end of training,
-  // checkpoints). A no-op for methods that flush every step.
+  // Applies the gradients of batches still in flight, so the weights are final (end of training).
+  // A no-op for methods that flush every step.
   virtual void drain() = 0;
+  // True when state() holds the batches in flight, so a checkpoint needs no drain first.
+  virtual bool saves_in_flight() const { return false; }
   virtual const ParamSet& params() const = 0;
   virtual MethodState state() const = 0;
-  // Continues a run from a checkpoint written after `tick` ticks (the pipeline was drained).
-  // Throws CheckpointError when the state does not fit this method.
+  // Continues a run from a checkpoint written after `tick` ticks: with the saved pipeline where
+  // there is one, else refilling it from empty. Throws CheckpointError when the state does not
+  // fit this method.
   virtual void restore(const MethodState& s, int64_t tick) = 0;
   // What the method is, for the log: its plan, micro-batches or replicas (ends with a newline).
   virtual std::string describe() const = 0;
@@ -65,6 +71,9 @@ void check_generator_count(const MethodState& s, size_t expected, const std::str
 // A module's share of a recurrent model's memories (the layers of its blocks), and the reverse.
 void collect_memory(const ForwardContext& ctx, std::map<int64_t, Tensor>& into);
 void restore_memory(ForwardContext& ctx, const ModulePlan& m, const std::map<int64_t, Tensor>& all);
+
+// Forwards saved in s.pipeline that still wait for their backward (0 for a drained state).
+int64_t batches_in_flight(const MethodState& s);
 
 // Merges optimizer state dicts of several workers (disjoint parameter names) into one.
 void merge_optimizer_state(c10::impl::GenericDict& into, const c10::impl::GenericDict& from);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "data_util.h"
 #include "test_util.h"
 
 #include <atomic>
@@ -39,17 +40,7 @@ class ScopedEnv {
   std::string old_;
 };
 
-// Runs f, expects a DataError, and returns its message.
-template <typename F>
-std::string data_error_message(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a DataError";
-  return "";
-}
+using ouroboros_test::data_error_message;
 
 std::vector<int64_t> row(const torch::Tensor& t, int64_t r) {
   torch::Tensor c = t[r].contiguous();

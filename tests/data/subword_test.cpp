@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "data_util.h"
 #include "test_util.h"
 
 #include <map>
@@ -41,17 +42,7 @@ std::string corpus(size_t bytes, uint32_t seed = 7) {
   return text;
 }
 
-// Runs f, expects a DataError, and returns its message.
-template <typename F>
-std::string data_error_message(F&& f) {
-  try {
-    f();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a DataError";
-  return "";
-}
+using ouroboros_test::data_error_message;
 
 // Each test runs for bpe and for unigram.
 class Subword : public ::testing::TestWithParam<std::string> {

@@ -116,8 +116,11 @@ int64_t receive_tick(const Schedule& schedule, const Op& send, int64_t t) {
 
 void Worker::run_tick(const Schedule& schedule, const TickWindow& w, const BatchFn* batch,
                       const LossFn* on_loss) {
+  // What a checkpoint between ticks must send again. A drain tick (t >= horizon) receives
+  // everything sent before it and its own sends, so a drained pipeline keeps none.
+  const bool draining = w.tick >= w.horizon;
   sent_.erase(std::remove_if(sent_.begin(), sent_.end(),
-                             [&](const Sent& m) { return m.recv_tick < w.tick; }),
+                             [&](const Sent& m) { return draining || m.recv_tick < w.tick; }),
               sent_.end());
   for (const Op& op : schedule.workers.at(rank_)) {
     const int64_t s = w.tick - op.lag;
@@ -135,7 +138,7 @@ void Worker::run_tick(const Schedule& schedule, const TickWindow& w, const Batch
         const MessageKey key{err, op.index, s};
         Tensor t = take_local({err, op.index, s});
         const int64_t at = receive_tick(schedule, op, w.tick);
-        if (at > w.tick) sent_.push_back({op.peer, key, t, at});
+        if (at > w.tick && !draining) sent_.push_back({op.peer, key, t, at});
         transport_.send(op.peer, key, t);
         break;
       }
@@ -386,6 +389,9 @@ void Worker::restore_pipeline(const c10::impl::GenericDict& d) {
     const GenericDict m = item.toGenericDict();
     Sent sent{m.at("peer").toInt(), message_key(m), m.at("tensor").toTensor(),
               m.at("recv_tick").toInt()};
+    // Sent again as in the tick before its receiver's: an asynchronous transport then waits for
+    // it where it waited for the original, after the receiver's tick has begun.
+    transport_.begin_tick(sent.recv_tick - 1);
     transport_.send(sent.peer, sent.key, sent.tensor);
     sent_.push_back(std::move(sent));
   }

@@ -232,8 +232,19 @@ int cmd_generate(const std::string& path, const SampleOptions& opts) {
 
 int cmd_export(const std::string& path, const std::string& format, const std::string& out,
                bool overwrite) {
-  if (format != "hf") throw ConfigError("export: unknown --format '" + format + "'", "use --format hf");
+  if (format != "hf" && format != "torch") {
+    throw ConfigError("export: unknown --format '" + format + "'", "use --format hf or torch");
+  }
   const Checkpoint ck = load_checkpoint(path);
+  if (format == "torch") {  // one file for torch.load, e.g. from a multi-process run's shards
+    if (std::filesystem::exists(out) && !overwrite) {
+      throw ConfigError("export: " + out + " exists", "choose another --out or add --overwrite");
+    }
+    const int64_t bytes = save_checkpoint(out, ck);
+    std::cout << "wrote " << out << " (" << bytes / (1024 * 1024) << " MiB, step " << ck.step
+              << "): load it with torch.load('" << out << "'), resume or evaluate it" << std::endl;
+    return 0;
+  }
   const ExportResult r = export_huggingface(ck, out, overwrite);
   std::cout << "wrote " << out << ": ";
   for (size_t i = 0; i < r.files.size(); ++i) std::cout << (i ? ", " : "") << r.files[i];
@@ -339,7 +350,7 @@ int main(int argc, char** argv) {
   std::string eval_ckpt, split = "test";
   bool json_out = false;
   int64_t eval_batch = 16;
-  eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file")->required();
+  eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file or sharded directory")->required();
   ConfigFlags eval_flags;
   eval_flags.add_to(*eval_cmd, {"data", "model"}, "the checkpoint's");
   // The model's other flags are accepted only to be refused by name (eval_model).
@@ -358,7 +369,7 @@ int main(int argc, char** argv) {
   auto* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint");
   std::string gen_ckpt;
   SampleOptions sample;
-  gen_cmd->add_option("--checkpoint", gen_ckpt, "checkpoint file")->required();
+  gen_cmd->add_option("--checkpoint", gen_ckpt, "checkpoint file or sharded directory")->required();
   gen_cmd->add_option("--prompt", sample.prompt, "text to continue");
   gen_cmd->add_option("--tokens", sample.tokens, "tokens to generate [200]")->check(at_least(0));
   gen_cmd->add_option("--temperature", sample.temperature, "sampling temperature [0.8]");
@@ -367,12 +378,13 @@ int main(int argc, char** argv) {
   gen_cmd->add_option("--seed", sample.seed, "sampling seed [1]");
 
   auto* export_cmd = app.add_subcommand(
-      "export", "write a checkpoint in another format: --format hf, a Hugging Face GPT-2 directory");
+      "export", "write a checkpoint in another format: --format hf (a Hugging Face GPT-2 "
+                "directory) or torch (one file, e.g. of a multi-process run's shards)");
   std::string export_ckpt, export_format = "hf", export_out;
   bool export_overwrite = false;
-  export_cmd->add_option("--checkpoint", export_ckpt, "checkpoint file")->required();
-  export_cmd->add_option("--format", export_format, "hf: config.json, model.safetensors, tokenizer.json [hf]");
-  export_cmd->add_option("--out", export_out, "directory to write (new or empty)")->required();
+  export_cmd->add_option("--checkpoint", export_ckpt, "checkpoint file or sharded directory")->required();
+  export_cmd->add_option("--format", export_format, "hf: config.json, model.safetensors, tokenizer.json; torch: one checkpoint file [hf]");
+  export_cmd->add_option("--out", export_out, "hf: directory to write (new or empty); torch: the file")->required();
   export_cmd->add_flag("--overwrite", export_overwrite, "replace the files of a non-empty --out");
 
   auto* plot_cmd = app.add_subcommand(

@@ -120,8 +120,9 @@ void fault_point(const char* phase) {
   static const char* spec = std::getenv("OUROBOROS_FAULT");
   if (!spec) return;
   const char* rank = std::getenv("RANK");
-  const std::string want = std::string("stop:") + phase + ":" + (rank ? rank : "0");
-  if (want == spec) ::raise(SIGSTOP);
+  const std::string at = std::string(phase) + ":" + (rank ? rank : "0");
+  if (spec == "stop:" + at) ::raise(SIGSTOP);
+  if (spec == "kill:" + at) ::raise(SIGKILL);
 }
 
 double physical_memory_bytes() {

@@ -69,7 +69,7 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
   workers_ = cfg.engine.modules == 1 ? 1 : cfg.engine.modules - 1;  // K - 1 per ring
   replicas_ = cfg.dist.replicas;
   timeout_ = Millis(static_cast<int64_t>(cfg.dist.timeout * 1000.0));
-  checkpoint_ = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
+  checkpoint_ = (std::filesystem::path(cfg.train.out_dir) / "ckpt").string();
   if (env.world_size != workers_ * replicas_) {
     throw ConfigError("world size " + std::to_string(env.world_size) + " does not match " +
                           std::to_string(replicas_) + " ring(s) of " + std::to_string(workers_) +

@@ -207,19 +207,43 @@ MethodState DistributedEngine::state() const {
   return s;
 }
 
+std::optional<CheckpointShard> DistributedEngine::shard() const {
+  CheckpointShard out;
+  out.rank = ctx_.rank();
+  out.world = ctx_.world_size();
+  if (ctx_.ring() == 0) {  // the rings hold the same weights; each its own batches in flight
+    out.model = worker_->params();
+    out.optimizer = worker_->optimizer().state_dict();
+    MethodState s;
+    s.generators.resize(static_cast<size_t>(plan_.partition.K));
+    worker_->collect_state(s);
+    for (int64_t k : worker_->modules()) out.generators[k] = s.generators[static_cast<size_t>(k - 1)];
+    out.memory = s.memory;
+  }
+  out.pipeline = worker_->save_pipeline(clock_.next_tick());
+  out.pipeline_start = clock_.pipeline_start();
+  return out;
+}
+
 void DistributedEngine::restore(const MethodState& s, int64_t tick) {
   check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
-  if (const int64_t n = batches_in_flight(s); n > 0) {
-    throw CheckpointError("the checkpoint holds " + std::to_string(n) + " batches in flight (a "
-                              "threaded run's); worker processes resume drained checkpoints",
-                          "resume it on threads, or drain it there first: train --resume CKPT "
-                          "--steps <its step> writes a drained checkpoint");
-  }
   worker_->restore_state(s);
   peers_.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(peers_.optimizer, s.optimizer);
   peers_.generators = s.generators;
-  clock_.resume(tick);
+  if (!s.pipeline.contains("workers")) {
+    clock_.resume(tick);
+    return;
+  }
+  const auto workers = s.pipeline.at("workers").toListRef();
+  if (static_cast<int64_t>(workers.size()) != ctx_.world_size()) {
+    throw CheckpointError("the checkpoint's pipeline has " + std::to_string(workers.size()) +
+                              " workers, this run " + std::to_string(ctx_.world_size()) +
+                              " processes",
+                          "resume with the --modules, --partition and --replicas that wrote it");
+  }
+  clock_.resume(tick, s.pipeline.at("start").toInt());
+  worker_->restore_pipeline(workers[static_cast<size_t>(ctx_.rank())].toGenericDict());
 }
 
 }  // namespace ouroboros

@@ -10,6 +10,7 @@
 #include <iomanip>
 #include <iostream>
 #include <optional>
+#include <random>
 #include <sstream>
 
 #include "ouroboros/core/errors.h"
@@ -19,126 +20,13 @@
 #include "ouroboros/run/methods.h"
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/optim.h"
+#include "reporter.h"
 
 namespace ouroboros {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string metrics_path(const Config& cfg) {
-  return cfg.train.metrics.empty()
-             ? (std::filesystem::path(cfg.train.out_dir) / "metrics.jsonl").string()
-             : cfg.train.metrics;
-}
-
-// Rewrites a JSONL metrics file without the records whose step is past `step`.
-void keep_records_up_to(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::vector<std::string> kept;
-  for (std::string line; std::getline(in, line);) {
-    try {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      if (j.contains("step") && j["step"].get<int64_t>() > step) continue;
-    } catch (const std::exception&) {
-      continue;  // a line cut by a crash
-    }
-    kept.push_back(line);
-  }
-  in.close();
-  std::ofstream out(path, std::ios::trunc);
-  for (const auto& line : kept) out << line << "\n";
-}
-
-// Progress lines and the JSONL metrics file.
-class Reporter {
- public:
-  Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step)
-      : cfg_(cfg), log_(log), quiet_(quiet), last_step_(first_step) {
-    const std::string path = metrics_path(cfg);
-    auto parent = std::filesystem::path(path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent);
-    // A resumed run continues the file from its checkpoint's step: records past it (written
-    // after the checkpoint by the run that stopped) would otherwise appear twice.
-    if (!fresh) keep_records_up_to(path, first_step);
-    metrics_.open(path, fresh ? std::ios::trunc : std::ios::app);
-    if (!metrics_) throw Error("cannot write metrics file " + path, "check --out-dir / --metrics");
-    start_ = last_time_ = Clock::now();
-  }
-
-  void loss(int64_t tick, double value) {
-    window_sum_ += value;
-    ++window_count_;
-    const int64_t done = tick + 1;
-    if (done % cfg_.train.log_interval != 0 && done != cfg_.train.steps) return;
-    const auto now = Clock::now();
-    const double dt = std::chrono::duration<double>(now - last_time_).count();
-    const int64_t rows = cfg_.train.batch_size * cfg_.dist.replicas;  // all rings
-    const double tokens = static_cast<double>((done - last_step_) * rows * cfg_.model.block_size);
-    const double tps = dt > 0 ? tokens / dt : 0.0;
-    const double mean = window_sum_ / static_cast<double>(window_count_);
-    const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) * rows *
-                                                     cfg_.model.block_size) / tps
-                               : 0.0;
-    last_mean_ = mean;
-    if (!quiet_) {
-      std::ostringstream s;
-      s << "step " << std::setw(6) << done << "/" << cfg_.train.steps << " | loss " << std::fixed
-        << std::setprecision(4) << mean << " | lr " << std::scientific << std::setprecision(2)
-        << learning_rate(cfg_.train, tick) << " | " << std::fixed << std::setprecision(0) << tps
-        << " tok/s | ETA " << format_duration(eta);
-      log_ << s.str() << std::endl;
-    }
-    metrics_ << nlohmann::json{{"step", done},
-                               {"loss", mean},
-                               {"lr", learning_rate(cfg_.train, tick)},
-                               {"tokens_per_s", tps},
-                               {"elapsed_s", elapsed()}}
-                    .dump()
-             << std::endl;
-    window_sum_ = 0.0;
-    window_count_ = 0;
-    last_step_ = done;
-    last_time_ = now;
-  }
-
-  void eval(int64_t step, const std::string& split, const EvalResult& r, bool chars) {
-    if (!quiet_) log_ << "eval " << split << " @ step " << step << " | " << r.summary(chars) << std::endl;
-    nlohmann::json j = r.to_json(chars);
-    j["step"] = step;
-    j["split"] = split;
-    j["elapsed_s"] = elapsed();
-    metrics_ << j.dump() << std::endl;
-  }
-
-  // One module's update statistics (train.diagnostics_interval): one record per module.
-  void module_stats(const ModuleStats& m) {
-    nlohmann::json j{{"step", m.step},
-                     {"module", m.module},
-                     {"grad_norm", m.grad_norm},
-                     {"update_rms", m.update_rms}};
-    j["update_cos"] = m.has_cos ? nlohmann::json(m.update_cos) : nlohmann::json(nullptr);
-    metrics_ << j.dump() << std::endl;
-  }
-
-  // Time spent evaluating or checkpointing does not count as training speed.
-  void pause_clock() { paused_at_ = Clock::now(); }
-  void resume_clock() { last_time_ += Clock::now() - paused_at_; }
-
-  double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
-  double last_mean() const { return last_mean_; }
-
- private:
-  const Config& cfg_;
-  std::ostream& log_;
-  bool quiet_;
-  std::ofstream metrics_;
-  Clock::time_point start_, last_time_, paused_at_;
-  int64_t last_step_;
-  double window_sum_ = 0.0, last_mean_ = 0.0;
-  int64_t window_count_ = 0;
-};
 
 ParamSet trainable_copy(const ParamSet& p) {
   ParamSet out;
@@ -190,6 +78,25 @@ struct Batches {
 
 std::atomic<int> g_stop_signal{0};
 
+// A checkpoint's identity, shared by its shards and manifest: a fresh random positive number.
+int64_t fresh_checkpoint_id() {
+  std::random_device rd;
+  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return static_cast<int64_t>(v & 0x7fffffffffffffffULL);
+}
+
+// Temporary files of a writer that died mid-write (the out-dir lock is held, so no other writer
+// is at work): ckpt.pt.tmp.* beside a single file; a sharded directory's are removed with its
+// next manifest.
+void remove_partial_writes(const std::string& ckpt) {
+  const std::filesystem::path p(ckpt);
+  std::error_code ec;
+  const std::string prefix = p.filename().string() + ".tmp.";
+  for (const auto& e : std::filesystem::directory_iterator(p.parent_path(), ec)) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(e.path(), ec);
+  }
+}
+
 // Refuses to write over another run's files, unless resuming or told to overwrite.
 void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bool overwrite) {
   if (resuming || overwrite) return;
@@ -208,20 +115,58 @@ void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bo
                         ", replace it with --overwrite, or choose another --out-dir");
 }
 
-// A checkpoint's method state fits only the layout that wrote it.
-void check_layout(const Config& ck, const Config& cfg, const std::string& path) {
-  const std::string a = resolved_mode(ck.engine), b = resolved_mode(cfg.engine);
-  auto layout = [](const Config& c, const std::string& mode) {
-    if (mode == "data-parallel") return "--workers " + std::to_string(c.engine.workers);
-    if (mode == "sequential") return std::string("one module");
-    return "--modules " + std::to_string(c.engine.modules);
-  };
-  const std::string la = layout(ck, a), lb = layout(cfg, b);
-  if (a == b && la == lb) return;
-  throw CheckpointError("checkpoint " + path + " was written by " + a + " with " + la +
-                            ", this run is " + b + " with " + lb,
-                        "resume with --mode " + a + " and " + la +
-                            " (its optimizer and dropout state are per module or replica)");
+// The layout a checkpoint's per-module state belongs to: the method, its modules (or the
+// replicas of data parallelism), the partition and the rings.
+std::string layout(const Config& c) {
+  const std::string mode = resolved_mode(c.engine);
+  std::string s = "--mode " + mode;
+  if (mode == "data-parallel") {
+    s += " --workers " + std::to_string(c.engine.workers);
+  } else if (mode != "sequential") {
+    s += " --modules " + std::to_string(c.engine.modules) + " --partition " + c.engine.partition;
+  }
+  if (c.dist.replicas > 1) s += " --replicas " + std::to_string(c.dist.replicas);
+  return s;
+}
+
+// A checkpoint of another layout resumes with what is keyed by name: the weights and optimizer
+// moments (by parameter) and memories (by layer). Its batches in flight are first drained on the
+// layout that wrote them (on threads of this process); dropout generators start afresh (they are
+// per module or replica). Returns the notice to print, empty for the same layout.
+std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageModel& model,
+                            const std::string& path) {
+  const std::string from = layout(ck.config), to = layout(cfg);
+  if (from == to) return "";
+  MethodState s;
+  s.optimizer = ck.optimizer;
+  s.generators = ck.generator_states;
+  s.memory = ck.memory;
+  s.pipeline = ck.pipeline;
+  std::string notice = "resuming " + path + " (" + from + ") as " + to;
+  if (const int64_t n = batches_in_flight(s); n > 0) {
+    if (ck.config.dist.replicas > 1) {
+      throw CheckpointError("checkpoint " + path + " holds " + std::to_string(n) +
+                                " batches in flight of " + std::to_string(ck.config.dist.replicas) +
+                                " rings, which drain only on processes of its layout (" + from +
+                                ")",
+                            "resume it once with its layout and --steps " +
+                                std::to_string(ck.step) +
+                                " (that writes a drained checkpoint), then change the layout");
+    }
+    Config old = ck.config;
+    old.train.threads = cfg.train.threads;
+    std::unique_ptr<Method> m = make_method(old, model, trainable_copy(ck.model));
+    m->restore(s, ck.step);
+    m->drain();
+    const MethodState drained = m->state();
+    ck.model = m->params();
+    ck.optimizer = drained.optimizer;
+    ck.memory = drained.memory;
+    notice += ": drained its " + std::to_string(n) + " batches in flight on the old layout";
+  }
+  ck.pipeline = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+  ck.generator_states.clear();
+  return notice + "; weights and optimizer moments carried by name, dropout generators afresh";
 }
 
 std::string gib(double bytes) {
@@ -289,12 +234,14 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   std::optional<Checkpoint> ck;
   if (!opts.resume.empty()) {
     ck = load_checkpoint(opts.resume);
-    check_layout(ck->config, cfg, opts.resume);
   }
   std::optional<Dataset> ds;
   if (role.draws_batches)
     ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer, cfg.model.vocab_size);
-  const std::string ckpt_path = (std::filesystem::path(cfg.train.out_dir) / "ckpt.pt").string();
+  // One process writes one file; processes each write a shard into a directory.
+  const std::string ckpt_path =
+      (std::filesystem::path(cfg.train.out_dir) / (role.single_process ? "ckpt.pt" : "ckpt"))
+          .string();
   if (role.lead) check_data(cfg, *ds, ck, opts.resume);
   // Rank 0's value of what every rank must agree on (this process's own in one process).
   auto lead_value = [&](const char* topic, int64_t mine) {
@@ -325,6 +272,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     log << "data " << ds->description << std::endl;
   }
 
+  const std::string relayout = ck ? carry_to_layout(*ck, cfg, model, opts.resume) : "";
+  if (talk && !relayout.empty()) log << relayout << std::endl;
   ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
   if (talk) {
     log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
@@ -349,7 +298,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   if (ck) {  // the one restore path
     MethodState s;
     s.optimizer = ck->optimizer;
-    s.generators = ck->generator_states;
+    // Another layout's checkpoint has none (carry_to_layout): the method's own fresh ones.
+    s.generators = ck->generator_states.empty() ? method->state().generators
+                                                : ck->generator_states;
     s.memory = ck->memory;
     s.pipeline = ck->pipeline;
     step = ck->step;
@@ -366,6 +317,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   if (role.lead) {
     std::filesystem::create_directories(cfg.train.out_dir);
     lock.emplace(cfg.train.out_dir);
+    remove_partial_writes(ckpt_path);
   }
   std::optional<Reporter> reporter;
   if (role.lead) reporter.emplace(cfg, log, opts.quiet, !ck, step);
@@ -375,19 +327,41 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   // same run); the last one, and those of methods that cannot, drain the pipeline first.
   auto save = [&](int64_t at_step, bool final) {
     if (final || !method->saves_in_flight()) method->drain();
-    if (!role.lead) return;
-    const MethodState s = method->state();
+    const auto started = Clock::now();
     Checkpoint out;
+    int64_t bytes = 0, in_flight = 0, id = 0;
+    if (!role.single_process) {  // every rank its shard, then rank 0 the manifest
+      CheckpointShard shard = method->shard().value();
+      id = shard.id = lead_value("checkpoint", fresh_checkpoint_id());
+      MethodState mine;
+      c10::impl::GenericList one(c10::AnyType::get());
+      one.push_back(shard.pipeline);
+      mine.pipeline.insert("workers", one);
+      in_flight = role.sum_at_lead("in-flight", batches_in_flight(mine));
+      bytes = role.sum_at_lead("checkpoint", save_shard(ckpt_path, shard));
+      if (!role.lead) return;
+      out.pipeline.insert("start", shard.pipeline_start);
+    } else if (!role.lead) {
+      return;
+    }
     out.config = cfg;
     out.tokenizer = ds->tokenizer;
-    out.model = method->params();
-    out.optimizer = s.optimizer;
     out.step = at_step;
     out.sampler_state = batches.state();
-    out.memory = s.memory;
-    out.generator_states = s.generators;
-    out.pipeline = s.pipeline;
-    save_checkpoint(ckpt_path, out);
+    if (!role.single_process) {
+      bytes += save_manifest(ckpt_path, out, id, role.world, params.names());
+    } else {
+      const MethodState s = method->state();
+      out.model = method->params();
+      out.optimizer = s.optimizer;
+      out.memory = s.memory;
+      out.generator_states = s.generators;
+      out.pipeline = s.pipeline;
+      in_flight = batches_in_flight(s);
+      bytes = save_checkpoint(ckpt_path, out);
+    }
+    reporter->checkpoint(at_step, ckpt_path, static_cast<double>(bytes),
+                         std::chrono::duration<double>(Clock::now() - started).count(), in_flight);
   };
   auto validate = [&](int64_t at_step, int64_t max_windows) {
     EvalResult r = evaluate(model, method->params(), ds->valid, cfg.train.batch_size, max_windows);
@@ -468,6 +442,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
       // A run stopped early (stop_after) keeps its pipeline like any interruption.
       save(job.first, job.kind == TrainJob::kFinal && job.first == cfg.train.steps);
+      if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint-written");
     }
     if (job.kind == TrainJob::kFinal && role.lead && job.first == cfg.train.steps) {
       result.valid = validate(job.first, 0);
@@ -476,7 +451,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   }
 
   if (result.stopped) {
-    save(step, false);  // the lead writes
+    save(step, false);  // the pipeline kept: --resume continues the same run
     if (talk) {
       log << "stopped by signal at step " << step << "; checkpoint " << ckpt_path
           << " (continue with --resume " << ckpt_path << ")" << std::endl;

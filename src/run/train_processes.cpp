@@ -43,6 +43,7 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   };
   mine.role.lead = ctx.is_lead();
   mine.role.single_process = false;
+  mine.role.world = ctx.world_size();
   // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
   mine.role.draws_batches = ctx.worker() == 0;
   // What every rank must agree on comes from rank 0 through the store, one key per value: the
@@ -55,6 +56,18 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
       return value;
     }
     return static_cast<int64_t>(std::stoll(ctx.get_text(key, DistContext::between_jobs(), 0)));
+  };
+  std::map<std::string, int64_t> reported;
+  mine.role.sum_at_lead = [&](const std::string& topic, int64_t value) {
+    const std::string key = "sum/" + topic + "/" + std::to_string(reported[topic]++) + "/";
+    if (!ctx.is_lead()) {
+      ctx.set_text(key + std::to_string(ctx.rank()), std::to_string(value));
+      return value;
+    }
+    for (int64_t r = 1; r < ctx.world_size(); ++r) {
+      value += static_cast<int64_t>(std::stoll(ctx.get_text(key + std::to_string(r), ctx.timeout(), r)));
+    }
+    return value;
   };
   try {
     result = train(cfg, mine);

@@ -16,6 +16,8 @@
 #include <torch/csrc/jit/serialization/import_read.h>
 
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+#include "ouroboros/train/method.h"
 
 namespace ouroboros {
 namespace {
@@ -260,6 +262,30 @@ Tokenizer subword_tokenizer(const std::string& path, const std::string& kind, co
   return tok;
 }
 
+// Written to a temporary file of this process, flushed to the disk, then renamed: a crash leaves
+// the old file or the new one, and concurrent writers never share a temporary name. Returns the
+// bytes written.
+int64_t write_atomically(const std::string& path, const std::vector<char>& bytes) {
+  std::filesystem::path target(path);
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  static std::atomic<int64_t> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  const size_t half = bytes.size() / 2;
+  bool ok = f && std::fwrite(bytes.data(), 1, half, f) == half;
+  if (ok) fault_point("checkpoint-write");  // tests kill the writer here, mid-file
+  ok = ok && std::fwrite(bytes.data() + half, 1, bytes.size() - half, f) == bytes.size() - half &&
+       std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  if (f) ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    throw CheckpointError("could not write checkpoint " + tmp, "check disk space and --out-dir");
+  }
+  std::filesystem::rename(tmp, path);
+  return static_cast<int64_t>(bytes.size());
+}
+
 }  // namespace
 
 int64_t tensor_checksum(const Tensor& t) {
@@ -270,13 +296,29 @@ int64_t tensor_checksum(const Tensor& t) {
   return static_cast<int64_t>(h);
 }
 
-void save_checkpoint(const std::string& path, const Checkpoint& ck) {
-  GenericDict model = new_dict();
+namespace {
+
+// The model tensors and their checksums, as a file or a shard holds them.
+void insert_model(GenericDict& d, const ParamSet& model) {
+  GenericDict tensors = new_dict();
   GenericDict checksums = new_dict();
-  for (size_t i = 0; i < ck.model.size(); ++i) {
-    model.insert(ck.model.names()[i], ck.model.tensors()[i].detach().clone());
-    checksums.insert("model." + ck.model.names()[i], tensor_checksum(ck.model.tensors()[i]));
+  for (size_t i = 0; i < model.size(); ++i) {
+    tensors.insert(model.names()[i], model.tensors()[i].detach().clone());
+    checksums.insert("model." + model.names()[i], tensor_checksum(model.tensors()[i]));
   }
+  d.insert("model", tensors);
+  d.insert("checksums", checksums);
+}
+
+void insert_memory(GenericDict& d, const std::map<int64_t, Tensor>& memory) {
+  if (memory.empty()) return;  // recurrent models only: "layers.i" -> [B, M, C]
+  GenericDict m = new_dict();
+  for (const auto& [layer, t] : memory) m.insert("layers." + std::to_string(layer), t.detach().clone());
+  d.insert("memory", m);
+}
+
+// What a single file and a manifest share: format, config, tokenizer, step, sampler state.
+GenericDict header_dict(const Checkpoint& ck) {
   GenericDict tokenizer = new_dict();
   tokenizer.insert("kind", ck.tokenizer.kind());
   auto [vocab_bytes, vocab_offsets] = pack_strings(ck.tokenizer.vocab());
@@ -288,99 +330,52 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck) {
     std::memcpy(model_bytes.data_ptr(), proto.data(), proto.size());
     tokenizer.insert("model", model_bytes);
   }
-  GenericDict rng = new_dict();
-  rng.insert("sampler", static_cast<int64_t>(ck.sampler_state));
-  c10::List<Tensor> gens;
-  for (const auto& g : ck.generator_states) gens.push_back(g);
-  rng.insert("dropout", gens);
-
   GenericDict d = new_dict();
   d.insert("format_version", kCheckpointFormatVersion);
-  d.insert("model", model);
-  d.insert("optimizer", ck.optimizer);
   d.insert("config", ck.config.to_json().dump());
   d.insert("tokenizer", tokenizer);
   d.insert("step", ck.step);
-  d.insert("rng", rng);
-  d.insert("checksums", checksums);
-  if (!ck.pipeline.empty()) d.insert("pipeline", ck.pipeline);
-  if (!ck.memory.empty()) {  // recurrent models only: "layers.i" -> [B, M, C]
-    GenericDict memory = new_dict();
-    for (const auto& [layer, t] : ck.memory) {
-      memory.insert("layers." + std::to_string(layer), t.detach().clone());
-    }
-    d.insert("memory", memory);
-  }
-
-  std::vector<char> bytes = torch::pickle_save(c10::IValue(d));
-  std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  // A name of this process and call alone, so concurrent writers never share a temporary file.
-  static std::atomic<int64_t> counter{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  // Written, flushed to the disk, then renamed: a crash leaves the old checkpoint or the new one.
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  bool ok = f && std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
-            std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  if (f) ok = std::fclose(f) == 0 && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw CheckpointError("could not write checkpoint " + tmp, "check disk space and --out-dir");
-  }
-  std::filesystem::rename(tmp, path);
+  return d;
 }
 
-Checkpoint load_checkpoint(const std::string& path) {
-  if (std::filesystem::is_directory(path)) {
-    throw CheckpointError("checkpoint " + path + " is a directory",
-                          "give the checkpoint file, e.g. " +
-                              (std::filesystem::path(path) / "ckpt.pt").string());
-  }
+// A checkpoint file's top-level dict, with one CheckpointError line for whatever is wrong.
+GenericDict read_dict(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError("checkpoint not found: " + path, "check the checkpoint's path");
+  if (!in) throw CheckpointError(what + " not found: " + path, "check the checkpoint's path");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::string problem = zip_directory_problem(bytes);
   if (!problem.empty()) {
-    throw CheckpointError("checkpoint " + path + " is corrupt: " + problem,
+    throw CheckpointError(what + " " + path + " is corrupt: " + problem,
                           "use a file written by `ouroboros train`");
   }
   c10::IValue root;
   try {
     root = read_pickle(std::move(bytes));
   } catch (const std::exception&) {
-    throw CheckpointError("checkpoint " + path + " is corrupt or not a checkpoint",
+    throw CheckpointError(what + " " + path + " is corrupt or not a checkpoint",
                           "use a file written by `ouroboros train`");
   }
   if (!root.isGenericDict()) {
-    throw CheckpointError("checkpoint " + path + " is not a dict", "use a file written by ouroboros");
+    throw CheckpointError(what + " " + path + " is not a dict", "use a file written by ouroboros");
   }
   GenericDict d = root.toGenericDict();
-  int64_t version = field(path, "format_version", [&] { return d.at("format_version").toInt(); });
+  const int64_t version = field(path, "format_version", [&] { return d.at("format_version").toInt(); });
   if (version < 1 || version > kCheckpointFormatVersion) {
-    throw CheckpointError("checkpoint " + path + " has format_version " + std::to_string(version) +
+    throw CheckpointError(what + " " + path + " has format_version " + std::to_string(version) +
                               ", this build reads 1 to " + std::to_string(kCheckpointFormatVersion),
                           "use the ouroboros version that wrote it");
   }
-  Checkpoint ck;
+  return d;
+}
+
+void read_header(const std::string& path, const GenericDict& d, Checkpoint& ck) {
+  const int64_t version = d.at("format_version").toInt();
   std::string config_text = field(path, "config", [&] { return d.at("config").toStringRef(); });
   try {
     ck.config.merge_json(nlohmann::json::parse(config_text));
   } catch (const std::exception& e) {
     throw CheckpointError("checkpoint " + path + " has an unreadable config: " + e.what());
   }
-  field(path, "model", [&] {
-    for (const auto& item : d.at("model").toGenericDict()) {
-      check_layout(path, item.key().toStringRef(), item.value().toTensor());
-      ck.model.add(item.key().toStringRef(), item.value().toTensor());
-    }
-    return 0;
-  });
-  ck.optimizer = field(path, "optimizer", [&] { return d.at("optimizer").toGenericDict(); });
-  field(path, "optimizer", [&] {
-    check_layouts(path, ck.optimizer);
-    return 0;
-  });
   ck.step = field(path, "step", [&] { return d.at("step").toInt(); });
   field(path, "tokenizer", [&] {
     GenericDict t = d.at("tokenizer").toGenericDict();
@@ -398,6 +393,248 @@ Checkpoint load_checkpoint(const std::string& path) {
     }
     return 0;
   });
+}
+
+// The model tensors (added to `into`), checked against their checksums.
+void read_model(const std::string& path, const GenericDict& d, ParamSet& into) {
+  ParamSet mine;
+  field(path, "model", [&] {
+    for (const auto& item : d.at("model").toGenericDict()) {
+      check_layout(path, item.key().toStringRef(), item.value().toTensor());
+      mine.add(item.key().toStringRef(), item.value().toTensor());
+    }
+    return 0;
+  });
+  if (d.contains("checksums")) {  // written since checksums exist; older files load unchecked
+    GenericDict sums = field(path, "checksums", [&] { return d.at("checksums").toGenericDict(); });
+    for (size_t i = 0; i < mine.size(); ++i) {
+      const std::string key = "model." + mine.names()[i];
+      if (!sums.contains(key) || sums.at(key).toInt() != tensor_checksum(mine.tensors()[i])) {
+        throw CheckpointError("checkpoint " + path + " is damaged: tensor " + mine.names()[i] +
+                                  " does not match its checksum",
+                              "restore the file from a copy or start a fresh run");
+      }
+    }
+  }
+  for (size_t i = 0; i < mine.size(); ++i) into.add(mine.names()[i], mine.tensors()[i]);
+}
+
+GenericDict read_optimizer(const std::string& path, const GenericDict& d) {
+  GenericDict opt = field(path, "optimizer", [&] { return d.at("optimizer").toGenericDict(); });
+  field(path, "optimizer", [&] {
+    check_layouts(path, opt);
+    return 0;
+  });
+  return opt;
+}
+
+void read_memory(const std::string& path, const GenericDict& d, std::map<int64_t, Tensor>& into) {
+  if (!d.contains("memory")) return;
+  field(path, "memory", [&] {
+    for (const auto& item : d.at("memory").toGenericDict()) {
+      const std::string& key = item.key().toStringRef();
+      check_layout(path, key, item.value().toTensor());
+      into[std::stoll(key.substr(key.find('.') + 1))] = item.value().toTensor();
+    }
+    return 0;
+  });
+}
+
+constexpr const char* kManifest = "manifest.pt";
+
+std::string hex_id(int64_t id) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+// A directory written by a multi-process run: its manifest and every shard it names, merged.
+Checkpoint load_sharded(const std::string& dir) {
+  const std::string manifest = (std::filesystem::path(dir) / kManifest).string();
+  const GenericDict m = read_dict(manifest, "checkpoint manifest");
+  Checkpoint ck;
+  read_header(manifest, m, ck);
+  int64_t id = 0, world = 0, start = 0;
+  std::vector<std::string> names;
+  field(manifest, "shards", [&] {
+    const GenericDict s = m.at("shards").toGenericDict();
+    for (const auto& n : s.at("names").toListRef()) names.push_back(n.toStringRef());
+    id = s.at("id").toInt();
+    world = s.at("world").toInt();
+    start = s.at("pipeline_start").toInt();
+    ck.sampler_state = static_cast<uint64_t>(s.at("sampler").toInt());
+    return 0;
+  });
+  if (world < 1 || world > 65536) {
+    throw CheckpointError("checkpoint manifest " + manifest + " names " + std::to_string(world) +
+                              " shards", "it was not written by ouroboros or is damaged");
+  }
+  const int64_t K = ck.config.engine.modules;
+  if (K < 1 || K > 65536) {
+    throw CheckpointError("checkpoint manifest " + manifest + " has " + std::to_string(K) +
+                          " modules", "it was not written by ouroboros or is damaged");
+  }
+  ck.generator_states.resize(static_cast<size_t>(K));
+  c10::impl::GenericList workers(c10::AnyType::get());
+  bool in_flight = false;
+  for (int64_t r = 0; r < world; ++r) {
+    const std::string path = shard_path(dir, id, r);
+    if (!std::filesystem::exists(path)) {
+      throw CheckpointError("checkpoint " + dir + " is missing shard " + path + " (rank " +
+                                std::to_string(r) + " of " + std::to_string(world) + ")",
+                            "copy the whole checkpoint directory, or resume from another one");
+    }
+    const GenericDict d = read_dict(path, "checkpoint shard");
+    field(path, "shard", [&] {
+      const GenericDict s = d.at("shard").toGenericDict();
+      if (s.at("id").toInt() != id || s.at("rank").toInt() != r) {
+        throw CheckpointError("checkpoint shard " + path + " belongs to another checkpoint (" +
+                                  hex_id(s.at("id").toInt()) + " rank " +
+                                  std::to_string(s.at("rank").toInt()) + ", the manifest's is " +
+                                  hex_id(id) + " rank " + std::to_string(r) + ")",
+                              "do not mix the files of two checkpoints; copy the whole directory");
+      }
+      return 0;
+    });
+    read_model(path, d, ck.model);
+    merge_optimizer_state(ck.optimizer, read_optimizer(path, d));
+    field(path, "generators", [&] {
+      for (const auto& item : d.at("generators").toGenericDict()) {
+        const int64_t k = std::stoll(item.key().toStringRef());
+        if (k < 1 || k > K) throw std::out_of_range("module");
+        check_layout(path, "generators", item.value().toTensor());
+        ck.generator_states[static_cast<size_t>(k - 1)] = item.value().toTensor();
+      }
+      return 0;
+    });
+    read_memory(path, d, ck.memory);
+    GenericDict p = new_dict();
+    if (d.contains("pipeline")) {
+      p = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
+      check_layouts(path, "pipeline", c10::IValue(p));
+      in_flight = true;
+    }
+    workers.push_back(p);
+  }
+  ParamSet merged;  // in the model's order, as a single file holds it
+  for (const auto& n : names) {
+    if (!ck.model.contains(n)) {
+      throw CheckpointError("checkpoint " + dir + " holds no tensor " + n + " in any shard",
+                            "it was not written by ouroboros or is damaged");
+    }
+    merged.add(n, ck.model.at(n));
+  }
+  if (merged.size() != ck.model.size()) {
+    throw CheckpointError("checkpoint " + dir + "'s shards hold tensors its manifest does not name",
+                          "it was not written by ouroboros or is damaged");
+  }
+  ck.model = std::move(merged);
+  for (size_t k = 0; k < ck.generator_states.size(); ++k) {
+    if (!ck.generator_states[k].defined()) {
+      throw CheckpointError("checkpoint " + dir + " holds no dropout state of module " +
+                                std::to_string(k + 1),
+                            "it was not written by ouroboros or is damaged");
+    }
+  }
+  if (in_flight) {
+    ck.pipeline.insert("start", start);
+    ck.pipeline.insert("workers", workers);
+  }
+  return ck;
+}
+
+}  // namespace
+
+int64_t save_checkpoint(const std::string& path, const Checkpoint& ck) {
+  GenericDict d = header_dict(ck);
+  insert_model(d, ck.model);
+  d.insert("optimizer", ck.optimizer);
+  GenericDict rng = new_dict();
+  rng.insert("sampler", static_cast<int64_t>(ck.sampler_state));
+  c10::List<Tensor> gens;
+  for (const auto& g : ck.generator_states) gens.push_back(g);
+  rng.insert("dropout", gens);
+  d.insert("rng", rng);
+  if (!ck.pipeline.empty()) d.insert("pipeline", ck.pipeline);
+  insert_memory(d, ck.memory);
+  return write_atomically(path, torch::pickle_save(c10::IValue(d)));
+}
+
+std::string shard_path(const std::string& dir, int64_t id, int64_t rank) {
+  return (std::filesystem::path(dir) / hex_id(id) / ("rank-" + std::to_string(rank) + ".pt"))
+      .string();
+}
+
+bool is_sharded_checkpoint(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(std::filesystem::path(path) / kManifest, ec);
+}
+
+int64_t save_shard(const std::string& dir, const CheckpointShard& s) {
+  GenericDict d = new_dict();
+  d.insert("format_version", kCheckpointFormatVersion);
+  GenericDict who = new_dict();
+  who.insert("id", s.id);
+  who.insert("rank", s.rank);
+  who.insert("world", s.world);
+  d.insert("shard", who);
+  insert_model(d, s.model);
+  d.insert("optimizer", s.optimizer);
+  GenericDict gens = new_dict();
+  for (const auto& [k, g] : s.generators) gens.insert(std::to_string(k), g);
+  d.insert("generators", gens);
+  if (!s.pipeline.empty()) d.insert("pipeline", s.pipeline);
+  insert_memory(d, s.memory);
+  return write_atomically(shard_path(dir, s.id, s.rank), torch::pickle_save(c10::IValue(d)));
+}
+
+int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id, int64_t world,
+                      const std::vector<std::string>& names) {
+  GenericDict d = header_dict(meta);
+  GenericDict shards = new_dict();
+  shards.insert("id", id);
+  shards.insert("world", world);
+  shards.insert("sampler", static_cast<int64_t>(meta.sampler_state));
+  shards.insert("pipeline_start",
+                meta.pipeline.contains("start") ? meta.pipeline.at("start").toInt() : int64_t{0});
+  c10::impl::GenericList files(c10::StringType::get());
+  for (int64_t r = 0; r < world; ++r) {
+    files.push_back(std::filesystem::relative(shard_path(dir, id, r), dir).string());
+  }
+  shards.insert("files", files);
+  c10::impl::GenericList order(c10::StringType::get());
+  for (const auto& n : names) order.push_back(n);
+  shards.insert("names", order);
+  d.insert("shards", shards);
+  const int64_t bytes = write_atomically((std::filesystem::path(dir) / kManifest).string(),
+                                         torch::pickle_save(c10::IValue(d)));
+  // The manifest names this checkpoint now: the shards of earlier ones (and the temporary
+  // files of writers that died) go.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_directory() && name != hex_id(id) && name.size() == 16) {
+      std::filesystem::remove_all(e.path(), ec);
+    } else if (name.rfind(std::string(kManifest) + ".tmp.", 0) == 0) {
+      std::filesystem::remove(e.path(), ec);
+    }
+  }
+  return bytes;
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  if (is_sharded_checkpoint(path)) return load_sharded(path);
+  if (std::filesystem::is_directory(path)) {
+    throw CheckpointError("checkpoint " + path + " is a directory without " + kManifest,
+                          "give the checkpoint file, e.g. " +
+                              (std::filesystem::path(path) / "ckpt.pt").string() +
+                              ", or the directory of a multi-process run's checkpoint");
+  }
+  const GenericDict d = read_dict(path, "checkpoint");
+  Checkpoint ck;
+  read_header(path, d, ck);
+  read_model(path, d, ck.model);
+  ck.optimizer = read_optimizer(path, d);
   field(path, "rng", [&] {
     GenericDict r = d.at("rng").toGenericDict();
     ck.sampler_state = static_cast<uint64_t>(r.at("sampler").toInt());
@@ -407,31 +644,11 @@ Checkpoint load_checkpoint(const std::string& path) {
     }
     return 0;
   });
-  if (d.contains("checksums")) {  // written since checksums exist; older files load unchecked
-    GenericDict sums = field(path, "checksums", [&] { return d.at("checksums").toGenericDict(); });
-    for (size_t i = 0; i < ck.model.size(); ++i) {
-      const std::string key = "model." + ck.model.names()[i];
-      if (!sums.contains(key) || sums.at(key).toInt() != tensor_checksum(ck.model.tensors()[i])) {
-        throw CheckpointError("checkpoint " + path + " is damaged: tensor " + ck.model.names()[i] +
-                                  " does not match its checksum",
-                              "restore the file from a copy or start a fresh run");
-      }
-    }
-  }
   if (d.contains("pipeline")) {
     ck.pipeline = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
     check_layouts(path, "pipeline", c10::IValue(ck.pipeline));
   }
-  if (d.contains("memory")) {
-    field(path, "memory", [&] {
-      for (const auto& item : d.at("memory").toGenericDict()) {
-        const std::string& key = item.key().toStringRef();
-        check_layout(path, key, item.value().toTensor());
-        ck.memory[std::stoll(key.substr(key.find('.') + 1))] = item.value().toTensor();
-      }
-      return 0;
-    });
-  }
+  read_memory(path, d, ck.memory);
   return ck;
 }
 

@@ -109,8 +109,8 @@ inline Config tiny_config(const fs::path& data, int64_t K, const std::string& op
   c.train.steps = 24;
   c.train.weight_decay = 0.0;
   c.train.eval_interval = 10;   // rank 0 gathers the weights mid-run
-  // No checkpoint mid-run: there worker processes drain the pipeline while threads keep it, so
-  // the two would follow different runs (each resumes exactly; see Distributed.ResumeIsExact).
+  // No checkpoint mid-run (shards_test covers those: processes and threads keep the pipeline
+  // alike, so a mid-run checkpoint changes no result).
   c.train.checkpoint_interval = 0;
   c.train.eval_batches = 2;
   c.dist.timeout = 30;
@@ -166,13 +166,16 @@ inline void expect_same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
 // Runs world_size processes of `train --config cfg` through the environment variables alone.
 inline std::vector<int> run_processes(const TempDir& dir, const fs::path& cfg, int world,
                                const std::string& tag, std::vector<std::string> extra = {},
-                               double seconds = 60) {
+                               double seconds = 60,
+                               const std::map<std::string, std::string>& env_extra = {}) {
   const int port = free_port();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
     std::vector<std::string> args{"train", "--config", cfg.string()};
     args.insert(args.end(), extra.begin(), extra.end());
-    pids.push_back(spawn(args, rank_env(r, world, port),
+    auto env = rank_env(r, world, port);
+    for (const auto& [k, v] : env_extra) env[k] = v;
+    pids.push_back(spawn(args, env,
                          dir.path() / (tag + "_rank" + std::to_string(r) + ".log")));
   }
   std::vector<int> codes;

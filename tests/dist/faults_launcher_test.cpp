@@ -58,8 +58,8 @@ TEST_P(LostPeer, OthersExitNamingTheLostRankAndTheCheckpointLoads) {
     pids.push_back(spawn({"train", "--config", file.string()}, rank_env(r, 3, port),
                          dir.path() / ("k" + std::to_string(r) + ".log")));
   }
-  const fs::path ckpt = dir.path() / "out" / "ckpt.pt";
-  ASSERT_TRUE(wait_for_file(ckpt, 60)) << read_bytes(dir.path() / "k0.log");
+  const fs::path ckpt = dir.path() / "out" / "ckpt";
+  ASSERT_TRUE(wait_for_file(ckpt / "manifest.pt", 60)) << read_bytes(dir.path() / "k0.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   kill(pids[c.lost], c.signal);
   const auto start = Clock::now();
@@ -160,7 +160,7 @@ TEST(Launcher, RunsTheGroupToCompletion) {
                    "train", "--config", file.string()},
                   {}, dir.path() / "launch.log");
   ASSERT_EQ(wait_exit(p, 60), 0) << read_bytes(dir.path() / "launch.log");
-  expect_same_checkpoint(load_checkpoint((dir.path() / "launched" / "ckpt.pt").string()),
+  expect_same_checkpoint(load_checkpoint((dir.path() / "launched" / "ckpt").string()),
                          load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
 }
 

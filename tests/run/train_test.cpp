@@ -250,7 +250,7 @@ TEST(TrainerTest, TrainingJobsSplitTheRunAtEveryBoundary) {
 }
 
 // One JSON object per line: a progress record every log_interval steps, an eval record at each
-// eval_interval and at the end.
+// eval_interval and at the end, and a record of each checkpoint written.
 TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path() / "run");
@@ -266,7 +266,7 @@ TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
     ASSERT_NO_THROW(lines.push_back(nlohmann::json::parse(line))) << line;
     ASSERT_TRUE(lines.back().is_object()) << line;
   }
-  ASSERT_EQ(lines.size(), 6u);
+  ASSERT_EQ(lines.size(), 7u);
   auto keys = [](const nlohmann::json& j) {
     std::set<std::string> k;
     for (const auto& item : j.items()) k.insert(item.key());
@@ -274,15 +274,19 @@ TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
   };
   const std::set<std::string> progress = {"step", "loss", "lr", "tokens_per_s", "elapsed_s"};
   const std::set<std::string> eval = {"step", "split", "loss", "tokens", "bpc", "bpb", "elapsed_s"};
-  const std::vector<std::pair<int64_t, bool>> expected = {
-      {5, false}, {10, false}, {10, true}, {15, false}, {20, false}, {20, true}};
+  const std::set<std::string> saved = {"step", "checkpoint_mib", "checkpoint_s", "in_flight"};
+  const std::vector<std::pair<int64_t, const std::set<std::string>*>> expected = {
+      {5, &progress},  {10, &progress}, {10, &eval}, {15, &progress},
+      {20, &progress}, {20, &saved},    {20, &eval}};
   for (size_t i = 0; i < lines.size(); ++i) {
     EXPECT_EQ(lines[i]["step"].get<int64_t>(), expected[i].first) << lines[i].dump();
-    EXPECT_EQ(keys(lines[i]), expected[i].second ? eval : progress) << lines[i].dump();
+    EXPECT_EQ(keys(lines[i]), *expected[i].second) << lines[i].dump();
   }
   EXPECT_EQ(lines[2]["tokens"].get<int64_t>(), 4 * 16);  // eval_batches 1 x batch 4 x T 16
-  EXPECT_EQ(lines[5]["loss"].get<double>(), r.valid.loss);
-  EXPECT_EQ(lines[5]["split"].get<std::string>(), "valid");
+  EXPECT_EQ(lines[5]["in_flight"].get<int64_t>(), 0);   // the last checkpoint drains
+  EXPECT_GT(lines[5]["checkpoint_mib"].get<double>(), 0.0);
+  EXPECT_EQ(lines[6]["loss"].get<double>(), r.valid.loss);
+  EXPECT_EQ(lines[6]["split"].get<std::string>(), "valid");
   EXPECT_DOUBLE_EQ(lines[0]["lr"].get<double>(), learning_rate(cfg.train, 4));
 }
 

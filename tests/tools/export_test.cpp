@@ -109,7 +109,7 @@ TEST(Export, SafetensorsHoldTheModelInConv1DLayout) {
   EXPECT_EQ(r.code, 0) << r.output;
   r = cli("export --checkpoint " + ckpt.string() + " --format onnx --out " + (dir.path() / "x").string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output, "error: export: unknown --format 'onnx' (hint: use --format hf)\n");
+  EXPECT_EQ(r.output, "error: export: unknown --format 'onnx' (hint: use --format hf or torch)\n");
 }
 
 TEST(Export, TransformerXLHasNoGpt2Form) {

@@ -29,7 +29,8 @@ void keep_freed_memory();
 std::string format_duration(double seconds);
 // Fault injection for the process tests: with OUROBOROS_FAULT=stop:<phase>:<rank> in the
 // environment, the process of that RANK stops itself (SIGSTOP, as a frozen machine would) when it
-// reaches the named phase. Without the variable it does nothing.
+// reaches the named phase; with kill:<phase>:<rank> it dies there (SIGKILL, as a crash or an
+// out-of-memory kill would). Without the variable it does nothing.
 void fault_point(const char* phase);
 
 // Physical memory of the machine in bytes (0 if unknown).

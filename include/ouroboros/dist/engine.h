@@ -35,6 +35,10 @@ class DistributedEngine : public Method {
   void drain() override;
   const ParamSet& params() const override;
   MethodState state() const override;
+  bool saves_in_flight() const override { return true; }
+  std::optional<CheckpointShard> shard() const override;
+  // Takes this rank's entry of s.pipeline ("workers"[rank]), so a checkpoint of threads with the
+  // same layout resumes on processes and the reverse.
   void restore(const MethodState& s, int64_t tick) override;
   std::string describe() const override;
 

@@ -28,11 +28,15 @@ struct RankRole {
   bool draws_batches = true;
   // One process holds the whole model (threads); processes each hold their modules.
   bool single_process = true;
+  int64_t world = 1;  // processes in the run (all rings)
   // Processes: called with this rank's value of what every rank must agree on ("vocab": the
   // vocabulary size rank 0 read; "stop": a stop request; "piece": the length of the next piece
   // of a run), returns rank 0's. Each call on a topic is the next value. Unset: one process,
   // whose own value stands.
   std::function<int64_t(const std::string& topic, int64_t mine)> lead_value;
+  // Processes: every rank reports its value; rank 0 waits for all of them (within the timeout)
+  // and gets their sum, the others their own. Unset: one process.
+  std::function<int64_t(const std::string& topic, int64_t mine)> sum_at_lead;
 };
 
 struct TrainOptions {
@@ -43,7 +47,7 @@ struct TrainOptions {
   // Builds the method instead of make_method (worker processes, the serial simulator).
   MethodFactory method_factory;
   RankRole role;
-  bool overwrite = false;         // write over a finished run's ckpt.pt and metrics in out_dir
+  bool overwrite = false;         // write over a finished run's checkpoint and metrics in out_dir
   // Answer request_stop() within about this many seconds (runs are cut into pieces that long;
   // 0 = never look): the run drains, writes its checkpoint and returns with stopped set.
   double stop_check_seconds = 0.0;

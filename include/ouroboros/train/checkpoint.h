@@ -1,6 +1,7 @@
 // Checkpoints: one file that Python's torch.load reads as a dict (model weights by GPT-2 name,
 // optimizer state, config JSON, vocabulary, step, RNG state, per-tensor checksums,
-// format_version), written atomically.
+// format_version, the batches in flight), written atomically; or, from a multi-process run, a
+// directory of one such shard per rank and a manifest.
 #pragma once
 
 #include <cstdint>
@@ -38,11 +39,41 @@ struct Checkpoint {
 int64_t tensor_checksum(const Tensor& t);
 
 // Writes a temporary file of this process, fsyncs and renames it, so a crash never leaves a
-// broken file at path and two writers never share a temporary name.
-void save_checkpoint(const std::string& path, const Checkpoint& ck);
-// Throws CheckpointError (one line: which file, what is wrong, how to fix), also when a model
-// tensor does not match its checksum.
+// broken file at path and two writers never share a temporary name. Returns the bytes written.
+int64_t save_checkpoint(const std::string& path, const Checkpoint& ck);
+// Reads a single file or a sharded directory (is_sharded_checkpoint). Throws CheckpointError (one
+// line: which file, what is wrong, how to fix), also when a model tensor does not match its
+// checksum, a shard is missing or belongs to another checkpoint.
 Checkpoint load_checkpoint(const std::string& path);
+
+// One rank's part of a multi-process run's checkpoint: its workers' weights and optimizer state,
+// the dropout generators and memories of its modules, and its batches in flight.
+struct CheckpointShard {
+  int64_t id = 0;  // the checkpoint's: every shard and the manifest carry it
+  int64_t rank = 0, world = 1;
+  ParamSet model;
+  c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
+  std::map<int64_t, Tensor> generators;  // module (1-based) -> generator state
+  std::map<int64_t, Tensor> memory;      // layer -> segment memory
+  // This worker's entry of MethodState::pipeline ("workers"[rank]); empty = drained.
+  c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
+  int64_t pipeline_start = 0;  // MethodState::pipeline's "start"
+};
+
+// A sharded checkpoint is a directory: <id>/rank-<r>.pt, one file per rank, each written by its
+// rank in parallel (atomically, a checksum per tensor), and manifest.pt, written last by rank 0
+// (config, tokenizer, step, sampler state, the id and shard count). Each file opens with
+// torch.load; `ouroboros export --format torch` joins them into one. Until a new manifest is
+// renamed into place the previous one and its shards stay whole.
+std::string shard_path(const std::string& dir, int64_t id, int64_t rank);
+bool is_sharded_checkpoint(const std::string& path);
+// Returns the bytes written.
+int64_t save_shard(const std::string& dir, const CheckpointShard& shard);
+// Rank 0, once every shard of `id` is written: the manifest of meta's config, tokenizer, step,
+// sampler state and pipeline start, and the model's tensor names in order; then removes the
+// shards of earlier checkpoints.
+int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id, int64_t world,
+                      const std::vector<std::string>& names);
 // Throws CheckpointError if the checkpoint's model shape or vocabulary differs from the run's.
 void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Tokenizer& tok,
                       const std::string& path);

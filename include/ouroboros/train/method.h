@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "ouroboros/model/language_model.h"
+#include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/optim.h"
 
 namespace ouroboros {
@@ -47,6 +49,9 @@ class Method {
   virtual bool saves_in_flight() const { return false; }
   virtual const ParamSet& params() const = 0;
   virtual MethodState state() const = 0;
+  // Methods with one process per worker: this rank's part of the state, which it writes as its
+  // own shard (nothing of the model passes through rank 0). One process: nullopt.
+  virtual std::optional<CheckpointShard> shard() const { return std::nullopt; }
   // Continues a run from a checkpoint written after `tick` ticks: with the saved pipeline where
   // there is one, else refilling it from empty. Throws CheckpointError when the state does not
   // fit this method.

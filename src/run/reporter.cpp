@@ -1,0 +1,127 @@
+// Progress lines and the JSONL metrics file of a run.
+#include "reporter.h"
+
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+#include <vector>
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+
+namespace ouroboros {
+
+namespace {
+
+// Rewrites a JSONL metrics file without the records whose step is past `step`.
+void keep_records_up_to(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::vector<std::string> kept;
+  for (std::string line; std::getline(in, line);) {
+    try {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.contains("step") && j["step"].get<int64_t>() > step) continue;
+    } catch (const std::exception&) {
+      continue;  // a line cut by a crash
+    }
+    kept.push_back(line);
+  }
+  in.close();
+  std::ofstream out(path, std::ios::trunc);
+  for (const auto& line : kept) out << line << "\n";
+}
+
+}  // namespace
+
+std::string metrics_path(const Config& cfg) {
+  return cfg.train.metrics.empty()
+             ? (std::filesystem::path(cfg.train.out_dir) / "metrics.jsonl").string()
+             : cfg.train.metrics;
+}
+
+Reporter::Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh,
+                   int64_t first_step)
+    : cfg_(cfg), log_(log), quiet_(quiet), last_step_(first_step) {
+  const std::string path = metrics_path(cfg);
+  auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  if (!fresh) keep_records_up_to(path, first_step);
+  metrics_.open(path, fresh ? std::ios::trunc : std::ios::app);
+  if (!metrics_) throw Error("cannot write metrics file " + path, "check --out-dir / --metrics");
+  start_ = last_time_ = Clock::now();
+}
+
+void Reporter::loss(int64_t tick, double value) {
+  window_sum_ += value;
+  ++window_count_;
+  const int64_t done = tick + 1;
+  if (done % cfg_.train.log_interval != 0 && done != cfg_.train.steps) return;
+  const auto now = Clock::now();
+  const double dt = std::chrono::duration<double>(now - last_time_).count();
+  const int64_t rows = cfg_.train.batch_size * cfg_.dist.replicas;  // all rings
+  const double tokens = static_cast<double>((done - last_step_) * rows * cfg_.model.block_size);
+  const double tps = dt > 0 ? tokens / dt : 0.0;
+  const double mean = window_sum_ / static_cast<double>(window_count_);
+  const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) * rows *
+                                                   cfg_.model.block_size) / tps
+                             : 0.0;
+  last_mean_ = mean;
+  if (!quiet_) {
+    std::ostringstream s;
+    s << "step " << std::setw(6) << done << "/" << cfg_.train.steps << " | loss " << std::fixed
+      << std::setprecision(4) << mean << " | lr " << std::scientific << std::setprecision(2)
+      << learning_rate(cfg_.train, tick) << " | " << std::fixed << std::setprecision(0) << tps
+      << " tok/s | ETA " << format_duration(eta);
+    log_ << s.str() << std::endl;
+  }
+  metrics_ << nlohmann::json{{"step", done},
+                             {"loss", mean},
+                             {"lr", learning_rate(cfg_.train, tick)},
+                             {"tokens_per_s", tps},
+                             {"elapsed_s", elapsed()}}
+                  .dump()
+           << std::endl;
+  window_sum_ = 0.0;
+  window_count_ = 0;
+  last_step_ = done;
+  last_time_ = now;
+}
+
+void Reporter::eval(int64_t step, const std::string& split, const EvalResult& r, bool chars) {
+  if (!quiet_) log_ << "eval " << split << " @ step " << step << " | " << r.summary(chars) << std::endl;
+  nlohmann::json j = r.to_json(chars);
+  j["step"] = step;
+  j["split"] = split;
+  j["elapsed_s"] = elapsed();
+  metrics_ << j.dump() << std::endl;
+}
+
+void Reporter::module_stats(const ModuleStats& m) {
+  nlohmann::json j{{"step", m.step},
+                   {"module", m.module},
+                   {"grad_norm", m.grad_norm},
+                   {"update_rms", m.update_rms}};
+  j["update_cos"] = m.has_cos ? nlohmann::json(m.update_cos) : nlohmann::json(nullptr);
+  metrics_ << j.dump() << std::endl;
+}
+
+void Reporter::checkpoint(int64_t step, const std::string& path, double bytes, double seconds,
+                          int64_t in_flight) {
+  const double mib = bytes / (1024.0 * 1024.0);
+  if (!quiet_) {
+    std::ostringstream s;
+    s << "checkpoint @ step " << step << " | " << path << " | " << std::fixed
+      << std::setprecision(1) << mib << " MiB in " << std::setprecision(2) << seconds << " s";
+    if (in_flight > 0) s << " | " << in_flight << " batches in flight kept";
+    log_ << s.str() << std::endl;
+  }
+  metrics_ << nlohmann::json{{"step", step},
+                             {"checkpoint_mib", mib},
+                             {"checkpoint_s", seconds},
+                             {"in_flight", in_flight}}
+                  .dump()
+           << std::endl;
+}
+
+}  // namespace ouroboros

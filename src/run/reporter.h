@@ -1,0 +1,53 @@
+// The progress lines and JSONL metrics file of a training run (the lead rank's), private to the
+// run layer.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <ostream>
+#include <string>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/train/evaluate.h"
+#include "ouroboros/train/optim.h"
+
+namespace ouroboros {
+
+// The metrics file of a run: train.metrics, else out_dir/metrics.jsonl.
+std::string metrics_path(const Config& cfg);
+
+class Reporter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // A resumed run (fresh = false) continues the file from first_step: records past it, written
+  // after the checkpoint by the run that stopped, are dropped so none appears twice.
+  Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step);
+
+  void loss(int64_t tick, double value);
+  void eval(int64_t step, const std::string& split, const EvalResult& r, bool chars);
+  // One module's update statistics (train.diagnostics_interval): one record per module.
+  void module_stats(const ModuleStats& m);
+  // A checkpoint written: its size, the seconds it took and the batches it holds in flight.
+  void checkpoint(int64_t step, const std::string& path, double bytes, double seconds,
+                  int64_t in_flight);
+
+  // Time spent evaluating or checkpointing does not count as training speed.
+  void pause_clock() { paused_at_ = Clock::now(); }
+  void resume_clock() { last_time_ += Clock::now() - paused_at_; }
+
+  double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  double last_mean() const { return last_mean_; }
+
+ private:
+  const Config& cfg_;
+  std::ostream& log_;
+  bool quiet_;
+  std::ofstream metrics_;
+  Clock::time_point start_, last_time_, paused_at_;
+  int64_t last_step_;
+  double window_sum_ = 0.0, last_mean_ = 0.0;
+  int64_t window_count_ = 0;
+};
+
+}  // namespace ouroboros

@@ -1,0 +1,182 @@
+// label: distributed
+// Sharded checkpoints of processes: each rank writes its own part, the batches in flight
+// included; a run killed (SIGKILL) after a checkpoint and resumed equals the uninterrupted run,
+// which equals threads without any checkpoint; a writer killed mid-shard leaves the previous
+// checkpoint whole; threads resume a processes' checkpoint, and processes one of another layout.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <tuple>
+
+#include "ouroboros/run/train.h"
+#include "ouroboros/train/checkpoint.h"
+#include "dist_util.h"
+#include "test_util.h"
+
+using namespace ouroboros;
+using namespace ouroboros_test;
+
+namespace {
+
+class ResumeAfterKill : public ::testing::TestWithParam<int64_t> {};
+
+Config shard_config(const fs::path& data, int64_t K) {
+  Config cfg = tiny_config(data, K, "adam");
+  cfg.model.dropout = 0.1;
+  cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
+  cfg.train.eval_interval = 0;
+  cfg.train.steps = 24;
+  return cfg;
+}
+
+TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
+  const int64_t K = GetParam();
+  const int world = static_cast<int>(K - 1);
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = shard_config(data, K);
+
+  Config plain = cfg;  // threads, no checkpoint before the last
+  plain.train.out_dir = (dir.path() / "threads").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  const TrainResult t = train(plain, quiet);
+
+  cfg.train.checkpoint_interval = 12;
+  Config whole = cfg;
+  whole.train.out_dir = (dir.path() / "whole").string();
+  auto codes = run_processes(dir, write_config(dir, "whole.json", whole), world, "w");
+  for (int r = 0; r < world; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "w", world);
+  const Checkpoint a = load_checkpoint((dir.path() / "whole" / "ckpt").string());
+  expect_same_checkpoint(a, load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
+  EXPECT_EQ(metric_losses(dir.path() / "whole" / "metrics.jsonl"), t.losses);
+
+  // Rank 0 dies right after the checkpoint at step 12; the others end on the lost peer.
+  Config killed = cfg;
+  killed.train.out_dir = (dir.path() / "killed").string();
+  const fs::path file = write_config(dir, "killed.json", killed);
+  codes = run_processes(dir, file, world, "k", {}, 60,
+                        {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", world);
+  const fs::path ckpt = dir.path() / "killed" / "ckpt";
+  const Checkpoint mid = load_checkpoint(ckpt.string());
+  EXPECT_EQ(mid.step, 12);
+  MethodState s;
+  s.pipeline = mid.pipeline;
+  EXPECT_EQ(batches_in_flight(s), K * (K - 1) / 2);  // kept, not drained
+  int shards = 0;
+  for (const auto& e : fs::recursive_directory_iterator(ckpt)) {
+    shards += e.path().filename().string().rfind("rank-", 0) == 0;
+  }
+  EXPECT_EQ(shards, world);
+
+  // Threads resume the processes' checkpoint with its pipeline.
+  TrainOptions cross = quiet;
+  cross.resume = ckpt.string();
+  Config crossed = cfg;
+  crossed.train.out_dir = (dir.path() / "crossed").string();
+  const TrainResult c = train(crossed, cross);
+  EXPECT_EQ(c.losses, std::vector<double>(t.losses.begin() + 12, t.losses.end()));
+  ASSERT_EQ(c.params.names(), t.params.names());
+  for (size_t i = 0; i < t.params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(c.params.tensors()[i], t.params.tensors()[i])) << t.params.names()[i];
+  }
+
+  codes = run_processes(dir, file, world, "r", {"--resume", ckpt.string()});
+  for (int r = 0; r < world; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "r", world);
+  expect_same_checkpoint(load_checkpoint(ckpt.string()), a);
+  EXPECT_EQ(metric_losses(dir.path() / "killed" / "metrics.jsonl"), t.losses);
+}
+
+INSTANTIATE_TEST_SUITE_P(Distributed, ResumeAfterKill, ::testing::Values(3, 4),
+                         [](const auto& info) { return "K" + std::to_string(info.param); });
+
+// Rank 1 killed in the middle of writing its shard of the second checkpoint: the manifest still
+// names the first, which loads whole, and a resumed run clears the debris. Export writes the
+// shards' single-file form.
+TEST(Distributed, WriterKilledMidShardLeavesTheLastCheckpoint) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = shard_config(data, 3);
+  cfg.train.steps = 12;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  auto codes = run_processes(dir, write_config(dir, "first.json", cfg), 2, "a");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "a", 2);
+  const fs::path ckpt = dir.path() / "out" / "ckpt";
+  const Checkpoint before = load_checkpoint(ckpt.string());
+  ASSERT_EQ(before.step, 12);
+  // The single-file form of the shards, for torch.load; an existing file is kept.
+  const fs::path one = dir.path() / "one.pt";
+  const std::string exp = std::string(OUROBOROS_BINARY) + " export --checkpoint " + ckpt.string() +
+                          " --format torch --out " + one.string() + " 2>&1";
+  auto [text, code] = run_command(exp);
+  ASSERT_EQ(code, 0) << text;
+  expect_same_checkpoint(load_checkpoint(one.string()), before);
+  std::tie(text, code) = run_command(exp);
+  EXPECT_EQ(text, "error: export: " + one.string() +
+                      " exists (hint: choose another --out or add --overwrite)\n");
+  if (run_command("/usr/bin/python3 -c 'import torch' 2>&1").second == 0) {
+    std::tie(text, code) = run_command(
+        "/usr/bin/python3 -c \"import sys, torch; d = torch.load(sys.argv[1]); "
+        "print(d['step'], len(d['model']))\" " + one.string() + " 2>&1");
+    EXPECT_EQ(text, "12 " + std::to_string(before.model.size()) + "\n");
+  }
+
+  cfg.train.steps = 24;
+  const fs::path file = write_config(dir, "second.json", cfg);
+  codes = run_processes(dir, file, 2, "b", {"--resume", ckpt.string()}, 60,
+                        {{"OUROBOROS_FAULT", "kill:checkpoint-write:1"}});
+  EXPECT_EQ(codes[1], 128 + SIGKILL) << logs(dir, "b", 2);
+  EXPECT_EQ(codes[0], 1) << logs(dir, "b", 2);
+  int partial = 0;
+  for (const auto& e : fs::recursive_directory_iterator(ckpt)) {
+    partial += e.path().filename().string().find(".tmp.") != std::string::npos;
+  }
+  EXPECT_GE(partial, 1);  // the half-written shard
+  expect_same_checkpoint(load_checkpoint(ckpt.string()), before);
+
+  codes = run_processes(dir, file, 2, "c", {"--resume", ckpt.string()});
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "c", 2);
+  EXPECT_EQ(load_checkpoint(ckpt.string()).step, 24);
+  int left = 0;
+  for (const auto& e : fs::recursive_directory_iterator(ckpt)) {
+    left += e.path().filename().string().find(".tmp.") != std::string::npos;
+  }
+  EXPECT_EQ(left, 0);
+}
+
+// Processes of K = 4 resume a threaded K = 3 checkpoint that holds batches in flight: drained on
+// its own layout first, it continues exactly as threads of K = 4 continue it.
+TEST(Distributed, ProcessesResumeAnotherLayoutsCheckpoint) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = shard_config(data, 3);
+  cfg.train.checkpoint_interval = 12;
+  cfg.train.out_dir = (dir.path() / "k3").string();
+  TrainOptions first;
+  first.quiet = true;
+  first.stop_after = 12;
+  train(cfg, first);
+  const std::string ckpt = (dir.path() / "k3" / "ckpt.pt").string();
+
+  Config k4 = shard_config(data, 4);
+  k4.train.out_dir = (dir.path() / "threads").string();
+  TrainOptions resume;
+  resume.quiet = true;
+  resume.resume = ckpt;
+  const TrainResult t = train(k4, resume);
+  ASSERT_EQ(t.losses.size(), 12u);
+
+  k4.train.out_dir = (dir.path() / "processes").string();
+  const auto codes =
+      run_processes(dir, write_config(dir, "k4.json", k4), 3, "p", {"--resume", ckpt});
+  for (int r = 0; r < 3; ++r) ASSERT_EQ(codes[r], 0);
+  EXPECT_NE(logs(dir, "p", 3).find("resuming " + ckpt + " (--mode ouroboros --modules 3"),
+            std::string::npos);
+  EXPECT_EQ(metric_losses(dir.path() / "processes" / "metrics.jsonl"), t.losses);
+  expect_same_checkpoint(load_checkpoint((dir.path() / "processes" / "ckpt").string()),
+                         load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
+}
+
+}  // namespace

@@ -5,8 +5,10 @@
 # byte vocabulary, Adam). Reports tokens/s of each (median of the progress lines after the first
 # interval, evaluation excluded), the ratio (target >= 0.9x), and per process the bytes sent per
 # tick and the time spent waiting on the transport.
-# Writes bench/results/processes_vs_threads.md. Env: BUILD_DIR (build), PYTHON (/usr/bin/python3),
-# STEPS (60), ROUNDS (2), PORT (29517), SMALL=1 for a quick check on a tiny model.
+# Writes bench/results/processes_vs_threads.md (MODEL=transformer-xl: the same shape as
+# Transformer-XL with a 128-token memory, into processes_vs_threads_xl.md). Env: BUILD_DIR (build),
+# PYTHON (/usr/bin/python3), STEPS (60), ROUNDS (2), PORT (29517), SMALL=1 for a quick check on a
+# tiny model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
@@ -21,9 +23,15 @@ else
   model=(--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8)
   log_interval=5
 fi
+arch="${MODEL:-gpt}"
+case "$arch" in
+  gpt) out=bench/results/processes_vs_threads.md ;;
+  transformer-xl) model+=(--model transformer-xl --mem-len 128)
+                  out=bench/results/processes_vs_threads_xl.md ;;
+  *) echo "MODEL must be gpt or transformer-xl" >&2; exit 2 ;;
+esac
 common=("${model[@]}" --format text --tokenizer byte --modules 3 --partition auto --threads 1
         --optimizer adam --steps "$steps" --eval-interval 0 --log-interval "$log_interval")
-out=bench/results/processes_vs_threads.md
 
 [[ -f "$build_dir/CMakeCache.txt" ]] || cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
@@ -45,9 +53,10 @@ for r in $(seq "$rounds"); do
   echo "round $r processes: $(grep -c '^step' "$tmp/procs$r.log") progress lines" >&2
 done
 
-"$python" - "$tmp" "$rounds" "$load_before" "$steps" "${SMALL:-0}" <<'PY' | tee "$out"
+"$python" - "$tmp" "$rounds" "$load_before" "$steps" "${SMALL:-0}" "$arch" <<'PY' | tee "$out"
 import json, re, statistics, subprocess, sys, datetime
 tmp, rounds, load, steps, small = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+arch = "Transformer-XL (memory 128)" if sys.argv[6] == "transformer-xl" else "GPT"
 def tps(run):
     rows = [json.loads(l) for l in open(f"{tmp}/{run}/metrics.jsonl")]
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]  # first interval: pipeline fill
@@ -59,7 +68,7 @@ cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
 print("# processes_vs_threads\n")
 print(("TINY CHECK RUN (SMALL=1), not a measurement. " if small == "1" else "") +
-      "GPT L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam; Ouroboros K=3 on 2 workers, "
+      f"{arch} L=6, H=4, C=256, T=128, B=8, byte vocabulary, Adam; Ouroboros K=3 on 2 workers, "
       f"1 intra-op thread each; {steps} steps, median tokens/s over the progress lines after the "
       f"first, median of {rounds} alternating rounds.\n")
 print(f"Machine: {model}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; "

@@ -18,9 +18,10 @@ using json = nlohmann::json;
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
   cfg.validate();
   keep_freed_memory();  // as every threaded method does (make_method)
-  if (cfg.model.model != "gpt") {
-    throw ConfigError("processes run the gpt model only, not " + cfg.model.model,
-                      "train Transformer-XL with --modules K on threads of one process");
+  if (cfg.model.model != "gpt" && cfg.dist.replicas > 1) {
+    throw ConfigError("processes run one ring of " + cfg.model.model + " only, not " +
+                          std::to_string(cfg.dist.replicas),
+                      "drop --replicas, or train it with --modules K on threads of one process");
   }
   if (resolved_mode(cfg.engine) != "ouroboros") {
     throw ConfigError("processes run --mode ouroboros only, not " + resolved_mode(cfg.engine),

@@ -159,6 +159,12 @@ inline void expect_same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
   for (size_t k = 0; k < a.generator_states.size(); ++k) {
     EXPECT_TRUE(torch::equal(a.generator_states[k], b.generator_states[k])) << "generator " << k;
   }
+  ASSERT_EQ(a.memory.size(), b.memory.size());
+  for (const auto& [layer, t] : a.memory) {
+    ASSERT_TRUE(b.memory.count(layer)) << "memory of layer " << layer;
+    EXPECT_TRUE(torch::equal(t, b.memory.at(layer))) << "memory of layer " << layer;
+  }
+  EXPECT_EQ(a.config.model.model, b.config.model.model);
   EXPECT_EQ(a.step, b.step);
   EXPECT_EQ(a.sampler_state, b.sampler_state);
 }

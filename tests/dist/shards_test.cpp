@@ -1,8 +1,9 @@
 // label: distributed
 // Sharded checkpoints of processes: each rank writes its own part, the batches in flight
-// included; a run killed (SIGKILL) after a checkpoint and resumed equals the uninterrupted run,
-// which equals threads without any checkpoint; a writer killed mid-shard leaves the previous
-// checkpoint whole; threads resume a processes' checkpoint, and processes one of another layout.
+// included (GPT and Transformer-XL, whose memories and stream position travel too); a run killed
+// (SIGKILL) after a checkpoint and resumed equals the uninterrupted run, which equals threads
+// without any checkpoint; a writer killed mid-shard leaves the previous checkpoint whole; threads
+// resume a processes' checkpoint, and processes one of another layout.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -19,10 +20,12 @@ using namespace ouroboros_test;
 
 namespace {
 
-class ResumeAfterKill : public ::testing::TestWithParam<int64_t> {};
+class ResumeAfterKill : public ::testing::TestWithParam<std::tuple<int64_t, std::string>> {};
 
-Config shard_config(const fs::path& data, int64_t K) {
+Config shard_config(const fs::path& data, int64_t K, const std::string& model = "gpt") {
   Config cfg = tiny_config(data, K, "adam");
+  cfg.model.model = model;
+  cfg.model.mem_len = 8;  // Transformer-XL: each module's memories travel in its shard
   cfg.model.dropout = 0.1;
   cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
   cfg.train.eval_interval = 0;
@@ -31,11 +34,11 @@ Config shard_config(const fs::path& data, int64_t K) {
 }
 
 TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
-  const int64_t K = GetParam();
+  const auto [K, model] = GetParam();
   const int world = static_cast<int>(K - 1);
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
-  Config cfg = shard_config(data, K);
+  Config cfg = shard_config(data, K, model);
 
   Config plain = cfg;  // threads, no checkpoint before the last
   plain.train.out_dir = (dir.path() / "threads").string();
@@ -50,6 +53,7 @@ TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
   for (int r = 0; r < world; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "w", world);
   const Checkpoint a = load_checkpoint((dir.path() / "whole" / "ckpt").string());
   expect_same_checkpoint(a, load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
+  EXPECT_EQ(a.memory.size(), model == "gpt" ? 0u : 4u);  // one memory per layer
   EXPECT_EQ(metric_losses(dir.path() / "whole" / "metrics.jsonl"), t.losses);
 
   // Rank 0 dies right after the checkpoint at step 12; the others end on the lost peer.
@@ -89,8 +93,15 @@ TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
   EXPECT_EQ(metric_losses(dir.path() / "killed" / "metrics.jsonl"), t.losses);
 }
 
-INSTANTIATE_TEST_SUITE_P(Distributed, ResumeAfterKill, ::testing::Values(3, 4),
-                         [](const auto& info) { return "K" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Distributed, ResumeAfterKill,
+                         ::testing::Combine(::testing::Values<int64_t>(3, 4),
+                                            ::testing::Values(std::string("gpt"),
+                                                              std::string("transformer-xl"))),
+                         [](const auto& info) {
+                           const std::string m = std::get<1>(info.param);
+                           return (m == "gpt" ? "GPT" : "XL") + std::string("_K") +
+                                  std::to_string(std::get<0>(info.param));
+                         });
 
 // Rank 1 killed in the middle of writing its shard of the second checkpoint: the manifest still
 // names the first, which loads whole, and a resumed run clears the debris. Export writes the
@@ -177,6 +188,65 @@ TEST(Distributed, ProcessesResumeAnotherLayoutsCheckpoint) {
   EXPECT_EQ(metric_losses(dir.path() / "processes" / "metrics.jsonl"), t.losses);
   expect_same_checkpoint(load_checkpoint((dir.path() / "processes" / "ckpt").string()),
                          load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
+}
+
+// A checkpoint of two rings that holds batches in flight cannot be drained by threads: resuming
+// it under another layout is refused with how to drain it, and its files stay as they were.
+TEST(Distributed, RingsInFlightUnderAnotherLayoutAreRefused) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = shard_config(data, 2);
+  cfg.dist.replicas = 2;
+  cfg.train.checkpoint_interval = 12;
+  cfg.train.out_dir = (dir.path() / "rings").string();
+  const auto codes = run_processes(dir, write_config(dir, "rings.json", cfg), 2, "g", {}, 60,
+                                   {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "g", 2);
+  const fs::path ckpt = dir.path() / "rings" / "ckpt";
+  const std::string manifest = read_bytes(ckpt / "manifest.pt");
+
+  Config k3 = shard_config(data, 3);
+  k3.train.out_dir = (dir.path() / "k3").string();
+  TrainOptions o;
+  o.quiet = true;
+  o.resume = ckpt.string();
+  try {
+    train(k3, o);
+    FAIL() << "resumed";
+  } catch (const CheckpointError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "checkpoint " + ckpt.string() + " holds 2 batches in flight of 2 rings, which drain "
+              "only on processes of its layout (--mode ouroboros --modules 2 --partition even "
+              "--replicas 2) (hint: resume it once with its layout and --steps 12 (that writes a "
+              "drained checkpoint), then change the layout)");
+  }
+  EXPECT_EQ(read_bytes(ckpt / "manifest.pt"), manifest);
+}
+
+// What processes cannot run yet is refused before any connection, with what to do instead.
+TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  DistEnv env;
+  env.rank = 0;
+  env.world_size = 4;
+  const auto refusal = [&](const Config& c) {
+    try {
+      train_distributed(c, TrainOptions{}, env);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Config xl = shard_config(data, 3, "transformer-xl");
+  xl.dist.replicas = 2;
+  EXPECT_EQ(refusal(xl), "processes run one ring of transformer-xl only, not 2 (hint: drop "
+                         "--replicas, or train it with --modules K on threads of one process)");
+  Config gpipe = shard_config(data, 3);
+  gpipe.engine.mode = "gpipe";
+  gpipe.engine.micro_batches = 2;
+  EXPECT_EQ(refusal(gpipe).rfind("processes run --mode ouroboros only, not gpipe (hint: ", 0), 0u)
+      << refusal(gpipe);
 }
 
 }  // namespace

@@ -134,72 +134,48 @@ std::string DistributedEngine::describe() const {
          std::to_string(ctx_.env().master_port) + "\n";
 }
 
-// Ring 0's workers other than 0 publish their part after every job; rank 0 reads it when asked.
-void DistributedEngine::end_job() {
-  ++jobs_;
-  if (ctx_.ring() != 0 || ctx_.worker() == 0) return;
-  c10::impl::GenericList names(c10::StringType::get());
-  c10::impl::GenericList tensors(c10::TensorType::get());
-  const ParamSet& mine = worker_->params();
-  for (size_t i = 0; i < mine.size(); ++i) {
-    names.push_back(mine.names()[i]);
-    tensors.push_back(mine.tensors()[i].detach());
-  }
-  c10::impl::GenericList gens(c10::TensorType::get());
-  c10::impl::GenericList modules(c10::IntType::get());
-  for (int64_t k : worker_->modules()) {
-    modules.push_back(k);
-    gens.push_back(worker_->generator(k).get_state());
-  }
-  c10::impl::GenericDict d(c10::StringType::get(), c10::AnyType::get());
-  d.insert("names", names);
-  d.insert("tensors", tensors);
-  d.insert("optimizer", worker_->optimizer().state_dict());
-  d.insert("modules", modules);
-  d.insert("generators", gens);
-  std::vector<char> bytes = torch::pickle_save(c10::IValue(d));
-  ctx_.set("state/" + std::to_string(jobs_) + "/" + std::to_string(ctx_.worker()),
-           std::vector<uint8_t>(bytes.begin(), bytes.end()));
-}
+void DistributedEngine::end_job() { ++jobs_; }
 
-void DistributedEngine::gather() const {
-  if (!ctx_.is_lead() || gathered_ == jobs_) return;
+// Ring 0's other workers send their weights to rank 0, one flat tensor each, in the order of
+// worker_param_names (which rank 0 computes for them too). The tag's low byte, 0xff, belongs to
+// no pipeline message (that would need a boundary 127), so the ring's messages in flight are
+// untouched.
+void DistributedEngine::collect_params() {
+  if (ctx_.ring() != 0 || ctx_.workers_per_ring() == 1) return;
+  constexpr int kTag = 0xff;
   torch::NoGradGuard no_grad;
-  for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
-    const std::string key = "state/" + std::to_string(jobs_) + "/" + std::to_string(w);
-    std::vector<uint8_t> raw = ctx_.get(key, ctx_.timeout(), w);
-    c10::IValue v = torch::pickle_load(std::vector<char>(raw.begin(), raw.end()));
-    auto d = v.toGenericDict();
-    auto names = d.at("names").toList();
-    auto tensors = d.at("tensors").toList();
-    ParamSet& all = const_cast<ParamSet&>(params_);
-    for (size_t i = 0; i < names.size(); ++i) {
-      all.at(names.get(i).toStringRef()).copy_(tensors.get(i).toTensor());
+  const auto flat = [](const ParamSet& p) {
+    std::vector<Tensor> parts;
+    for (const Tensor& t : p.tensors()) parts.push_back(t.detach().reshape({-1}));
+    return torch::cat(parts);
+  };
+  try {
+    if (!ctx_.is_lead()) {
+      std::vector<at::Tensor> v{flat(worker_->params())};
+      ctx_.world().send(v, 0, kTag)->wait(ctx_.wait_limit());
+      return;
     }
-    merge_optimizer_state(peers_.optimizer, d.at("optimizer").toGenericDict());
-    auto modules = d.at("modules").toList();
-    auto gens = d.at("generators").toList();
-    for (size_t i = 0; i < modules.size(); ++i) {
-      peers_.generators[static_cast<size_t>(modules.get(i).toInt() - 1)] = gens.get(i).toTensor();
-    }
-    // Earlier states nobody asked for are dropped with this one.
-    for (int64_t s = gathered_ + 1; s <= jobs_; ++s) {
-      try {
-        ctx_.store().deleteKey("state/" + std::to_string(s) + "/" + std::to_string(w));
-      } catch (const std::exception&) {
+    for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
+      const ParamSet theirs =
+          params_.subset(worker_param_names(model_, plan_.partition, params_, w));
+      std::vector<at::Tensor> v{torch::empty({theirs.numel()})};
+      ctx_.world().recv(v, static_cast<int>(w), kTag)->wait(ctx_.wait_limit());
+      int64_t offset = 0;
+      for (const Tensor& t : theirs.tensors()) {
+        t.detach().copy_(v[0].narrow(0, offset, t.numel()).view(t.sizes()));
+        offset += t.numel();
       }
     }
+  } catch (const std::exception& e) {
+    throw TransportError(ctx_.lost_peer(ctx_.is_lead() ? -1 : 0,
+                                        std::string("collecting the weights: ") + e.what()),
+                         ctx_.resume_hint());
   }
-  gathered_ = jobs_;
 }
 
-const ParamSet& DistributedEngine::params() const {
-  gather();
-  return params_;
-}
+const ParamSet& DistributedEngine::params() const { return params_; }
 
 MethodState DistributedEngine::state() const {
-  gather();
   MethodState s = peers_;
   s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(s.optimizer, peers_.optimizer);

@@ -423,6 +423,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     return first + count;
   };
   TrainResult result;
+  bool collected = false;  // the lead holds the whole model as of the last step
   for (const TrainJob& job : training_jobs(cfg.train, step, end)) {
     if (job.kind == TrainJob::kRun) {
       step = run_ticks(job.first, job.count);
@@ -436,16 +437,19 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (reporter) reporter->pause_clock();
     if (job.kind == TrainJob::kEvaluate) fault_point("evaluation");
     if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint");
-    if (job.kind == TrainJob::kEvaluate && role.lead) {
-      validate(job.first, cfg.train.eval_batches * cfg.train.batch_size);
+    if (job.kind == TrainJob::kEvaluate) {
+      method->collect_params();
+      if (role.lead) validate(job.first, cfg.train.eval_batches * cfg.train.batch_size);
     }
     if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
       // A run stopped early (stop_after) keeps its pipeline like any interruption.
       save(job.first, job.kind == TrainJob::kFinal && job.first == cfg.train.steps);
       if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint-written");
     }
-    if (job.kind == TrainJob::kFinal && role.lead && job.first == cfg.train.steps) {
-      result.valid = validate(job.first, 0);
+    if (job.kind == TrainJob::kFinal && job.first == cfg.train.steps) {
+      method->collect_params();
+      collected = true;
+      if (role.lead) result.valid = validate(job.first, 0);
     }
     if (reporter) reporter->resume_clock();
   }
@@ -457,6 +461,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
           << " (continue with --resume " << ckpt_path << ")" << std::endl;
     }
   }
+  if (!collected) method->collect_params();
   result.steps = step;
   result.losses = losses;
   if (!role.lead) return result;

@@ -121,16 +121,22 @@ inline fs::path write_config(const TempDir& dir, const std::string& name, const 
   return dir.write(name, c.to_json().dump());
 }
 
-inline std::vector<double> metric_losses(const fs::path& metrics) {
+// The losses of a run's metrics records: the training steps', or the evaluations' (split
+// records), in order.
+inline std::vector<double> metric_values(const fs::path& metrics, bool evaluations) {
   std::vector<double> out;
   std::istringstream in(read_bytes(metrics));
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
-    if (j.contains("loss") && !j.contains("split")) out.push_back(j["loss"].get<double>());
+    if (j.contains("loss") && j.contains("split") == evaluations) {
+      out.push_back(j["loss"].get<double>());
+    }
   }
   return out;
 }
+inline std::vector<double> metric_losses(const fs::path& m) { return metric_values(m, false); }
+inline std::vector<double> metric_evals(const fs::path& m) { return metric_values(m, true); }
 
 inline void expect_same_ivalue(const c10::IValue& a, const c10::IValue& b, const std::string& where) {
   if (a.isTensor()) {

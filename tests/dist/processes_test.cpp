@@ -84,6 +84,10 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   std::vector<double> losses = metric_losses(dir.path() / "processes" / "metrics.jsonl");
   ASSERT_EQ(losses.size(), t.losses.size());
   for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], t.losses[i]) << "tick " << i;
+  // Evaluations at steps 10, 20 and the end, from the weights rank 0 collected.
+  const std::vector<double> evals = metric_evals(dir.path() / "processes" / "metrics.jsonl");
+  EXPECT_EQ(evals.size(), 3u);
+  EXPECT_EQ(evals, metric_evals(dir.path() / "threads" / "metrics.jsonl"));
   // The weights moved.
   GPT model(b.config.model);
   ParamSet init = model.init_params(cfg.train.seed);

@@ -28,7 +28,7 @@ Config shard_config(const fs::path& data, int64_t K, const std::string& model = 
   cfg.model.mem_len = 8;  // Transformer-XL: each module's memories travel in its shard
   cfg.model.dropout = 0.1;
   cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
-  cfg.train.eval_interval = 0;
+  cfg.train.eval_interval = 10;  // rank 0 collects the weights mid-run
   cfg.train.steps = 24;
   return cfg;
 }
@@ -55,6 +55,9 @@ TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
   expect_same_checkpoint(a, load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
   EXPECT_EQ(a.memory.size(), model == "gpt" ? 0u : 4u);  // one memory per layer
   EXPECT_EQ(metric_losses(dir.path() / "whole" / "metrics.jsonl"), t.losses);
+  EXPECT_EQ(metric_evals(dir.path() / "whole" / "metrics.jsonl"),
+            metric_evals(dir.path() / "threads" / "metrics.jsonl"));
+  EXPECT_EQ(metric_evals(dir.path() / "whole" / "metrics.jsonl").size(), 3u);
 
   // Rank 0 dies right after the checkpoint at step 12; the others end on the lost peer.
   Config killed = cfg;

@@ -23,9 +23,9 @@ struct RankStats {
 };
 
 // The engine as one worker process: this rank's Worker, the c10d transport, and (R > 1) the
-// gradient average across rings before each update. Rank 0's params() and state() gather the
-// other workers' parts of ring 0 (published through the store at the end of every run() and
-// drain()).
+// gradient average across rings before each update. params() holds this worker's weights, and
+// at rank 0 the whole model as of the last collect_params(); state() is this worker's part
+// (checkpoints take shard()).
 class DistributedEngine : public Method {
  public:
   DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
@@ -34,6 +34,8 @@ class DistributedEngine : public Method {
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;
   const ParamSet& params() const override;
+  // Ring 0's workers send their weights to rank 0 over Gloo (every rank calls it).
+  void collect_params() override;
   MethodState state() const override;
   bool saves_in_flight() const override { return true; }
   std::optional<CheckpointShard> shard() const override;
@@ -53,7 +55,6 @@ class DistributedEngine : public Method {
   void run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss);
   void average_gradients(const ParamSet& params);
   void end_job();
-  void gather() const;
 
   const LanguageModel& model_;
   Config cfg_;
@@ -63,13 +64,12 @@ class DistributedEngine : public Method {
   std::unique_ptr<C10dTransport> transport_;
   std::unique_ptr<Worker> worker_;
   PipelineClock clock_;
-  int64_t jobs_ = 0;  // run() and drain() calls so far: the sequence number of published states
+  int64_t jobs_ = 0;  // run() and drain() calls so far (the go/<n> keys)
   int64_t allreduce_ns_ = 0;
   int64_t ticks_run_ = 0;
   RankStats* sink_ = nullptr;
-  // Rank 0: the other workers' state as of gathered_ (mutable: gathered lazily by the getters).
-  mutable int64_t gathered_ = 0;
-  mutable MethodState peers_;  // optimizer entries and generators of ring 0's other workers
+  // What a restore gave for the other workers' modules (optimizer entries, generators).
+  MethodState peers_;
 };
 
 }  // namespace ouroboros

@@ -48,6 +48,10 @@ class Method {
   // True when state() holds the batches in flight, so a checkpoint needs no drain first.
   virtual bool saves_in_flight() const { return false; }
   virtual const ParamSet& params() const = 0;
+  // Every process of a run calls this where the lead is about to read the whole model from
+  // params() (an evaluation, the end). Methods with one process per worker send their weights to
+  // the lead here; in one process a no-op.
+  virtual void collect_params() {}
   virtual MethodState state() const = 0;
   // Methods with one process per worker: this rank's part of the state, which it writes as its
   // own shard (nothing of the model passes through rank 0). One process: nullopt.

@@ -364,7 +364,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
                          std::chrono::duration<double>(Clock::now() - started).count(), in_flight);
   };
   auto validate = [&](int64_t at_step, int64_t max_windows) {
-    EvalResult r = evaluate(model, method->params(), ds->valid, cfg.train.batch_size, max_windows);
+    // In rows of the whole tick's batch: R rings of B rows evaluate as one ring of R*B.
+    const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
+    EvalResult r = evaluate(model, method->params(), ds->valid, rows, max_windows);
     r.bytes_per_token = valid_bytes_per_token;
     reporter->eval(at_step, "valid", r, chars);
     return r;
@@ -439,7 +441,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint");
     if (job.kind == TrainJob::kEvaluate) {
       method->collect_params();
-      if (role.lead) validate(job.first, cfg.train.eval_batches * cfg.train.batch_size);
+      if (role.lead) {
+        validate(job.first, cfg.train.eval_batches * cfg.train.batch_size * cfg.dist.replicas);
+      }
     }
     if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
       // A run stopped early (stop_after) keeps its pipeline like any interruption.

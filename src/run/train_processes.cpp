@@ -23,10 +23,16 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
                           std::to_string(cfg.dist.replicas),
                       "drop --replicas, or train it with --modules K on threads of one process");
   }
-  if (resolved_mode(cfg.engine) != "ouroboros") {
-    throw ConfigError("processes run --mode ouroboros only, not " + resolved_mode(cfg.engine),
-                      "use --modules K >= 2 with the default mode, or run " +
-                          resolved_mode(cfg.engine) + " on threads of one process");
+  // Plain backprop in R rings of one worker is data parallelism, one process per replica (DDP).
+  const std::string mode = resolved_mode(cfg.engine);
+  const bool ddp = mode == "sequential" && cfg.dist.replicas > 1;
+  if (mode != "ouroboros" && !ddp) {
+    throw ConfigError("processes run --mode ouroboros, or data parallelism as --modules 1 "
+                          "--replicas R, not " + mode,
+                      mode == "data-parallel"
+                          ? "one process per replica: --modules 1 --replicas R (batch B each)"
+                          : "use --modules K >= 2 with the default mode, or run " + mode +
+                                " on threads of one process");
   }
   if (cfg.train.diagnostics_interval > 0) {
     throw ConfigError("--diagnostics-interval records on threads of one process only",

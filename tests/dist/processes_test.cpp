@@ -140,6 +140,43 @@ TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
   for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], single.losses[i], 1e-5);
 }
 
+// Data parallelism with one process per replica (DDP: --modules 1 --replicas 2, batch B each)
+// equals the threaded data-parallel mode with 2 workers on batch 2B bit for bit (no dropout:
+// rings draw their masks from the same seeds): weights, Adam moments, losses and evaluations.
+TEST(Distributed, DataParallelProcessesEqualThreads) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 1, "adam");
+
+  Config threads = cfg;
+  threads.engine.mode = "data-parallel";
+  threads.engine.workers = 2;
+  threads.train.batch_size = 4;
+  threads.train.out_dir = (dir.path() / "threads").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  const TrainResult t = train(threads, quiet);
+
+  Config ddp = cfg;
+  ddp.train.batch_size = 2;
+  ddp.dist.replicas = 2;
+  ddp.train.out_dir = (dir.path() / "ddp").string();
+  auto codes = run_processes(dir, write_config(dir, "ddp.json", ddp), 2, "d");
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "d", 2);
+
+  const Checkpoint a = load_checkpoint((dir.path() / "ddp" / "ckpt").string());
+  const Checkpoint b = load_checkpoint((dir.path() / "threads" / "ckpt.pt").string());
+  ASSERT_EQ(a.model.names(), b.model.names());
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a.model.tensors()[i], b.model.tensors()[i])) << a.model.names()[i];
+  }
+  expect_same_ivalue(c10::IValue(a.optimizer), c10::IValue(b.optimizer), "optimizer");
+  EXPECT_EQ(metric_losses(dir.path() / "ddp" / "metrics.jsonl"), t.losses);
+  const std::vector<double> evals = metric_evals(dir.path() / "ddp" / "metrics.jsonl");
+  EXPECT_EQ(evals.size(), 3u);
+  EXPECT_EQ(evals, metric_evals(dir.path() / "threads" / "metrics.jsonl"));
+}
+
 // Every rank refuses a configuration that differs from the others', naming the field.
 TEST(Distributed, MismatchedConfigurationIsRefused) {
   TempDir dir;

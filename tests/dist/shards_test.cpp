@@ -248,8 +248,14 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
   Config gpipe = shard_config(data, 3);
   gpipe.engine.mode = "gpipe";
   gpipe.engine.micro_batches = 2;
-  EXPECT_EQ(refusal(gpipe).rfind("processes run --mode ouroboros only, not gpipe (hint: ", 0), 0u)
-      << refusal(gpipe);
+  EXPECT_EQ(refusal(gpipe), "processes run --mode ouroboros, or data parallelism as --modules 1 "
+                            "--replicas R, not gpipe (hint: use --modules K >= 2 with the default "
+                            "mode, or run gpipe on threads of one process)");
+  Config dp = shard_config(data, 1);
+  dp.engine.mode = "data-parallel";
+  EXPECT_EQ(refusal(dp), "processes run --mode ouroboros, or data parallelism as --modules 1 "
+                         "--replicas R, not data-parallel (hint: one process per replica: "
+                         "--modules 1 --replicas R (batch B each))");
 }
 
 }  // namespace

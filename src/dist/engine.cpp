@@ -187,22 +187,36 @@ std::optional<CheckpointShard> DistributedEngine::shard() const {
   CheckpointShard out;
   out.rank = ctx_.rank();
   out.world = ctx_.world_size();
+  MethodState s;
+  s.generators.resize(static_cast<size_t>(plan_.partition.K));
+  worker_->collect_state(s);
+  out.memory = s.memory;  // each ring its own rows' memories (load_checkpoint joins them)
   if (ctx_.ring() == 0) {  // the rings hold the same weights; each its own batches in flight
     out.model = worker_->params();
     out.optimizer = worker_->optimizer().state_dict();
-    MethodState s;
-    s.generators.resize(static_cast<size_t>(plan_.partition.K));
-    worker_->collect_state(s);
     for (int64_t k : worker_->modules()) out.generators[k] = s.generators[static_cast<size_t>(k - 1)];
-    out.memory = s.memory;
   }
   out.pipeline = worker_->save_pipeline(clock_.next_tick());
   out.pipeline_start = clock_.pipeline_start();
   return out;
 }
 
-void DistributedEngine::restore(const MethodState& s, int64_t tick) {
-  check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
+void DistributedEngine::restore(const MethodState& given, int64_t tick) {
+  check_generator_count(given, static_cast<size_t>(plan_.partition.K), "modules");
+  MethodState s = given;
+  if (ctx_.replicas() > 1) {  // memories of the whole tick's batch: this ring's rows
+    const int64_t B = cfg_.train.batch_size;
+    for (auto& [layer, t] : s.memory) {
+      if (t.size(0) != B * ctx_.replicas()) {
+        throw CheckpointError("the checkpoint's memory of layer " + std::to_string(layer) +
+                                  " has " + std::to_string(t.size(0)) + " rows, this run " +
+                                  std::to_string(B * ctx_.replicas()) + " (--replicas times "
+                                  "--batch-size)",
+                              "resume with the batch size and replicas that wrote it");
+      }
+      t = t.narrow(0, ctx_.ring() * B, B).contiguous();
+    }
+  }
   worker_->restore_state(s);
   peers_.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(peers_.optimizer, s.optimizer);

@@ -18,11 +18,6 @@ using json = nlohmann::json;
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
   cfg.validate();
   keep_freed_memory();  // as every threaded method does (make_method)
-  if (cfg.model.model != "gpt" && cfg.dist.replicas > 1) {
-    throw ConfigError("processes run one ring of " + cfg.model.model + " only, not " +
-                          std::to_string(cfg.dist.replicas),
-                      "drop --replicas, or train it with --modules K on threads of one process");
-  }
   // Plain backprop in R rings of one worker is data parallelism, one process per replica (DDP).
   const std::string mode = resolved_mode(cfg.engine);
   const bool ddp = mode == "sequential" && cfg.dist.replicas > 1;

@@ -477,6 +477,10 @@ Checkpoint load_sharded(const std::string& dir) {
   ck.generator_states.resize(static_cast<size_t>(K));
   c10::impl::GenericList workers(c10::AnyType::get());
   bool in_flight = false;
+  // Every ring's workers save the memories of their layers, rows [rB, (r+1)B) of the whole
+  // tick's batch: concatenated in ring order they are the memories of one ring of R*B rows.
+  const int64_t per_ring = K == 1 ? 1 : K - 1;
+  std::map<int64_t, std::vector<Tensor>> ring_memory;
   for (int64_t r = 0; r < world; ++r) {
     const std::string path = shard_path(dir, id, r);
     if (!std::filesystem::exists(path)) {
@@ -507,7 +511,17 @@ Checkpoint load_sharded(const std::string& dir) {
       }
       return 0;
     });
-    read_memory(path, d, ck.memory);
+    std::map<int64_t, Tensor> memory;
+    read_memory(path, d, memory);
+    for (auto& [layer, t] : memory) {
+      std::vector<Tensor>& rings = ring_memory[layer];
+      if (static_cast<int64_t>(rings.size()) != r / per_ring) {
+        throw CheckpointError("checkpoint shard " + path + " holds the memory of layer " +
+                                  std::to_string(layer) + " out of ring order",
+                              "it was not written by ouroboros or is damaged");
+      }
+      rings.push_back(t);
+    }
     GenericDict p = new_dict();
     if (d.contains("pipeline")) {
       p = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
@@ -529,6 +543,9 @@ Checkpoint load_sharded(const std::string& dir) {
                           "it was not written by ouroboros or is damaged");
   }
   ck.model = std::move(merged);
+  for (auto& [layer, rings] : ring_memory) {
+    ck.memory[layer] = rings.size() == 1 ? rings[0] : torch::cat(rings, 0);
+  }
   for (size_t k = 0; k < ck.generator_states.size(); ++k) {
     if (!ck.generator_states[k].defined()) {
       throw CheckpointError("checkpoint " + dir + " holds no dropout state of module " +

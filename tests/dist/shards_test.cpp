@@ -241,10 +241,6 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
     }
     return std::string("no error");
   };
-  Config xl = shard_config(data, 3, "transformer-xl");
-  xl.dist.replicas = 2;
-  EXPECT_EQ(refusal(xl), "processes run one ring of transformer-xl only, not 2 (hint: drop "
-                         "--replicas, or train it with --modules K on threads of one process)");
   Config gpipe = shard_config(data, 3);
   gpipe.engine.mode = "gpipe";
   gpipe.engine.micro_batches = 2;
@@ -256,6 +252,67 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
   EXPECT_EQ(refusal(dp), "processes run --mode ouroboros, or data parallelism as --modules 1 "
                          "--replicas R, not data-parallel (hint: one process per replica: "
                          "--modules 1 --replicas R (batch B each))");
+}
+
+// Two rings of Transformer-XL: each ring keeps the memories of its own rows (streams), saved in
+// its own shards and joined in ring order, so the run equals one ring of twice the streams up to
+// float rounding (SGD), and a run killed after a checkpoint resumes into it exactly.
+TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = shard_config(data, 3, "transformer-xl");
+  cfg.train.optimizer = "sgd";
+  cfg.train.lr = 0.05;
+  cfg.train.min_lr = 0.01;
+  cfg.model.dropout = 0.0;  // rings draw the same masks; one ring of 2B would draw others
+  cfg.train.steps = 16;
+  cfg.train.checkpoint_interval = 8;
+
+  Config one = cfg;
+  one.train.batch_size = 4;
+  one.train.out_dir = (dir.path() / "one").string();
+  TrainOptions quiet;
+  quiet.quiet = true;
+  const TrainResult single = train(one, quiet);
+
+  Config two = cfg;
+  two.train.batch_size = 2;
+  two.dist.replicas = 2;
+  two.train.out_dir = (dir.path() / "two").string();
+  const fs::path file = write_config(dir, "two.json", two);
+  auto codes = run_processes(dir, file, 4, "x");
+  for (int r = 0; r < 4; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "x", 4);
+  const fs::path ckpt = dir.path() / "two" / "ckpt";
+  const Checkpoint a = load_checkpoint(ckpt.string());
+  const Checkpoint b = load_checkpoint((dir.path() / "one" / "ckpt.pt").string());
+  ASSERT_EQ(a.model.names(), b.model.names());
+  double worst = 0.0;
+  for (size_t i = 0; i < a.model.size(); ++i) {
+    worst = std::max(worst, (a.model.tensors()[i] - b.model.tensors()[i]).abs().max().item<double>());
+  }
+  EXPECT_LT(worst, 1e-5);
+  ASSERT_EQ(a.memory.size(), 4u);
+  for (const auto& [layer, m] : a.memory) {
+    ASSERT_EQ(m.sizes(), b.memory.at(layer).sizes()) << "layer " << layer;  // [2B, M, C]
+    EXPECT_LT((m - b.memory.at(layer)).abs().max().item<double>(), 1e-4) << "layer " << layer;
+  }
+  const std::vector<double> losses = metric_losses(dir.path() / "two" / "metrics.jsonl");
+  ASSERT_EQ(losses.size(), single.losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], single.losses[i], 1e-5);
+
+  // Killed after the checkpoint at step 8 (batches in flight, each ring's memories in its
+  // shards), resumed: the same run as the uninterrupted one.
+  Config killed = two;
+  killed.train.out_dir = (dir.path() / "killed").string();
+  const fs::path kfile = write_config(dir, "killed.json", killed);
+  codes = run_processes(dir, kfile, 4, "k", {}, 60, {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", 4);
+  const fs::path kckpt = dir.path() / "killed" / "ckpt";
+  EXPECT_EQ(load_checkpoint(kckpt.string()).step, 8);
+  codes = run_processes(dir, kfile, 4, "kr", {"--resume", kckpt.string()});
+  for (int r = 0; r < 4; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "kr", 4);
+  expect_same_checkpoint(load_checkpoint(kckpt.string()), a);
+  EXPECT_EQ(metric_losses(dir.path() / "killed" / "metrics.jsonl"), losses);
 }
 
 }  // namespace

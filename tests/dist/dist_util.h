@@ -204,6 +204,30 @@ inline std::string logs(const TempDir& dir, const std::string& tag, int world) {
   return s;
 }
 
+// The same run twice: `one` on threads of this process (returned), and `rings` (its out_dir set)
+// on `world` processes, which must all exit 0. For comparing R rings of batch B with one ring
+// (or one data-parallel step) of batch R*B.
+inline TrainResult run_threads_and_processes(const TempDir& dir, const Config& one,
+                                             const Config& rings, int world,
+                                             const std::string& tag) {
+  TrainOptions quiet;
+  quiet.quiet = true;
+  TrainResult t = train(one, quiet);
+  auto codes = run_processes(dir, write_config(dir, tag + ".json", rings), world, tag);
+  for (int r = 0; r < world; ++r) EXPECT_EQ(codes[r], 0) << logs(dir, tag, world);
+  return t;
+}
+
+// The largest absolute difference between two weight sets of the same names.
+inline double max_difference(const ParamSet& a, const ParamSet& b) {
+  EXPECT_EQ(a.names(), b.names());
+  double worst = 0.0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    worst = std::max(worst, (a.tensors()[i] - b.tensors()[i]).abs().max().item<double>());
+  }
+  return worst;
+}
+
 // Waits until the file exists (a checkpoint written mid-run).
 inline bool wait_for_file(const fs::path& f, double seconds) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);

@@ -112,25 +112,15 @@ TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
   Config one = cfg;
   one.train.batch_size = 4;
   one.train.out_dir = (dir.path() / "one").string();
-  TrainOptions quiet;
-  quiet.quiet = true;
-  TrainResult single = train(one, quiet);
-
   Config two = cfg;
   two.train.batch_size = 2;
   two.dist.replicas = 2;
   two.train.out_dir = (dir.path() / "two").string();
-  auto codes = run_processes(dir, write_config(dir, "two.json", two), 4, "r");
-  for (int r = 0; r < 4; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "r", 4);
+  const TrainResult single = run_threads_and_processes(dir, one, two, 4, "r");
+  ASSERT_FALSE(HasFailure());
 
   Checkpoint a = load_checkpoint((dir.path() / "two" / "ckpt").string());
-  ASSERT_EQ(a.model.names(), single.params.names());
-  double worst = 0.0;
-  for (size_t i = 0; i < a.model.size(); ++i) {
-    const Tensor diff = a.model.tensors()[i] - single.params.tensors()[i];
-    worst = std::max(worst, diff.abs().max().item<double>());
-  }
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(max_difference(a.model, single.params), 1e-5);
   // Not trivially equal: the run moved the weights much further than the tolerance.
   GPT model(a.config.model);
   ParamSet init = model.init_params(cfg.train.seed);
@@ -153,16 +143,12 @@ TEST(Distributed, DataParallelProcessesEqualThreads) {
   threads.engine.workers = 2;
   threads.train.batch_size = 4;
   threads.train.out_dir = (dir.path() / "threads").string();
-  TrainOptions quiet;
-  quiet.quiet = true;
-  const TrainResult t = train(threads, quiet);
-
   Config ddp = cfg;
   ddp.train.batch_size = 2;
   ddp.dist.replicas = 2;
   ddp.train.out_dir = (dir.path() / "ddp").string();
-  auto codes = run_processes(dir, write_config(dir, "ddp.json", ddp), 2, "d");
-  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "d", 2);
+  const TrainResult t = run_threads_and_processes(dir, threads, ddp, 2, "d");
+  ASSERT_FALSE(HasFailure());
 
   const Checkpoint a = load_checkpoint((dir.path() / "ddp" / "ckpt").string());
   const Checkpoint b = load_checkpoint((dir.path() / "threads" / "ckpt.pt").string());

@@ -271,26 +271,15 @@ TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
   Config one = cfg;
   one.train.batch_size = 4;
   one.train.out_dir = (dir.path() / "one").string();
-  TrainOptions quiet;
-  quiet.quiet = true;
-  const TrainResult single = train(one, quiet);
-
   Config two = cfg;
   two.train.batch_size = 2;
   two.dist.replicas = 2;
   two.train.out_dir = (dir.path() / "two").string();
-  const fs::path file = write_config(dir, "two.json", two);
-  auto codes = run_processes(dir, file, 4, "x");
-  for (int r = 0; r < 4; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "x", 4);
-  const fs::path ckpt = dir.path() / "two" / "ckpt";
-  const Checkpoint a = load_checkpoint(ckpt.string());
+  const TrainResult single = run_threads_and_processes(dir, one, two, 4, "x");
+  ASSERT_FALSE(HasFailure());
+  const Checkpoint a = load_checkpoint((dir.path() / "two" / "ckpt").string());
   const Checkpoint b = load_checkpoint((dir.path() / "one" / "ckpt.pt").string());
-  ASSERT_EQ(a.model.names(), b.model.names());
-  double worst = 0.0;
-  for (size_t i = 0; i < a.model.size(); ++i) {
-    worst = std::max(worst, (a.model.tensors()[i] - b.model.tensors()[i]).abs().max().item<double>());
-  }
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(max_difference(a.model, b.model), 1e-5);
   ASSERT_EQ(a.memory.size(), 4u);
   for (const auto& [layer, m] : a.memory) {
     ASSERT_EQ(m.sizes(), b.memory.at(layer).sizes()) << "layer " << layer;  // [2B, M, C]
@@ -305,7 +294,8 @@ TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
   Config killed = two;
   killed.train.out_dir = (dir.path() / "killed").string();
   const fs::path kfile = write_config(dir, "killed.json", killed);
-  codes = run_processes(dir, kfile, 4, "k", {}, 60, {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  auto codes = run_processes(dir, kfile, 4, "k", {}, 60,
+                             {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
   ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", 4);
   const fs::path kckpt = dir.path() / "killed" / "ckpt";
   EXPECT_EQ(load_checkpoint(kckpt.string()).step, 8);

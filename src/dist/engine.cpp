@@ -31,8 +31,15 @@ DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params
   if (ctx_.replicas() > 1) {
     worker_->set_before_update([this](const ParamSet& p) { average_gradients(p); });
   }
-  for (int64_t k = 1; k <= plan_.partition.K; ++k) {
-    peers_.generators.push_back(training_context(cfg.train.seed, k).generator->get_state());
+  // Ring r's module k draws its dropout masks from generator r*K + k (ring 0's are a single
+  // ring's; with K = 1, replica r's is the threaded data-parallel replica's, r + 1).
+  const int64_t K = plan_.partition.K;
+  for (int64_t k : worker_->modules()) {
+    worker_->generator(k).set_state(
+        training_context(cfg.train.seed, ctx_.ring() * K + k).generator->get_state());
+  }
+  for (int64_t g = 1; g <= K * ctx_.replicas(); ++g) {
+    peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
   }
 }
 
@@ -176,10 +183,19 @@ void DistributedEngine::collect_params() {
 const ParamSet& DistributedEngine::params() const { return params_; }
 
 MethodState DistributedEngine::state() const {
+  const int64_t K = plan_.partition.K;
+  MethodState mine;
+  mine.generators.resize(static_cast<size_t>(K));
+  worker_->collect_state(mine);
   MethodState s = peers_;
   s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(s.optimizer, peers_.optimizer);
-  worker_->collect_state(s);
+  merge_optimizer_state(s.optimizer, mine.optimizer);
+  for (int64_t k : worker_->modules()) {
+    s.generators[static_cast<size_t>(ctx_.ring() * K + k - 1)] =
+        mine.generators[static_cast<size_t>(k - 1)];
+  }
+  s.memory = mine.memory;
   return s;
 }
 
@@ -190,11 +206,13 @@ std::optional<CheckpointShard> DistributedEngine::shard() const {
   MethodState s;
   s.generators.resize(static_cast<size_t>(plan_.partition.K));
   worker_->collect_state(s);
-  out.memory = s.memory;  // each ring its own rows' memories (load_checkpoint joins them)
-  if (ctx_.ring() == 0) {  // the rings hold the same weights; each its own batches in flight
+  // Each ring its own rows' memories and its own dropout generators (load_checkpoint joins
+  // them in ring order); the rings hold the same weights and optimizer state.
+  out.memory = s.memory;
+  for (int64_t k : worker_->modules()) out.generators[k] = s.generators[static_cast<size_t>(k - 1)];
+  if (ctx_.ring() == 0) {
     out.model = worker_->params();
     out.optimizer = worker_->optimizer().state_dict();
-    for (int64_t k : worker_->modules()) out.generators[k] = s.generators[static_cast<size_t>(k - 1)];
   }
   out.pipeline = worker_->save_pipeline(clock_.next_tick());
   out.pipeline_start = clock_.pipeline_start();
@@ -202,8 +220,11 @@ std::optional<CheckpointShard> DistributedEngine::shard() const {
 }
 
 void DistributedEngine::restore(const MethodState& given, int64_t tick) {
-  check_generator_count(given, static_cast<size_t>(plan_.partition.K), "modules");
-  MethodState s = given;
+  const int64_t K = plan_.partition.K, R = ctx_.replicas();
+  check_generator_count(given, static_cast<size_t>(K * R), R > 1 ? "modules in all rings" : "modules");
+  MethodState s = given;  // this ring's generators, as the worker counts them
+  s.generators.assign(given.generators.begin() + ctx_.ring() * K,
+                      given.generators.begin() + (ctx_.ring() + 1) * K);
   if (ctx_.replicas() > 1) {  // memories of the whole tick's batch: this ring's rows
     const int64_t B = cfg_.train.batch_size;
     for (auto& [layer, t] : s.memory) {

@@ -474,12 +474,20 @@ Checkpoint load_sharded(const std::string& dir) {
     throw CheckpointError("checkpoint manifest " + manifest + " has " + std::to_string(K) +
                           " modules", "it was not written by ouroboros or is damaged");
   }
-  ck.generator_states.resize(static_cast<size_t>(K));
+  // Every ring's workers save the memories of their layers, rows [rB, (r+1)B) of the whole
+  // tick's batch (concatenated in ring order they are the memories of one ring of R*B rows),
+  // and their modules' dropout generators (ring r's module k is generator r*K + k).
+  const int64_t per_ring = K == 1 ? 1 : K - 1;
+  const int64_t rings = world / per_ring;
+  if (rings * per_ring != world || rings != ck.config.dist.replicas) {
+    throw CheckpointError("checkpoint manifest " + manifest + " names " + std::to_string(world) +
+                              " shards for " + std::to_string(ck.config.dist.replicas) +
+                              " ring(s) of " + std::to_string(per_ring) + " worker(s)",
+                          "it was not written by ouroboros or is damaged");
+  }
+  ck.generator_states.resize(static_cast<size_t>(K * rings));
   c10::impl::GenericList workers(c10::AnyType::get());
   bool in_flight = false;
-  // Every ring's workers save the memories of their layers, rows [rB, (r+1)B) of the whole
-  // tick's batch: concatenated in ring order they are the memories of one ring of R*B rows.
-  const int64_t per_ring = K == 1 ? 1 : K - 1;
   std::map<int64_t, std::vector<Tensor>> ring_memory;
   for (int64_t r = 0; r < world; ++r) {
     const std::string path = shard_path(dir, id, r);
@@ -507,7 +515,8 @@ Checkpoint load_sharded(const std::string& dir) {
         const int64_t k = std::stoll(item.key().toStringRef());
         if (k < 1 || k > K) throw std::out_of_range("module");
         check_layout(path, "generators", item.value().toTensor());
-        ck.generator_states[static_cast<size_t>(k - 1)] = item.value().toTensor();
+        ck.generator_states[static_cast<size_t>((r / per_ring) * K + k - 1)] =
+            item.value().toTensor();
       }
       return 0;
     });
@@ -549,7 +558,8 @@ Checkpoint load_sharded(const std::string& dir) {
   for (size_t k = 0; k < ck.generator_states.size(); ++k) {
     if (!ck.generator_states[k].defined()) {
       throw CheckpointError("checkpoint " + dir + " holds no dropout state of module " +
-                                std::to_string(k + 1),
+                                std::to_string(static_cast<int64_t>(k) % K + 1) + " of ring " +
+                                std::to_string(static_cast<int64_t>(k) / K),
                             "it was not written by ouroboros or is damaged");
     }
   }

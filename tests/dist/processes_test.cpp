@@ -131,12 +131,14 @@ TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
 }
 
 // Data parallelism with one process per replica (DDP: --modules 1 --replicas 2, batch B each)
-// equals the threaded data-parallel mode with 2 workers on batch 2B bit for bit (no dropout:
-// rings draw their masks from the same seeds): weights, Adam moments, losses and evaluations.
+// equals the threaded data-parallel mode with 2 workers on batch 2B bit for bit, dropout
+// included (replica r draws from generator r + 1 either way): weights, Adam moments, generators,
+// losses and evaluations.
 TEST(Distributed, DataParallelProcessesEqualThreads) {
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
   Config cfg = tiny_config(data, 1, "adam");
+  cfg.model.dropout = 0.1;
 
   Config threads = cfg;
   threads.engine.mode = "data-parallel";
@@ -152,15 +154,26 @@ TEST(Distributed, DataParallelProcessesEqualThreads) {
 
   const Checkpoint a = load_checkpoint((dir.path() / "ddp" / "ckpt").string());
   const Checkpoint b = load_checkpoint((dir.path() / "threads" / "ckpt.pt").string());
-  ASSERT_EQ(a.model.names(), b.model.names());
-  for (size_t i = 0; i < a.model.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a.model.tensors()[i], b.model.tensors()[i])) << a.model.names()[i];
-  }
-  expect_same_ivalue(c10::IValue(a.optimizer), c10::IValue(b.optimizer), "optimizer");
+  EXPECT_EQ(a.generator_states.size(), 2u);
+  expect_same_checkpoint(a, b);
   EXPECT_EQ(metric_losses(dir.path() / "ddp" / "metrics.jsonl"), t.losses);
   const std::vector<double> evals = metric_evals(dir.path() / "ddp" / "metrics.jsonl");
   EXPECT_EQ(evals.size(), 3u);
   EXPECT_EQ(evals, metric_evals(dir.path() / "threads" / "metrics.jsonl"));
+
+  // Killed after a checkpoint at step 12 and resumed: each replica's generator comes back from
+  // its own shard, so the run is the uninterrupted one.
+  ddp.train.checkpoint_interval = 12;
+  ddp.train.out_dir = (dir.path() / "killed").string();
+  const fs::path file = write_config(dir, "killed.json", ddp);
+  auto codes = run_processes(dir, file, 2, "k", {}, 60,
+                             {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", 2);
+  const fs::path ckpt = dir.path() / "killed" / "ckpt";
+  codes = run_processes(dir, file, 2, "kr", {"--resume", ckpt.string()});
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "kr", 2);
+  expect_same_checkpoint(load_checkpoint(ckpt.string()), a);
+  EXPECT_EQ(metric_losses(dir.path() / "killed" / "metrics.jsonl"), t.losses);
 }
 
 // Every rank refuses a configuration that differs from the others', naming the field.

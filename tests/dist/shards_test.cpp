@@ -264,7 +264,7 @@ TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
   cfg.train.optimizer = "sgd";
   cfg.train.lr = 0.05;
   cfg.train.min_lr = 0.01;
-  cfg.model.dropout = 0.0;  // rings draw the same masks; one ring of 2B would draw others
+  cfg.model.dropout = 0.0;  // each ring draws its own masks, one ring of 2B others again
   cfg.train.steps = 16;
   cfg.train.checkpoint_interval = 8;
 

@@ -322,7 +322,10 @@ int main(int argc, char** argv) {
   train_flags.add_to(*train_cmd, {"model", "data", "train", "engine", "dist"});
   train_flags.add_presets_to(*train_cmd);
   std::string resume;
-  train_cmd->add_option("--resume", resume, "continue from this checkpoint");
+  train_cmd->add_option("--resume", resume,
+                        "continue from this checkpoint (a ckpt.pt file, or the ckpt/ directory of "
+                        "processes); under another --mode, --modules, --partition or --replicas "
+                        "the weights and optimizer moments carry over by name");
   bool overwrite = false;
   train_cmd->add_flag("--overwrite", overwrite,
                       "replace the run already in --out-dir (else a non-empty out-dir is refused)");

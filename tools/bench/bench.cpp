@@ -28,12 +28,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -214,9 +208,9 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
         << plural(e.cores, "core") << std::endl;
     const fs::path cfg_file = fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
     std::ofstream(cfg_file) << e.cfg.to_json().dump();
-    const std::string cmd = quote(opts.executable) + " bench-child --config " +
-                            quote(cfg_file.string()) + " --warmup " + std::to_string(opts.warmup) +
-                            " --steps " + std::to_string(opts.steps);
+    const std::string cmd = shell_quote(opts.executable) + " bench-child --config " +
+                            shell_quote(cfg_file.string()) + " --warmup " +
+                            std::to_string(opts.warmup) + " --steps " + std::to_string(opts.steps);
     FILE* pipe = popen(cmd.c_str(), "r");  // the child's progress goes to our stderr
     if (!pipe) throw Error("bench: cannot start " + opts.executable);
     std::string out;

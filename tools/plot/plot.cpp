@@ -11,17 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
 
 namespace ouroboros {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
 // A path inside gnuplot's single quotes (which know no escapes but a doubled quote).
 std::string gp_string(const std::string& s) {
@@ -48,7 +43,7 @@ std::string run_gnuplot(const std::string& body, const std::string& png_path, in
         << "set output " << gp_string(png_path) << "\n"
         << body;
     }
-    const std::string cmd = "gnuplot " + quote(script.string()) + " 2>&1";
+    const std::string cmd = "gnuplot " + shell_quote(script.string()) + " 2>&1";
     FILE* pipe = popen(cmd.c_str(), "r");
     if (!pipe) {
       err = "cannot start gnuplot";

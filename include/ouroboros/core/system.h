@@ -36,6 +36,9 @@ void fault_point(const char* phase);
 // Physical memory of the machine in bytes (0 if unknown).
 double physical_memory_bytes();
 
+// s inside single quotes for /bin/sh, each ' written as '\''.
+std::string shell_quote(const std::string& s);
+
 // An exclusive lock on a directory for as long as it lives (flock on the directory itself, so
 // nothing is written into it), so that two runs cannot share an out-dir. Throws Error naming the
 // directory when another process holds it.

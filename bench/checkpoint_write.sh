@@ -12,13 +12,21 @@ bin=build/ouroboros
 work=build/checkpoint_write
 mkdir -p "$work" bench/results
 head -c 60000 /usr/share/games/fortunes/fortunes > "$work/corpus.txt"
-common=(--preset enwik8-base --data "$work/corpus.txt" --format text --modules 3
+# MODEL=gpt: a GPT of the same 12 x 512 shape instead, into checkpoint_write_gpt.md.
+if [[ "${MODEL:-transformer-xl}" == gpt ]]; then
+  shape=(--model gpt --n-layer 12 --n-embd 512 --n-head 8); out=bench/results/checkpoint_write_gpt.md
+  title="a GPT of the enwik8-base shape (12 x 512)"
+else
+  shape=(--preset enwik8-base); out=bench/results/checkpoint_write.md
+  title="enwik8-base (Transformer-XL, 12 x 512, 41.1M parameters)"
+fi
+common=("${shape[@]}" --data "$work/corpus.txt" --format text --modules 3
   --block-size 64 --mem-len 64 --batch-size 1 --steps 10 --checkpoint-interval 2
   --eval-interval 0 --log-interval 1 --overwrite)
 $bin train "${common[@]}" --out-dir "$work/threads" > "$work/threads.log"
 $bin launch --nproc 2 --master-port 29517 -- train "${common[@]}" --out-dir "$work/processes" \
   > "$work/processes.log" 2>&1
-/usr/bin/python3 - "$work" > bench/results/checkpoint_write.md <<'PY'
+/usr/bin/python3 - "$work" "$title" > "$out" <<'PY'
 import json, sys, datetime, os
 work = sys.argv[1]
 def rows(run):
@@ -29,7 +37,7 @@ def rows(run):
             out.append(j)
     return out
 t, p = rows("threads"), rows("processes")
-print(f"# Checkpoint writes of enwik8-base (Transformer-XL, 12 x 512, 41.1M parameters), K = 3\n")
+print(f"# Checkpoint writes of {sys.argv[2]}, K = 3\n")
 print(f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores; threads: one "
       "process, 2 workers, one file; processes: 2 ranks, one shard each + manifest.\n")
 print("| step | in flight | threads: MiB | threads: s | processes: MiB | processes: s | ratio |")
@@ -47,4 +55,4 @@ print("\nFor reference, before shards (commit 253b7f0, a GPT of the same 12 x 51
       "the TCPStore and wrote one file after a drain, 8.43, 4.36 and 2.76 s at steps 2, 4 and 6 "
       "(434 MiB each).")
 PY
-cat bench/results/checkpoint_write.md
+cat "$out"

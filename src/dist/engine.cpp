@@ -182,11 +182,16 @@ void DistributedEngine::collect_params() {
 
 const ParamSet& DistributedEngine::params() const { return params_; }
 
+MethodState DistributedEngine::own_state() const {
+  MethodState mine;
+  mine.generators.resize(static_cast<size_t>(plan_.partition.K));
+  worker_->collect_state(mine);
+  return mine;
+}
+
 MethodState DistributedEngine::state() const {
   const int64_t K = plan_.partition.K;
-  MethodState mine;
-  mine.generators.resize(static_cast<size_t>(K));
-  worker_->collect_state(mine);
+  const MethodState mine = own_state();
   MethodState s = peers_;
   s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(s.optimizer, peers_.optimizer);
@@ -203,16 +208,14 @@ std::optional<CheckpointShard> DistributedEngine::shard() const {
   CheckpointShard out;
   out.rank = ctx_.rank();
   out.world = ctx_.world_size();
-  MethodState s;
-  s.generators.resize(static_cast<size_t>(plan_.partition.K));
-  worker_->collect_state(s);
+  const MethodState s = own_state();
   // Each ring its own rows' memories and its own dropout generators (load_checkpoint joins
   // them in ring order); the rings hold the same weights and optimizer state.
   out.memory = s.memory;
   for (int64_t k : worker_->modules()) out.generators[k] = s.generators[static_cast<size_t>(k - 1)];
   if (ctx_.ring() == 0) {
     out.model = worker_->params();
-    out.optimizer = worker_->optimizer().state_dict();
+    out.optimizer = s.optimizer;
   }
   out.pipeline = worker_->save_pipeline(clock_.next_tick());
   out.pipeline_start = clock_.pipeline_start();

@@ -115,6 +115,16 @@ void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bo
                         ", replace it with --overwrite, or choose another --out-dir");
 }
 
+// What a checkpoint holds of its method, as the method restores it.
+MethodState method_state(const Checkpoint& ck) {
+  MethodState s;
+  s.optimizer = ck.optimizer;
+  s.generators = ck.generator_states;
+  s.memory = ck.memory;
+  s.pipeline = ck.pipeline;
+  return s;
+}
+
 // The layout a checkpoint's per-module state belongs to: the method, its modules (or the
 // replicas of data parallelism), the partition and the rings.
 std::string layout(const Config& c) {
@@ -137,11 +147,7 @@ std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageMod
                             const std::string& path) {
   const std::string from = layout(ck.config), to = layout(cfg);
   if (from == to) return "";
-  MethodState s;
-  s.optimizer = ck.optimizer;
-  s.generators = ck.generator_states;
-  s.memory = ck.memory;
-  s.pipeline = ck.pipeline;
+  const MethodState s = method_state(ck);
   std::string notice = "resuming " + path + " (" + from + ") as " + to;
   if (const int64_t n = batches_in_flight(s); n > 0) {
     if (ck.config.dist.replicas > 1) {
@@ -284,9 +290,11 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
                                        : make_method(cfg, model, params);
   if (talk) log << method->describe() << std::flush;
 
+  // The rows of a tick's batch, all rings together: R rings of B rows draw, and evaluate, as one
+  // ring of R*B.
+  const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
   Batches batches;
   if (ds) {
-    const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
     if (model.recurrent()) {
       batches.streams.emplace(ds->train, cfg.model.block_size, rows);
     } else {
@@ -296,13 +304,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   }
   int64_t step = 0;
   if (ck) {  // the one restore path
-    MethodState s;
-    s.optimizer = ck->optimizer;
+    MethodState s = method_state(*ck);
     // Another layout's checkpoint has none (carry_to_layout): the method's own fresh ones.
-    s.generators = ck->generator_states.empty() ? method->state().generators
-                                                : ck->generator_states;
-    s.memory = ck->memory;
-    s.pipeline = ck->pipeline;
+    if (s.generators.empty()) s.generators = method->state().generators;
     step = ck->step;
     method->restore(s, step);
     batches.set_state(ck->sampler_state);
@@ -333,11 +337,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (!role.single_process) {  // every rank its shard, then rank 0 the manifest
       CheckpointShard shard = method->shard().value();
       id = shard.id = lead_value("checkpoint", fresh_checkpoint_id());
-      MethodState mine;
-      c10::impl::GenericList one(c10::AnyType::get());
-      one.push_back(shard.pipeline);
-      mine.pipeline.insert("workers", one);
-      in_flight = role.sum_at_lead("in-flight", batches_in_flight(mine));
+      in_flight = role.sum_at_lead("in-flight", batches_in_flight(shard.pipeline));
       bytes = role.sum_at_lead("checkpoint", save_shard(ckpt_path, shard));
       if (!role.lead) return;
       out.pipeline.insert("start", shard.pipeline_start);
@@ -364,8 +364,6 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
                          std::chrono::duration<double>(Clock::now() - started).count(), in_flight);
   };
   auto validate = [&](int64_t at_step, int64_t max_windows) {
-    // In rows of the whole tick's batch: R rings of B rows evaluate as one ring of R*B.
-    const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
     EvalResult r = evaluate(model, method->params(), ds->valid, rows, max_windows);
     r.bytes_per_token = valid_bytes_per_token;
     reporter->eval(at_step, "valid", r, chars);
@@ -425,7 +423,6 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     return first + count;
   };
   TrainResult result;
-  bool collected = false;  // the lead holds the whole model as of the last step
   for (const TrainJob& job : training_jobs(cfg.train, step, end)) {
     if (job.kind == TrainJob::kRun) {
       step = run_ticks(job.first, job.count);
@@ -441,19 +438,12 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint");
     if (job.kind == TrainJob::kEvaluate) {
       method->collect_params();
-      if (role.lead) {
-        validate(job.first, cfg.train.eval_batches * cfg.train.batch_size * cfg.dist.replicas);
-      }
+      if (role.lead) validate(job.first, cfg.train.eval_batches * rows);
     }
     if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
       // A run stopped early (stop_after) keeps its pipeline like any interruption.
       save(job.first, job.kind == TrainJob::kFinal && job.first == cfg.train.steps);
       if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint-written");
-    }
-    if (job.kind == TrainJob::kFinal && job.first == cfg.train.steps) {
-      method->collect_params();
-      collected = true;
-      if (role.lead) result.valid = validate(job.first, 0);
     }
     if (reporter) reporter->resume_clock();
   }
@@ -465,7 +455,10 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
           << " (continue with --resume " << ckpt_path << ")" << std::endl;
     }
   }
-  if (!collected) method->collect_params();
+  method->collect_params();  // the lead holds the whole model from here on
+  if (!result.stopped && step == cfg.train.steps && role.lead) {
+    result.valid = validate(step, 0);  // the final evaluation, on the whole valid split
+  }
   result.steps = step;
   result.losses = losses;
   if (!role.lead) return result;

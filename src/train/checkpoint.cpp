@@ -440,6 +440,14 @@ void read_memory(const std::string& path, const GenericDict& d, std::map<int64_t
   });
 }
 
+// The batches in flight a file or shard holds (empty when drained).
+GenericDict read_pipeline(const std::string& path, const GenericDict& d) {
+  if (!d.contains("pipeline")) return new_dict();
+  GenericDict p = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
+  check_layouts(path, "pipeline", c10::IValue(p));
+  return p;
+}
+
 constexpr const char* kManifest = "manifest.pt";
 
 std::string hex_id(int64_t id) {
@@ -531,13 +539,8 @@ Checkpoint load_sharded(const std::string& dir) {
       }
       rings.push_back(t);
     }
-    GenericDict p = new_dict();
-    if (d.contains("pipeline")) {
-      p = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
-      check_layouts(path, "pipeline", c10::IValue(p));
-      in_flight = true;
-    }
-    workers.push_back(p);
+    if (d.contains("pipeline")) in_flight = true;
+    workers.push_back(read_pipeline(path, d));
   }
   ParamSet merged;  // in the model's order, as a single file holds it
   for (const auto& n : names) {
@@ -671,10 +674,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     }
     return 0;
   });
-  if (d.contains("pipeline")) {
-    ck.pipeline = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
-    check_layouts(path, "pipeline", c10::IValue(ck.pipeline));
-  }
+  ck.pipeline = read_pipeline(path, d);
   read_memory(path, d, ck.memory);
   return ck;
 }

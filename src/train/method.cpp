@@ -40,9 +40,15 @@ int64_t batches_in_flight(const MethodState& s) {
   if (!s.pipeline.contains("workers")) return 0;
   int64_t n = 0;
   for (const c10::IValue& w : s.pipeline.at("workers").toListRef()) {
-    for (const auto& m : w.toGenericDict().at("modules").toGenericDict()) {
-      n += static_cast<int64_t>(m.value().toListRef().size());
-    }
+    n += batches_in_flight(w.toGenericDict());
+  }
+  return n;
+}
+
+int64_t batches_in_flight(const c10::impl::GenericDict& worker) {
+  int64_t n = 0;
+  for (const auto& m : worker.at("modules").toGenericDict()) {
+    n += static_cast<int64_t>(m.value().toListRef().size());
   }
   return n;
 }

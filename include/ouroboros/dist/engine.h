@@ -55,6 +55,8 @@ class DistributedEngine : public Method {
   void run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss);
   void average_gradients(const ParamSet& params);
   void end_job();
+  // This worker's optimizer entries, memories and its modules' generators (K slots, this ring's).
+  MethodState own_state() const;
 
   const LanguageModel& model_;
   Config cfg_;

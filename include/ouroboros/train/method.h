@@ -81,8 +81,10 @@ void check_generator_count(const MethodState& s, size_t expected, const std::str
 void collect_memory(const ForwardContext& ctx, std::map<int64_t, Tensor>& into);
 void restore_memory(ForwardContext& ctx, const ModulePlan& m, const std::map<int64_t, Tensor>& all);
 
-// Forwards saved in s.pipeline that still wait for their backward (0 for a drained state).
+// Forwards saved in s.pipeline that still wait for their backward (0 for a drained state), and
+// those of one worker's entry of it (Worker::save_pipeline).
 int64_t batches_in_flight(const MethodState& s);
+int64_t batches_in_flight(const c10::impl::GenericDict& worker);
 
 // Merges optimizer state dicts of several workers (disjoint parameter names) into one.
 void merge_optimizer_state(c10::impl::GenericDict& into, const c10::impl::GenericDict& from);

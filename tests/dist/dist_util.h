@@ -204,6 +204,14 @@ inline std::string logs(const TempDir& dir, const std::string& tag, int world) {
   return s;
 }
 
+// c with `replicas` rings of `batch` rows each, writing into out.
+inline Config with_rings(Config c, int64_t batch, int64_t replicas, const fs::path& out) {
+  c.train.batch_size = batch;
+  c.dist.replicas = replicas;
+  c.train.out_dir = out.string();
+  return c;
+}
+
 // The same run twice: `one` on threads of this process (returned), and `rings` (its out_dir set)
 // on `world` processes, which must all exit 0. For comparing R rings of batch B with one ring
 // (or one data-parallel step) of batch R*B.

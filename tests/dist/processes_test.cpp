@@ -109,13 +109,8 @@ TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
   cfg.train.lr = 0.05;
   cfg.train.min_lr = 0.01;
 
-  Config one = cfg;
-  one.train.batch_size = 4;
-  one.train.out_dir = (dir.path() / "one").string();
-  Config two = cfg;
-  two.train.batch_size = 2;
-  two.dist.replicas = 2;
-  two.train.out_dir = (dir.path() / "two").string();
+  const Config one = with_rings(cfg, 4, 1, dir.path() / "one");
+  const Config two = with_rings(cfg, 2, 2, dir.path() / "two");
   const TrainResult single = run_threads_and_processes(dir, one, two, 4, "r");
   ASSERT_FALSE(HasFailure());
 
@@ -140,15 +135,10 @@ TEST(Distributed, DataParallelProcessesEqualThreads) {
   Config cfg = tiny_config(data, 1, "adam");
   cfg.model.dropout = 0.1;
 
-  Config threads = cfg;
+  Config threads = with_rings(cfg, 4, 1, dir.path() / "threads");
   threads.engine.mode = "data-parallel";
   threads.engine.workers = 2;
-  threads.train.batch_size = 4;
-  threads.train.out_dir = (dir.path() / "threads").string();
-  Config ddp = cfg;
-  ddp.train.batch_size = 2;
-  ddp.dist.replicas = 2;
-  ddp.train.out_dir = (dir.path() / "ddp").string();
+  Config ddp = with_rings(cfg, 2, 2, dir.path() / "ddp");
   const TrainResult t = run_threads_and_processes(dir, threads, ddp, 2, "d");
   ASSERT_FALSE(HasFailure());
 

@@ -143,21 +143,20 @@ TEST(Distributed, WriterKilledMidShardLeavesTheLastCheckpoint) {
                         {{"OUROBOROS_FAULT", "kill:checkpoint-write:1"}});
   EXPECT_EQ(codes[1], 128 + SIGKILL) << logs(dir, "b", 2);
   EXPECT_EQ(codes[0], 1) << logs(dir, "b", 2);
-  int partial = 0;
-  for (const auto& e : fs::recursive_directory_iterator(ckpt)) {
-    partial += e.path().filename().string().find(".tmp.") != std::string::npos;
-  }
-  EXPECT_GE(partial, 1);  // the half-written shard
+  const auto temporaries = [&] {
+    int n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(ckpt)) {
+      n += e.path().filename().string().find(".tmp.") != std::string::npos;
+    }
+    return n;
+  };
+  EXPECT_GE(temporaries(), 1);  // the half-written shard
   expect_same_checkpoint(load_checkpoint(ckpt.string()), before);
 
   codes = run_processes(dir, file, 2, "c", {"--resume", ckpt.string()});
   for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "c", 2);
   EXPECT_EQ(load_checkpoint(ckpt.string()).step, 24);
-  int left = 0;
-  for (const auto& e : fs::recursive_directory_iterator(ckpt)) {
-    left += e.path().filename().string().find(".tmp.") != std::string::npos;
-  }
-  EXPECT_EQ(left, 0);
+  EXPECT_EQ(temporaries(), 0);
 }
 
 // Processes of K = 4 resume a threaded K = 3 checkpoint that holds batches in flight: drained on
@@ -268,13 +267,8 @@ TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
   cfg.train.steps = 16;
   cfg.train.checkpoint_interval = 8;
 
-  Config one = cfg;
-  one.train.batch_size = 4;
-  one.train.out_dir = (dir.path() / "one").string();
-  Config two = cfg;
-  two.train.batch_size = 2;
-  two.dist.replicas = 2;
-  two.train.out_dir = (dir.path() / "two").string();
+  const Config one = with_rings(cfg, 4, 1, dir.path() / "one");
+  const Config two = with_rings(cfg, 2, 2, dir.path() / "two");
   const TrainResult single = run_threads_and_processes(dir, one, two, 4, "x");
   ASSERT_FALSE(HasFailure());
   const Checkpoint a = load_checkpoint((dir.path() / "two" / "ckpt").string());

@@ -10,10 +10,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
-#include <torch/csrc/jit/serialization/import_read.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
@@ -185,16 +186,56 @@ std::string pickle_problem(const char* data, size_t n) {
   return at > n ? "it ends inside an opcode" : "";
 }
 
-// torch::pickle_load on a bounded reader, after the checks above.
+// Every tensor in a nested value (dicts, lists, tuples).
+template <typename F>
+void for_each_tensor(const c10::IValue& v, F&& visit) {
+  if (v.isTensor()) visit(v.toTensor());
+  if (v.isGenericDict()) {
+    for (const auto& item : v.toGenericDict()) for_each_tensor(item.value(), visit);
+  }
+  if (v.isList()) {
+    for (const c10::IValue& x : v.toListRef()) for_each_tensor(x, visit);
+  }
+  if (v.isTuple()) {
+    for (const c10::IValue& x : v.toTupleRef().elements()) for_each_tensor(x, visit);
+  }
+}
+
+// torch::pickle_load on a bounded reader, after the checks above (libtorch's
+// readArchiveAndTensors, with the size of each storage's record kept). The unpickler sizes a
+// storage by the element count its pickle claims, not by the record it reads, so a damaged count
+// or record name made a storage larger than its bytes (found by fuzzing): each storage must fit
+// the record it came from.
 c10::IValue read_pickle(std::vector<char> bytes) {
   caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(std::move(bytes)));
-  {
-    auto [pickle, size] = reader.getRecord("data.pkl");
-    const std::string problem = pickle_problem(static_cast<const char*>(pickle.get()), size);
-    if (!problem.empty()) throw std::runtime_error("its pickle is damaged: " + problem);
-  }
-  return torch::jit::readArchiveAndTensors("data", "", "", c10::nullopt, c10::nullopt, c10::nullopt,
-                                           reader);
+  auto [pickle, pickle_size] = reader.getRecord("data.pkl");
+  const char* data = static_cast<const char*>(pickle.get());
+  const std::string problem = pickle_problem(data, pickle_size);
+  if (!problem.empty()) throw std::runtime_error("its pickle is damaged: " + problem);
+  size_t at = 0;
+  auto read = [&](char* buffer, size_t len) -> size_t {
+    len = std::min(pickle_size - at, len);
+    std::memcpy(buffer, data + at, len);
+    at += len;
+    return len;
+  };
+  std::map<const void*, size_t> record_bytes;
+  auto read_record = [&](const std::string& name) {
+    auto [ptr, size] = reader.getRecord("data/" + name);
+    record_bytes[ptr.get()] = size;
+    return std::move(ptr);
+  };
+  torch::jit::Unpickler unpickler(read, nullptr, nullptr, read_record, c10::nullopt);
+  unpickler.set_version(reader.version());
+  c10::IValue root = unpickler.parse_ivalue();
+  for_each_tensor(root, [&](const Tensor& t) {
+    if (!t.has_storage() || t.storage().nbytes() == 0) return;
+    const auto found = record_bytes.find(t.storage().data_ptr().get());
+    if (found == record_bytes.end() || found->second < t.storage().nbytes()) {
+      throw std::runtime_error("a tensor's storage is larger than its record");
+    }
+  });
+  return root;
 }
 
 // Strings as bytes: a uint8 tensor of their concatenation and an int64 tensor of the n + 1 offsets.

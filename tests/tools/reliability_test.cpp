@@ -170,16 +170,20 @@ TEST(Reliability, DamagedTensorBytesFailTheChecksum) {
 }
 
 // Inputs the fuzzers found, kept: a 31 kB checkpoint whose pickle names a memo index of
-// billions (libtorch's unpickler would grow its memo to it, 24 GB) is refused as corrupt.
+// billions (libtorch's unpickler would grow its memo to it, 24 GB), and one whose tensor of 8192
+// bytes names the record of a 32-byte tensor (the unpickler sized the storage by the pickle's
+// element count, and the checksum read past the record) are refused as corrupt.
 TEST(Reliability, FuzzFindingsStayFixed) {
-  const std::string file =
-      std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/checkpoint_memo_index.bin";
-  ASSERT_TRUE(fs::exists(file));
-  try {
-    ouroboros::load_checkpoint(file);
-    FAIL() << "a damaged checkpoint loaded";
-  } catch (const ouroboros::CheckpointError& e) {
-    EXPECT_NE(std::string(e.what()).find("is corrupt"), std::string::npos) << e.what();
+  for (const char* name : {"checkpoint_memo_index.bin", "checkpoint_storage_past_record.bin"}) {
+    const std::string file =
+        std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/" + name;
+    ASSERT_TRUE(fs::exists(file));
+    try {
+      ouroboros::load_checkpoint(file);
+      FAIL() << name << ": a damaged checkpoint loaded";
+    } catch (const ouroboros::CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("is corrupt"), std::string::npos) << e.what();
+    }
   }
 }
 

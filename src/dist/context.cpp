@@ -9,6 +9,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <future>
@@ -61,6 +67,34 @@ auto bounded(F op, Millis limit) -> decltype(op()) {
 
 bool is_loopback(const std::string& addr) {
   return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+// This host's address on the route to `host` (the kernel's choice for a UDP socket connected
+// there; nothing is sent), or nothing when it has no route. Gloo listens on it, so ranks on
+// several machines find each other without GLOO_SOCKET_IFNAME even where the machine's host
+// name resolves to an address of another interface (or of none, as in a network namespace).
+std::optional<std::string> local_address_towards(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), "9", &hints, &found) != 0 || !found) return std::nullopt;
+  std::optional<std::string> local;
+  const int s = ::socket(found->ai_family, SOCK_DGRAM, 0);
+  sockaddr_storage me{};
+  socklen_t len = sizeof me;
+  char text[INET6_ADDRSTRLEN] = {};
+  if (s >= 0 && ::connect(s, found->ai_addr, found->ai_addrlen) == 0 &&
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&me), &len) == 0) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&me);
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&me);
+    const void* where = me.ss_family == AF_INET ? static_cast<const void*>(&v4->sin_addr)
+                                                : static_cast<const void*>(&v6->sin6_addr);
+    if (::inet_ntop(me.ss_family, where, text, sizeof text)) local = std::string(text);
+  }
+  if (s >= 0) ::close(s);
+  ::freeaddrinfo(found);
+  return local;
 }
 
 }  // namespace
@@ -130,6 +164,8 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
       options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(*ifname));
     } else if (is_loopback(env.master_addr)) {
       options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+    } else if (auto local = local_address_towards(env.master_addr)) {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(*local));
     } else {
       options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }

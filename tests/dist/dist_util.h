@@ -48,19 +48,22 @@ inline int free_port() {
   return ntohs(a.sin_port);
 }
 
-// Starts the ouroboros binary with extra environment variables; output goes to log.
+// Starts the ouroboros binary with extra environment variables; output goes to log. A prefix
+// runs it through another program (e.g. `ip netns exec HOST`).
 inline pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-            const fs::path& log) {
+            const fs::path& log, const std::vector<std::string>& prefix = {}) {
   pid_t pid = fork();
   if (pid == 0) {
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     FILE* f = fopen(log.c_str(), "w");
     dup2(fileno(f), 1);
     dup2(fileno(f), 2);
-    std::vector<char*> argv{const_cast<char*>(OUROBOROS_BINARY)};
+    std::vector<char*> argv;
+    for (const auto& p : prefix) argv.push_back(const_cast<char*>(p.c_str()));
+    argv.push_back(const_cast<char*>(OUROBOROS_BINARY));
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
-    execv(OUROBOROS_BINARY, argv.data());
+    execvp(argv[0], argv.data());
     _exit(127);
   }
   return pid;

@@ -120,6 +120,17 @@ inline Config tiny_config(const fs::path& data, int64_t K, const std::string& op
   return c;
 }
 
+// A run that goes on until a fault ends it: a checkpoint every 5 steps, no evaluation.
+inline Config endless_config(const fs::path& data, const fs::path& out, int64_t K, double timeout) {
+  Config c = tiny_config(data, K, "adam");
+  c.train.steps = 100000;
+  c.train.eval_interval = 0;
+  c.train.checkpoint_interval = 5;
+  c.dist.timeout = timeout;
+  c.train.out_dir = out.string();
+  return c;
+}
+
 inline fs::path write_config(const TempDir& dir, const std::string& name, const Config& c) {
   return dir.write(name, c.to_json().dump());
 }

@@ -45,12 +45,7 @@ TEST_P(LostPeer, OthersExitNamingTheLostRankAndTheCheckpointLoads) {
   const LossCase c = GetParam();
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
-  Config cfg = tiny_config(data, 4, "adam");
-  cfg.train.steps = 100000;
-  cfg.train.eval_interval = 0;
-  cfg.train.checkpoint_interval = 5;
-  cfg.dist.timeout = c.timeout;
-  cfg.train.out_dir = (dir.path() / "out").string();
+  const Config cfg = endless_config(data, dir.path() / "out", 4, c.timeout);
   const fs::path file = write_config(dir, "cfg.json", cfg);
   const int port = free_port();
   std::vector<pid_t> pids;

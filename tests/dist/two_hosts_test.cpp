@@ -100,12 +100,7 @@ class HostLost : public TwoHosts, public ::testing::WithParamInterface<HostLoss>
 // the other as lost; the last checkpoint loads.
 TEST_P(HostLost, EveryProcessEndsNamingTheLostRankAndTheCheckpointLoads) {
   const std::string how = GetParam().how;
-  Config cfg = tiny_config(dir_.write("corpus.txt", corpus()), 3, "adam");
-  cfg.train.steps = 100000;
-  cfg.train.eval_interval = 0;
-  cfg.train.checkpoint_interval = 5;
-  cfg.dist.timeout = 6;
-  cfg.train.out_dir = (dir_.path() / "out").string();
+  const Config cfg = endless_config(dir_.write("corpus.txt", corpus()), dir_.path() / "out", 3, 6);
   const fs::path file = write_config(dir_, "cfg.json", cfg);
   const pid_t a = launch(0, 1, file, "a.log");
   const pid_t b = launch(1, 1, file, "b.log");

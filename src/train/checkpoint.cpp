@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <tuple>
 
 #include <caffe2/serialize/inline_container.h>
 #include <caffe2/serialize/read_adapter_interface.h>
@@ -208,8 +209,10 @@ void for_each_tensor(const c10::IValue& v, F&& visit) {
 // the record it came from.
 c10::IValue read_pickle(std::vector<char> bytes) {
   caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(std::move(bytes)));
-  auto [pickle, pickle_size] = reader.getRecord("data.pkl");
-  const char* data = static_cast<const char*>(pickle.get());
+  // Not a structured binding: C++17 lambdas cannot capture one.
+  std::tuple<at::DataPtr, size_t> record = reader.getRecord("data.pkl");
+  const char* data = static_cast<const char*>(std::get<0>(record).get());
+  const size_t pickle_size = std::get<1>(record);
   const std::string problem = pickle_problem(data, pickle_size);
   if (!problem.empty()) throw std::runtime_error("its pickle is damaged: " + problem);
   size_t at = 0;

@@ -49,6 +49,21 @@ CLI::Validator at_least(int64_t low) {
       ">= " + std::to_string(low));
 }
 
+// A number flag above zero (or at least zero), said in those words.
+CLI::Validator positive(bool zero_allowed = false) {
+  return CLI::Validator(
+      [zero_allowed](std::string& v) -> std::string {
+        try {
+          size_t used = 0;
+          const double x = std::stod(v, &used);
+          if (used == v.size() && (x > 0 || (zero_allowed && x == 0))) return "";
+        } catch (const std::exception&) {
+        }
+        return std::string("must be a number ") + (zero_allowed ? ">= 0" : "> 0") + ", got " + v;
+      },
+      zero_allowed ? ">= 0" : "> 0");
+}
+
 // Every config field as a flag; values stay text until applied through the field table.
 struct ConfigFlags {
   std::string preset;
@@ -253,7 +268,7 @@ int cmd_export(const std::string& path, const std::string& format, const std::st
   return 0;
 }
 
-int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
+int cmd_plan(const ConfigFlags& flags, int64_t ticks, const Link& link) {
   Config cfg = flags.apply(Config{});
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = 256;
   cfg.validate();
@@ -261,6 +276,7 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks) {
   Plan plan = make_plan(cfg, model->cost_model(cfg.train.batch_size));
   std::cout << plan.summary();
   if (ticks > 0) std::cout << "\nfirst " << ticks << " ticks:\n" << plan.delayed.grid(ticks);
+  if (link.gbit_per_s > 0) std::cout << "\n" << link_summary(cfg, model->param_count(), link);
   return 0;
 }
 
@@ -404,6 +420,15 @@ int main(int argc, char** argv) {
   plan_flags.add_presets_to(*plan_cmd);
   int64_t ticks = 6;
   plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]")->check(at_least(0));
+  Link link;
+  link.gbit_per_s = 0.0;
+  double link_ms = 0.0;
+  plan_cmd->add_option("--link-gbps", link.gbit_per_s,
+                       "also estimate what Ouroboros and data parallelism send per step over a "
+                       "link of this many Gbit/s, one rank per machine")
+      ->check(positive());
+  plan_cmd->add_option("--link-latency-ms", link_ms, "the link's one-way latency [0]")
+      ->check(positive(true));
 
   auto* bench_cmd = app.add_subcommand(
       "bench", "time the training methods side by side: table, bench.json and bench.png");
@@ -469,7 +494,13 @@ int main(int argc, char** argv) {
       plot_runs(plot_runs_given, plot_out, std::cout);
       return 0;
     }
-    if (*plan_cmd) return cmd_plan(plan_flags, ticks);
+    if (*plan_cmd) {
+      if (link_ms > 0 && link.gbit_per_s == 0) {
+        throw ConfigError("--link-latency-ms needs --link-gbps", "add --link-gbps, e.g. 1");
+      }
+      link.latency_s = link_ms / 1e3;
+      return cmd_plan(plan_flags, ticks, link);
+    }
     if (*bench_cmd) return cmd_bench(bench_flags, bench, bench_modes, bench_threads);
     if (*child_cmd) return cmd_bench_child(child_config, child_warmup, child_steps);
   } catch (const ouroboros::Error& e) {

@@ -33,4 +33,14 @@ double CostModel::module_forward(int64_t first_block, int64_t end_block, bool em
   return sum;
 }
 
+LinkTraffic link_traffic(int64_t params, int64_t B, int64_t T, int64_t C, int64_t replicas) {
+  if (replicas < 1) throw PlanError("replicas must be >= 1, got " + str(replicas));
+  LinkTraffic t;
+  t.ouroboros_bytes = 2.0 * static_cast<double>(B * T * C) * 4.0;
+  const double R = static_cast<double>(replicas);
+  t.allreduce_bytes = 2.0 * (R - 1.0) / R * static_cast<double>(params) * 4.0;
+  t.allreduce_rounds = 2 * (replicas - 1);
+  return t;
+}
+
 }  // namespace ouroboros

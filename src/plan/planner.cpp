@@ -187,4 +187,32 @@ std::string Plan::summary() const {
   return s.str();
 }
 
+std::string link_summary(const Config& cfg, int64_t params, const Link& link) {
+  const int64_t W = cfg.engine.modules == 1 ? 1 : cfg.engine.modules - 1;
+  const LinkTraffic t = link_traffic(params, cfg.train.batch_size, cfg.model.block_size,
+                                     cfg.model.n_embd, W);
+  const double mib = 1024.0 * 1024.0;
+  const double ouro = link.seconds(t.ouroboros_bytes, t.ouroboros_messages);
+  const double dp = link.seconds(t.allreduce_bytes, t.allreduce_rounds);
+  std::ostringstream s;
+  s.precision(3);
+  s << std::fixed << "link: " << link.gbit_per_s << " Gbit/s, " << link.latency_s * 1e3
+    << " ms one way; one rank per machine, float32, no overlap with compute\n";
+  if (W > 1) {
+    s << "  ouroboros K = " << cfg.engine.modules << ": " << t.ouroboros_bytes / mib
+      << " MiB per worker per tick (" << t.ouroboros_messages << " messages): +" << ouro
+      << " s per step at most\n";
+  }
+  s << "  data parallelism on " << W << " replica" << (W == 1 ? "" : "s") << ": ";
+  if (W == 1) {
+    s << "one replica sends nothing\n";
+  } else {
+    s << t.allreduce_bytes / mib << " MiB of the " << params << " weights' gradients per rank ("
+      << t.allreduce_rounds << " rounds): +" << dp << " s per step\n";
+    s << "  data parallelism sends " << t.allreduce_bytes / t.ouroboros_bytes
+      << "x the bytes of Ouroboros per step\n";
+  }
+  return s.str();
+}
+
 }  // namespace ouroboros

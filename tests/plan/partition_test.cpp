@@ -216,5 +216,44 @@ TEST(Partition, Describe) {
   EXPECT_NE(four.find("module 4  blocks [6,8)  worker 0  ~25% of work"), std::string::npos);
 }
 
+// The link model: Ouroboros sends one activation and one error [B, T, C] per worker and tick;
+// data parallelism a ring all-reduce of every float32 gradient, 2 (R - 1) / R of them per rank.
+TEST(LinkCost, TrafficAndSeconds) {
+  const LinkTraffic t = link_traffic(4837376, 8, 128, 256, 2);
+  EXPECT_EQ(t.ouroboros_bytes, 2.0 * 8 * 128 * 256 * 4);
+  EXPECT_EQ(t.ouroboros_messages, 2);
+  EXPECT_EQ(t.allreduce_bytes, 4837376.0 * 4);
+  EXPECT_EQ(t.allreduce_rounds, 2);
+  const LinkTraffic four = link_traffic(1000, 1, 1, 1, 4);
+  EXPECT_EQ(four.allreduce_bytes, 1.5 * 1000 * 4);
+  EXPECT_EQ(four.allreduce_rounds, 6);
+  EXPECT_EQ(link_traffic(1000, 1, 1, 1, 1).allreduce_bytes, 0.0);
+  expect_plan_error([] { link_traffic(1000, 1, 1, 1, 0); }, "replicas must be >= 1, got 0");
+
+  Link link;
+  link.gbit_per_s = 1.0;
+  link.latency_s = 0.001;
+  EXPECT_DOUBLE_EQ(link.seconds(125e6, 0), 1.0);  // 1 Gbit in 1 s
+  EXPECT_DOUBLE_EQ(link.seconds(0, 3), 0.003);
+
+  Config cfg;
+  cfg.model.n_layer = 6;
+  cfg.model.n_embd = 256;
+  cfg.model.block_size = 128;
+  cfg.train.batch_size = 8;
+  cfg.engine.modules = 3;
+  link.latency_s = 0.0;
+  const std::string s = link_summary(cfg, 4837376, link);
+  EXPECT_NE(s.find("ouroboros K = 3: 2.000 MiB per worker per tick (2 messages): +0.017 s per "
+                   "step at most"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("data parallelism on 2 replicas: 18.453 MiB of the 4837376 weights' "
+                   "gradients per rank (2 rounds): +0.155 s per step"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.find("sends 9.227x the bytes of Ouroboros"), std::string::npos) << s;
+}
+
 }  // namespace
 }  // namespace ouroboros

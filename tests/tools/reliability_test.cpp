@@ -216,6 +216,9 @@ TEST_F(CliTest, BadFlagsAreOneLineErrors) {
   expect_failure("generate --checkpoint " + ckpt_.string() + " --top-k -3",
                  "must be an integer >= 0, got -3");
   expect_failure("plan --ticks -1", "must be an integer >= 0, got -1");
+  expect_failure("plan --link-gbps 0", "--link-gbps: must be a number > 0, got 0");
+  expect_failure("plan --link-gbps 1 --link-latency-ms -2", "must be a number >= 0, got -2");
+  expect_failure("plan --link-latency-ms 1", "--link-latency-ms needs --link-gbps");
   expect_failure("trian --steps 3", "unknown subcommand 'trian'");
   expect_failure(train_args(corpus_.string()) + " --resume " + out_.string(),
                  "is a directory without manifest.pt (hint: give the checkpoint file, e.g.");

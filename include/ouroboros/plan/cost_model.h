@@ -30,5 +30,28 @@ struct CostModel {
   mutable std::vector<double> prefix_;
 };
 
+// A network link between machines. A message of n bytes costs latency + n / bandwidth on it.
+struct Link {
+  double gbit_per_s = 1.0;  // bandwidth of each direction
+  double latency_s = 0.0;   // one way
+  double seconds(double bytes, int64_t messages) const {
+    return static_cast<double>(messages) * latency_s + bytes * 8.0 / (gbit_per_s * 1e9);
+  }
+};
+
+// What one training step sends per rank and direction (float32 tensors) when every rank sits on
+// its own machine. Ouroboros: each worker sends one activation [B, T, C] forward and one error
+// signal [B, T, C] back per tick (the tied embedding never travels). Data parallelism on R
+// replicas: a ring all-reduce of every gradient, 2 (R - 1) / R of the P weights, in 2 (R - 1)
+// rounds. The link seconds of each assume no overlap with compute: an upper bound for Ouroboros,
+// whose sends overlap the next module's work, and the cost of data parallelism's all-reduce, which
+// waits for the whole backward.
+struct LinkTraffic {
+  double ouroboros_bytes = 0.0;
+  int64_t ouroboros_messages = 2;
+  double allreduce_bytes = 0.0;
+  int64_t allreduce_rounds = 0;
+};
+LinkTraffic link_traffic(int64_t params, int64_t B, int64_t T, int64_t C, int64_t replicas);
 
 }  // namespace ouroboros

@@ -7,7 +7,8 @@
 # tick and the time spent waiting on the transport.
 # Writes bench/results/processes_vs_threads.md (MODEL=transformer-xl: the same shape as
 # Transformer-XL with a 128-token memory, into processes_vs_threads_xl.md; METHOD=data-parallel:
-# the threaded data-parallel mode against one process per replica, into ..._dp.md). Env: BUILD_DIR (build),
+# the threaded data-parallel mode against one process per replica, into ..._dp.md; METHOD=gpipe:
+# GPipe with 4 micro-batches, into ..._gpipe.md). Env: BUILD_DIR (build),
 # PYTHON (/usr/bin/python3), STEPS (60), ROUNDS (2), PORT (29517), SMALL=1 for a quick check on a
 # tiny model.
 set -euo pipefail
@@ -46,7 +47,12 @@ case "$method" in
     procs_flags=(--modules 1 --replicas 2 --batch-size "$batch")
     label="data parallelism on 2 replicas of batch $batch"
     out="${out%.md}_dp.md" ;;
-  *) echo "METHOD must be ouroboros or data-parallel" >&2; exit 2 ;;
+  gpipe)
+    threads_flags=(--mode gpipe --modules 3 --micro-batches 4 --batch-size "$batch")
+    procs_flags=("${threads_flags[@]}")
+    label="GPipe K=3 M=4 on 2 workers"
+    out="${out%.md}_gpipe.md" ;;
+  *) echo "METHOD must be ouroboros, gpipe or data-parallel" >&2; exit 2 ;;
 esac
 common=("${model[@]}" --format text --tokenizer byte --threads 1
         --optimizer adam --steps "$steps" --eval-interval 0 --log-interval "$log_interval")

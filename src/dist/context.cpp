@@ -404,6 +404,15 @@ std::string DistContext::get_text(const std::string& key, Millis timeout, int64_
 
 Millis DistContext::between_jobs() { return kBetweenJobs; }
 
+void DistContext::open_job(int64_t n) {
+  const std::string go = "go/" + std::to_string(n);
+  if (is_lead()) {
+    set(go, {1});
+  } else {
+    get(go, between_jobs(), 0);
+  }
+}
+
 void DistContext::finish() {
   try {
     int64_t n = store_add("ouroboros/finished", 1, timeout_);

@@ -17,15 +17,66 @@ namespace ouroboros {
 
 using namespace dist_detail;
 
-DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
-                                     DistContext& ctx)
+ProcessMethod::ProcessMethod(const LanguageModel& model, ParamSet params, const Config& cfg,
+                             DistContext& ctx)
     : model_(model),
       cfg_(cfg),
       ctx_(ctx),
       params_(std::move(params)),
       plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      clock_(cfg) {
-  transport_ = std::make_unique<C10dTransport>(ctx_);
+      transport_(std::make_unique<C10dTransport>(ctx_)) {}
+
+ProcessMethod::~ProcessMethod() {
+  if (!sink_) return;
+  const TransportStats& st = transport_->stats();
+  sink_->messages = st.messages;
+  sink_->bytes = st.bytes;
+  sink_->wait_s = static_cast<double>(st.wait_ns) * 1e-9;
+  sink_->allreduce_s = static_cast<double>(allreduce_ns_) * 1e-9;
+  sink_->ticks = ticks_run_;
+}
+
+std::string ProcessMethod::processes_line(const std::string& layout) const {
+  return "processes: " + std::to_string(ctx_.world_size()) + " (" + layout + "), c10d gloo, store " +
+         ctx_.env().master_addr + ":" + std::to_string(ctx_.env().master_port) + "\n";
+}
+
+void ProcessMethod::collect_params() {
+  if (ctx_.ring() != 0 || ctx_.workers_per_ring() == 1) return;
+  constexpr int kTag = 0xff;
+  torch::NoGradGuard no_grad;
+  const auto flat = [](const ParamSet& p) {
+    std::vector<Tensor> parts;
+    for (const Tensor& t : p.tensors()) parts.push_back(t.detach().reshape({-1}));
+    return torch::cat(parts);
+  };
+  try {
+    if (!ctx_.is_lead()) {
+      std::vector<at::Tensor> v{flat(own_params())};
+      ctx_.world().send(v, 0, kTag)->wait(ctx_.wait_limit());
+      return;
+    }
+    for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
+      const ParamSet theirs =
+          params_.subset(worker_param_names(model_, plan_.partition, params_, w));
+      std::vector<at::Tensor> v{torch::empty({theirs.numel()})};
+      ctx_.world().recv(v, static_cast<int>(w), kTag)->wait(ctx_.wait_limit());
+      int64_t offset = 0;
+      for (const Tensor& t : theirs.tensors()) {
+        t.detach().copy_(v[0].narrow(0, offset, t.numel()).view(t.sizes()));
+        offset += t.numel();
+      }
+    }
+  } catch (const std::exception& e) {
+    throw TransportError(ctx_.lost_peer(ctx_.is_lead() ? -1 : 0,
+                                        std::string("collecting the weights: ") + e.what()),
+                         ctx_.resume_hint());
+  }
+}
+
+DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
+                                     DistContext& ctx)
+    : ProcessMethod(model, std::move(params), cfg, ctx), clock_(cfg) {
   worker_ = std::make_unique<Worker>(model_, plan_.partition, ctx_.worker(), params_, cfg_,
                                      *transport_);
   if (ctx_.replicas() > 1) {
@@ -43,15 +94,8 @@ DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params
   }
 }
 
-DistributedEngine::~DistributedEngine() {
-  if (!sink_) return;
-  const TransportStats& st = transport_->stats();
-  sink_->messages = st.messages;
-  sink_->bytes = st.bytes;
-  sink_->wait_s = static_cast<double>(st.wait_ns) * 1e-9;
-  sink_->allreduce_s = static_cast<double>(allreduce_ns_) * 1e-9;
-  sink_->ticks = ticks_run_;
-}
+
+DistributedEngine::~DistributedEngine() = default;
 
 void DistributedEngine::average_gradients(const ParamSet& params) {
   std::vector<Tensor> grads;
@@ -82,13 +126,7 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
 }
 
 void DistributedEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
-  // Rank 0 opens each job; the others wait for it (rank 0 may have been evaluating).
-  const std::string go = "go/" + std::to_string(jobs_);
-  if (ctx_.is_lead()) {
-    ctx_.set(go, {1});
-  } else {
-    ctx_.get(go, DistContext::between_jobs(), 0);
-  }
+  ctx_.open_job(jobs_);  // rank 0 may have been evaluating
   if (job.drain) fault_point("drain");
   for (int64_t t = job.first; t < job.first + job.count; ++t) {
     if (t == 0) fault_point("first-tick");
@@ -135,52 +173,13 @@ void DistributedEngine::run(int64_t first, int64_t count, const BatchFn& batch,
 void DistributedEngine::drain() { run_job(clock_.drain(), nullptr, nullptr); }
 
 std::string DistributedEngine::describe() const {
-  return plan_.summary() + "processes: " + std::to_string(ctx_.world_size()) + " (" +
-         std::to_string(ctx_.replicas()) + " ring(s) of " + std::to_string(ctx_.workers_per_ring()) +
-         " worker(s)), c10d gloo, store " + ctx_.env().master_addr + ":" +
-         std::to_string(ctx_.env().master_port) + "\n";
+  return plan_.summary() + processes_line(std::to_string(ctx_.replicas()) + " ring(s) of " +
+                                          std::to_string(ctx_.workers_per_ring()) + " worker(s)");
 }
 
 void DistributedEngine::end_job() { ++jobs_; }
 
-// Ring 0's other workers send their weights to rank 0, one flat tensor each, in the order of
-// worker_param_names (which rank 0 computes for them too). The tag's low byte, 0xff, belongs to
-// no pipeline message (that would need a boundary 127), so the ring's messages in flight are
-// untouched.
-void DistributedEngine::collect_params() {
-  if (ctx_.ring() != 0 || ctx_.workers_per_ring() == 1) return;
-  constexpr int kTag = 0xff;
-  torch::NoGradGuard no_grad;
-  const auto flat = [](const ParamSet& p) {
-    std::vector<Tensor> parts;
-    for (const Tensor& t : p.tensors()) parts.push_back(t.detach().reshape({-1}));
-    return torch::cat(parts);
-  };
-  try {
-    if (!ctx_.is_lead()) {
-      std::vector<at::Tensor> v{flat(worker_->params())};
-      ctx_.world().send(v, 0, kTag)->wait(ctx_.wait_limit());
-      return;
-    }
-    for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
-      const ParamSet theirs =
-          params_.subset(worker_param_names(model_, plan_.partition, params_, w));
-      std::vector<at::Tensor> v{torch::empty({theirs.numel()})};
-      ctx_.world().recv(v, static_cast<int>(w), kTag)->wait(ctx_.wait_limit());
-      int64_t offset = 0;
-      for (const Tensor& t : theirs.tensors()) {
-        t.detach().copy_(v[0].narrow(0, offset, t.numel()).view(t.sizes()));
-        offset += t.numel();
-      }
-    }
-  } catch (const std::exception& e) {
-    throw TransportError(ctx_.lost_peer(ctx_.is_lead() ? -1 : 0,
-                                        std::string("collecting the weights: ") + e.what()),
-                         ctx_.resume_hint());
-  }
-}
-
-const ParamSet& DistributedEngine::params() const { return params_; }
+const ParamSet& DistributedEngine::own_params() const { return worker_->params(); }
 
 MethodState DistributedEngine::own_state() const {
   MethodState mine;

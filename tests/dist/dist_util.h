@@ -240,6 +240,25 @@ inline TrainResult run_threads_and_processes(const TempDir& dir, const Config& o
   return t;
 }
 
+// `procs` (a run on `world` processes) killed (SIGKILL) right after its checkpoint at step `at`
+// and resumed from its shards equals the uninterrupted run: its checkpoint `whole` and every
+// step's loss.
+inline void expect_resume_after_kill(const TempDir& dir, Config procs, int world, int64_t at,
+                                     const Checkpoint& whole, const std::vector<double>& losses) {
+  procs.train.checkpoint_interval = at;
+  procs.train.out_dir = (dir.path() / "killed").string();
+  const fs::path file = write_config(dir, "killed.json", procs);
+  auto codes = run_processes(dir, file, world, "k", {}, 60,
+                             {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", world);
+  const fs::path ckpt = dir.path() / "killed" / "ckpt";
+  EXPECT_EQ(load_checkpoint(ckpt.string()).step, at);
+  codes = run_processes(dir, file, world, "kr", {"--resume", ckpt.string()});
+  for (int r = 0; r < world; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "kr", world);
+  expect_same_checkpoint(load_checkpoint(ckpt.string()), whole);
+  EXPECT_EQ(metric_losses(dir.path() / "killed" / "metrics.jsonl"), losses);
+}
+
 // The largest absolute difference between two weight sets of the same names.
 inline double max_difference(const ParamSet& a, const ParamSet& b) {
   EXPECT_EQ(a.names(), b.names());

@@ -1,7 +1,7 @@
 // label: distributed
 // Ouroboros across processes on loopback: processes == threads == serial simulator bit for bit,
-// R rings == one ring with R times the batch, mismatched configurations, and the
-// refusals of a single process.
+// R rings == one ring with R times the batch; GPipe and data parallelism on processes == threads;
+// mismatched configurations, and the refusals of a single process.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -153,18 +153,39 @@ TEST(Distributed, DataParallelProcessesEqualThreads) {
 
   // Killed after a checkpoint at step 12 and resumed: each replica's generator comes back from
   // its own shard, so the run is the uninterrupted one.
-  ddp.train.checkpoint_interval = 12;
-  ddp.train.out_dir = (dir.path() / "killed").string();
-  const fs::path file = write_config(dir, "killed.json", ddp);
-  auto codes = run_processes(dir, file, 2, "k", {}, 60,
-                             {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
-  ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", 2);
-  const fs::path ckpt = dir.path() / "killed" / "ckpt";
-  codes = run_processes(dir, file, 2, "kr", {"--resume", ckpt.string()});
-  for (int r = 0; r < 2; ++r) ASSERT_EQ(codes[r], 0) << logs(dir, "kr", 2);
-  expect_same_checkpoint(load_checkpoint(ckpt.string()), a);
-  EXPECT_EQ(metric_losses(dir.path() / "killed" / "metrics.jsonl"), t.losses);
+  expect_resume_after_kill(dir, ddp, 2, 12, a, t.losses);
 }
+
+class GPipeProcesses : public ::testing::TestWithParam<int64_t> {};
+
+// GPipe with one process per worker runs the threaded GPipe's stages over Gloo: weights, Adam
+// moments, dropout generators, every step's loss and the evaluations equal the threaded run bit
+// for bit (K = 3 and 4, 2 micro-batches, dropout). Killed right after the checkpoint at step 12
+// and resumed from its shards, the run is the uninterrupted one.
+TEST_P(GPipeProcesses, EqualThreadsAlsoAcrossAKill) {
+  const int64_t K = GetParam();
+  const int world = static_cast<int>(K - 1);
+  TempDir dir;
+  Config cfg = tiny_config(dir.write("corpus.txt", corpus()), K, "adam");
+  cfg.engine.mode = "gpipe";
+  cfg.engine.micro_batches = 2;
+  cfg.model.dropout = 0.1;
+  Config threads = with_rings(cfg, cfg.train.batch_size, 1, dir.path() / "threads");
+  Config procs = with_rings(cfg, cfg.train.batch_size, 1, dir.path() / "procs");
+  const TrainResult t = run_threads_and_processes(dir, threads, procs, world, "g");
+  ASSERT_FALSE(HasFailure());
+  const Checkpoint a = load_checkpoint((dir.path() / "procs" / "ckpt").string());
+  expect_same_checkpoint(a, load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
+  EXPECT_EQ(a.generator_states.size(), static_cast<size_t>(K));
+  EXPECT_EQ(metric_losses(dir.path() / "procs" / "metrics.jsonl"), t.losses);
+  const std::vector<double> evals = metric_evals(dir.path() / "procs" / "metrics.jsonl");
+  EXPECT_EQ(evals.size(), 3u);
+  EXPECT_EQ(evals, metric_evals(dir.path() / "threads" / "metrics.jsonl"));
+  expect_resume_after_kill(dir, procs, world, 12, a, t.losses);
+}
+
+INSTANTIATE_TEST_SUITE_P(Distributed, GPipeProcesses, ::testing::Values<int64_t>(3, 4),
+                         [](const auto& info) { return "K" + std::to_string(info.param); });
 
 // Every rank refuses a configuration that differs from the others', naming the field.
 TEST(Distributed, MismatchedConfigurationIsRefused) {

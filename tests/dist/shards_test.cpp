@@ -243,14 +243,15 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
   Config gpipe = shard_config(data, 3);
   gpipe.engine.mode = "gpipe";
   gpipe.engine.micro_batches = 2;
-  EXPECT_EQ(refusal(gpipe), "processes run --mode ouroboros, or data parallelism as --modules 1 "
-                            "--replicas R, not gpipe (hint: use --modules K >= 2 with the default "
-                            "mode, or run gpipe on threads of one process)");
+  gpipe.dist.replicas = 2;
+  EXPECT_EQ(refusal(gpipe), "--mode gpipe runs one ring across processes, not --replicas 2 "
+                            "(hint: drop --replicas, or use the default mode (Ouroboros) for "
+                            "several rings)");
   Config dp = shard_config(data, 1);
   dp.engine.mode = "data-parallel";
-  EXPECT_EQ(refusal(dp), "processes run --mode ouroboros, or data parallelism as --modules 1 "
-                         "--replicas R, not data-parallel (hint: one process per replica: "
-                         "--modules 1 --replicas R (batch B each))");
+  EXPECT_EQ(refusal(dp), "processes run --mode ouroboros or gpipe, or data parallelism as "
+                         "--modules 1 --replicas R, not data-parallel (hint: one process per "
+                         "replica: --modules 1 --replicas R (batch B each))");
 }
 
 // Two rings of Transformer-XL: each ring keeps the memories of its own rows (streams), saved in

@@ -73,6 +73,9 @@ class DistContext {
   // How long ranks other than 0 wait for rank 0 between jobs (it may be evaluating or writing a
   // checkpoint).
   static std::chrono::milliseconds between_jobs();
+  // Job n (the n-th run or drain of a method, counted alike on every rank): rank 0 opens it, the
+  // others wait for that as long as rank 0 lives.
+  void open_job(int64_t n);
   // Every rank calls it once at the end; rank 0 returns when all others have.
   void finish();
 

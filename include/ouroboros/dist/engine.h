@@ -22,20 +22,53 @@ struct RankStats {
   double wait_s = 0.0, allreduce_s = 0.0;
 };
 
+// What every method with one worker per process shares: the process group, the c10d transport,
+// the plan, the whole model's weights (rank 0's view, for evaluations), the collection of ring
+// 0's weights at rank 0, and the traffic report.
+class ProcessMethod : public Method {
+ public:
+  ~ProcessMethod() override;  // fills the stats sink
+  const ParamSet& params() const override { return params_; }
+  // Ring 0's workers send their weights to rank 0 over Gloo (every rank calls it where the lead
+  // is about to read the whole model): worker w > 0 sends its own, one flat tensor in the order
+  // of worker_param_names. The tag's low byte, 0xff, belongs to no pipeline message, so messages
+  // in flight are untouched.
+  void collect_params() override;
+  const Plan& plan() const { return plan_; }
+  const Transport& transport() const { return *transport_; }
+  // Filled in when the method is destroyed.
+  void set_stats_sink(RankStats* sink) { sink_ = sink; }
+
+ protected:
+  ProcessMethod(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
+  // This rank's own weights (a subset of params_ at rank 0).
+  virtual const ParamSet& own_params() const = 0;
+  // "processes: N (...), c10d gloo, store A:P" for describe().
+  std::string processes_line(const std::string& layout) const;
+
+  const LanguageModel& model_;
+  Config cfg_;
+  DistContext& ctx_;
+  ParamSet params_;
+  Plan plan_;
+  std::unique_ptr<C10dTransport> transport_;
+  int64_t jobs_ = 0;  // run() and drain() calls so far (DistContext::open_job)
+  int64_t ticks_run_ = 0;
+  int64_t allreduce_ns_ = 0;
+  RankStats* sink_ = nullptr;
+};
+
 // The engine as one worker process: this rank's Worker, the c10d transport, and (R > 1) the
 // gradient average across rings before each update. params() holds this worker's weights, and
 // at rank 0 the whole model as of the last collect_params(); state() is this worker's part
 // (checkpoints take shard()).
-class DistributedEngine : public Method {
+class DistributedEngine : public ProcessMethod {
  public:
   DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
   ~DistributedEngine() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;
-  const ParamSet& params() const override;
-  // Ring 0's workers send their weights to rank 0 over Gloo (every rank calls it).
-  void collect_params() override;
   MethodState state() const override;
   bool saves_in_flight() const override { return true; }
   std::optional<CheckpointShard> shard() const override;
@@ -44,12 +77,8 @@ class DistributedEngine : public Method {
   void restore(const MethodState& s, int64_t tick) override;
   std::string describe() const override;
 
-  const Plan& plan() const { return plan_; }
-  const Transport& transport() const { return *transport_; }
   // Seconds spent in the gradient all-reduce (R > 1).
   double allreduce_seconds() const { return allreduce_ns_ * 1e-9; }
-  // Filled in when the engine is destroyed.
-  void set_stats_sink(RankStats* sink) { sink_ = sink; }
 
  private:
   void run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss);
@@ -58,18 +87,10 @@ class DistributedEngine : public Method {
   // This worker's optimizer entries, memories and its modules' generators (K slots, this ring's).
   MethodState own_state() const;
 
-  const LanguageModel& model_;
-  Config cfg_;
-  DistContext& ctx_;
-  ParamSet params_;
-  Plan plan_;
-  std::unique_ptr<C10dTransport> transport_;
+  const ParamSet& own_params() const override;
+
   std::unique_ptr<Worker> worker_;
   PipelineClock clock_;
-  int64_t jobs_ = 0;  // run() and drain() calls so far (the go/<n> keys)
-  int64_t allreduce_ns_ = 0;
-  int64_t ticks_run_ = 0;
-  RankStats* sink_ = nullptr;
   // What a restore gave for the other workers' modules (optimizer entries, generators).
   MethodState peers_;
 };

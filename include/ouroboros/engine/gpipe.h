@@ -2,6 +2,7 @@
 // ring placement and in the same runtime (docs/BENCHMARKS.md).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -12,6 +13,32 @@
 #include "ouroboros/train/method.h"
 
 namespace ouroboros {
+
+// One GPipe worker: its modules' weights, optimizer and dropout generators, and its part of each
+// step (GPipeTrainer below), over any transport: a thread's channels or a process's c10d group.
+class GPipeStage {
+ public:
+  GPipeStage(const LanguageModel& model, const Plan& plan, int64_t worker, const ParamSet& all,
+             const Config& cfg);
+  // Steps [first, first + count): worker 0 draws each batch, reports each step's loss and holds
+  // modules 1 and K; the others their middle module. Every step flushes, so nothing stays in
+  // flight between calls.
+  void run(Transport& tr, int64_t first, int64_t count, const BatchFn* batch, const LossFn* on_loss);
+  const ParamSet& params() const { return params_; }
+  // Its optimizer entries and its modules' generators (slot k - 1 of a K-slot vector) into s.
+  void collect_state(MethodState& s) const;
+  void restore_state(const MethodState& s);
+
+ private:
+  const LanguageModel& model_;
+  const Plan& plan_;
+  const Config& cfg_;
+  int64_t worker_;
+  ParamSet params_;
+  Optimizer optimizer_;
+  std::map<int64_t, ParamSet> module_params_;
+  std::map<int64_t, ForwardContext> contexts_;
+};
 
 // GPipe (Huang et al. 2019) on the Ouroboros placement: K modules on K-1 workers, worker 0 holding
 // modules 1 and K (so the tied wte never crosses), middle module k on worker k-1. Each step splits
@@ -37,17 +64,13 @@ class GPipeTrainer : public Method {
   size_t undelivered_messages() const { return hub_.pending(); }
 
  private:
-  struct Stage;  // one worker's modules, optimizer and generators
-  void run_worker(int64_t w, int64_t first, int64_t count, const BatchFn* batch,
-                  const LossFn* on_loss);
-
   const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
   Plan plan_;
   InProcessHub hub_;
   std::vector<std::unique_ptr<Transport>> transports_;
-  std::vector<std::unique_ptr<Stage>> stages_;
+  std::vector<std::unique_ptr<GPipeStage>> stages_;
   std::unique_ptr<ThreadTeam> team_;
 };
 

@@ -424,7 +424,7 @@ int main(int argc, char** argv) {
   link.gbit_per_s = 0.0;
   double link_ms = 0.0;
   plan_cmd->add_option("--link-gbps", link.gbit_per_s,
-                       "also estimate what Ouroboros and data parallelism send per step over a "
+                       "also estimate what Ouroboros, GPipe and data parallelism send per step over a "
                        "link of this many Gbit/s, one rank per machine")
       ->check(positive());
   plan_cmd->add_option("--link-latency-ms", link_ms, "the link's one-way latency [0]")

@@ -202,6 +202,11 @@ std::string link_summary(const Config& cfg, int64_t params, const Link& link) {
     s << "  ouroboros K = " << cfg.engine.modules << ": " << t.ouroboros_bytes / mib
       << " MiB per worker per tick (" << t.ouroboros_messages << " messages): +" << ouro
       << " s per step at most\n";
+    // GPipe moves the same activations and errors, as M micro-batches each.
+    const int64_t M = cfg.engine.micro_batches;
+    s << "  gpipe K = " << cfg.engine.modules << ", M = " << M << ": the same bytes in "
+      << t.ouroboros_messages * M << " messages: +"
+      << link.seconds(t.ouroboros_bytes, t.ouroboros_messages * M) << " s per step at most\n";
   }
   s << "  data parallelism on " << W << " replica" << (W == 1 ? "" : "s") << ": ";
   if (W == 1) {

@@ -253,6 +253,9 @@ TEST(LinkCost, TrafficAndSeconds) {
             std::string::npos)
       << s;
   EXPECT_NE(s.find("sends 9.227x the bytes of Ouroboros"), std::string::npos) << s;
+  EXPECT_NE(s.find("gpipe K = 3, M = 4: the same bytes in 8 messages: +0.017 s per step"),
+            std::string::npos)
+      << s;
 }
 
 }  // namespace

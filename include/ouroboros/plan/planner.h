@@ -31,8 +31,9 @@ struct Plan {
 // cost: the model's (LanguageModel::cost_model for the run's batch size).
 Plan make_plan(const Config& cfg, const CostModel& cost);
 
-// What Ouroboros on the config's K - 1 workers and data parallelism on as many replicas send per
-// step, one rank per machine, and the seconds that costs on `link` (link_traffic's model).
+// What Ouroboros and GPipe on the config's K - 1 workers and data parallelism on as many replicas
+// send per step, one rank per machine, and the seconds that costs on `link` (link_traffic's
+// model).
 // params: the model's weight count.
 std::string link_summary(const Config& cfg, int64_t params, const Link& link);
 

@@ -11,6 +11,7 @@ packages=(
   gnuplot-nox
   clang libclang-rt-14-dev
   fortunes fortunes-min
+  iproute2
 )
 
 missing=()

@@ -8,6 +8,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <chrono>
+#include <map>
+#include <memory>
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
@@ -72,6 +74,42 @@ void ProcessMethod::collect_params() {
                                         std::string("collecting the weights: ") + e.what()),
                          ctx_.resume_hint());
   }
+}
+
+std::optional<LossSumFn> ProcessMethod::ring_loss_sum() {
+  if (ctx_.ring() != 0 || ctx_.workers_per_ring() == 1) return std::nullopt;
+  struct Modules {  // this worker's modules: weights and evaluation contexts (memories)
+    std::map<int64_t, ParamSet> params;
+    std::map<int64_t, ForwardContext> contexts;
+    int64_t batch = 0;
+  };
+  auto mine = std::make_shared<Modules>();
+  const Partition& part = plan_.partition;
+  for (int64_t k : part.modules_of_worker(ctx_.worker())) {
+    mine->params[k] = own_params().subset(model_.module_param_names(part.module(k)));
+    mine->contexts[k].sum_loss = part.module(k).head;
+  }
+  return LossSumFn([this, mine](const Tensor& x, const Tensor& y, ForwardContext& loop) {
+    const Partition& part = plan_.partition;
+    const int64_t K = part.K, w = ctx_.worker();
+    const std::vector<int64_t> shape = {x.size(0), x.size(1), cfg_.model.n_embd};
+    const int64_t b = mine->batch++;
+    const auto key = [b](int64_t boundary) { return MessageKey{true, boundary, b}; };
+    const auto forward = [&](int64_t k, const Tensor& input, const Tensor& targets) {
+      ForwardContext& c = mine->contexts.at(k);
+      c.lengths = loop.lengths;
+      return model_.forward_module(mine->params.at(k), part.module(k), input, targets, c);
+    };
+    if (w == 0) {
+      transport_->send(module_worker(K, 2), key(1), forward(1, x, Tensor()));
+      return forward(K, transport_->recv(module_worker(K, K - 1), key(K - 1), shape), y);
+    }
+    const int64_t k = w + 1;  // the middle module this worker holds
+    transport_->send(module_worker(K, k + 1), key(k),
+                     forward(k, transport_->recv(module_worker(K, k - 1), key(k - 1), shape),
+                             Tensor()));
+    return torch::zeros({}, torch::kFloat64);  // the lead's result is the one reported
+  });
 }
 
 DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,

@@ -127,16 +127,17 @@ Tensor GPT::logits(const ParamSet& p, const Tensor& h) const {
   return at::linear(n, p.at("wte.weight"));                               // [B, T, V]
 }
 
-Tensor GPT::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets) const {
+Tensor GPT::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets, bool sum) const {
   Tensor lg = logits(p, h);
-  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}));
+  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}), {},
+                                sum ? at::Reduction::Sum : at::Reduction::Mean);
 }
 
 Tensor GPT::forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
                            const Tensor& targets, ForwardContext& ctx) const {
   Tensor h = m.embed ? embed(p, input, ctx) : input;
   for (int64_t i = m.first_block; i < m.end_block; ++i) h = block(p, i, h, ctx);
-  return m.head ? head_loss(p, h, targets) : h;
+  return m.head ? head_loss(p, h, targets, ctx.sum_loss) : h;
 }
 
 Tensor GPT::hidden(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
@@ -152,9 +153,7 @@ Tensor GPT::loss(const ParamSet& p, const Tensor& idx, const Tensor& targets,
 
 Tensor GPT::loss_sum(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                      ForwardContext& ctx) const {
-  Tensor lg = logits(p, hidden(p, idx, ctx));
-  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}), {},
-                                at::Reduction::Sum);
+  return head_loss(p, hidden(p, idx, ctx), targets, true);
 }
 
 Tensor GPT::output_logits(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {

@@ -393,9 +393,18 @@ Tensor TransformerXL::forward_module(const ParamSet& p, const ModulePlan& m, con
   Tensor h = m.embed ? embed(p, input, ctx) : input;
   h = layers(p, m.first_block, m.end_block, h, ctx);
   if (!m.head) return h;
-  if (adaptive()) return head_nll(p, h, targets, ctx).mean();
+  return head_loss(p, h, targets, ctx, ctx.sum_loss);
+}
+
+Tensor TransformerXL::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets,
+                                ForwardContext& ctx, bool sum) const {
+  if (adaptive()) {
+    Tensor nll = head_nll(p, h, targets, ctx);
+    return sum ? nll.sum() : nll.mean();
+  }
   return at::cross_entropy_loss(logits(p, h, ctx).view({-1, cfg_.vocab_size}),
-                                targets.reshape({-1}));
+                                targets.reshape({-1}), {},
+                                sum ? at::Reduction::Sum : at::Reduction::Mean);
 }
 
 Tensor TransformerXL::hidden(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
@@ -404,17 +413,12 @@ Tensor TransformerXL::hidden(const ParamSet& p, const Tensor& idx, ForwardContex
 
 Tensor TransformerXL::loss(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                            ForwardContext& ctx) const {
-  if (adaptive()) return head_nll(p, hidden(p, idx, ctx), targets, ctx).mean();
-  Tensor lg = logits(p, hidden(p, idx, ctx), ctx);
-  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}));
+  return head_loss(p, hidden(p, idx, ctx), targets, ctx, false);
 }
 
 Tensor TransformerXL::loss_sum(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                                ForwardContext& ctx) const {
-  if (adaptive()) return head_nll(p, hidden(p, idx, ctx), targets, ctx).sum();
-  Tensor lg = logits(p, hidden(p, idx, ctx), ctx);
-  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}), {},
-                                at::Reduction::Sum);
+  return head_loss(p, hidden(p, idx, ctx), targets, ctx, true);
 }
 
 Tensor TransformerXL::output_logits(const ParamSet& p, const Tensor& idx,

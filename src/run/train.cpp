@@ -363,8 +363,22 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     reporter->checkpoint(at_step, ckpt_path, static_cast<double>(bytes),
                          std::chrono::duration<double>(Clock::now() - started).count(), in_flight);
   };
-  auto validate = [&](int64_t at_step, int64_t max_windows) {
-    EvalResult r = evaluate(model, method->params(), ds->valid, rows, max_windows);
+  // Every rank calls it. Processes evaluate through ring 0 (every rank of it runs its modules;
+  // the middle ones never read the corpus, so a split of the lead's length gives them the
+  // batches' shapes); otherwise the lead evaluates the whole model it holds. The lead's result.
+  auto validate = [&](int64_t at_step, int64_t max_windows) -> std::optional<EvalResult> {
+    const std::optional<LossSumFn> ring = method->ring_loss_sum();
+    if (!ring) method->collect_params();
+    if (!ring && !role.lead) return std::nullopt;
+    EvalResult r;
+    if (ring) {
+      const int64_t n = lead_value("eval-tokens", role.lead ? static_cast<int64_t>(ds->valid.size()) : 0);
+      r = evaluate(model, *ring, role.lead ? ds->valid : std::vector<int32_t>(static_cast<size_t>(n)),
+                   rows, max_windows);
+    } else {
+      r = evaluate(model, method->params(), ds->valid, rows, max_windows);
+    }
+    if (!role.lead) return std::nullopt;
     r.bytes_per_token = valid_bytes_per_token;
     reporter->eval(at_step, "valid", r, chars);
     return r;
@@ -436,10 +450,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (reporter) reporter->pause_clock();
     if (job.kind == TrainJob::kEvaluate) fault_point("evaluation");
     if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint");
-    if (job.kind == TrainJob::kEvaluate) {
-      method->collect_params();
-      if (role.lead) validate(job.first, cfg.train.eval_batches * rows);
-    }
+    if (job.kind == TrainJob::kEvaluate) validate(job.first, cfg.train.eval_batches * rows);
     if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
       // A run stopped early (stop_after) keeps its pipeline like any interruption.
       save(job.first, job.kind == TrainJob::kFinal && job.first == cfg.train.steps);
@@ -455,10 +466,11 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
           << " (continue with --resume " << ckpt_path << ")" << std::endl;
     }
   }
-  method->collect_params();  // the lead holds the whole model from here on
-  if (!result.stopped && step == cfg.train.steps && role.lead) {
-    result.valid = validate(step, 0);  // the final evaluation, on the whole valid split
+  if (!result.stopped && step == cfg.train.steps) {
+    // The final evaluation, on the whole valid split.
+    if (auto r = validate(step, 0)) result.valid = *r;
   }
+  method->collect_params();  // the lead holds the whole model from here on
   result.steps = step;
   result.losses = losses;
   if (!role.lead) return result;

@@ -14,7 +14,7 @@
 
 namespace ouroboros {
 
-std::pair<double, int64_t> evaluate_streams(const LanguageModel& model, const ParamSet& params,
+std::pair<double, int64_t> evaluate_streams(const LossSumFn& loss_sum,
                                             const std::vector<int32_t>& tokens, int64_t batch_size,
                                             int64_t tgt_len, const RecurrenceLengths& lengths,
                                             int64_t max_segments) {
@@ -33,7 +33,7 @@ std::pair<double, int64_t> evaluate_streams(const LanguageModel& model, const Pa
     if (max_segments > 0 && segments == max_segments) break;
     const int64_t len = std::min(tgt_len, n - start);
     auto [x, y] = stream_segment(tokens, batch_size, start, len);
-    total += model.loss_sum(params, x, y, ctx).item<double>();
+    total += loss_sum(x, y, ctx).item<double>();
     count += batch_size * len;
     ++segments;
   }
@@ -42,11 +42,11 @@ std::pair<double, int64_t> evaluate_streams(const LanguageModel& model, const Pa
 
 namespace {
 
-EvalResult evaluate_recurrent(const LanguageModel& model, const ParamSet& params,
+EvalResult evaluate_recurrent(const LanguageModel& model, const LossSumFn& loss_sum,
                               const std::vector<int32_t>& tokens, int64_t batch_size,
                               int64_t max_windows) {
   const int64_t segments = max_windows > 0 ? std::max<int64_t>(1, max_windows / batch_size) : 0;
-  auto [total, count] = evaluate_streams(model, params, tokens, batch_size, model.eval_segment_length(),
+  auto [total, count] = evaluate_streams(loss_sum, tokens, batch_size, model.eval_segment_length(),
                                          model.eval_lengths(), segments);
   EvalResult r;
   r.tokens = count;
@@ -92,8 +92,16 @@ double bytes_per_token(const Tokenizer& tok, const std::vector<int32_t>& tokens)
 
 EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const std::vector<int32_t>& tokens,
                     int64_t batch_size, int64_t max_windows) {
+  const LossSumFn loss_sum = [&](const Tensor& x, const Tensor& y, ForwardContext& ctx) {
+    return model.loss_sum(params, x, y, ctx);
+  };
+  return evaluate(model, loss_sum, tokens, batch_size, max_windows);
+}
+
+EvalResult evaluate(const LanguageModel& model, const LossSumFn& loss_sum,
+                    const std::vector<int32_t>& tokens, int64_t batch_size, int64_t max_windows) {
   torch::NoGradGuard no_grad;
-  if (model.recurrent()) return evaluate_recurrent(model, params, tokens, batch_size, max_windows);
+  if (model.recurrent()) return evaluate_recurrent(model, loss_sum, tokens, batch_size, max_windows);
   const int64_t T = model.config().block_size;
   int64_t windows = num_eval_windows(static_cast<int64_t>(tokens.size()), T);
   if (windows == 0) {
@@ -108,7 +116,7 @@ EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const st
   for (int64_t first = 0; first < windows; first += batch_size) {
     const int64_t n = std::min(batch_size, windows - first);
     auto [x, y] = eval_windows(tokens, T, first, n);
-    total += model.loss_sum(params, x, y, ctx).item<double>();
+    total += loss_sum(x, y, ctx).item<double>();
   }
   EvalResult r;
   r.tokens = windows * T;

@@ -187,6 +187,37 @@ TEST_P(GPipeProcesses, EqualThreadsAlsoAcrossAKill) {
 INSTANTIATE_TEST_SUITE_P(Distributed, GPipeProcesses, ::testing::Values<int64_t>(3, 4),
                          [](const auto& info) { return "K" + std::to_string(info.param); });
 
+// Evaluations run through the ring: each batch of a periodic evaluation is one more message from
+// every worker (its module's activation, the evaluation's own tag), and the results equal the
+// threaded run's whole-model evaluation (K = 3, two periodic evaluations of 2 batches each).
+TEST(Distributed, EvaluationRunsThroughTheRing) {
+  TempDir dir;
+  Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
+  cfg.train.steps = 12;
+  cfg.train.eval_interval = 5;
+  cfg.train.eval_batches = 2;
+  const auto messages_of_rank1 = [&](const Config& c, const std::string& tag) {
+    auto codes = run_processes(dir, write_config(dir, tag + ".json", c), 2, tag);
+    for (int r = 0; r < 2; ++r) EXPECT_EQ(codes[r], 0) << logs(dir, tag, 2);
+    const std::string log = read_bytes(dir.path() / (tag + "_rank0.log"));
+    const size_t at = log.find("transport rank 1: ");
+    EXPECT_NE(at, std::string::npos) << log;
+    return at == std::string::npos ? -1 : std::stoll(log.substr(at + 18));
+  };
+  const int64_t B = cfg.train.batch_size;
+  TrainOptions quiet;
+  quiet.quiet = true;
+  train(with_rings(cfg, B, 1, dir.path() / "threads"), quiet);
+  const int64_t with_evals = messages_of_rank1(with_rings(cfg, B, 1, dir.path() / "e"), "e");
+  Config none = cfg;
+  none.train.eval_interval = 0;
+  const int64_t without = messages_of_rank1(with_rings(none, B, 1, dir.path() / "n"), "n");
+  EXPECT_EQ(with_evals - without, 2 * 2);
+  EXPECT_EQ(metric_evals(dir.path() / "e" / "metrics.jsonl").size(), 3u);  // steps 5, 10, final
+  EXPECT_EQ(metric_evals(dir.path() / "e" / "metrics.jsonl"),
+            metric_evals(dir.path() / "threads" / "metrics.jsonl"));
+}
+
 // Every rank refuses a configuration that differs from the others', naming the field.
 TEST(Distributed, MismatchedConfigurationIsRefused) {
   TempDir dir;

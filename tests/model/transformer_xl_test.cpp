@@ -277,7 +277,10 @@ TEST(TransformerXLTest, StreamEvaluationCoversEveryPositionOnce) {
   std::vector<int32_t> tokens(2 * 11 + 1);
   for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 7) % 11);
   RecurrenceLengths len{6, 0, true};
-  auto [total, count] = evaluate_streams(model, p, tokens, 2, 4, len);
+  const LossSumFn loss_sum = [&](const Tensor& x, const Tensor& y, ForwardContext& c) {
+    return model.loss_sum(p, x, y, c);
+  };
+  auto [total, count] = evaluate_streams(loss_sum, tokens, 2, 4, len);
   EXPECT_EQ(count, 2 * 11);
   torch::NoGradGuard no_grad;
   ForwardContext ctx;

@@ -34,6 +34,12 @@ class ProcessMethod : public Method {
   // of worker_param_names. The tag's low byte, 0xff, belongs to no pipeline message, so messages
   // in flight are untouched.
   void collect_params() override;
+  // Evaluation batches through ring 0: module 1 at rank 0 sends its activation round the ring
+  // and module K there returns the summed loss, as the whole model's loss_sum would, bit for bit.
+  // Its messages carry the error bit on an activation's boundary, which no pipeline message
+  // between the same two ranks in that direction has, so batches in flight stay untouched. None
+  // for other rings and for rings of one worker (the lead holds the whole model there).
+  std::optional<LossSumFn> ring_loss_sum() override;
   const Plan& plan() const { return plan_; }
   const Transport& transport() const { return *transport_; }
   // Filled in when the method is destroyed.

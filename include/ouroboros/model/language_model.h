@@ -63,6 +63,7 @@ struct ForwardContext {
   c10::optional<at::Generator> generator;
   std::map<int64_t, Tensor> memory;
   std::optional<RecurrenceLengths> lengths;  // unset: the model's training lengths
+  bool sum_loss = false;  // module K returns the summed cross-entropy (as loss_sum), not the mean
 };
 
 class LanguageModel {

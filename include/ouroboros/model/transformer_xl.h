@@ -75,6 +75,9 @@ class TransformerXL : public LanguageModel {
   // Per-target negative log-likelihood [B T] of the head on h [B, T, C].
   Tensor head_nll(const ParamSet& p, const Tensor& h, const Tensor& targets,
                   ForwardContext& ctx) const;
+  // The cross-entropy of the head on h against targets [B, T]: the mean, or the sum.
+  Tensor head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets, ForwardContext& ctx,
+                   bool sum) const;
 
   Tensor forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
                         const Tensor& targets, ForwardContext& ctx) const override;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,10 +43,18 @@ EvalResult evaluate(const LanguageModel& model, const ParamSet& params,
                     const std::vector<int32_t>& tokens, int64_t batch_size,
                     int64_t max_windows = 0);
 
+// The summed cross-entropy of one evaluation batch (x, y: [n, T]) under ctx (its memories, for a
+// recurrent model). evaluate() uses the model's loss_sum on the given weights; processes pass
+// their ring's (train/method.h: Method::ring_loss_sum), so the same loop serves both.
+using LossSumFn = std::function<Tensor(const Tensor& x, const Tensor& y, ForwardContext& ctx)>;
+EvalResult evaluate(const LanguageModel& model, const LossSumFn& loss_sum,
+                    const std::vector<int32_t>& tokens, int64_t batch_size,
+                    int64_t max_windows = 0);
+
 // Evaluation of a recurrent model: B streams walked in segments of tgt_len (the last one
 // shorter) with a fresh memory at the start and the given lengths. Returns the summed
 // cross-entropy in nats and the number of targets (B n, or fewer with max_segments > 0).
-std::pair<double, int64_t> evaluate_streams(const LanguageModel& model, const ParamSet& params,
+std::pair<double, int64_t> evaluate_streams(const LossSumFn& loss_sum,
                                             const std::vector<int32_t>& tokens, int64_t batch_size,
                                             int64_t tgt_len, const RecurrenceLengths& lengths,
                                             int64_t max_segments = 0);

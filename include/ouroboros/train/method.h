@@ -15,6 +15,7 @@
 
 #include "ouroboros/model/language_model.h"
 #include "ouroboros/train/checkpoint.h"
+#include "ouroboros/train/evaluate.h"
 #include "ouroboros/train/optim.h"
 
 namespace ouroboros {
@@ -52,6 +53,11 @@ class Method {
   // params() (an evaluation, the end). Methods with one process per worker send their weights to
   // the lead here; in one process a no-op.
   virtual void collect_params() {}
+  // Methods with one process per worker: the summed loss of an evaluation batch run through the
+  // ring, each worker its own modules with fresh evaluation memories (every rank of ring 0 takes
+  // one and calls it for the same batches; only the lead's tokens matter, the others' give the
+  // shapes, and only the lead's result). Otherwise nothing: the lead evaluates params().
+  virtual std::optional<LossSumFn> ring_loss_sum() { return std::nullopt; }
   virtual MethodState state() const = 0;
   // Methods with one process per worker: this rank's part of the state, which it writes as its
   // own shard (nothing of the model passes through rank 0). One process: nullopt.

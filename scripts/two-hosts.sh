@@ -62,7 +62,7 @@ case "$verb" in
     ;;
   kill)
     pids=$(ip netns pids "$name-${3:?kill needs the host, a or b}")
-    [[ -n "$pids" ]] && kill -9 $pids
+    if [[ -n "$pids" ]]; then kill -9 $pids; fi
     ;;
   down)
     down

@@ -26,7 +26,18 @@ ProcessMethod::ProcessMethod(const LanguageModel& model, ParamSet params, const 
       ctx_(ctx),
       params_(std::move(params)),
       plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      transport_(std::make_unique<C10dTransport>(ctx_)) {}
+      transport_(std::make_unique<C10dTransport>(ctx_)) {
+  for (int64_t g = 1; g <= plan_.partition.K * ctx_.replicas(); ++g) {
+    peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
+  }
+}
+
+MethodState ProcessMethod::peers_state() const {
+  MethodState s = peers_;
+  s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+  merge_optimizer_state(s.optimizer, peers_.optimizer);
+  return s;
+}
 
 ProcessMethod::~ProcessMethod() {
   if (!sink_) return;
@@ -127,11 +138,7 @@ DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params
     worker_->generator(k).set_state(
         training_context(cfg.train.seed, ctx_.ring() * K + k).generator->get_state());
   }
-  for (int64_t g = 1; g <= K * ctx_.replicas(); ++g) {
-    peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
-  }
 }
-
 
 DistributedEngine::~DistributedEngine() = default;
 
@@ -229,9 +236,7 @@ MethodState DistributedEngine::own_state() const {
 MethodState DistributedEngine::state() const {
   const int64_t K = plan_.partition.K;
   const MethodState mine = own_state();
-  MethodState s = peers_;
-  s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
-  merge_optimizer_state(s.optimizer, peers_.optimizer);
+  MethodState s = peers_state();
   merge_optimizer_state(s.optimizer, mine.optimizer);
   for (int64_t k : worker_->modules()) {
     s.generators[static_cast<size_t>(ctx_.ring() * K + k - 1)] =

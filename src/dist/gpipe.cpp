@@ -10,11 +10,6 @@ DistributedGPipe::DistributedGPipe(const LanguageModel& model, ParamSet params, 
                                    DistContext& ctx)
     : ProcessMethod(model, std::move(params), cfg, ctx) {
   stage_ = std::make_unique<GPipeStage>(model_, plan_, ctx_.worker(), params_, cfg_);
-  peers_.generators.resize(static_cast<size_t>(plan_.partition.K));
-  for (int64_t k = 1; k <= plan_.partition.K; ++k) {
-    peers_.generators[static_cast<size_t>(k - 1)] =
-        training_context(cfg.train.seed, k).generator->get_state();
-  }
 }
 
 DistributedGPipe::~DistributedGPipe() = default;
@@ -29,9 +24,7 @@ void DistributedGPipe::run(int64_t first, int64_t count, const BatchFn& batch,
 // This worker's entries over what a restore gave for the others (rank 0 reads it only through
 // the shards, so it serves a threaded resume of the same run).
 MethodState DistributedGPipe::state() const {
-  MethodState s = peers_;
-  s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
-  merge_optimizer_state(s.optimizer, peers_.optimizer);
+  MethodState s = peers_state();
   stage_->collect_state(s);
   return s;
 }

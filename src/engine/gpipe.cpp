@@ -114,7 +114,10 @@ void GPipeStage::run(Transport& tr, int64_t first, int64_t count, const BatchFn*
 }
 
 void GPipeTrainer::run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) {
-  team_->run([&](int64_t w) { stages_[static_cast<size_t>(w)]->run(*transports_[static_cast<size_t>(w)], first, count, &batch, &on_loss); });
+  team_->run([&](int64_t w) {
+    const auto i = static_cast<size_t>(w);
+    stages_[i]->run(*transports_[i], first, count, &batch, &on_loss);
+  });
 }
 
 MethodState GPipeTrainer::state() const {

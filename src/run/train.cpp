@@ -365,16 +365,17 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   };
   // Every rank calls it. Processes evaluate through ring 0 (every rank of it runs its modules;
   // the middle ones never read the corpus, so a split of the lead's length gives them the
-  // batches' shapes); otherwise the lead evaluates the whole model it holds. The lead's result.
+  // batches' shapes); otherwise the lead holds the whole model and evaluates params(). The lead's
+  // result.
   auto validate = [&](int64_t at_step, int64_t max_windows) -> std::optional<EvalResult> {
     const std::optional<LossSumFn> ring = method->ring_loss_sum();
-    if (!ring) method->collect_params();
     if (!ring && !role.lead) return std::nullopt;
     EvalResult r;
     if (ring) {
-      const int64_t n = lead_value("eval-tokens", role.lead ? static_cast<int64_t>(ds->valid.size()) : 0);
-      r = evaluate(model, *ring, role.lead ? ds->valid : std::vector<int32_t>(static_cast<size_t>(n)),
-                   rows, max_windows);
+      const int64_t n =
+          lead_value("eval-tokens", role.lead ? static_cast<int64_t>(ds->valid.size()) : 0);
+      const std::vector<int32_t> shapes_only(role.lead ? 0 : static_cast<size_t>(n));
+      r = evaluate(model, *ring, role.lead ? ds->valid : shapes_only, rows, max_windows);
     } else {
       r = evaluate(model, method->params(), ds->valid, rows, max_windows);
     }

@@ -115,17 +115,27 @@ void check_layout(const std::string& path, const std::string& name, const Tensor
   }
 }
 
-// Every tensor of a nested dict of tensors and lists (optimizer state, pipeline).
-void check_layouts(const std::string& path, const std::string& name, const c10::IValue& v) {
-  if (v.isTensor()) check_layout(path, name, v.toTensor());
+// Every tensor in a nested value (dicts, lists, tuples), with the key of the innermost dict
+// entry holding it (`name` outside any).
+template <typename F>
+void for_each_tensor(const c10::IValue& v, const std::string& name, F&& visit) {
+  if (v.isTensor()) visit(name, v.toTensor());
   if (v.isGenericDict()) {
     for (const auto& item : v.toGenericDict()) {
-      check_layouts(path, item.key().isString() ? item.key().toStringRef() : name, item.value());
+      for_each_tensor(item.value(), item.key().isString() ? item.key().toStringRef() : name, visit);
     }
   }
   if (v.isList()) {
-    for (const c10::IValue& x : v.toListRef()) check_layouts(path, name, x);
+    for (const c10::IValue& x : v.toListRef()) for_each_tensor(x, name, visit);
   }
+  if (v.isTuple()) {
+    for (const c10::IValue& x : v.toTupleRef().elements()) for_each_tensor(x, name, visit);
+  }
+}
+
+// Every tensor of a nested dict of tensors and lists (optimizer state, pipeline).
+void check_layouts(const std::string& path, const std::string& name, const c10::IValue& v) {
+  for_each_tensor(v, name, [&](const std::string& n, const Tensor& t) { check_layout(path, n, t); });
 }
 void check_layouts(const std::string& path, const c10::impl::GenericDict& d) {
   check_layouts(path, "optimizer", c10::IValue(d));
@@ -187,21 +197,6 @@ std::string pickle_problem(const char* data, size_t n) {
   return at > n ? "it ends inside an opcode" : "";
 }
 
-// Every tensor in a nested value (dicts, lists, tuples).
-template <typename F>
-void for_each_tensor(const c10::IValue& v, F&& visit) {
-  if (v.isTensor()) visit(v.toTensor());
-  if (v.isGenericDict()) {
-    for (const auto& item : v.toGenericDict()) for_each_tensor(item.value(), visit);
-  }
-  if (v.isList()) {
-    for (const c10::IValue& x : v.toListRef()) for_each_tensor(x, visit);
-  }
-  if (v.isTuple()) {
-    for (const c10::IValue& x : v.toTupleRef().elements()) for_each_tensor(x, visit);
-  }
-}
-
 // torch::pickle_load on a bounded reader, after the checks above (libtorch's
 // readArchiveAndTensors, with the size of each storage's record kept). The unpickler sizes a
 // storage by the element count its pickle claims, not by the record it reads, so a damaged count
@@ -231,7 +226,7 @@ c10::IValue read_pickle(std::vector<char> bytes) {
   torch::jit::Unpickler unpickler(read, nullptr, nullptr, read_record, c10::nullopt);
   unpickler.set_version(reader.version());
   c10::IValue root = unpickler.parse_ivalue();
-  for_each_tensor(root, [&](const Tensor& t) {
+  for_each_tensor(root, "", [&](const std::string&, const Tensor& t) {
     if (!t.has_storage() || t.storage().nbytes() == 0) return;
     const auto found = record_bytes.find(t.storage().data_ptr().get());
     if (found == record_bytes.end() || found->second < t.storage().nbytes()) {

@@ -51,6 +51,10 @@ class ProcessMethod : public Method {
   virtual const ParamSet& own_params() const = 0;
   // "processes: N (...), c10d gloo, store A:P" for describe().
   std::string processes_line(const std::string& layout) const;
+  // What a restore gave for the other workers' modules (optimizer entries, generators; before one,
+  // every module's fresh generator in every ring), as a copy with its own optimizer dict: state()
+  // adds this worker's part to it.
+  MethodState peers_state() const;
 
   const LanguageModel& model_;
   Config cfg_;
@@ -62,6 +66,7 @@ class ProcessMethod : public Method {
   int64_t ticks_run_ = 0;
   int64_t allreduce_ns_ = 0;
   RankStats* sink_ = nullptr;
+  MethodState peers_;
 };
 
 // The engine as one worker process: this rank's Worker, the c10d transport, and (R > 1) the
@@ -97,8 +102,6 @@ class DistributedEngine : public ProcessMethod {
 
   std::unique_ptr<Worker> worker_;
   PipelineClock clock_;
-  // What a restore gave for the other workers' modules (optimizer entries, generators).
-  MethodState peers_;
 };
 
 }  // namespace ouroboros

@@ -34,7 +34,6 @@ class DistributedGPipe : public ProcessMethod {
   const ParamSet& own_params() const override { return stage_->params(); }
 
   std::unique_ptr<GPipeStage> stage_;
-  MethodState peers_;  // what a restore gave for the other workers' modules
 };
 
 }  // namespace ouroboros

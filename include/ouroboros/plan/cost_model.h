@@ -43,9 +43,10 @@ struct Link {
 // its own machine. Ouroboros: each worker sends one activation [B, T, C] forward and one error
 // signal [B, T, C] back per tick (the tied embedding never travels). Data parallelism on R
 // replicas: a ring all-reduce of every gradient, 2 (R - 1) / R of the P weights, in 2 (R - 1)
-// rounds. The link seconds of each assume no overlap with compute: an upper bound for Ouroboros,
-// whose sends overlap the next module's work, and the cost of data parallelism's all-reduce, which
-// waits for the whole backward.
+// rounds. The link seconds of each assume no overlap with compute, which holds for Ouroboros,
+// whose activations are on the critical path of a tick (its forward is a serial chain), and for
+// data parallelism's all-reduce, which waits for the whole backward; GPipe's micro-batches hide
+// part of theirs, so for it this is an upper bound.
 struct LinkTraffic {
   double ouroboros_bytes = 0.0;
   int64_t ouroboros_messages = 2;

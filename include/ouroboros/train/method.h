@@ -49,9 +49,9 @@ class Method {
   // True when state() holds the batches in flight, so a checkpoint needs no drain first.
   virtual bool saves_in_flight() const { return false; }
   virtual const ParamSet& params() const = 0;
-  // Every process of a run calls this where the lead is about to read the whole model from
-  // params() (an evaluation, the end). Methods with one process per worker send their weights to
-  // the lead here; in one process a no-op.
+  // Every process of a run calls this at the end, where the lead is about to read the whole model
+  // from params(). Methods with one process per worker send their weights to the lead here (their
+  // evaluations run through the ring instead: ring_loss_sum); in one process a no-op.
   virtual void collect_params() {}
   // Methods with one process per worker: the summed loss of an evaluation batch run through the
   // ring, each worker its own modules with fresh evaluation memories (every rank of ring 0 takes

@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <chrono>
+#include <exception>
 #include <limits>
 
 #include "ouroboros/core/errors.h"
@@ -23,7 +24,17 @@ struct C10dTransport::Pending {
 };
 
 C10dTransport::C10dTransport(DistContext& ctx) : ctx_(ctx) {}
-C10dTransport::~C10dTransport() = default;
+// Sends still in flight complete first: Gloo cancels a send whose work is released, and the peer
+// would wait for it in vain (a method destroyed right after run(), while its last messages are on
+// the way). Not while unwinding or after an abort: the peer is then gone or going.
+C10dTransport::~C10dTransport() {
+  if (pending_.empty() || !aborted_.empty() || std::uncaught_exceptions() > 0) return;
+  try {
+    flush();
+  } catch (const std::exception&) {
+    // the peer was lost meanwhile; its own process reports that
+  }
+}
 
 int C10dTransport::gloo_tag(const MessageKey& key) {
   return static_cast<int>(key.tag() & 0x7fffffff);

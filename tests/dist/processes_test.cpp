@@ -17,6 +17,7 @@
 
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/dist/c10d_transport.h"
+#include "ouroboros/dist/context.h"
 #include "ouroboros/dist/env.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/engine/simulator.h"
@@ -257,6 +258,49 @@ TEST(C10dTransport, TagsStayWithinGlooRange) {
   EXPECT_GE(C10dTransport::gloo_tag(k), 0);
   EXPECT_EQ(C10dTransport::gloo_tag(k) & 0xff, (3 << 1) | 1);
   EXPECT_EQ(C10dTransport::gloo_tag(MessageKey{false, 2, 7}), (7 << 8) | (2 << 1));
+}
+
+// A transport released right after its last send still delivers it: Gloo cancels a send whose
+// work is dropped, so the destructor waits for the sends in flight. The receiver here posts its
+// receive 300 ms late, long after the sender released its transport (without that wait).
+TEST(C10dTransport, SendsInFlightArriveAfterTheTransportIsReleased) {
+  Config cfg = tiny_config(3);
+  cfg.dist.timeout = 5;
+  const int port = free_port();
+  auto env = [&](int64_t rank) {
+    DistEnv e;
+    e.rank = rank;
+    e.world_size = 2;
+    e.master_port = port;
+    return e;
+  };
+  const MessageKey key{false, 1, 0};
+  const at::Tensor sent = at::arange(6, at::kFloat).reshape({2, 3});
+  at::Tensor got;
+  std::string error;
+  std::thread receiver([&] {
+    try {
+      DistContext ctx(env(1), cfg);
+      C10dTransport transport(ctx);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));  // after the sender's release
+      got = transport.recv(0, key, {2, 3});
+      ctx.finish();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  {
+    DistContext ctx(env(0), cfg);
+    {
+      C10dTransport transport(ctx);
+      transport.send(1, key, sent);
+    }
+    ctx.finish();
+  }
+  receiver.join();
+  EXPECT_EQ(error, "");
+  ASSERT_TRUE(got.defined());
+  EXPECT_TRUE(at::equal(got, sent));
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "ouroboros/core/presets.h"
 #include "ouroboros/core/system.h"
 #include "ouroboros/data/dataset.h"
+#include "ouroboros/dist/context.h"
 #include "ouroboros/dist/env.h"
 #include "ouroboros/dist/launcher.h"
 #include "ouroboros/model/generate.h"
@@ -315,9 +316,19 @@ int cmd_bench(const ConfigFlags& flags, BenchOptions opts, const std::string& mo
   return 0;
 }
 
+// One method of bench, in this process or (started by launch) as one rank of a process group, of
+// which rank 0 prints the result.
 int cmd_bench_child(const std::string& config, int64_t warmup, int64_t steps) {
   Config cfg = load_config_file(config);
-  std::cout << bench_measure(cfg, warmup, steps, &std::cerr).dump() << std::endl;
+  const DistEnv env = discover_env(no_env_overrides());
+  if (!env.active()) {
+    std::cout << bench_measure(cfg, warmup, steps, &std::cerr).dump() << std::endl;
+    return 0;
+  }
+  DistContext ctx(env, cfg);
+  const nlohmann::json r = bench_measure(cfg, warmup, steps, ctx.is_lead() ? &std::cerr : nullptr, &ctx);
+  if (ctx.is_lead()) std::cout << r.dump() << std::endl;
+  ctx.finish();
   return 0;
 }
 
@@ -447,6 +458,9 @@ int main(int argc, char** argv) {
                         "intra-op threads per worker of the parallel methods [1]")
       ->check(CLI::PositiveNumber);
   bench_cmd->add_option("--out-dir", bench.out_dir, "where bench.json and bench.png go [bench/results]");
+  bench_cmd->add_flag("--processes", bench.processes,
+                      "run each parallel method as one process per worker (data parallelism: per "
+                      "replica) over c10d/Gloo on loopback, as `launch` would");
   bench_cmd->add_option("--peak-seconds", bench.peak_seconds,
                         "seconds per matmul size when measuring the peak [0.5]");
   ConfigFlags bench_flags;

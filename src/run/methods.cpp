@@ -1,7 +1,10 @@
 // The method factory.
 #include "ouroboros/run/methods.h"
 
+#include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
+#include "ouroboros/dist/engine.h"
+#include "ouroboros/dist/gpipe.h"
 #include "ouroboros/engine/data_parallel.h"
 #include "ouroboros/engine/gpipe.h"
 #include "ouroboros/engine/ouroboros_engine.h"
@@ -20,6 +23,38 @@ std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& mode
     return std::make_unique<ReferenceTrainer>(model, std::move(params), cfg.train);
   }
   return std::make_unique<OuroborosEngine>(model, std::move(params), cfg);
+}
+
+void check_process_mode(const Config& cfg) {
+  const std::string mode = resolved_mode(cfg.engine);
+  const bool ddp = mode == "sequential" && cfg.dist.replicas > 1;
+  if (mode != "ouroboros" && mode != "gpipe" && !ddp) {
+    throw ConfigError("processes run --mode ouroboros or gpipe, or data parallelism as --modules 1 "
+                          "--replicas R, not " + mode,
+                      mode == "data-parallel"
+                          ? "one process per replica: --modules 1 --replicas R (batch B each)"
+                          : "use --modules K >= 2 with the default mode, or run " + mode +
+                                " on threads of one process");
+  }
+  if (mode == "gpipe" && cfg.dist.replicas > 1) {
+    throw ConfigError("--mode gpipe runs one ring across processes, not --replicas " +
+                          std::to_string(cfg.dist.replicas),
+                      "drop --replicas, or use the default mode (Ouroboros) for several rings");
+  }
+}
+
+std::unique_ptr<Method> make_process_method(const Config& cfg, const LanguageModel& model,
+                                            ParamSet params, DistContext& ctx, RankStats* stats) {
+  check_process_mode(cfg);
+  keep_freed_memory();  // as every threaded method does
+  if (resolved_mode(cfg.engine) == "gpipe") {
+    auto gpipe = std::make_unique<DistributedGPipe>(model, std::move(params), cfg, ctx);
+    gpipe->set_stats_sink(stats);
+    return gpipe;
+  }
+  auto engine = std::make_unique<DistributedEngine>(model, std::move(params), cfg, ctx);
+  engine->set_stats_sink(stats);
+  return engine;
 }
 
 }  // namespace ouroboros

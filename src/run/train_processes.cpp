@@ -9,7 +9,7 @@
 #include "ouroboros/core/system.h"
 #include "ouroboros/dist/context.h"
 #include "ouroboros/dist/engine.h"
-#include "ouroboros/dist/gpipe.h"
+#include "ouroboros/run/methods.h"
 #include "ouroboros/run/train.h"
 
 namespace ouroboros {
@@ -18,23 +18,7 @@ using json = nlohmann::json;
 
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
   cfg.validate();
-  keep_freed_memory();  // as every threaded method does (make_method)
-  // Plain backprop in R rings of one worker is data parallelism, one process per replica (DDP).
-  const std::string mode = resolved_mode(cfg.engine);
-  const bool ddp = mode == "sequential" && cfg.dist.replicas > 1;
-  if (mode != "ouroboros" && mode != "gpipe" && !ddp) {
-    throw ConfigError("processes run --mode ouroboros or gpipe, or data parallelism as --modules 1 "
-                          "--replicas R, not " + mode,
-                      mode == "data-parallel"
-                          ? "one process per replica: --modules 1 --replicas R (batch B each)"
-                          : "use --modules K >= 2 with the default mode, or run " + mode +
-                                " on threads of one process");
-  }
-  if (mode == "gpipe" && cfg.dist.replicas > 1) {
-    throw ConfigError("--mode gpipe runs one ring across processes, not --replicas " +
-                          std::to_string(cfg.dist.replicas),
-                      "drop --replicas, or use the default mode (Ouroboros) for several rings");
-  }
+  check_process_mode(cfg);
   if (cfg.train.diagnostics_interval > 0) {
     throw ConfigError("--diagnostics-interval records on threads of one process only",
                       "drop it here, or train the same config on threads to see the statistics");
@@ -44,16 +28,8 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   RankStats stats;
   const auto start = std::chrono::steady_clock::now();
   TrainOptions mine = opts;
-  mine.method_factory = [&](const Config& c, const LanguageModel& model,
-                            ParamSet params) -> std::unique_ptr<Method> {
-    if (mode == "gpipe") {
-      auto gpipe = std::make_unique<DistributedGPipe>(model, std::move(params), c, ctx);
-      gpipe->set_stats_sink(&stats);
-      return gpipe;
-    }
-    auto engine = std::make_unique<DistributedEngine>(model, std::move(params), c, ctx);
-    engine->set_stats_sink(&stats);
-    return engine;
+  mine.method_factory = [&](const Config& c, const LanguageModel& model, ParamSet params) {
+    return make_process_method(c, model, std::move(params), ctx, &stats);
   };
   mine.role.lead = ctx.is_lead();
   mine.role.single_process = false;

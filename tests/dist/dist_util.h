@@ -23,6 +23,7 @@
 #include "ouroboros/dist/c10d_transport.h"
 #include "ouroboros/dist/env.h"
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
@@ -35,18 +36,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 // A port nobody listens on now (the kernel's pick), so parallel test runs do not collide.
-inline int free_port() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
+inline int free_port() { return unused_tcp_port(); }
 
 // Starts the ouroboros binary with extra environment variables; output goes to log. A prefix
 // runs it through another program (e.g. `ip netns exec HOST`).

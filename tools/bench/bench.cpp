@@ -21,6 +21,7 @@
 #include "plot/plot.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
+#include "ouroboros/dist/context.h"
 
 namespace ouroboros {
 namespace {
@@ -53,7 +54,25 @@ int64_t cores_of(const Config& c) {
 }
 
 std::string plural(int64_t n, const std::string& word) {
-  return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+  if (n == 1) return "1 " + word;
+  return std::to_string(n) + " " + word + (word.back() == 's' ? "es" : "s");
+}
+
+// A parallel method as one process per worker: a pipeline's K-1 workers, or data parallelism's W
+// replicas of batch B/W each (--modules 1 --replicas W), the rows per step of the threaded form.
+void as_processes(BenchEntry& e) {
+  Config& c = e.cfg;
+  if (resolved_mode(c.engine) == "data-parallel") {
+    const int64_t w = c.engine.workers;
+    c.engine.mode = "sequential";
+    c.engine.workers = 1;
+    c.dist.replicas = w;
+    c.train.batch_size /= w;  // validate() has checked that W divides B
+    e.processes = w;
+  } else {
+    e.processes = c.engine.modules - 1;
+  }
+  e.name += ", " + plural(e.processes, "process");
 }
 
 }  // namespace
@@ -89,8 +108,15 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
       if (m == "gpipe") e.name += " M=" + std::to_string(e.cfg.engine.micro_batches);
     }
     e.cfg.engine.sync_warmup = 0;
+    e.cfg.validate();  // the threaded form first: its errors name the flags the user gave
     e.cores = cores_of(e.cfg);
+    if (opts.processes) as_processes(e);
     parallel.push_back(e);
+  }
+  if (opts.processes && parallel.empty()) {
+    throw ConfigError("bench: --processes applies to ouroboros, gpipe and data-parallel, and --modes "
+                      "names none of them",
+                      "add a parallel mode to --modes, or drop --processes");
   }
   std::vector<BenchEntry> out;
   if (with_sequential) {
@@ -122,17 +148,33 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
   return out;
 }
 
-json bench_measure(const Config& cfg, int64_t warmup, int64_t steps, std::ostream* progress) {
+json bench_measure(const Config& cfg, int64_t warmup, int64_t steps, std::ostream* progress,
+                   DistContext* ctx) {
   TimingOptions o;
   o.warmup = warmup;
   o.steps = steps;
   o.progress = progress;
+  o.ctx = ctx;
   const Timing t = time_method(cfg, o);
-  return {{"tokens_per_s", t.tokens_per_s},
-          {"ms_per_step", t.ms_per_step},
-          {"flop_per_step", t.flop_per_step},
-          {"final_loss", t.final_loss},
-          {"peak_rss_mib", t.peak_rss_mib}};
+  json r = {{"tokens_per_s", t.tokens_per_s},
+            {"ms_per_step", t.ms_per_step},
+            {"flop_per_step", t.flop_per_step},
+            {"final_loss", t.final_loss},
+            {"peak_rss_mib", t.peak_rss_mib}};
+  if (ctx) {  // every rank's peak memory, summed at rank 0
+    ctx->set_text("bench/rss/" + std::to_string(ctx->rank()), std::to_string(t.peak_rss_mib));
+    if (ctx->is_lead()) {
+      json each = json::array();
+      double sum = 0.0;
+      for (int64_t rank = 0; rank < ctx->world_size(); ++rank) {
+        each.push_back(std::stod(ctx->get_text("bench/rss/" + std::to_string(rank), ctx->timeout(), rank)));
+        sum += each.back().get<double>();
+      }
+      r["peak_rss_mib"] = sum;
+      r["peak_rss_mib_per_process"] = each;
+    }
+  }
+  return r;
 }
 
 std::string bench_table(const json& report) {
@@ -195,7 +237,8 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
        << " B=" << shown.train.batch_size << " V=" << m.vocab_size;
 
   log << "bench: " << desc.str() << ", " << opts.warmup << " warm-up + " << opts.steps
-      << " timed steps per method, each method in its own process" << std::endl;
+      << " timed steps per method, each method in its own process"
+      << (opts.processes ? " (the parallel ones in one process per worker)" : "") << std::endl;
   log << "measuring the matmul peak (1 thread) ..." << std::endl;
   const double peak = matmul_peak_per_core(opts.peak_seconds);
   log << "matmul peak: " << std::fixed << std::setprecision(1) << peak << " GFLOP/s per core"
@@ -208,9 +251,13 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
         << plural(e.cores, "core") << std::endl;
     const fs::path cfg_file = fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
     std::ofstream(cfg_file) << e.cfg.to_json().dump();
-    const std::string cmd = shell_quote(opts.executable) + " bench-child --config " +
-                            shell_quote(cfg_file.string()) + " --warmup " +
-                            std::to_string(opts.warmup) + " --steps " + std::to_string(opts.steps);
+    std::string cmd = shell_quote(opts.executable);
+    if (e.processes > 1) {
+      cmd += " launch --nproc " + std::to_string(e.processes) + " --master-port " +
+             std::to_string(unused_tcp_port()) + " --";
+    }
+    cmd += " bench-child --config " + shell_quote(cfg_file.string()) + " --warmup " +
+           std::to_string(opts.warmup) + " --steps " + std::to_string(opts.steps);
     FILE* pipe = popen(cmd.c_str(), "r");  // the child's progress goes to our stderr
     if (!pipe) throw Error("bench: cannot start " + opts.executable);
     std::string out;
@@ -229,12 +276,15 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
       throw Error("bench: " + e.name + " printed no result");
     }
     r["name"] = e.name;
-    r["mode"] = resolved_mode(e.cfg.engine);
+    r["mode"] = e.cfg.dist.replicas > 1 ? "data-parallel" : resolved_mode(e.cfg.engine);
     r["cores"] = e.cores;
     r["threads_per_worker"] = e.cfg.train.threads;
+    r["processes"] = e.processes;
     r["modules"] = e.cfg.engine.modules;
     if (r["mode"] == "gpipe") r["micro_batches"] = e.cfg.engine.micro_batches;
-    if (r["mode"] == "data-parallel") r["workers"] = e.cfg.engine.workers;
+    if (r["mode"] == "data-parallel") {
+      r["workers"] = std::max(e.cfg.engine.workers, e.cfg.dist.replicas);
+    }
     const double flops = r["flop_per_step"].get<double>();
     r["gflops"] = flops / (r["ms_per_step"].get<double>() / 1e3) / 1e9;
     r["peak_share"] = r["gflops"].get<double>() / (peak * static_cast<double>(e.cores));
@@ -278,8 +328,12 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
       {"flop_per_step", runs.empty() ? json(nullptr) : runs.front()["flop_per_step"]},
       {"matmul_peak_gflops_per_core", peak},
       {"peak_rss_note",
-       "peak resident set size of a separate process that ran only this method (libtorch "
-       "included)"},
+       opts.processes
+           ? "peak resident set size of the processes that ran only this method, summed over "
+             "its processes (libtorch included in each)"
+           : "peak resident set size of a separate process that ran only this method (libtorch "
+             "included)"},
+      {"processes", opts.processes},
       {"runs", runs}};
   const fs::path json_path = fs::path(opts.out_dir) / "bench.json";
   std::ofstream(json_path) << report.dump(2) << std::endl;

@@ -15,6 +15,8 @@
 
 namespace ouroboros {
 
+class DistContext;
+
 struct BenchOptions {
   Config base;                              // model, optimizer, K, M, W, per-worker threads
   std::vector<std::string> modes;           // sequential | ouroboros | gpipe | data-parallel
@@ -24,6 +26,10 @@ struct BenchOptions {
   double peak_seconds = 0.5;                // per matmul size when measuring the peak
   std::string out_dir = "bench/results";    // bench.json and bench.png go here
   std::string executable;                   // this program, started once per method
+  // The parallel methods as one process per worker over c10d/Gloo on loopback (`launch --nproc
+  // W -- bench-child`), data parallelism as one process per replica (DDP); sequential stays one
+  // process.
+  bool processes = false;
 };
 
 // One method of the bench: its config (mode resolved, threads set) and the cores it occupies.
@@ -31,14 +37,17 @@ struct BenchEntry {
   std::string name;  // "gpipe K=3 M=4"
   Config cfg;
   int64_t cores = 1;
+  int64_t processes = 1;  // > 1: started by `launch --nproc processes`
 };
 std::vector<BenchEntry> bench_entries(const BenchOptions& opts);
 
 // Times one method of the config's model in this process on random token batches (all steps in
 // one run() call after the warm-up; bench/timing.h). Progress lines go to `progress` (may be
 // null). Returns {"tokens_per_s", "ms_per_step", "flop_per_step", "final_loss", "peak_rss_mib"}.
+// With a process group (ctx), every rank times its part and rank 0's result counts, with
+// peak_rss_mib summed over the ranks (and "peak_rss_mib_per_process").
 nlohmann::json bench_measure(const Config& cfg, int64_t warmup, int64_t steps,
-                             std::ostream* progress);
+                             std::ostream* progress, DistContext* ctx = nullptr);
 
 // Runs every entry in a child process (`executable bench-child`), then writes
 // <out_dir>/bench.json and <out_dir>/bench.png and returns the report JSON. Log lines (progress,

@@ -10,6 +10,7 @@
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "ouroboros/core/system.h"
+#include "ouroboros/dist/context.h"
 #include "ouroboros/engine/ouroboros_engine.h"
 #include "ouroboros/run/methods.h"
 
@@ -38,14 +39,18 @@ Timing time_method(const Config& cfg_in, const TimingOptions& opts) {
   cfg.validate();
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   auto model = make_model(cfg.model);
-  auto method = make_method(cfg, *model, model->init_params(static_cast<uint64_t>(cfg.train.seed)));
+  ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed));
+  auto method = opts.ctx ? make_process_method(cfg, *model, std::move(params), *opts.ctx, nullptr)
+                         : make_method(cfg, *model, std::move(params));
 
-  // Random batches, prepared before timing: [B, T+1] windows split into inputs and targets.
+  // Random batches, prepared before timing: [R B, T+1] windows split into inputs and targets
+  // (replica r of R processes trains on rows [r B, (r+1) B)).
   at::Generator gen = make_generator(42);
   const int64_t B = cfg.train.batch_size, T = cfg.model.block_size;
+  const int64_t replicas = opts.ctx ? opts.ctx->replicas() : 1;
   std::vector<Batch> batches;
   for (int64_t i = 0; i < total; ++i) {
-    Tensor w = at::randint(cfg.model.vocab_size, {B, T + 1}, gen);
+    Tensor w = at::randint(cfg.model.vocab_size, {replicas * B, T + 1}, gen);
     batches.emplace_back(w.narrow(1, 0, T).contiguous(), w.narrow(1, 1, T).contiguous());
   }
   const BatchFn batch = [&](int64_t t) { return batches.at(static_cast<size_t>(t)); };
@@ -82,8 +87,8 @@ Timing time_method(const Config& cfg_in, const TimingOptions& opts) {
   recording.reset();  // writes the trace
   r.mode = resolved_mode(cfg.engine);
   r.ms_per_step = median(ms);
-  r.tokens_per_s = static_cast<double>(B * T) / (r.ms_per_step / 1e3);
-  r.flop_per_step = model->train_step_flops(B);
+  r.tokens_per_s = static_cast<double>(replicas * B * T) / (r.ms_per_step / 1e3);
+  r.flop_per_step = static_cast<double>(replicas) * model->train_step_flops(B);
   r.peak_rss_mib = peak_rss_mib();
   if (const auto* engine = dynamic_cast<const OuroborosEngine*>(method.get())) {
     for (int64_t w = 0; w < engine->plan().partition.num_workers(); ++w) {

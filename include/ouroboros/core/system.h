@@ -39,6 +39,10 @@ double physical_memory_bytes();
 // s inside single quotes for /bin/sh, each ' written as '\''.
 std::string shell_quote(const std::string& s);
 
+// A TCP port on the loopback interface that nobody listens on now (the kernel's pick), for a
+// rendezvous this program starts itself. Throws Error when no socket can be bound.
+int unused_tcp_port();
+
 // An exclusive lock on a directory for as long as it lives (flock on the directory itself, so
 // nothing is written into it), so that two runs cannot share an out-dir. Throws Error naming the
 // directory when another process holds it.

@@ -166,10 +166,11 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrit
   return r.stopped ? 128 + stop_requested() : 0;
 }
 
-// What `ouroboros eval` may change: the Transformer-XL evaluation lengths. The rest of the
-// model section is the checkpoint's architecture.
-const std::vector<std::string> kEvalModelKeys = {"model.eval_tgt_len", "model.eval_mem_len",
-                                                 "model.eval_clamp_len", "model.eval_same_length"};
+// What `ouroboros eval` may change: the forward's precision and the Transformer-XL evaluation
+// lengths. The rest of the model section is the checkpoint's architecture.
+const std::vector<std::string> kEvalModelKeys = {"model.dtype", "model.eval_tgt_len",
+                                                 "model.eval_mem_len", "model.eval_clamp_len",
+                                                 "model.eval_same_length"};
 
 // The checkpoint's model with the evaluation settings of flags and --config applied; a setting
 // that cannot take effect (an architecture change, evaluation lengths of a GPT) is refused.
@@ -187,10 +188,10 @@ ModelConfig eval_model(const Config& ck, const Config& asked) {
     if (!eval_key) {
       throw ConfigError("eval: " + flag + " " + value.dump() + " would change the model the "
                             "checkpoint holds (" + name + " " + c[name].dump() + ")",
-                        "drop it (from --config too); eval takes --eval-tgt-len, --eval-mem-len, "
-                        "--eval-clamp-len and --eval-same-length");
+                        "drop it (from --config too); eval takes --dtype, --eval-tgt-len, "
+                        "--eval-mem-len, --eval-clamp-len and --eval-same-length");
     }
-    if (ck.model.model != "transformer-xl") {
+    if (key.rfind("model.eval_", 0) == 0 && ck.model.model != "transformer-xl") {
       throw ConfigError("eval: " + flag + " applies to transformer-xl checkpoints; this one "
                             "holds a " + ck.model.model + " model",
                         "drop " + flag);

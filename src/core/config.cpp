@@ -68,6 +68,9 @@ const std::vector<Field>& fields() {
                       "vocabulary size (V); 0 = from the tokenizer; bpe and unigram learn V "
                       "pieces and need it"),
       OUROBOROS_FIELD(model, dropout, "dropout probability"),
+      OUROBOROS_FIELD(model, dtype,
+                      "float32 | bfloat16: matrix products of the forward in bfloat16 (autocast); "
+                      "weights and optimizer state stay float32"),
       OUROBOROS_FIELD(model, d_inner, "transformer-xl: feed-forward width; 0 = 4 n_embd"),
       OUROBOROS_FIELD(model, attn_dropout, "transformer-xl: dropout on attention probabilities"),
       OUROBOROS_FIELD(model, pre_lnorm, "transformer-xl: 1 = pre-LayerNorm, 0 = post-LayerNorm"),
@@ -278,6 +281,8 @@ void Config::validate() const {
           "choose n_embd a multiple of n_head");
   require(model.block_size >= 1, "block_size must be >= 1, got " + std::to_string(model.block_size));
   require(model.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(model.vocab_size));
+  require(model.dtype == "float32" || model.dtype == "bfloat16",
+          "unknown dtype '" + model.dtype + "'", "use --dtype float32 or --dtype bfloat16");
   require(model.dropout >= 0.0 && model.dropout < 1.0,
           "dropout must be in [0, 1), got " + std::to_string(model.dropout));
   require(model.attn_dropout >= 0.0 && model.attn_dropout < 1.0,

@@ -1,6 +1,7 @@
 // GPT-2 style decoder as pure functions of named weights: embeddings, pre-LayerNorm blocks, and
 // the tied output head with mean cross-entropy.
 #include "ouroboros/model/gpt.h"
+#include "ouroboros/model/precision.h"
 
 #include <algorithm>
 #include <cmath>
@@ -135,6 +136,7 @@ Tensor GPT::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets,
 
 Tensor GPT::forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
                            const Tensor& targets, ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   Tensor h = m.embed ? embed(p, input, ctx) : input;
   for (int64_t i = m.first_block; i < m.end_block; ++i) h = block(p, i, h, ctx);
   return m.head ? head_loss(p, h, targets, ctx.sum_loss) : h;
@@ -148,15 +150,18 @@ Tensor GPT::hidden(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) co
 
 Tensor GPT::loss(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                  ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   return head_loss(p, hidden(p, idx, ctx), targets);
 }
 
 Tensor GPT::loss_sum(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                      ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   return head_loss(p, hidden(p, idx, ctx), targets, true);
 }
 
 Tensor GPT::output_logits(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   return logits(p, hidden(p, idx, ctx));
 }
 

@@ -1,6 +1,7 @@
 // Transformer-XL following Dai et al. 2019 and its reference implementation
 // (RelPartialLearnableMultiHeadAttn, PositionwiseFF, MemTransformerLM), batch-first.
 #include "ouroboros/model/transformer_xl.h"
+#include "ouroboros/model/precision.h"
 
 #include <cmath>
 #include <limits>
@@ -390,6 +391,7 @@ Tensor TransformerXL::head_nll(const ParamSet& p, const Tensor& h, const Tensor&
 
 Tensor TransformerXL::forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
                                      const Tensor& targets, ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   Tensor h = m.embed ? embed(p, input, ctx) : input;
   h = layers(p, m.first_block, m.end_block, h, ctx);
   if (!m.head) return h;
@@ -413,16 +415,19 @@ Tensor TransformerXL::hidden(const ParamSet& p, const Tensor& idx, ForwardContex
 
 Tensor TransformerXL::loss(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                            ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   return head_loss(p, hidden(p, idx, ctx), targets, ctx, false);
 }
 
 Tensor TransformerXL::loss_sum(const ParamSet& p, const Tensor& idx, const Tensor& targets,
                                ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   return head_loss(p, hidden(p, idx, ctx), targets, ctx, true);
 }
 
 Tensor TransformerXL::output_logits(const ParamSet& p, const Tensor& idx,
                                     ForwardContext& ctx) const {
+  PrecisionScope precision(cfg_.dtype);
   return logits(p, hidden(p, idx, ctx), ctx);
 }
 

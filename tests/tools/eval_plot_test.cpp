@@ -71,8 +71,8 @@ TEST_F(EvalFlags, WhatCannotTakeEffectIsRefused) {
   CliRun r = cli("eval --checkpoint " + *ckpt_ + " --n-layer 4");
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.output, "error: eval: --n-layer 4 would change the model the checkpoint holds "
-                      "(n_layer 2) (hint: drop it (from --config too); eval takes --eval-tgt-len, "
-                      "--eval-mem-len, --eval-clamp-len and --eval-same-length)\n");
+                      "(n_layer 2) (hint: drop it (from --config too); eval takes --dtype, "
+                      "--eval-tgt-len, --eval-mem-len, --eval-clamp-len and --eval-same-length)\n");
   const fs::path cfg = dir_->write("arch.json", R"({"model": {"n_embd": 64}})");
   r = cli("eval --checkpoint " + *ckpt_ + " --config " + cfg.string());
   EXPECT_EQ(r.code, 1);

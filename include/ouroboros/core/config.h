@@ -21,6 +21,9 @@ struct ModelConfig {
   int64_t block_size = 128;   // T, context length in tokens
   int64_t vocab_size = 0;     // V; 0 = taken from the tokenizer
   double dropout = 0.0;       // dropout probability on attention/residual paths
+  // float32 | bfloat16: the forward's matrix products under autocast; weights, gradients and
+  // optimizer state stay float32 (model/precision.h).
+  std::string dtype = "float32";
   // Transformer-XL only (docs/TRANSFORMER_XL.md); block_size is its training segment (tgt_len).
   int64_t d_inner = 0;        // feed-forward width; 0 = 4 n_embd
   double attn_dropout = 0.0;  // dropout on attention probabilities

@@ -202,13 +202,14 @@ ModelConfig eval_model(const Config& ck, const Config& asked) {
 }
 
 int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::string& split,
-             bool json_out, int64_t batch) {
+             bool json_out, int64_t batch, const std::string& device) {
   Checkpoint ck = load_checkpoint(path);
   Config cfg = flags.apply(ck.config);
   const ModelConfig model_cfg = eval_model(ck.config, cfg);
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   Dataset ds = load_dataset(cfg.data.data, cfg.data.format, ck.tokenizer);
   std::unique_ptr<LanguageModel> model = make_model(model_cfg);
+  const ParamSet params = ck.model.to(run_device(device));
   std::vector<std::string> splits = split == "all" ? std::vector<std::string>{"train", "valid", "test"}
                                                    : std::vector<std::string>{split};
   nlohmann::json out = nlohmann::json::object();
@@ -221,7 +222,7 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
                 << name << " split are not in the checkpoint's vocabulary (read as <unk>)"
                 << std::endl;
     }
-    EvalResult r = evaluate(*model, ck.model, tokens, batch);
+    EvalResult r = evaluate(*model, params, tokens, batch);
     r.bytes_per_token = bytes_per_token(ck.tokenizer, tokens);
     nlohmann::json j = r.to_json(chars);
     j["split"] = name;
@@ -235,7 +236,7 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
   return 0;
 }
 
-int cmd_generate(const std::string& path, const SampleOptions& opts) {
+int cmd_generate(const std::string& path, const SampleOptions& opts, const std::string& device) {
   Checkpoint ck = load_checkpoint(path);
   std::unique_ptr<LanguageModel> model = make_model(ck.config.model);
   const int64_t unknown = ck.tokenizer.count_unknown(ck.tokenizer.encode(opts.prompt));
@@ -243,7 +244,7 @@ int cmd_generate(const std::string& path, const SampleOptions& opts) {
     std::cerr << "warning: " << unknown << " prompt symbol" << (unknown == 1 ? " is" : "s are")
               << " not in the checkpoint's vocabulary and read as <unk>" << std::endl;
   }
-  std::cout << generate(*model, ck.model, ck.tokenizer, opts) << std::endl;
+  std::cout << generate(*model, ck.model.to(run_device(device)), ck.tokenizer, opts) << std::endl;
   return 0;
 }
 
@@ -394,6 +395,11 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--split", split, "train | valid | test | all [test]")
       ->check(CLI::IsMember({"train", "valid", "test", "all"}));
   eval_cmd->add_flag("--json", json_out, "print one JSON object");
+  std::string eval_device = "auto", gen_device = "auto";
+  const std::string device_help =
+      "auto | cpu | cuda | cuda:N: where to run; the checkpoint loads on any [auto: a GPU if one "
+      "is visible]";
+  eval_cmd->add_option("--device", eval_device, device_help);
   eval_cmd->add_option("--batch", eval_batch, "windows per forward pass; transformer-xl: parallel streams [16]")
       ->check(at_least(1));
 
@@ -402,6 +408,7 @@ int main(int argc, char** argv) {
   SampleOptions sample;
   gen_cmd->add_option("--checkpoint", gen_ckpt, "checkpoint file or sharded directory")->required();
   gen_cmd->add_option("--prompt", sample.prompt, "text to continue");
+  gen_cmd->add_option("--device", gen_device, device_help);
   gen_cmd->add_option("--tokens", sample.tokens, "tokens to generate [200]")->check(at_least(0));
   gen_cmd->add_option("--temperature", sample.temperature, "sampling temperature [0.8]");
   gen_cmd->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]")
@@ -502,8 +509,8 @@ int main(int argc, char** argv) {
   try {
     if (*train_cmd) return cmd_train(train_flags, resume, overwrite, env_flags);
     if (*launch_cmd) return launch(launch_opts);
-    if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch);
-    if (*gen_cmd) return cmd_generate(gen_ckpt, sample);
+    if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch, eval_device);
+    if (*gen_cmd) return cmd_generate(gen_ckpt, sample, gen_device);
     if (*export_cmd) return cmd_export(export_ckpt, export_format, export_out, export_overwrite);
     if (*plot_cmd) {
       plot_runs(plot_runs_given, plot_out, std::cout);

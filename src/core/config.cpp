@@ -107,6 +107,9 @@ const std::vector<Field>& fields() {
                       "updates with an inf/nan gradient to skip (per worker); more stop the run"),
       OUROBOROS_FIELD(train, seed, "seed for initialisation, batches and dropout"),
       OUROBOROS_FIELD(train, threads, "libtorch intra-op threads per worker"),
+      OUROBOROS_FIELD(train, device,
+                      "auto | cpu | cuda | cuda:N; auto = cuda when a GPU is visible; every worker "
+                      "of a process on its device, processes on cuda:LOCAL_RANK"),
       OUROBOROS_FIELD(train, eval_interval, "evaluate every N steps; 0 = only at the end"),
       OUROBOROS_FIELD(train, eval_batches, "batches per periodic evaluation; 0 = whole split"),
       OUROBOROS_FIELD(train, log_interval, "progress line every N steps"),
@@ -340,6 +343,8 @@ void Config::validate() const {
   require(train.weight_decay >= 0.0, "weight_decay must be >= 0, got " + num(train.weight_decay),
           "set --weight-decay to 0 or a small positive value");
   require(train.threads >= 1, "threads must be >= 1, got " + std::to_string(train.threads));
+  require(is_device_name(train.device), "unknown device '" + train.device + "'",
+          "use --device auto, cpu, cuda or cuda:N");
   require(train.eval_interval >= 0 && train.log_interval >= 1 && train.checkpoint_interval >= 0 &&
               train.eval_batches >= 0,
           "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
@@ -358,6 +363,12 @@ void Config::validate() const {
 bool predicts_weights(const EngineConfig& e) {
   return e.weight_predict == "optimizer" ||
          (e.weight_predict == "auto" && resolved_mode(e) == "ouroboros");
+}
+
+bool is_device_name(const std::string& s) {
+  return s == "auto" || s == "cpu" || s == "cuda" ||
+         (s.rfind("cuda:", 0) == 0 && s.size() > 5 &&
+          s.find_first_not_of("0123456789", 5) == std::string::npos && s.size() < 10);
 }
 
 std::string resolved_mode(const EngineConfig& e) {

@@ -19,6 +19,7 @@
 
 #include <torch/torch.h>
 
+#include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
 
 using torch::Tensor;
@@ -131,6 +132,35 @@ std::string shell_quote(const std::string& s) {
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return q + "'";
+}
+
+c10::Device run_device(const std::string& device, int64_t local_rank) {
+  if (!is_device_name(device)) {
+    throw ConfigError("unknown device '" + device + "'", "use --device auto, cpu, cuda or cuda:N");
+  }
+  if (device == "cpu") return c10::Device(c10::kCPU);
+  const bool cuda = torch::cuda::is_available();
+  if (device == "auto" && !cuda) return c10::Device(c10::kCPU);
+  if (!cuda) {
+    throw ConfigError("--device " + device + ": no CUDA device is visible to this process" +
+                          (at::globalContext().hasCUDART() ? "" : " (this libtorch has no CUDA)"),
+                      "use --device cpu, or auto to take a GPU where there is one");
+  }
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  const int64_t index =
+      device.rfind("cuda:", 0) == 0 ? std::stoll(device.substr(5)) : local_rank % count;
+  if (index >= count) {
+    throw ConfigError("--device " + device + ": this process sees " + std::to_string(count) +
+                          " CUDA device(s)",
+                      "use cuda:0 to cuda:" + std::to_string(count - 1) + ", or cuda");
+  }
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+std::string describe_device(const c10::Device& device) {
+  if (device.is_cpu()) return "cpu";
+  return device.str() + " (" + std::to_string(device.index() + 1) + " of " +
+         std::to_string(torch::cuda::device_count()) + " visible)";
 }
 
 int unused_tcp_port() {

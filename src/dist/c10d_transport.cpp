@@ -43,7 +43,9 @@ int C10dTransport::gloo_tag(const MessageKey& key) {
 void C10dTransport::send(int64_t dst, const MessageKey& key, const torch::Tensor& t) {
   if (!aborted_.empty()) throw TransportError(aborted_);
   const int64_t peer = ctx_.ring() * ctx_.workers_per_ring() + dst;
-  std::vector<at::Tensor> v{t.contiguous()};
+  // Gloo sends host memory: a GPU tensor goes through a CPU copy (the receiver's model moves
+  // it back to its device).
+  std::vector<at::Tensor> v{t.cpu().contiguous()};
   stats_.messages += 1;
   stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
   try {

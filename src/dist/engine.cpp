@@ -61,7 +61,7 @@ void ProcessMethod::collect_params() {
   const auto flat = [](const ParamSet& p) {
     std::vector<Tensor> parts;
     for (const Tensor& t : p.tensors()) parts.push_back(t.detach().reshape({-1}));
-    return torch::cat(parts);
+    return torch::cat(parts).cpu();  // Gloo carries host memory
   };
   try {
     if (!ctx_.is_lead()) {
@@ -151,7 +151,7 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<Tensor> flat_parts;
   for (const auto& g : grads) flat_parts.push_back(g.reshape({-1}));
-  std::vector<at::Tensor> buf{torch::cat(flat_parts)};
+  std::vector<at::Tensor> buf{torch::cat(flat_parts).cpu()};  // Gloo reduces host memory
   try {
     ctx_.replica_group()->allreduce(buf)->wait(ctx_.wait_limit());
   } catch (const std::exception& e) {

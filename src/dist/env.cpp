@@ -71,7 +71,8 @@ json config_fingerprint(const Config& cfg) {
   // Per-process settings that may differ between ranks.
   static const std::set<std::string> local = {
       "data.data",     "data.format",        "data.tokenizer", "model.vocab_size",
-      "train.threads", "train.log_interval", "train.out_dir",  "train.metrics"};
+      "train.threads", "train.log_interval", "train.out_dir",  "train.metrics",
+      "train.device"};
   json flat = json::object();
   const json all = cfg.to_json();
   for (const auto& [section, body] : all.items()) {

@@ -83,7 +83,8 @@ void GPipeStage::run(Transport& tr, int64_t first, int64_t count, const BatchFn*
       // Module 1: backward as the errors come back round the ring.
       for (int64_t m = 0; m < M; ++m) {
         Tensor e = tr.recv(worker_of(2), MessageKey{true, 1, t * M + m}, shape);
-        torch::autograd::backward({h1[static_cast<size_t>(m)]}, {e});
+        const Tensor& out = h1[static_cast<size_t>(m)];
+        torch::autograd::backward({out}, {e.to(out.device())});
         h1[static_cast<size_t>(m)] = Tensor();
       }
       optimizer_.apply(learning_rate(cfg_.train, t), cfg_.train.grad_clip);
@@ -103,7 +104,7 @@ void GPipeStage::run(Transport& tr, int64_t first, int64_t count, const BatchFn*
       for (int64_t m = 0; m < M; ++m) {
         auto& [a, h] = io[static_cast<size_t>(m)];
         Tensor e = tr.recv(worker_of(k + 1), MessageKey{true, k, t * M + m}, shape);
-        torch::autograd::backward({h}, {e});
+        torch::autograd::backward({h}, {e.to(h.device())});
         tr.send(worker_of(k - 1), MessageKey{true, k - 1, t * M + m}, a.grad());
         a = Tensor();
         h = Tensor();

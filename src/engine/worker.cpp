@@ -214,7 +214,8 @@ void Worker::backward(int64_t k, int64_t s) {
   if (partition_.module(k).head) {
     rec.output.backward();
   } else {
-    Tensor err = take_local({true, k, s});
+    // An error received from another process arrives on the CPU.
+    Tensor err = take_local({true, k, s}).to(rec.output.device());
     torch::autograd::backward({rec.output}, {err});
   }
   if (!partition_.module(k).embed) mailbox_[{true, k - 1, s}] = rec.input.grad();
@@ -348,8 +349,9 @@ void Worker::restore_pipeline(const c10::impl::GenericDict& d) {
                       std::to_string(weights.size()) + " weights, the module " +
                       std::to_string(live.size()), "resume with the layout that wrote it");
         }
-        for (size_t i = 0; i < live.size(); ++i) {
-          rec.version.add(live.names()[i], weights[i].clone().requires_grad_(true));
+        for (size_t i = 0; i < live.size(); ++i) {  // a copy where the live weight is
+          rec.version.add(live.names()[i],
+                          weights[i].to(live.tensors()[i].device(), false, true).requires_grad_(true));
         }
       } else {
         rec.version = live;

@@ -81,11 +81,12 @@ Tensor GPT::dropout(const Tensor& x, ForwardContext& ctx) const {
   if (!ctx.training || cfg_.dropout == 0.0) return x;
   // An explicit generator keeps each module's masks reproducible when workers run in parallel.
   const double keep = 1.0 - cfg_.dropout;
-  Tensor mask = at::empty_like(x).bernoulli_(keep, ctx.generator);
+  Tensor mask = dropout_mask(x, keep, ctx.generator);
   return x * mask / keep;
 }
 
-Tensor GPT::embed(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
+Tensor GPT::embed(const ParamSet& p, const Tensor& idx_in, ForwardContext& ctx) const {
+  const Tensor idx = on_device_of(p, idx_in);
   const int64_t T = idx.size(1);
   if (T > cfg_.block_size) {
     throw Error("sequence of " + std::to_string(T) + " tokens exceeds block_size " +
@@ -109,7 +110,7 @@ Tensor GPT::block(const ParamSet& p, int64_t i, const Tensor& x, ForwardContext&
   Tensor k = parts[1].view({B, T, H, D}).transpose(1, 2);
   Tensor v = parts[2].view({B, T, H, D}).transpose(1, 2);
   Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  att = att.masked_fill(causal_mask_.narrow(0, 0, T).narrow(1, 0, T),
+  att = att.masked_fill(causal_mask_.narrow(0, 0, T).narrow(1, 0, T).to(x.device()),
                         -std::numeric_limits<float>::infinity());
   att = dropout(at::softmax(att, -1), ctx);                               // [B, H, T, T]
   Tensor y = at::matmul(att, v).transpose(1, 2).reshape({B, T, C});
@@ -130,14 +131,15 @@ Tensor GPT::logits(const ParamSet& p, const Tensor& h) const {
 
 Tensor GPT::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets, bool sum) const {
   Tensor lg = logits(p, h);
-  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}), targets.reshape({-1}), {},
+  return at::cross_entropy_loss(lg.view({-1, cfg_.vocab_size}),
+                                on_device_of(p, targets).reshape({-1}), {},
                                 sum ? at::Reduction::Sum : at::Reduction::Mean);
 }
 
 Tensor GPT::forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
                            const Tensor& targets, ForwardContext& ctx) const {
   PrecisionScope precision(cfg_.dtype);
-  Tensor h = m.embed ? embed(p, input, ctx) : input;
+  Tensor h = m.embed ? embed(p, input, ctx) : on_device_of(p, input);
   for (int64_t i = m.first_block; i < m.end_block; ++i) h = block(p, i, h, ctx);
   return m.head ? head_loss(p, h, targets, ctx.sum_loss) : h;
 }

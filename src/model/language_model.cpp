@@ -46,6 +46,27 @@ ParamSet ParamSet::snapshot() const {
   return s;
 }
 
+ParamSet ParamSet::to(const c10::Device& device) const {
+  bool there = true;
+  for (const auto& t : tensors_) there = there && t.device() == device;
+  if (there) return *this;
+  ParamSet s;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    s.add(names_[i], tensors_[i].detach().to(device).requires_grad_(true));
+  }
+  return s;
+}
+
+Tensor on_device_of(const ParamSet& p, const Tensor& t) {
+  if (!t.defined() || p.size() == 0) return t;
+  return t.to(p.tensors().front().device());
+}
+
+Tensor dropout_mask(const Tensor& x, double keep, const c10::optional<at::Generator>& gen) {
+  if (x.is_cpu()) return at::empty_like(x).bernoulli_(keep, gen);
+  return at::empty_like(x, x.options().device(at::kCPU)).bernoulli_(keep, gen).to(x.device());
+}
+
 at::Generator make_generator(uint64_t seed) {
   return at::make_generator<at::CPUGeneratorImpl>(seed);
 }

@@ -9,16 +9,26 @@
 namespace ouroboros {
 namespace {
 
+// Autocast state of one device type (CPU or CUDA) on this thread.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool cpu_autocast_enabled() { return at::autocast::is_autocast_enabled(at::kCPU); }
-void set_cpu_autocast(bool on) { at::autocast::set_autocast_enabled(at::kCPU, on); }
-at::ScalarType cpu_autocast_dtype() { return at::autocast::get_autocast_dtype(at::kCPU); }
-void set_cpu_autocast_dtype(at::ScalarType t) { at::autocast::set_autocast_dtype(at::kCPU, t); }
+bool autocast_enabled(at::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+void set_autocast(at::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
+at::ScalarType autocast_dtype(at::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+void set_autocast_dtype(at::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
 #else
-bool cpu_autocast_enabled() { return at::autocast::is_cpu_enabled(); }
-void set_cpu_autocast(bool on) { at::autocast::set_cpu_enabled(on); }
-at::ScalarType cpu_autocast_dtype() { return at::autocast::get_autocast_cpu_dtype(); }
-void set_cpu_autocast_dtype(at::ScalarType t) { at::autocast::set_autocast_cpu_dtype(t); }
+bool autocast_enabled(at::DeviceType d) {
+  return d == at::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+}
+void set_autocast(at::DeviceType d, bool on) {
+  d == at::kCPU ? at::autocast::set_cpu_enabled(on) : at::autocast::set_enabled(on);
+}
+at::ScalarType autocast_dtype(at::DeviceType d) {
+  return d == at::kCPU ? at::autocast::get_autocast_cpu_dtype()
+                       : at::autocast::get_autocast_gpu_dtype();
+}
+void set_autocast_dtype(at::DeviceType d, at::ScalarType t) {
+  d == at::kCPU ? at::autocast::set_autocast_cpu_dtype(t) : at::autocast::set_autocast_gpu_dtype(t);
+}
 #endif
 
 }  // namespace
@@ -26,18 +36,22 @@ void set_cpu_autocast_dtype(at::ScalarType t) { at::autocast::set_autocast_cpu_d
 PrecisionScope::PrecisionScope(const std::string& dtype) {
   if (dtype != "bfloat16") return;
   active_ = true;
-  was_enabled_ = cpu_autocast_enabled();
-  was_dtype_ = cpu_autocast_dtype();
-  set_cpu_autocast_dtype(at::kBFloat16);
-  set_cpu_autocast(true);
+  for (size_t i = 0; i < kDevices.size(); ++i) {
+    was_enabled_[i] = autocast_enabled(kDevices[i]);
+    was_dtype_[i] = autocast_dtype(kDevices[i]);
+    set_autocast_dtype(kDevices[i], at::kBFloat16);
+    set_autocast(kDevices[i], true);
+  }
   at::autocast::increment_nesting();
 }
 
 PrecisionScope::~PrecisionScope() {
   if (!active_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  set_cpu_autocast(was_enabled_);
-  set_cpu_autocast_dtype(was_dtype_);
+  for (size_t i = 0; i < kDevices.size(); ++i) {
+    set_autocast(kDevices[i], was_enabled_[i]);
+    set_autocast_dtype(kDevices[i], was_dtype_[i]);
+  }
 }
 
 }  // namespace ouroboros

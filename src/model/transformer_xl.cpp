@@ -173,11 +173,12 @@ Tensor TransformerXL::dropout(const Tensor& x, double rate, ForwardContext& ctx)
   if (!ctx.training || rate == 0.0) return x;
   const double keep = 1.0 - rate;
   // One multiply by the scaled mask (as torch.nn.functional.dropout does), not two passes.
-  Tensor mask = at::empty_like(x).bernoulli_(keep, ctx.generator).div_(keep);
+  Tensor mask = dropout_mask(x, keep, ctx.generator).div_(keep);
   return x * mask;
 }
 
-Tensor TransformerXL::embed(const ParamSet& p, const Tensor& idx, ForwardContext& ctx) const {
+Tensor TransformerXL::embed(const ParamSet& p, const Tensor& idx_in, ForwardContext& ctx) const {
+  const Tensor idx = on_device_of(p, idx_in);
   const double scale = std::sqrt(static_cast<double>(cfg_.n_embd));
   if (!adaptive()) return dropout(at::embedding(p.at("word_emb.weight"), idx) * scale, cfg_.dropout, ctx);
   Tensor e;
@@ -341,7 +342,7 @@ Tensor TransformerXL::layers(const ParamSet& p, int64_t first, int64_t end, cons
   // Every layer of a module holds as much memory as the others: they advance together.
   auto mem_of = [&](int64_t i) {
     auto it = ctx.memory.find(i);
-    return it == ctx.memory.end() ? Tensor() : it->second;
+    return it == ctx.memory.end() ? Tensor() : it->second.to(h_in.device());
   };
   Tensor first_mem = mem_of(first);
   const int64_t mlen = first_mem.defined() ? first_mem.size(1) : 0;
@@ -352,7 +353,7 @@ Tensor TransformerXL::layers(const ParamSet& p, int64_t first, int64_t end, cons
   }
   Tensor pos = positional_encoding(mlen + Q, cfg_.n_embd, len.clamp_len, h_in.options());
   pos = dropout(pos, cfg_.dropout, ctx);
-  const Tensor mask = attention_mask(Q, mlen, len);
+  const Tensor mask = attention_mask(Q, mlen, len).to(h_in.device());
   Tensor h = h_in;
   for (int64_t i = first; i < end; ++i) {
     Tensor mem = mem_of(i);
@@ -392,14 +393,15 @@ Tensor TransformerXL::head_nll(const ParamSet& p, const Tensor& h, const Tensor&
 Tensor TransformerXL::forward_module(const ParamSet& p, const ModulePlan& m, const Tensor& input,
                                      const Tensor& targets, ForwardContext& ctx) const {
   PrecisionScope precision(cfg_.dtype);
-  Tensor h = m.embed ? embed(p, input, ctx) : input;
+  Tensor h = m.embed ? embed(p, input, ctx) : on_device_of(p, input);
   h = layers(p, m.first_block, m.end_block, h, ctx);
   if (!m.head) return h;
   return head_loss(p, h, targets, ctx, ctx.sum_loss);
 }
 
-Tensor TransformerXL::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets,
+Tensor TransformerXL::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets_in,
                                 ForwardContext& ctx, bool sum) const {
+  const Tensor targets = on_device_of(p, targets_in);
   if (adaptive()) {
     Tensor nll = head_nll(p, h, targets, ctx);
     return sum ? nll.sum() : nll.mean();

@@ -256,7 +256,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   cfg.model.vocab_size = lead_value("vocab", cfg.model.vocab_size);
   std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
   const LanguageModel& model = *model_ptr;
-  if (role.lead && role.single_process) {
+  const c10::Device device = run_device(cfg.train.device, role.local_rank);
+  if (role.lead && role.single_process && device.is_cpu()) {
     // Refused before anything is allocated: a model past the machine's memory would otherwise
     // grow until the kernel kills it.
     const double need = estimated_memory_bytes(cfg, model), have = physical_memory_bytes();
@@ -280,7 +281,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
 
   const std::string relayout = ck ? carry_to_layout(*ck, cfg, model, opts.resume) : "";
   if (talk && !relayout.empty()) log << relayout << std::endl;
-  ParamSet params = ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed);
+  // Initialised on the CPU (the same weights wherever the run trains), then moved.
+  ParamSet params = (ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed)).to(device);
+  if (talk && !device.is_cpu()) log << "device " << describe_device(device) << std::endl;
   if (talk) {
     log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
         << cfg.model.n_embd << " wide, " << params.numel() << " parameters" << std::endl;

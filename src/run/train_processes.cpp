@@ -34,6 +34,7 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   mine.role.lead = ctx.is_lead();
   mine.role.single_process = false;
   mine.role.world = ctx.world_size();
+  mine.role.local_rank = env.local_rank;
   // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
   mine.role.draws_batches = ctx.worker() == 0;
   // What every rank must agree on comes from rank 0 through the store, one key per value: the

@@ -133,6 +133,36 @@ void for_each_tensor(const c10::IValue& v, const std::string& name, F&& visit) {
   }
 }
 
+// The value with every tensor on the CPU, so a checkpoint of a GPU run loads anywhere: the same
+// value when all are there already, else a copy of its dicts, lists and tuples.
+c10::IValue on_cpu(const c10::IValue& v) {
+  bool all_cpu = true;
+  for_each_tensor(v, "", [&](const std::string&, const Tensor& t) { all_cpu = all_cpu && t.is_cpu(); });
+  if (all_cpu) return v;
+  if (v.isTensor()) return v.toTensor().cpu();
+  if (v.isGenericDict()) {
+    const GenericDict d = v.toGenericDict();
+    GenericDict out(d.keyType(), d.valueType());
+    for (const auto& item : d) out.insert(item.key(), on_cpu(item.value()));
+    return out;
+  }
+  if (v.isList()) {
+    const c10::impl::GenericList l = v.toList();
+    c10::impl::GenericList out(l.elementType());
+    for (const c10::IValue& x : l) out.push_back(on_cpu(x));
+    return out;
+  }
+  if (v.isTuple()) {
+    std::vector<c10::IValue> items;
+    for (const c10::IValue& x : v.toTupleRef().elements()) items.push_back(on_cpu(x));
+    return c10::ivalue::Tuple::create(std::move(items));
+  }
+  return v;
+}
+
+// torch.save's bytes of a checkpoint dict, its tensors on the CPU.
+std::vector<char> pickled(const GenericDict& d) { return torch::pickle_save(on_cpu(c10::IValue(d))); }
+
 // Every tensor of a nested dict of tensors and lists (optimizer state, pipeline).
 void check_layouts(const std::string& path, const std::string& name, const c10::IValue& v) {
   for_each_tensor(v, name, [&](const std::string& n, const Tensor& t) { check_layout(path, n, t); });
@@ -626,7 +656,7 @@ int64_t save_checkpoint(const std::string& path, const Checkpoint& ck) {
   d.insert("rng", rng);
   if (!ck.pipeline.empty()) d.insert("pipeline", ck.pipeline);
   insert_memory(d, ck.memory);
-  return write_atomically(path, torch::pickle_save(c10::IValue(d)));
+  return write_atomically(path, pickled(d));
 }
 
 std::string shard_path(const std::string& dir, int64_t id, int64_t rank) {
@@ -654,7 +684,7 @@ int64_t save_shard(const std::string& dir, const CheckpointShard& s) {
   d.insert("generators", gens);
   if (!s.pipeline.empty()) d.insert("pipeline", s.pipeline);
   insert_memory(d, s.memory);
-  return write_atomically(shard_path(dir, s.id, s.rank), torch::pickle_save(c10::IValue(d)));
+  return write_atomically(shard_path(dir, s.id, s.rank), pickled(d));
 }
 
 int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id, int64_t world,
@@ -676,7 +706,7 @@ int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id
   shards.insert("names", order);
   d.insert("shards", shards);
   const int64_t bytes = write_atomically((std::filesystem::path(dir) / kManifest).string(),
-                                         torch::pickle_save(c10::IValue(d)));
+                                         pickled(d));
   // The manifest names this checkpoint now: the shards of earlier ones (and the temporary
   // files of writers that died) go.
   std::error_code ec;

@@ -87,7 +87,7 @@ void Optimizer::step_one(size_t i, double lr) {
     st.emplace();
     st->exp_avg = torch::zeros_like(p, at::MemoryFormat::Preserve);
     st->exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Preserve);
-    if (type == "nadam") st->mu_product = torch::ones({}, torch::kFloat32);
+    if (type == "nadam") st->mu_product = torch::ones({}, p.options().dtype(torch::kFloat32));
   }
   st->step += 1;
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
@@ -264,7 +264,11 @@ void Optimizer::load_state_dict(const c10::impl::GenericDict& d) {
       }
       return s.at(key);
     };
-    auto tensor = [&](const char* key) { return need(key).toTensor().clone(); };
+    // A copy on the parameter's device (checkpoints hold CPU tensors).
+    const c10::Device device = params_.tensors()[i].device();
+    auto tensor = [&](const char* key) {
+      return need(key).toTensor().to(device, /*non_blocking=*/false, /*copy=*/true);
+    };
     State st;
     if (cfg_.optimizer == "sgd") {
       st.momentum_buffer = tensor("momentum_buffer");

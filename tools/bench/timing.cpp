@@ -39,7 +39,9 @@ Timing time_method(const Config& cfg_in, const TimingOptions& opts) {
   cfg.validate();
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   auto model = make_model(cfg.model);
-  ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed));
+  const int64_t local_rank = opts.ctx ? opts.ctx->env().local_rank : 0;
+  ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed))
+                        .to(run_device(cfg.train.device, local_rank));
   auto method = opts.ctx ? make_process_method(cfg, *model, std::move(params), *opts.ctx, nullptr)
                          : make_method(cfg, *model, std::move(params));
 

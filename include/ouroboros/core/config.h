@@ -64,6 +64,9 @@ struct TrainConfig {
   int64_t skip_nonfinite = 0;      // updates with an inf/nan gradient to skip before stopping
   int64_t seed = 1337;             // seeds initialisation, batches and dropout
   int64_t threads = 1;             // libtorch intra-op threads (per worker)
+  // auto | cpu | cuda | cuda:N: where a process trains (auto = cuda when a GPU is visible).
+  // Every worker of a process uses its device; processes take cuda:LOCAL_RANK.
+  std::string device = "auto";
   int64_t eval_interval = 200;     // evaluate every N steps; 0 = only at the end
   int64_t eval_batches = 0;        // limit periodic evaluation to N batches; 0 = whole split
   int64_t log_interval = 10;       // progress line every N steps
@@ -95,6 +98,8 @@ struct DistConfig {
   int64_t replicas = 1;   // R rings; gradients averaged across rings (data parallelism)
   double timeout = 60.0;  // seconds a process waits on a silent peer before giving up
 };
+// Whether s names a device train.device accepts: auto, cpu, cuda or cuda:N.
+bool is_device_name(const std::string& s);
 // The method a config runs after resolving mode "auto": "sequential", "ouroboros", "gpipe" or
 // "data-parallel".
 std::string resolved_mode(const EngineConfig& e);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include <c10/core/Device.h>
+
 namespace ouroboros {
 
 // Measures a 256x256 single-precision matrix multiply at one thread and names the loaded BLAS.
@@ -35,6 +37,13 @@ void fault_point(const char* phase);
 
 // Physical memory of the machine in bytes (0 if unknown).
 double physical_memory_bytes();
+
+// The device a process trains on (train.device): "cpu"; "cuda:N"; "cuda" = cuda:local_rank
+// (processes) or cuda:0; "auto" = the same when a CUDA device is visible, else cpu. Throws
+// ConfigError when CUDA is asked for and none is visible (or N is out of range).
+c10::Device run_device(const std::string& device, int64_t local_rank = 0);
+// "cpu", or "cuda:0 (1 of 1 visible)", for the run's log.
+std::string describe_device(const c10::Device& device);
 
 // s inside single quotes for /bin/sh, each ' written as '\''.
 std::string shell_quote(const std::string& s);

@@ -39,6 +39,9 @@ class ParamSet {
   ParamSet subset(const std::vector<std::string>& names) const;
   // Detached copies that require grad: a frozen weight version for a delayed backward.
   ParamSet snapshot() const;
+  // The set on `device`: this very set when every tensor is there, else copies that require
+  // grad as trainable weights.
+  ParamSet to(const c10::Device& device) const;
 
  private:
   std::vector<std::string> names_;
@@ -110,5 +113,14 @@ std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg);
 
 // A module's dropout generator: seeded from the run seed and the module index.
 at::Generator make_generator(uint64_t seed);
+
+// t on the device of p's weights (a model runs where its weights are: token ids, targets,
+// received activations and restored memories follow them); t itself when it is there already.
+Tensor on_device_of(const ParamSet& p, const Tensor& t);
+
+// A dropout mask shaped like x with entries 1 (probability keep) and 0, drawn from gen. The
+// generators are CPU generators (saved in checkpoints, one per module), so on a GPU the mask is
+// drawn on the CPU, exactly as the same run on the CPU draws it, and copied to x's device.
+Tensor dropout_mask(const Tensor& x, double keep, const c10::optional<at::Generator>& gen);
 
 }  // namespace ouroboros

@@ -29,6 +29,7 @@ struct RankRole {
   // One process holds the whole model (threads); processes each hold their modules.
   bool single_process = true;
   int64_t world = 1;  // processes in the run (all rings)
+  int64_t local_rank = 0;  // this process's index on its machine (--device cuda: its GPU)
   // Processes: called with this rank's value of what every rank must agree on ("vocab": the
   // vocabulary size rank 0 read; "stop": a stop request; "piece": the length of the next piece
   // of a run), returns rank 0's. Each call on a topic is the next value. Unset: one process,

@@ -1,10 +1,7 @@
 // The c10d transport: asynchronous tagged sends and timed receives over the world's Gloo group.
-#ifndef USE_C10D_GLOO
-#define USE_C10D_GLOO
-#endif
 #include "ouroboros/dist/c10d_transport.h"
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <chrono>
 #include <exception>

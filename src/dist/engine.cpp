@@ -1,11 +1,8 @@
 // The Ouroboros engine with one worker per process: ticks walked on the shared pipeline clock,
 // the gradient all-reduce across rings, and rank 0's view of ring 0's whole state.
-#ifndef USE_C10D_GLOO
-#define USE_C10D_GLOO
-#endif
 #include "ouroboros/dist/engine.h"
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <chrono>
 #include <map>

@@ -1,6 +1,7 @@
 // GPT-2 style decoder as pure functions of named weights: embeddings, pre-LayerNorm blocks, and
 // the tied output head with mean cross-entropy.
 #include "ouroboros/model/gpt.h"
+#include "ouroboros/core/torch_compat.h"
 #include "ouroboros/model/precision.h"
 
 #include <algorithm>
@@ -109,11 +110,23 @@ Tensor GPT::block(const ParamSet& p, int64_t i, const Tensor& x, ForwardContext&
   Tensor q = parts[0].view({B, T, H, D}).transpose(1, 2);                 // [B, H, T, D]
   Tensor k = parts[1].view({B, T, H, D}).transpose(1, 2);
   Tensor v = parts[2].view({B, T, H, D}).transpose(1, 2);
-  Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
-  att = att.masked_fill(causal_mask_.narrow(0, 0, T).narrow(1, 0, T).to(x.device()),
-                        -std::numeric_limits<float>::infinity());
-  att = dropout(at::softmax(att, -1), ctx);                               // [B, H, T, T]
-  Tensor y = at::matmul(att, v).transpose(1, 2).reshape({B, T, C});
+  Tensor y;
+#if OUROBOROS_TORCH_AT_LEAST(2, 0)
+  if (x.is_cuda() && !(ctx.training && cfg_.dropout > 0.0)) {
+    // On a GPU, the fused kernels (flash or memory-efficient attention) compute the same
+    // function to rounding without the [B, H, T, T] scores; with attention dropout the masks
+    // must come from the module's generator, so the explicit form below runs.
+    y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  }
+#endif
+  if (!y.defined()) {
+    Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
+    att = att.masked_fill(causal_mask_.narrow(0, 0, T).narrow(1, 0, T).to(x.device()),
+                          -std::numeric_limits<float>::infinity());
+    att = dropout(at::softmax(att, -1), ctx);                             // [B, H, T, T]
+    y = at::matmul(att, v);
+  }
+  y = y.transpose(1, 2).reshape({B, T, C});
   y = at::linear(y, p.at(h + "attn.c_proj.weight"), p.at(h + "attn.c_proj.bias"));
   Tensor r = x + dropout(y, ctx);
 

@@ -1,37 +1,16 @@
-// Autocast scopes for the models' forward passes. libtorch 2.4 replaced the per-device autocast
-// functions (set_cpu_enabled, set_autocast_cpu_dtype) by ones taking the device type; the two
-// spellings are kept here, in one place.
+// Autocast scopes for the models' forward passes.
 #include "ouroboros/model/precision.h"
 
 #include <ATen/autocast_mode.h>
-#include <torch/version.h>
+
+#include "ouroboros/core/torch_compat.h"
 
 namespace ouroboros {
-namespace {
 
-// Autocast state of one device type (CPU or CUDA) on this thread.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool autocast_enabled(at::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
-void set_autocast(at::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
-at::ScalarType autocast_dtype(at::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
-void set_autocast_dtype(at::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
-#else
-bool autocast_enabled(at::DeviceType d) {
-  return d == at::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
-}
-void set_autocast(at::DeviceType d, bool on) {
-  d == at::kCPU ? at::autocast::set_cpu_enabled(on) : at::autocast::set_enabled(on);
-}
-at::ScalarType autocast_dtype(at::DeviceType d) {
-  return d == at::kCPU ? at::autocast::get_autocast_cpu_dtype()
-                       : at::autocast::get_autocast_gpu_dtype();
-}
-void set_autocast_dtype(at::DeviceType d, at::ScalarType t) {
-  d == at::kCPU ? at::autocast::set_autocast_cpu_dtype(t) : at::autocast::set_autocast_gpu_dtype(t);
-}
-#endif
-
-}  // namespace
+using compat::autocast_dtype;
+using compat::autocast_enabled;
+using compat::set_autocast;
+using compat::set_autocast_dtype;
 
 PrecisionScope::PrecisionScope(const std::string& dtype) {
   if (dtype != "bfloat16") return;

@@ -14,11 +14,11 @@
 #include <torch/torch.h>
 
 #include "ouroboros/core/config.h"
+#include "ouroboros/core/torch_compat.h"
 #include "ouroboros/dist/env.h"
 
 namespace c10d {
 class Store;
-class ProcessGroup;
 }  // namespace c10d
 
 namespace ouroboros {
@@ -49,8 +49,8 @@ class DistContext {
   std::string resume_hint() const;
 
   c10d::Store& store() { return *store_; }
-  c10d::ProcessGroup& world() { return *world_; }
-  c10d::ProcessGroup* replica_group() { return replica_group_.get(); }
+  GlooGroup& world() { return *world_; }
+  GlooGroup* replica_group() { return replica_group_.get(); }
 
   // The one line every process reports when a peer is lost. The first process to notice records
   // the lost rank in the store, so the others name the same rank rather than a neighbour that
@@ -84,8 +84,8 @@ class DistContext {
   int64_t workers_ = 1, replicas_ = 1;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> world_;
-  c10::intrusive_ptr<c10d::ProcessGroup> replica_group_;
+  c10::intrusive_ptr<GlooGroup> world_;
+  c10::intrusive_ptr<GlooGroup> replica_group_;
   // Every rank bumps its heartbeat counter in the store twice a second (own store client), so a
   // timeout can tell the frozen rank from the ranks merely waiting on it.
   c10::intrusive_ptr<c10d::Store> heartbeat_store_;

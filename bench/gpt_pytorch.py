@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Baseline for bench_step: the same GPT and training step in PyTorch, written with the same ops as
-src/model.cpp, timed the same way. Prints one JSON line. Run it with Debian's python3-torch
-(/usr/bin/python3), which shares libtorch 1.13 with the C++ build."""
+src/model/gpt.cpp, timed the same way. Prints one JSON line. Run it with Debian's python3-torch
+(/usr/bin/python3), which shares libtorch 1.13 with the C++ build; on a GPU machine with its torch
+(--device cuda, --dtype bfloat16: scripts/device-check.sh)."""
 import argparse
 import json
 import math
@@ -44,10 +45,14 @@ def block(p, i, x, H, mask):
     q = q.view(B, T, H, D).transpose(1, 2)                           # [B, H, T, D]
     k = k.view(B, T, H, D).transpose(1, 2)
     v = v.view(B, T, H, D).transpose(1, 2)
-    att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
-    att = att.masked_fill(mask[:T, :T], float("-inf"))
-    att = torch.softmax(att, -1)                                     # [B, H, T, T]
-    y = torch.matmul(att, v).transpose(1, 2).reshape(B, T, C)
+    if q.is_cuda:  # the fused kernel, as ouroboros runs it on a GPU without attention dropout
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(D))
+        att = att.masked_fill(mask[:T, :T], float("-inf"))
+        att = torch.softmax(att, -1)                                 # [B, H, T, T]
+        y = torch.matmul(att, v)
+    y = y.transpose(1, 2).reshape(B, T, C)
     y = F.linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
     r = x + y
     m = F.layer_norm(r, (C,), p[h + "ln_2.weight"], p[h + "ln_2.bias"], 1e-5)
@@ -83,26 +88,35 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=256)
     ap.add_argument("--modules", type=int, default=1, help="accepted for symmetry; must be 1")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (as ouroboros --device)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="bfloat16: autocast for the forward, as ouroboros --dtype")
     a = ap.parse_args()
     if a.modules != 1:
         ap.error("the PyTorch baseline is plain backprop: --modules must be 1")
     torch.set_num_threads(a.threads)
 
     L, H, C, T, B, V = a.n_layer, a.n_head, a.n_embd, a.block_size, a.batch_size, a.vocab
-    p = init_params(L, C, T, V, torch.Generator().manual_seed(1337))
+    dev = torch.device(a.device)
+    p = {k: v.detach().to(dev).requires_grad_()
+         for k, v in init_params(L, C, T, V, torch.Generator().manual_seed(1337)).items()}
     params = list(p.values())
     opt = torch.optim.Adam(params, lr=1e-3)
-    mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+    mask = torch.ones(T, T, dtype=torch.bool).triu(1).to(dev)
     gen = torch.Generator().manual_seed(42)
     batches = []
     for _ in range(a.warmup + a.steps):
         w = torch.randint(V, (B, T + 1), generator=gen)
         batches.append((w[:, :T].contiguous(), w[:, 1:].contiguous()))
+    bf16 = a.dtype == "bfloat16"
 
     ms, loss_value = [], 0.0
     for t, (x, y) in enumerate(batches):
         start = time.perf_counter()
-        loss = loss_fn(p, x, y, L, H, V, mask)
+        # The batch is copied to the device inside the timed step, as ouroboros does.
+        x, y = x.to(dev), y.to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(p, x, y, L, H, V, mask)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -114,7 +128,8 @@ def main():
 
     step_ms = statistics.median(ms)
     print(json.dumps({
-        "impl": "pytorch", "threads": a.threads, "modules": 1, "ms_per_step": step_ms,
+        "impl": "pytorch", "threads": a.threads, "modules": 1, "device": a.device,
+        "dtype": a.dtype, "ms_per_step": step_ms,
         "tokens_per_s": B * T / (step_ms / 1e3),
         "gflops": flops_per_step(B, T, C, V, L) / (step_ms / 1e3) / 1e9,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

@@ -51,6 +51,11 @@ struct Recording {
 
 Recording record(const Config& c, int64_t steps) {
   c.validate();
+  // Every thread at train.threads intra-op threads, as train() sets them: the worker threads of
+  // GPipe and data parallelism run there, and a reduction splits its sum by the thread count
+  // (LayerNorm's bias gradient does), so the sequential run on this thread must too. libtorch's
+  // default is not 1 everywhere (the 2.x wheel takes 2 on these cores, Debian's 1.13 takes 1).
+  at::set_num_threads(static_cast<int>(c.train.threads));
   GPT model(c.model);
   auto method = make_method(c, model, model.init_params(static_cast<uint64_t>(c.train.seed)));
   Recording r;

@@ -6,12 +6,12 @@
 #  2. runs `ctest -L gpu` (CUDA against the CPU, runtime == simulator on CUDA, bfloat16, GPU
 #     checkpoints);
 #  3. measures a GPT-2-small-sized model (12 layers, 768 wide, 12 heads, context 1024, vocabulary
-#     50257, batch 8, Adam): plain backprop in float32 and bfloat16, Ouroboros K = 3 with both
+#     50257, batch 8, Adam): plain backprop in float32, TF32 and bfloat16, Ouroboros K = 3 with both
 #     workers on the one GPU in bfloat16, and PyTorch eager on the same model and ops
 #     (bench/gpt_pytorch.py) in bfloat16; tokens/s and MFU against the GPU's dense peak.
 # Writes device_check.json and the logs to $OUT (else /tmp/device-check). Takes about 6 minutes on
 # one H200 with 16 cores. Env: STEPS (10), WARMUP (3), PEAK_BF16_TFLOPS (989.4, H200 dense),
-# PEAK_FP32_TFLOPS (66.9, H200 without TF32).
+# PEAK_TF32_TFLOPS (494.7, dense), PEAK_FP32_TFLOPS (66.9, H200 without TF32).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/device-check}"
@@ -45,7 +45,7 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCUDNN_INCLUDE_DIR="$cudnn/include" -DCUDNN_LIBRARY="$(ls "$cudnn"/lib/libcudnn.so* 2>/dev/null | head -1)" \
   >"$out/configure.log" 2>&1 || { log "configure failed (configure.log)"; tail -20 "$out/configure.log"; exit 1; }
 grep "ouroboros:" "$out/configure.log" | tee -a "$out/summary.log"
-cmake --build build-gpu -j "$jobs" --target ouroboros gpu_test >"$out/build.log" 2>&1 ||
+cmake --build build-gpu -j "$jobs" --target ouroboros gpu_test nccl_test >"$out/build.log" 2>&1 ||
   { log "build failed (build.log)"; grep -m 20 -B2 -A6 "error" "$out/build.log"; exit 1; }
 log "built in $(( $(date +%s) - start )) s"
 
@@ -64,15 +64,18 @@ bench() {  # name, then ouroboros bench flags
   log "$name: $(grep -E '^\| (sequential|ouroboros)' "$out/$name.log" | cut -d'|' -f2,4 | tr -s ' ')"
 }
 bench fp32 --modes sequential --dtype float32
+bench tf32 --modes sequential --dtype float32 --tf32 1
 bench bf16 --modes sequential --dtype bfloat16
 bench ouroboros_bf16 --modes ouroboros --modules 3 --dtype bfloat16
 timeout 240 python3 bench/gpt_pytorch.py --device cuda --dtype bfloat16 --n-layer 12 --n-head 12 \
   --n-embd 768 --block-size 1024 --vocab 50257 --batch-size 8 --steps "$steps" --warmup "$warmup" \
   >"$out/pytorch_bf16.json" 2>"$out/pytorch_bf16.log" || log "pytorch eager failed (pytorch_bf16.log)"
 
-python3 - "$out" "${PEAK_BF16_TFLOPS:-989.4}" "${PEAK_FP32_TFLOPS:-66.9}" "$ctest_rc" <<'PY'
+python3 - "$out" "${PEAK_BF16_TFLOPS:-989.4}" "${PEAK_FP32_TFLOPS:-66.9}" "$ctest_rc" \
+  "${PEAK_TF32_TFLOPS:-494.7}" <<'PY'
 import datetime, json, os, sys
 out, peak_bf16, peak_fp32, ctest_rc = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+peak_tf32 = float(sys.argv[5])
 def run(name):
     try:
         r = json.load(open(os.path.join(out, name, "bench.json")))["runs"][0]
@@ -83,14 +86,14 @@ def run(name):
 res = {"date": f"{datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC",
        "gpu": open(os.path.join(out, "gpu.txt")).read().strip(), "ctest_gpu_rc": ctest_rc,
        "model": "GPT-2 small: L=12 C=768 H=12 T=1024 V=50257 B=8, Adam",
-       "plain_fp32": run("fp32"), "plain_bf16": run("bf16"), "ouroboros_k3_bf16": run("ouroboros_bf16")}
+       "plain_fp32": run("fp32"), "plain_tf32": run("tf32"), "plain_bf16": run("bf16"), "ouroboros_k3_bf16": run("ouroboros_bf16")}
 try:
     p = json.loads(open(os.path.join(out, "pytorch_bf16.json")).read().strip().splitlines()[-1])
     res["pytorch_eager_bf16"] = {"tokens_per_s": p["tokens_per_s"], "ms_per_step": p["ms_per_step"],
                                  "tflops": p["gflops"] / 1e3, "final_loss": p["final_loss"]}
 except Exception as e:
     res["pytorch_eager_bf16"] = {"error": str(e)}
-for k, peak in (("plain_fp32", peak_fp32), ("plain_bf16", peak_bf16), ("ouroboros_k3_bf16", peak_bf16),
+for k, peak in (("plain_fp32", peak_fp32), ("plain_tf32", peak_tf32), ("plain_bf16", peak_bf16), ("ouroboros_k3_bf16", peak_bf16),
                 ("pytorch_eager_bf16", peak_bf16)):
     if "tflops" in res[k]:
         res[k]["mfu"] = res[k]["tflops"] / peak

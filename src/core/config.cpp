@@ -110,6 +110,7 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, device,
                       "auto | cpu | cuda | cuda:N; auto = cuda when a GPU is visible; every worker "
                       "of a process on its device, processes on cuda:LOCAL_RANK"),
+      OUROBOROS_FIELD(train, tf32, "1 = float32 matrix products on CUDA in TF32; 0 = full float32"),
       OUROBOROS_FIELD(train, eval_interval, "evaluate every N steps; 0 = only at the end"),
       OUROBOROS_FIELD(train, eval_batches, "batches per periodic evaluation; 0 = whole split"),
       OUROBOROS_FIELD(train, log_interval, "progress line every N steps"),
@@ -128,6 +129,9 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(engine, stale_lr_ticks, "pipemare: ticks until the delay scaling fades out"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
       OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
+      OUROBOROS_FIELD(dist, backend,
+                      "auto | gloo | nccl between processes; auto = nccl on GPUs where built, "
+                      "else gloo"),
       OUROBOROS_FIELD(engine, mode,
                       "auto | sequential | ouroboros | gpipe | data-parallel; auto = sequential "
                       "for --modules 1, else ouroboros"),
@@ -345,6 +349,9 @@ void Config::validate() const {
   require(train.threads >= 1, "threads must be >= 1, got " + std::to_string(train.threads));
   require(is_device_name(train.device), "unknown device '" + train.device + "'",
           "use --device auto, cpu, cuda or cuda:N");
+  require(train.tf32 == 0 || train.tf32 == 1, "tf32 must be 0 or 1, got " + std::to_string(train.tf32));
+  require(train.tf32 == 0 || train.device != "cpu", "--tf32 1 with --device cpu: TF32 is a mode of "
+          "NVIDIA GPUs' matrix units", "drop --tf32, or train on --device cuda");
   require(train.eval_interval >= 0 && train.log_interval >= 1 && train.checkpoint_interval >= 0 &&
               train.eval_batches >= 0,
           "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
@@ -357,6 +364,8 @@ void Config::validate() const {
           "add --modules K or drop --partition");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
+  require(dist.backend == "auto" || dist.backend == "gloo" || dist.backend == "nccl",
+          "unknown backend '" + dist.backend + "'", "use --backend auto, gloo or nccl");
   validate_mode(engine, train, model);
 }
 

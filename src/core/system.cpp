@@ -163,6 +163,15 @@ std::string describe_device(const c10::Device& device) {
          std::to_string(torch::cuda::device_count()) + " visible)";
 }
 
+void set_tf32(bool on, const c10::Device& device) {
+  if (on && device.is_cpu()) {
+    throw ConfigError("--tf32 1: this run trains on the CPU, which has no TF32",
+                      "drop --tf32, or train on a GPU (--device cuda)");
+  }
+  at::globalContext().setAllowTF32CuBLAS(on);
+  at::globalContext().setAllowTF32CuDNN(on);
+}
+
 int unused_tcp_port() {
   const int s = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};

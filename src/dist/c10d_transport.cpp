@@ -14,18 +14,34 @@ namespace ouroboros {
 
 using namespace dist_detail;
 
-struct C10dTransport::Pending {
-  int64_t tick;
-  int64_t peer;
-  c10::intrusive_ptr<c10d::Work> work;
-};
+void dist_detail::SendsInFlight::add(int64_t tick, int64_t peer,
+                                     c10::intrusive_ptr<c10d::Work> work,
+                                     std::vector<at::Tensor> keep) {
+  pending_.push_back(Pending{tick, peer, std::move(work), std::move(keep)});
+}
 
-C10dTransport::C10dTransport(DistContext& ctx) : ctx_(ctx) {}
+int64_t dist_detail::SendsInFlight::wait(int64_t before_tick) {
+  const auto start = std::chrono::steady_clock::now();
+  while (!pending_.empty() && pending_.front().tick < before_tick) {
+    try {
+      pending_.front().work->wait(ctx_.wait_limit());
+    } catch (const std::exception& e) {
+      throw TransportError(ctx_.lost_peer(pending_.front().peer, e.what()), ctx_.resume_hint());
+    }
+    pending_.pop_front();
+  }
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                              start)
+      .count();
+}
+
+C10dTransport::C10dTransport(DistContext& ctx)
+    : ctx_(ctx), sends_(std::make_unique<SendsInFlight>(ctx)) {}
 // Sends still in flight complete first: Gloo cancels a send whose work is released, and the peer
 // would wait for it in vain (a method destroyed right after run(), while its last messages are on
 // the way). Not while unwinding or after an abort: the peer is then gone or going.
 C10dTransport::~C10dTransport() {
-  if (pending_.empty() || !aborted_.empty() || std::uncaught_exceptions() > 0) return;
+  if (sends_->empty() || !aborted_.empty() || std::uncaught_exceptions() > 0) return;
   try {
     flush();
   } catch (const std::exception&) {
@@ -47,7 +63,7 @@ void C10dTransport::send(int64_t dst, const MessageKey& key, const torch::Tensor
   stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
   try {
     auto work = ctx_.world().send(v, static_cast<int>(peer), gloo_tag(key));
-    pending_.push_back(std::make_unique<Pending>(Pending{tick_, peer, work}));
+    sends_->add(tick_, peer, work);
   } catch (const std::exception& e) {
     throw TransportError(ctx_.lost_peer(peer, e.what()), ctx_.resume_hint());
   }
@@ -75,21 +91,7 @@ void C10dTransport::abort(const std::string& why) {
   if (aborted_.empty()) aborted_ = why;
 }
 
-void C10dTransport::wait_sends(int64_t before_tick) {
-  size_t done = 0;
-  const auto start = std::chrono::steady_clock::now();
-  for (; done < pending_.size() && pending_[done]->tick < before_tick; ++done) {
-    try {
-      pending_[done]->work->wait(ctx_.wait_limit());
-    } catch (const std::exception& e) {
-      throw TransportError(ctx_.lost_peer(pending_[done]->peer, e.what()), ctx_.resume_hint());
-    }
-  }
-  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
-  stats_.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - start)
-                        .count();
-}
+void C10dTransport::wait_sends(int64_t before_tick) { stats_.wait_ns += sends_->wait(before_tick); }
 
 void C10dTransport::begin_tick(int64_t tick) {
   tick_ = tick;

@@ -110,6 +110,8 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
                           " worker(s) (--replicas R times K-1)",
                       "start R*(K-1) = " + std::to_string(workers_ * replicas_) + " processes");
   }
+  device_ = run_device(cfg.train.device, env.local_rank);
+  backend_ = resolve_backend(cfg.dist.backend, device_);
   fault_point("rendezvous");
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
@@ -130,7 +132,9 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
 
   // Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
   fault_point("fingerprint");
-  const json mine = config_fingerprint(cfg);
+  json mine = config_fingerprint(cfg);
+  // Each rank resolves dist.backend for its own device; all must end up on the same one.
+  mine["dist.backend (resolved)"] = backend_;
   store_set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()), timeout_);
   std::string diff;
   for (int64_t r = 0; r < env.world_size && diff.empty(); ++r) {
@@ -159,24 +163,13 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
   }
 
   try {
-    auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
-    if (auto ifname = env_string("GLOO_SOCKET_IFNAME")) {
-      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(*ifname));
-    } else if (is_loopback(env.master_addr)) {
-      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-    } else if (auto local = local_address_towards(env.master_addr)) {
-      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(*local));
-    } else {
-      options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    }
-    world_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
-        c10::make_intrusive<c10d::PrefixStore>("world", store_), static_cast<int>(env.rank),
-        static_cast<int>(env.world_size), options);
+    world_ = gloo_group("world", env.rank, env.world_size);
     if (replicas_ > 1) {
-      replica_group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
-          c10::make_intrusive<c10d::PrefixStore>("replicas/" + std::to_string(worker()),
-                                                 store_),
-          static_cast<int>(ring()), static_cast<int>(replicas_), options);
+      replica_group_ = gloo_group("replicas/" + std::to_string(worker()), ring(), replicas_);
+    }
+    if (backend_ == "nccl") {
+      nccl_ = std::make_unique<PairGroups>(nccl_groups(store_, device_, timeout_), env.rank,
+                                           ring_layout(env.rank, workers_, replicas_));
     }
     so.isServer = false;
     heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
@@ -203,6 +196,42 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
                          "all " + std::to_string(env.world_size) +
                              " processes must start within --timeout seconds");
   }
+}
+
+c10::intrusive_ptr<CommGroup> DistContext::gloo_group(const std::string& name, int64_t rank,
+                                                      int64_t size) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
+  if (auto ifname = env_string("GLOO_SOCKET_IFNAME")) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(*ifname));
+  } else if (is_loopback(env_.master_addr)) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  } else if (auto local = local_address_towards(env_.master_addr)) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(*local));
+  } else {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(
+      c10::make_intrusive<c10d::PrefixStore>(name, store_), static_cast<int>(rank),
+      static_cast<int>(size), options);
+}
+
+std::string resolve_backend(const std::string& backend, const c10::Device& device) {
+  if (backend == "gloo") return "gloo";
+  if (backend == "nccl") {
+    if (!nccl_built()) {
+      throw ConfigError("--backend nccl: this build has no NCCL (it needs a CUDA libtorch 2.x)",
+                        "build with scripts/build-torch2.sh, or use --backend gloo");
+    }
+    if (!device.is_cuda()) {
+      throw ConfigError("--backend nccl carries GPU memory, but this process trains on the CPU",
+                        "use --device cuda, or --backend gloo");
+    }
+    return "nccl";
+  }
+  if (backend != "auto") {
+    throw ConfigError("unknown backend '" + backend + "'", "use --backend auto, gloo or nccl");
+  }
+  return nccl_built() && device.is_cuda() ? "nccl" : "gloo";
 }
 
 DistContext::~DistContext() {

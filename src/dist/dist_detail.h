@@ -3,8 +3,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <vector>
+
+#include <torch/csrc/distributed/c10d/Work.hpp>
+#include <torch/torch.h>
 
 namespace ouroboros::dist_detail {
 
@@ -19,5 +23,36 @@ inline std::string first_line(const std::string& s) { return s.substr(0, s.find(
 inline std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 inline std::string string_of(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
-
 }  // namespace ouroboros::dist_detail
+
+namespace ouroboros {
+class DistContext;
+namespace dist_detail {
+
+// The sends a transport has in flight, by tick. A message sent in tick s is received in the
+// peer's tick s or s+1, so a transport may wait at the start of tick t for the sends of ticks
+// before t-1 without deadlock, and for all of them after a drain.
+class SendsInFlight {
+ public:
+  explicit SendsInFlight(DistContext& ctx) : ctx_(ctx) {}
+  // `keep` holds tensors the send reads until it completes.
+  void add(int64_t tick, int64_t peer, c10::intrusive_ptr<c10d::Work> work,
+           std::vector<at::Tensor> keep = {});
+  // Waits for every send of a tick before `before_tick`, each at most the context's wait limit;
+  // returns the nanoseconds waited. Throws TransportError naming the lost peer.
+  int64_t wait(int64_t before_tick);
+  bool empty() const { return pending_.empty(); }
+
+ private:
+  struct Pending {
+    int64_t tick;
+    int64_t peer;
+    c10::intrusive_ptr<c10d::Work> work;
+    std::vector<at::Tensor> keep;
+  };
+  DistContext& ctx_;
+  std::deque<Pending> pending_;
+};
+
+}  // namespace dist_detail
+}  // namespace ouroboros

@@ -23,7 +23,9 @@ ProcessMethod::ProcessMethod(const LanguageModel& model, ParamSet params, const 
       ctx_(ctx),
       params_(std::move(params)),
       plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      transport_(std::make_unique<C10dTransport>(ctx_)) {
+      transport_(ctx.nccl() ? std::unique_ptr<Transport>(
+                                  std::make_unique<PairTransport>(ctx, *ctx.nccl()))
+                            : std::make_unique<C10dTransport>(ctx)) {
   for (int64_t g = 1; g <= plan_.partition.K * ctx_.replicas(); ++g) {
     peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
   }
@@ -47,7 +49,8 @@ ProcessMethod::~ProcessMethod() {
 }
 
 std::string ProcessMethod::processes_line(const std::string& layout) const {
-  return "processes: " + std::to_string(ctx_.world_size()) + " (" + layout + "), c10d gloo, store " +
+  return "processes: " + std::to_string(ctx_.world_size()) + " (" + layout + "), c10d " +
+         ctx_.backend() + ", store " +
          ctx_.env().master_addr + ":" + std::to_string(ctx_.env().master_port) + "\n";
 }
 
@@ -148,10 +151,15 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<Tensor> flat_parts;
   for (const auto& g : grads) flat_parts.push_back(g.reshape({-1}));
-  std::vector<at::Tensor> buf{torch::cat(flat_parts).cpu()};  // Gloo reduces host memory
+  // NCCL reduces the gradients where they are; Gloo reduces host memory.
+  PairGroups* nccl = ctx_.nccl();
+  std::vector<at::Tensor> buf{nccl ? torch::cat(flat_parts) : torch::cat(flat_parts).cpu()};
   try {
-    ctx_.replica_group()->allreduce(buf)->wait(ctx_.wait_limit());
+    CommGroup& group =
+        nccl ? nccl->rings() : *ctx_.replica_group();
+    group.allreduce(buf)->wait(ctx_.wait_limit());
   } catch (const std::exception& e) {
+    if (nccl) nccl->mark_aborted();
     throw TransportError(ctx_.lost_peer(-1, std::string("gradient all-reduce: ") + e.what()),
                          ctx_.resume_hint());
   }

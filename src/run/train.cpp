@@ -237,6 +237,12 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
                           " needs one process per worker of every ring",
                       "start R*(K-1) processes, e.g. ouroboros launch --nproc N -- train ...");
   }
+  if (cfg.dist.backend != "auto" && !opts.method_factory) {
+    throw ConfigError("--backend " + cfg.dist.backend +
+                          " picks what carries messages between processes; the workers of one "
+                          "process pass them in memory",
+                      "drop --backend, or start processes (ouroboros launch --nproc N -- train)");
+  }
   std::optional<Checkpoint> ck;
   if (!opts.resume.empty()) {
     ck = load_checkpoint(opts.resume);
@@ -257,6 +263,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
   const LanguageModel& model = *model_ptr;
   const c10::Device device = run_device(cfg.train.device, role.local_rank);
+  set_tf32(cfg.train.tf32 != 0, device);
   if (role.lead && role.single_process && device.is_cpu()) {
     // Refused before anything is allocated: a model past the machine's memory would otherwise
     // grow until the kernel kills it.
@@ -282,7 +289,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
   const std::string relayout = ck ? carry_to_layout(*ck, cfg, model, opts.resume) : "";
   if (talk && !relayout.empty()) log << relayout << std::endl;
   // Initialised on the CPU (the same weights wherever the run trains), then moved.
-  ParamSet params = (ck ? trainable_copy(ck->model) : model.init_params(cfg.train.seed)).to(device);
+  // A checkpoint's weights are copied once, to where the run trains (ParamSet::to copies).
+  ParamSet params = ck ? (device.is_cpu() ? trainable_copy(ck->model) : ck->model.to(device))
+                       : model.init_params(cfg.train.seed).to(device);
   if (talk && !device.is_cpu()) log << "device " << describe_device(device) << std::endl;
   if (talk) {
     log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "

@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
 #include "ouroboros/data/dataset.h"
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/optim.h"
@@ -288,6 +289,32 @@ TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
   EXPECT_EQ(lines[6]["loss"].get<double>(), r.valid.loss);
   EXPECT_EQ(lines[6]["split"].get<std::string>(), "valid");
   EXPECT_DOUBLE_EQ(lines[0]["lr"].get<double>(), learning_rate(cfg.train, 4));
+}
+
+// Device flags that cannot take effect are refused with the reason: CUDA where none is visible,
+// TF32 on the CPU, and values outside their range.
+TEST(Train, DeviceAndTf32AreRefusedWhereTheyCannotTakeEffect) {
+  if (!torch::cuda::is_available()) {
+    try {
+      run_device("cuda");
+      ADD_FAILURE() << "--device cuda accepted without a GPU";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("no CUDA device is visible"), std::string::npos);
+    }
+    EXPECT_EQ(run_device("auto"), c10::Device(c10::kCPU));
+    EXPECT_THROW(set_tf32(true, run_device("auto")), ConfigError);
+  }
+  EXPECT_THROW(run_device("gpu"), ConfigError);
+  EXPECT_THROW(set_tf32(true, c10::Device(c10::kCPU)), ConfigError);
+  EXPECT_NO_THROW(set_tf32(false, c10::Device(c10::kCPU)));
+  Config c;
+  c.train.tf32 = 2;
+  EXPECT_THROW(c.validate(), ConfigError);
+  c.train.tf32 = 1;
+  c.train.device = "cpu";
+  EXPECT_THROW(c.validate(), ConfigError);
+  c.train.device = "auto";
+  EXPECT_NO_THROW(c.validate());
 }
 
 }  // namespace

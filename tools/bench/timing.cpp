@@ -40,8 +40,9 @@ Timing time_method(const Config& cfg_in, const TimingOptions& opts) {
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   auto model = make_model(cfg.model);
   const int64_t local_rank = opts.ctx ? opts.ctx->env().local_rank : 0;
-  ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed))
-                        .to(run_device(cfg.train.device, local_rank));
+  const c10::Device device = run_device(cfg.train.device, local_rank);
+  set_tf32(cfg.train.tf32 != 0, device);
+  ParamSet params = model->init_params(static_cast<uint64_t>(cfg.train.seed)).to(device);
   auto method = opts.ctx ? make_process_method(cfg, *model, std::move(params), *opts.ctx, nullptr)
                          : make_method(cfg, *model, std::move(params));
 

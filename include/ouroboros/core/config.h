@@ -67,6 +67,9 @@ struct TrainConfig {
   // auto | cpu | cuda | cuda:N: where a process trains (auto = cuda when a GPU is visible).
   // Every worker of a process uses its device; processes take cuda:LOCAL_RANK.
   std::string device = "auto";
+  // 1 = float32 matrix products on CUDA in TF32 (cuBLAS and cuDNN; 10-bit mantissa inputs,
+  // several times faster); 0 = full float32. Refused on the CPU, which has no TF32.
+  int64_t tf32 = 0;
   int64_t eval_interval = 200;     // evaluate every N steps; 0 = only at the end
   int64_t eval_batches = 0;        // limit periodic evaluation to N batches; 0 = whole split
   int64_t log_interval = 10;       // progress line every N steps
@@ -97,6 +100,9 @@ struct EngineConfig {
 struct DistConfig {
   int64_t replicas = 1;   // R rings; gradients averaged across rings (data parallelism)
   double timeout = 60.0;  // seconds a process waits on a silent peer before giving up
+  // auto | gloo | nccl: what carries the messages and the all-reduce between processes. auto =
+  // nccl for processes on GPUs when the build has it, else gloo (host memory).
+  std::string backend = "auto";
 };
 // Whether s names a device train.device accepts: auto, cpu, cuda or cuda:N.
 bool is_device_name(const std::string& s);

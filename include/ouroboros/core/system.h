@@ -44,6 +44,9 @@ double physical_memory_bytes();
 c10::Device run_device(const std::string& device, int64_t local_rank = 0);
 // "cpu", or "cuda:0 (1 of 1 visible)", for the run's log.
 std::string describe_device(const c10::Device& device);
+// Sets float32 matrix products on CUDA to TF32 (cuBLAS and cuDNN) or to full float32, for the
+// whole process. Throws ConfigError for TF32 on a CPU device (--device auto without a GPU).
+void set_tf32(bool on, const c10::Device& device);
 
 // s inside single quotes for /bin/sh, each ' written as '\''.
 std::string shell_quote(const std::string& s);

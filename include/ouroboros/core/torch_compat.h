@@ -17,13 +17,14 @@ class ProcessGroup;
 
 namespace ouroboros {
 
-// What a Gloo group's sends, receives and all-reduces go through. ProcessGroupGloo is a
-// c10d::ProcessGroup in 1.13; in 2.x it is a c10d::Backend, which a ProcessGroup would only
-// dispatch to. <torch/csrc/distributed/c10d/ProcessGroup.hpp> defines either.
+// What a process group's sends, receives and all-reduces go through (Gloo's, and NCCL's in 2.x).
+// ProcessGroupGloo is a c10d::ProcessGroup in 1.13; in 2.x it and ProcessGroupNCCL are
+// c10d::Backends, which a ProcessGroup would only dispatch to.
+// <torch/csrc/distributed/c10d/ProcessGroup.hpp> defines either.
 #if OUROBOROS_TORCH_AT_LEAST(2, 0)
-using GlooGroup = c10d::Backend;
+using CommGroup = c10d::Backend;
 #else
-using GlooGroup = c10d::ProcessGroup;
+using CommGroup = c10d::ProcessGroup;
 #endif
 
 namespace compat {

@@ -11,6 +11,9 @@
 #include "ouroboros/engine/transport.h"
 
 namespace ouroboros {
+namespace dist_detail {
+class SendsInFlight;
+}  // namespace dist_detail
 
 // The Transport over a c10d process group: tagged send/recv of one tensor per message. Worker w
 // of ring r is global rank r * (K-1) + w. Sends are asynchronous; a message sent in tick s is
@@ -31,11 +34,10 @@ class C10dTransport : public Transport {
   static int gloo_tag(const MessageKey& key);
 
  private:
-  struct Pending;
   void wait_sends(int64_t before_tick);
   DistContext& ctx_;
   int64_t tick_ = 0;
-  std::vector<std::unique_ptr<Pending>> pending_;
+  std::unique_ptr<dist_detail::SendsInFlight> sends_;
   std::string aborted_;
 };
 

@@ -16,6 +16,7 @@
 #include "ouroboros/core/config.h"
 #include "ouroboros/core/torch_compat.h"
 #include "ouroboros/dist/env.h"
+#include "ouroboros/dist/pair_transport.h"
 
 namespace c10d {
 class Store;
@@ -23,8 +24,8 @@ class Store;
 
 namespace ouroboros {
 
-// The process group of a run: store, the world's Gloo group, and the group of the same worker
-// in every ring (data parallelism).
+// The process group of a run: store, the world's Gloo group, the group of the same worker in
+// every ring (data parallelism), and with --backend nccl the NCCL groups.
 class DistContext {
  public:
   // Connects to (rank 0: hosts) the TCPStore, refuses a configuration that differs from
@@ -49,8 +50,18 @@ class DistContext {
   std::string resume_hint() const;
 
   c10d::Store& store() { return *store_; }
-  GlooGroup& world() { return *world_; }
-  GlooGroup* replica_group() { return replica_group_.get(); }
+  CommGroup& world() { return *world_; }
+  CommGroup* replica_group() { return replica_group_.get(); }
+  // Where this process trains (train.device, processes on cuda:LOCAL_RANK).
+  const c10::Device& device() const { return device_; }
+  // "gloo" or "nccl": dist.backend resolved for this process's device. Every rank checks that the
+  // others resolved it alike.
+  const std::string& backend() const { return backend_; }
+  // The NCCL groups (null with Gloo): the pipeline's messages and the gradient all-reduce go
+  // through them.
+  PairGroups* nccl() { return nccl_.get(); }
+  // A new Gloo group of `size` ranks in which this process is `rank`, named apart in the store.
+  c10::intrusive_ptr<CommGroup> gloo_group(const std::string& name, int64_t rank, int64_t size);
 
   // The one line every process reports when a peer is lost. The first process to notice records
   // the lost rank in the store, so the others name the same rank rather than a neighbour that
@@ -84,8 +95,8 @@ class DistContext {
   int64_t workers_ = 1, replicas_ = 1;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<GlooGroup> world_;
-  c10::intrusive_ptr<GlooGroup> replica_group_;
+  c10::intrusive_ptr<CommGroup> world_;
+  c10::intrusive_ptr<CommGroup> replica_group_;
   // Every rank bumps its heartbeat counter in the store twice a second (own store client), so a
   // timeout can tell the frozen rank from the ranks merely waiting on it.
   c10::intrusive_ptr<c10d::Store> heartbeat_store_;
@@ -93,6 +104,8 @@ class DistContext {
   std::shared_ptr<std::atomic<bool>> stop_heartbeat_ = std::make_shared<std::atomic<bool>>(false);
   std::shared_ptr<std::atomic<bool>> heartbeat_done_ = std::make_shared<std::atomic<bool>>(false);
   std::string checkpoint_;  // <out_dir>/ckpt.pt, for the hint of a lost-peer line
+  c10::Device device_ = c10::Device(c10::kCPU);
+  std::string backend_ = "gloo";
   // Store operations that give up after `limit` (a frozen rank 0 never answers).
   bool store_check(const std::string& key, std::chrono::milliseconds limit);
   std::vector<uint8_t> store_get(const std::string& key, std::chrono::milliseconds limit);
@@ -108,6 +121,12 @@ class DistContext {
   }
   // Ranks whose heartbeat did not move over ~1.5 s (empty if the store is unreachable).
   std::vector<int64_t> silent_ranks();
+  // Last, so its groups close before the store they were made over goes.
+  std::unique_ptr<PairGroups> nccl_;
 };
+
+// dist.backend for a process on `device`: auto = nccl on a GPU where the build has it, else
+// gloo. Throws ConfigError for nccl without NCCL or on the CPU.
+std::string resolve_backend(const std::string& backend, const c10::Device& device);
 
 }  // namespace ouroboros

@@ -49,7 +49,7 @@ class ProcessMethod : public Method {
   ProcessMethod(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
   // This rank's own weights (a subset of params_ at rank 0).
   virtual const ParamSet& own_params() const = 0;
-  // "processes: N (...), c10d gloo, store A:P" for describe().
+  // "processes: N (...), c10d gloo|nccl, store A:P" for describe().
   std::string processes_line(const std::string& layout) const;
   // What a restore gave for the other workers' modules (optimizer entries, generators; before one,
   // every module's fresh generator in every ring), as a copy with its own optimizer dict: state()
@@ -61,7 +61,7 @@ class ProcessMethod : public Method {
   DistContext& ctx_;
   ParamSet params_;
   Plan plan_;
-  std::unique_ptr<C10dTransport> transport_;
+  std::unique_ptr<Transport> transport_;  // C10dTransport, or PairTransport over NCCL
   int64_t jobs_ = 0;  // run() and drain() calls so far (DistContext::open_job)
   int64_t ticks_run_ = 0;
   int64_t allreduce_ns_ = 0;

@@ -28,7 +28,8 @@ std::string generate(const LanguageModel& model, const ParamSet& params, const T
     Tensor idx = torch::tensor(window, torch::kInt64).view({1, n});
     ForwardContext ctx;  // the whole window each time: no memory carried between tokens
     // Sampled on the CPU in float32, so a GPU run draws as the CPU would from the same scores.
-    Tensor logits = model.output_logits(params, idx, ctx).select(1, n - 1)[0].to(at::kCPU, at::kFloat);
+    Tensor logits =
+        model.output_logits(params, idx, ctx).select(1, n - 1)[0].to(at::kCPU, at::kFloat);
     logits = logits / opts.temperature;                                   // [V]
     // <unk> stands for text the vocabulary lacks: never sampled.
     if (tok.unk_id() >= 0) logits[tok.unk_id()] = -std::numeric_limits<float>::infinity();

@@ -133,31 +133,36 @@ void for_each_tensor(const c10::IValue& v, const std::string& name, F&& visit) {
   }
 }
 
-// The value with every tensor on the CPU, so a checkpoint of a GPU run loads anywhere: the same
-// value when all are there already, else a copy of its dicts, lists and tuples.
-c10::IValue on_cpu(const c10::IValue& v) {
-  bool all_cpu = true;
-  for_each_tensor(v, "", [&](const std::string&, const Tensor& t) { all_cpu = all_cpu && t.is_cpu(); });
-  if (all_cpu) return v;
+// A copy of a nested value's dicts, lists and tuples with every tensor on the CPU (.cpu() of a
+// CPU tensor is the tensor itself).
+c10::IValue copied_to_cpu(const c10::IValue& v) {
   if (v.isTensor()) return v.toTensor().cpu();
   if (v.isGenericDict()) {
     const GenericDict d = v.toGenericDict();
     GenericDict out(d.keyType(), d.valueType());
-    for (const auto& item : d) out.insert(item.key(), on_cpu(item.value()));
+    for (const auto& item : d) out.insert(item.key(), copied_to_cpu(item.value()));
     return out;
   }
   if (v.isList()) {
     const c10::impl::GenericList l = v.toList();
     c10::impl::GenericList out(l.elementType());
-    for (const c10::IValue& x : l) out.push_back(on_cpu(x));
+    for (const c10::IValue& x : l) out.push_back(copied_to_cpu(x));
     return out;
   }
   if (v.isTuple()) {
     std::vector<c10::IValue> items;
-    for (const c10::IValue& x : v.toTupleRef().elements()) items.push_back(on_cpu(x));
+    for (const c10::IValue& x : v.toTupleRef().elements()) items.push_back(copied_to_cpu(x));
     return c10::ivalue::Tuple::create(std::move(items));
   }
   return v;
+}
+
+// The value with every tensor on the CPU, so a checkpoint of a GPU run loads anywhere: the value
+// itself when all are there already (one walk), else a copy.
+c10::IValue on_cpu(const c10::IValue& v) {
+  bool all_cpu = true;
+  for_each_tensor(v, "", [&](const std::string&, const Tensor& t) { all_cpu = all_cpu && t.is_cpu(); });
+  return all_cpu ? v : copied_to_cpu(v);
 }
 
 // torch.save's bytes of a checkpoint dict, its tensors on the CPU.

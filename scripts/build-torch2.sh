@@ -17,7 +17,7 @@ if ! "$venv/bin/python" -c 'import sys, torch; sys.exit(torch.__version__.split(
     "${PYTHON:-python3}" -m venv "$venv"
   fi
   echo "build-torch2: installing $pin into $venv (with its CUDA libraries, about 4.6 GB)"
-  "$venv/bin/pip" install --disable-pip-version-check --quiet "$pin"
+  "$venv/bin/pip" install --disable-pip-version-check --quiet --timeout 60 --retries 5 "$pin"
 fi
 torch_root="$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)"
 

@@ -163,6 +163,13 @@ std::string describe_device(const c10::Device& device) {
          std::to_string(torch::cuda::device_count()) + " visible)";
 }
 
+c10::Device worker_device(const std::string& device, const c10::Device& base, int64_t w) {
+  if (!base.is_cuda() || (device != "cuda" && device != "auto")) return base;
+  const int64_t n = static_cast<int64_t>(torch::cuda::device_count());
+  if (n < 2) return base;
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(w % n));
+}
+
 void set_tf32(bool on, const c10::Device& device) {
   if (on && device.is_cpu()) {
     throw ConfigError("--tf32 1: this run trains on the CPU, which has no TF32",

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
 
 namespace ouroboros {
 
@@ -15,10 +16,18 @@ OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, co
       plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
       clock_(cfg) {
   const int64_t W = plan_.partition.num_workers();
+  const c10::Device base = params_.size() > 0 ? params_.tensors().front().device() : c10::kCPU;
   for (int64_t w = 0; w < W; ++w) {
+    devices_.push_back(worker_device(cfg.train.device, base, w));
     transports_.push_back(hub_.endpoint(w));
+    // A worker on another device gets its own weights there (ParamSet::to copies).
+    const ParamSet own =
+        devices_[w] == base
+            ? params_
+            : params_.subset(worker_param_names(model_, plan_.partition, params_, w))
+                  .to(devices_[w]);
     workers_.push_back(
-        std::make_unique<Worker>(model_, plan_.partition, w, params_, cfg_, *transports_[w]));
+        std::make_unique<Worker>(model_, plan_.partition, w, own, cfg_, *transports_[w]));
   }
   team_ = std::make_unique<ThreadTeam>(W, cfg.train.threads,
                                        [this] { hub_.abort("a worker failed"); });
@@ -27,7 +36,11 @@ OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, co
 OuroborosEngine::~OuroborosEngine() = default;
 
 void OuroborosEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
+  gathered_ = false;
   team_->run([&](int64_t w) {
+    // Tensors made without a device index land on the worker's GPU.
+    c10::OptionalDeviceGuard on_device;
+    if (devices_[w].is_cuda()) on_device.reset_device(devices_[w]);
     Worker& worker = *workers_[w];
     for (int64_t t = job.first; t < job.first + job.count; ++t) {
       const TickWindow win = clock_.window(job, t);
@@ -36,6 +49,31 @@ void OuroborosEngine::run_job(const ClockJob& job, const BatchFn* batch, const L
     }
   });
   clock_.finished(job);
+}
+
+const ParamSet& OuroborosEngine::params() const {
+  if (gathered_) return params_;
+  torch::NoGradGuard no_grad;
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    if (devices_[w] == devices_.front()) continue;  // shares params_' tensors
+    const ParamSet& own = workers_[w]->params();
+    for (size_t i = 0; i < own.size(); ++i) {
+      params_.at(own.names()[i]).detach().copy_(own.tensors()[i]);
+    }
+  }
+  gathered_ = true;
+  return params_;
+}
+
+std::string OuroborosEngine::describe() const {
+  std::string s = plan_.summary();
+  if (std::any_of(devices_.begin(), devices_.end(),
+                  [&](const c10::Device& d) { return d != devices_.front(); })) {
+    s += "workers on";
+    for (size_t w = 0; w < devices_.size(); ++w) s += (w ? ", " : " ") + devices_[w].str();
+    s += "\n";
+  }
+  return s;
 }
 
 void OuroborosEngine::run(int64_t first, int64_t count, const BatchFn& batch,
@@ -72,6 +110,7 @@ MethodState OuroborosEngine::state() const {
 
 void OuroborosEngine::restore(const MethodState& s, int64_t tick) {
   check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
+  gathered_ = false;
   for (auto& w : workers_) w->restore_state(s);
   if (!s.pipeline.contains("workers")) {
     clock_.resume(tick);

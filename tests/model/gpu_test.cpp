@@ -88,6 +88,7 @@ TEST(Gpu, RuntimeEqualsSimulatorOnCuda) {
   exact_cuda(true);
   Config cfg = tiny_config(3, "adam");
   cfg.model.dropout = 0.1;
+  cfg.train.device = "cuda:0";  // both workers on one GPU
   GPT model(cfg.model);
   const c10::Device cuda = run_device("cuda");
   OuroborosEngine engine(model, model.init_params(7).to(cuda), cfg);
@@ -96,6 +97,33 @@ TEST(Gpu, RuntimeEqualsSimulatorOnCuda) {
   ouroboros_test::expect_identical(ouroboros_test::record(engine, batch, 12),
                                    ouroboros_test::record(sim, batch, 12), engine.params().names());
   EXPECT_EQ(engine.params().tensors().front().device(), cuda);
+}
+
+// With --device cuda and two GPUs, worker w of the threads trains on cuda:w: K = 4 on three
+// workers spread over the GPUs equals the serial simulator on one GPU bit for bit (the same
+// kernels on the same model of GPU), and params() gathers the whole model onto cuda:0.
+TEST(Gpu, ThreadsSpreadOverGpusEqualTheSimulatorOnOne) {
+  SKIP_WITHOUT_CUDA();
+  if (torch::cuda::device_count() < 2) {
+    GTEST_SKIP() << "needs two GPUs, " << torch::cuda::device_count() << " visible";
+  }
+  exact_cuda(true);
+  Config cfg = tiny_config(4, "adam");
+  cfg.model.dropout = 0.1;
+  cfg.train.device = "cuda";
+  GPT model(cfg.model);
+  const c10::Device first(c10::kCUDA, 0);
+  OuroborosEngine engine(model, model.init_params(7).to(first), cfg);
+  EXPECT_EQ(engine.worker(1).params().tensors().front().device(), c10::Device(c10::kCUDA, 1));
+  EXPECT_NE(engine.describe().find("workers on cuda:0, cuda:1"), std::string::npos)
+      << engine.describe();
+  Config one = cfg;
+  one.train.device = "cuda:0";
+  SerialSimulator sim(model, model.init_params(7).to(first), one);
+  auto batch = [&](int64_t t) { return random_batch(cfg, 1000 + static_cast<uint64_t>(t)); };
+  ouroboros_test::expect_identical(ouroboros_test::record(engine, batch, 12),
+                                   ouroboros_test::record(sim, batch, 12), engine.params().names());
+  for (const auto& t : engine.params().tensors()) EXPECT_EQ(t.device(), first);
 }
 
 // bfloat16 keeps 8 bits of mantissa: 20 steps on one batch stay within 3% of float32.

@@ -305,6 +305,9 @@ TEST(Train, DeviceAndTf32AreRefusedWhereTheyCannotTakeEffect) {
     EXPECT_THROW(set_tf32(true, run_device("auto")), ConfigError);
   }
   EXPECT_THROW(run_device("gpu"), ConfigError);
+  // Threads stay on the process's device unless it is a GPU and several are visible.
+  EXPECT_EQ(worker_device("auto", c10::Device(c10::kCPU), 3), c10::Device(c10::kCPU));
+  EXPECT_EQ(worker_device("cuda:1", c10::Device(c10::kCUDA, 1), 2), c10::Device(c10::kCUDA, 1));
   EXPECT_THROW(set_tf32(true, c10::Device(c10::kCPU)), ConfigError);
   EXPECT_NO_THROW(set_tf32(false, c10::Device(c10::kCPU)));
   Config c;

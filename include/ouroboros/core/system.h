@@ -44,6 +44,9 @@ double physical_memory_bytes();
 c10::Device run_device(const std::string& device, int64_t local_rank = 0);
 // "cpu", or "cuda:0 (1 of 1 visible)", for the run's log.
 std::string describe_device(const c10::Device& device);
+// The device of worker thread w of a process on `base`: with --device cuda or auto and several
+// GPUs visible, cuda:(w mod n); otherwise (the CPU, one GPU, or an explicit cuda:N) base.
+c10::Device worker_device(const std::string& device, const c10::Device& base, int64_t w);
 // Sets float32 matrix products on CUDA to TF32 (cuBLAS and cuDNN) or to full float32, for the
 // whole process. Throws ConfigError for TF32 on a CPU device (--device auto without a GPU).
 void set_tf32(bool on, const c10::Device& device);

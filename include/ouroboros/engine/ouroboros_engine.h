@@ -28,10 +28,12 @@ class OuroborosEngine : public Method {
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;
   bool saves_in_flight() const override { return true; }
-  const ParamSet& params() const override { return params_; }
+  // The whole model on the first worker's device (gathered from the workers' GPUs when they are
+  // spread over several, once per job).
+  const ParamSet& params() const override;
   MethodState state() const override;
   void restore(const MethodState& s, int64_t tick) override;
-  std::string describe() const override { return plan_.summary(); }
+  std::string describe() const override;
   std::vector<ModuleStats> take_diagnostics() override;
 
   const Plan& plan() const { return plan_; }
@@ -45,6 +47,11 @@ class OuroborosEngine : public Method {
   const LanguageModel& model_;
   Config cfg_;
   ParamSet params_;
+  // Worker w's device: every worker on the process's device, or with --device cuda (or auto)
+  // and several GPUs, worker w on cuda:(w mod n); a worker elsewhere than worker 0 trains on its
+  // own copy of its weights, which params() gathers back.
+  std::vector<c10::Device> devices_;
+  mutable bool gathered_ = true;
   Plan plan_;
   PipelineClock clock_;
   InProcessHub hub_;

@@ -108,8 +108,8 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, seed, "seed for initialisation, batches and dropout"),
       OUROBOROS_FIELD(train, threads, "libtorch intra-op threads per worker"),
       OUROBOROS_FIELD(train, device,
-                      "auto | cpu | cuda | cuda:N; auto = cuda when a GPU is visible; every worker "
-                      "of a process on its device, processes on cuda:LOCAL_RANK"),
+                      "auto | cpu | cuda | cuda:N; auto = cuda when a GPU is visible; processes on "
+                      "cuda:LOCAL_RANK, Ouroboros threads on cuda:(worker mod GPUs)"),
       OUROBOROS_FIELD(train, tf32, "1 = float32 matrix products on CUDA in TF32; 0 = full float32"),
       OUROBOROS_FIELD(train, eval_interval, "evaluate every N steps; 0 = only at the end"),
       OUROBOROS_FIELD(train, eval_batches, "batches per periodic evaluation; 0 = whole split"),

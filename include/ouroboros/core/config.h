@@ -65,7 +65,8 @@ struct TrainConfig {
   int64_t seed = 1337;             // seeds initialisation, batches and dropout
   int64_t threads = 1;             // libtorch intra-op threads (per worker)
   // auto | cpu | cuda | cuda:N: where a process trains (auto = cuda when a GPU is visible).
-  // Every worker of a process uses its device; processes take cuda:LOCAL_RANK.
+  // Processes take cuda:LOCAL_RANK. Ouroboros worker threads spread over the GPUs (worker w on
+  // cuda:(w mod n)) with cuda or auto; an explicit cuda:N keeps every worker on it.
   std::string device = "auto";
   // 1 = float32 matrix products on CUDA in TF32 (cuBLAS and cuDNN; 10-bit mantissa inputs,
   // several times faster); 0 = full float32. Refused on the CPU, which has no TF32.

@@ -26,6 +26,7 @@ int64_t dist_detail::SendsInFlight::wait(int64_t before_tick) {
     try {
       pending_.front().work->wait(ctx_.wait_limit());
     } catch (const std::exception& e) {
+      if (on_lost_) on_lost_();
       throw TransportError(ctx_.lost_peer(pending_.front().peer, e.what()), ctx_.resume_hint());
     }
     pending_.pop_front();
@@ -35,19 +36,18 @@ int64_t dist_detail::SendsInFlight::wait(int64_t before_tick) {
       .count();
 }
 
-C10dTransport::C10dTransport(DistContext& ctx)
-    : ctx_(ctx), sends_(std::make_unique<SendsInFlight>(ctx)) {}
-// Sends still in flight complete first: Gloo cancels a send whose work is released, and the peer
-// would wait for it in vain (a method destroyed right after run(), while its last messages are on
-// the way). Not while unwinding or after an abort: the peer is then gone or going.
-C10dTransport::~C10dTransport() {
-  if (sends_->empty() || !aborted_.empty() || std::uncaught_exceptions() > 0) return;
+dist_detail::SendsInFlight::~SendsInFlight() {
+  if (pending_.empty() || abandoned_ || std::uncaught_exceptions() > 0) return;
   try {
-    flush();
+    wait(std::numeric_limits<int64_t>::max());
   } catch (const std::exception&) {
     // the peer was lost meanwhile; its own process reports that
   }
 }
+
+C10dTransport::C10dTransport(DistContext& ctx)
+    : ctx_(ctx), sends_(std::make_unique<SendsInFlight>(ctx)) {}
+C10dTransport::~C10dTransport() = default;
 
 int C10dTransport::gloo_tag(const MessageKey& key) {
   return static_cast<int>(key.tag() & 0x7fffffff);
@@ -89,6 +89,7 @@ torch::Tensor C10dTransport::recv(int64_t src, const MessageKey& key, at::IntArr
 
 void C10dTransport::abort(const std::string& why) {
   if (aborted_.empty()) aborted_ = why;
+  sends_->abandon();
 }
 
 void C10dTransport::wait_sends(int64_t before_tick) { stats_.wait_ns += sends_->wait(before_tick); }

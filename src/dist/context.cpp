@@ -228,10 +228,7 @@ std::string resolve_backend(const std::string& backend, const c10::Device& devic
     }
     return "nccl";
   }
-  if (backend != "auto") {
-    throw ConfigError("unknown backend '" + backend + "'", "use --backend auto, gloo or nccl");
-  }
-  return nccl_built() && device.is_cuda() ? "nccl" : "gloo";
+  return nccl_built() && device.is_cuda() ? "nccl" : "gloo";  // auto (Config::validate checks)
 }
 
 DistContext::~DistContext() {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,9 @@ namespace dist_detail {
 // before t-1 without deadlock, and for all of them after a drain.
 class SendsInFlight {
  public:
-  explicit SendsInFlight(DistContext& ctx) : ctx_(ctx) {}
+  // `on_lost` runs when a send fails (before wait throws, and in the destructor).
+  explicit SendsInFlight(DistContext& ctx, std::function<void()> on_lost = {})
+      : ctx_(ctx), on_lost_(std::move(on_lost)) {}
   // `keep` holds tensors the send reads until it completes.
   void add(int64_t tick, int64_t peer, c10::intrusive_ptr<c10d::Work> work,
            std::vector<at::Tensor> keep = {});
@@ -42,6 +45,12 @@ class SendsInFlight {
   // returns the nanoseconds waited. Throws TransportError naming the lost peer.
   int64_t wait(int64_t before_tick);
   bool empty() const { return pending_.empty(); }
+  // The run was aborted: the peers are gone or going, so the destructor does not wait for them.
+  void abandon() { abandoned_ = true; }
+  // Sends still in flight complete first: Gloo cancels a send whose work is released, and the
+  // peer would wait for it in vain (a method destroyed right after run(), while its last
+  // messages are on the way). Not while unwinding or once abandoned.
+  ~SendsInFlight();
 
  private:
   struct Pending {
@@ -51,7 +60,9 @@ class SendsInFlight {
     std::vector<at::Tensor> keep;
   };
   DistContext& ctx_;
+  std::function<void()> on_lost_;
   std::deque<Pending> pending_;
+  bool abandoned_ = false;
 };
 
 }  // namespace dist_detail

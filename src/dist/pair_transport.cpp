@@ -11,6 +11,7 @@
 #include <exception>
 #include <limits>
 #include <set>
+#include <stdexcept>
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/dist/context.h"
@@ -51,8 +52,8 @@ bool nccl_built() { return false; }
 
 GroupMaker nccl_groups(c10::intrusive_ptr<c10d::Store>, const c10::Device&,
                        std::chrono::milliseconds) {
-  throw ConfigError("--backend nccl: this build has no NCCL (it needs a CUDA libtorch 2.x)",
-                    "build with scripts/build-torch2.sh, or use --backend gloo");
+  // resolve_backend refuses --backend nccl in this build before any group is made.
+  throw std::logic_error("nccl_groups in a build without NCCL");
 }
 #endif
 
@@ -121,16 +122,9 @@ CommGroup& PairGroups::rings() {
 }
 
 PairTransport::PairTransport(DistContext& ctx, PairGroups& groups)
-    : ctx_(ctx), groups_(groups), sends_(std::make_unique<SendsInFlight>(ctx)) {}
+    : ctx_(ctx), groups_(groups), sends_(std::make_unique<SendsInFlight>(ctx, [this] { groups_.mark_aborted(); })) {}
 
-PairTransport::~PairTransport() {
-  if (sends_->empty() || !aborted_.empty() || std::uncaught_exceptions() > 0) return;
-  try {
-    flush();
-  } catch (const std::exception&) {
-    // the peer was lost meanwhile; its own process reports that
-  }
-}
+PairTransport::~PairTransport() = default;
 
 int64_t PairTransport::rank() const { return ctx_.worker(); }
 
@@ -237,17 +231,11 @@ torch::Tensor PairTransport::recv(int64_t src, const MessageKey& key, at::IntArr
 
 void PairTransport::abort(const std::string& why) {
   if (aborted_.empty()) aborted_ = why;
+  sends_->abandon();
   groups_.mark_aborted();
 }
 
-void PairTransport::wait_sends(int64_t before_tick) {
-  try {
-    stats_.wait_ns += sends_->wait(before_tick);
-  } catch (const TransportError&) {
-    groups_.mark_aborted();
-    throw;
-  }
-}
+void PairTransport::wait_sends(int64_t before_tick) { stats_.wait_ns += sends_->wait(before_tick); }
 
 void PairTransport::begin_tick(int64_t tick) {
   tick_ = tick;

@@ -49,12 +49,17 @@ void expect_close_runs(const std::pair<Checkpoint, std::vector<double>>& a,
   }
 }
 
+// cfg over NCCL against cfg over Gloo, two processes each.
+void expect_trains_as_over_gloo(const TempDir& dir, const Config& cfg) {
+  expect_close_runs(run_on_gpus(dir, cfg, "nccl", 2), run_on_gpus(dir, cfg, "gloo", 2));
+}
+
 TEST(Nccl, OuroborosTrainsAsOverGloo) {
   SKIP_WITHOUT_TWO_GPUS();
   TempDir dir;
   Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
   cfg.model.dropout = 0.1;
-  expect_close_runs(run_on_gpus(dir, cfg, "nccl", 2), run_on_gpus(dir, cfg, "gloo", 2));
+  expect_trains_as_over_gloo(dir, cfg);
 }
 
 TEST(Nccl, DataParallelAllReduceTrainsAsOverGloo) {
@@ -62,7 +67,7 @@ TEST(Nccl, DataParallelAllReduceTrainsAsOverGloo) {
   TempDir dir;
   Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 1, "adam");
   cfg.dist.replicas = 2;
-  expect_close_runs(run_on_gpus(dir, cfg, "nccl", 2), run_on_gpus(dir, cfg, "gloo", 2));
+  expect_trains_as_over_gloo(dir, cfg);
 }
 
 TEST(Nccl, KilledRankIsNamedWithinTheTimeout) {

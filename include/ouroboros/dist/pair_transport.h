@@ -94,7 +94,7 @@ class PairGroups {
 class PairTransport : public Transport {
  public:
   PairTransport(DistContext& ctx, PairGroups& groups);
-  ~PairTransport() override;  // waits for the sends in flight, as C10dTransport does
+  ~PairTransport() override;  // waits for the sends in flight (SendsInFlight)
   int64_t rank() const override;
   void send(int64_t dst, const MessageKey& key, const torch::Tensor& t) override;
   torch::Tensor recv(int64_t src, const MessageKey& key, at::IntArrayRef shape) override;

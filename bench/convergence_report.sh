@@ -50,6 +50,8 @@ done
 
 "$python" - "$tmp" "$out" "${names[@]}" <<'PY'
 import json, math, os, subprocess, sys, datetime
+sys.path.insert(0, "bench")
+from metrics_clock import training_clock
 tmp, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 labels = {"sequential_1": "sequential, 1 thread", "sequential_2": "sequential, 2 threads",
           "ouroboros": "Ouroboros K=3", "gpipe": "GPipe K=3 M=4", "data-parallel": "data-parallel W=2"}
@@ -59,14 +61,7 @@ for n in names:
     cfg = next(json.loads(l[7:]) for l in open(f"{tmp}/{n}.log") if l.startswith("config "))
     per_step = cfg["train"]["batch_size"] * cfg["model"]["block_size"]
     rows = [json.loads(l) for l in open(f"{tmp}/{n}/metrics.jsonl")]
-    # Training time up to a step: each log interval's tokens over its measured speed (the trainer
-    # measures speed without the time spent evaluating or checkpointing).
-    clock, last, t = {0: 0.0}, 0, 0.0
-    for r in rows:
-        if "tokens_per_s" in r:
-            t += (r["step"] - last) * per_step / max(r["tokens_per_s"], 1e-9)
-            clock[r["step"]] = t
-            last = r["step"]
+    clock, t = training_clock(rows, per_step)
     evals = [r for r in rows if r.get("split") == "valid"]
     points = [{"step": r["step"], "tokens": r["step"] * per_step, "train_s": clock.get(r["step"]),
                "loss": r["loss"], "full_split": r["step"] == cfg["train"]["steps"]} for r in evals]

@@ -85,6 +85,8 @@ done
 
 "$python" - "$tmp" "$out" "$rates" "$steps" "$steps_wide" <<'PY'
 import json, math, os, re, statistics, sys, datetime
+sys.path.insert(0, "bench")
+from metrics_clock import training_clock
 tmp, out, rates, steps, steps_wide = sys.argv[1], sys.argv[2], sys.argv[3].split(), int(sys.argv[4]), int(sys.argv[5])
 def to_gbps(r):
     m = re.fullmatch(r"([0-9.]+)(k|m|g)bit", r)
@@ -95,11 +97,7 @@ def read(label):
     per_step = cfg["train"]["batch_size"] * cfg["dist"]["replicas"] * cfg["model"]["block_size"]
     speeds = [r for r in rows if "tokens_per_s" in r]
     step_s = statistics.median(per_step / r["tokens_per_s"] for r in speeds[1:])  # after the fill
-    clock, last, t = {0: 0.0}, 0, 0.0  # training time up to each logged step, evaluation excluded
-    for r in speeds:
-        t += (r["step"] - last) * per_step / max(r["tokens_per_s"], 1e-9)
-        clock[r["step"]] = t
-        last = r["step"]
+    clock, t = training_clock(rows, per_step)
     evals = [(r["step"], clock.get(r["step"]), r["loss"]) for r in rows if r.get("split") == "valid"]
     final = evals.pop()  # the last is the final evaluation, on the whole valid split
     return {"step_s": step_s, "evals": evals, "final_loss": final[2], "train_s": t}

@@ -2,6 +2,7 @@
 // and checkpoints all read and write through it.
 #include "ouroboros/core/config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,6 +15,13 @@
 
 namespace ouroboros {
 namespace {
+
+// A number as the user would write it: 1.5, 1e-08.
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
 
 using json = nlohmann::json;
 
@@ -125,6 +133,8 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(engine, weight_predict,
                       "auto | none | optimizer: delayed modules forward at weights predicted along "
                       "the optimizer's direction; auto = optimizer in mode ouroboros"),
+      OUROBOROS_FIELD(engine, predict_scale,
+                      "weight prediction: horizon in updates per tick of delay"),
       OUROBOROS_FIELD(engine, stale_lr, "none | pipemare: learning rate scaled down by delay"),
       OUROBOROS_FIELD(engine, stale_lr_ticks, "pipemare: ticks until the delay scaling fades out"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
@@ -197,6 +207,15 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
     throw ConfigError("unknown weight_predict '" + e.weight_predict + "'",
                       "use auto, none or optimizer");
   }
+  if (!(e.predict_scale > 0.0) || !std::isfinite(e.predict_scale)) {
+    throw ConfigError("predict_scale must be > 0, got " + num(e.predict_scale),
+                      "use a positive number of updates per tick of delay, e.g. --predict-scale 2");
+  }
+  if (e.predict_scale != EngineConfig{}.predict_scale && !predicts_weights(e)) {
+    throw ConfigError("--predict-scale sets the horizon of weight prediction, which this run does "
+                      "not use",
+                      "use --weight-predict optimizer in mode ouroboros, or drop --predict-scale");
+  }
   if (e.stale_lr != "none" && e.stale_lr != "pipemare") {
     throw ConfigError("unknown stale_lr '" + e.stale_lr + "'", "use none or pipemare");
   }
@@ -263,15 +282,6 @@ void Config::set_from_string(const std::string& key, const std::string& value) {
   }
   f.set(*this, parsed);
 }
-
-namespace {
-// A number as the user would write it: 1.5, 1e-08.
-std::string num(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
-}  // namespace
 
 void Config::validate() const {
   auto require = [](bool ok, const std::string& what, const std::string& hint = "") {
@@ -367,6 +377,18 @@ void Config::validate() const {
   require(dist.backend == "auto" || dist.backend == "gloo" || dist.backend == "nccl",
           "unknown backend '" + dist.backend + "'", "use --backend auto, gloo or nccl");
   validate_mode(engine, train, model);
+}
+
+Config checkpoint_config(const nlohmann::json& j) {
+  Config c;
+  c.merge_json(j);
+  const bool has_scale = j.contains("engine") && j["engine"].contains("predict_scale");
+  if (!has_scale && predicts_weights(c.engine)) c.engine.predict_scale = 1.0;
+  return c;
+}
+
+double prediction_horizon(const EngineConfig& e, int64_t delay) {
+  return e.predict_scale * static_cast<double>(delay);
 }
 
 bool predicts_weights(const EngineConfig& e) {

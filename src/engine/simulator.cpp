@@ -73,7 +73,7 @@ void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double 
       const size_t w = static_cast<size_t>(worker_of_[k - 1]);
       s.weights = delay > 0 && predicts_weights(cfg_.engine)
                       ? optimizers_[w]->predict(module_params_[k - 1],
-                                                static_cast<double>(delay) * lr,
+                                                prediction_horizon(cfg_.engine, delay) * lr,
                                                 lr_scale(w, t, synchronous))
                       : module_params_[k - 1].snapshot();
       if (!m.embed) s.input = h.detach().requires_grad_(true);

@@ -177,7 +177,8 @@ void Worker::forward(int64_t k, int64_t s, const TickWindow& w, const BatchFn* b
   } else if (predicts_weights(engine_cfg_)) {
     // The copy is moved to where the weights will be when this batch's gradient arrives.
     rec.version = optimizer_.predict(module_params_.at(k),
-                                     static_cast<double>(plan.delay()) * w.lr, lr_scale(w));
+                                     prediction_horizon(engine_cfg_, plan.delay()) * w.lr,
+                                     lr_scale(w));
   } else {
     rec.version = module_params_.at(k).snapshot();
   }

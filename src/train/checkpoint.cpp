@@ -167,7 +167,7 @@ void read_header(const std::string& path, const GenericDict& d, Checkpoint& ck) 
   const int64_t version = d.at("format_version").toInt();
   std::string config_text = field(path, "config", [&] { return d.at("config").toStringRef(); });
   try {
-    ck.config.merge_json(nlohmann::json::parse(config_text));
+    ck.config = checkpoint_config(nlohmann::json::parse(config_text));
   } catch (const std::exception& e) {
     throw CheckpointError("checkpoint " + path + " has an unreadable config: " + e.what());
   }

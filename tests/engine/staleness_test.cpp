@@ -28,11 +28,12 @@ struct Case {
   int64_t K;
   std::string optimizer, predict, stale_lr;
   int64_t sync_warmup;
+  double predict_scale = EngineConfig{}.predict_scale;
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
   *os << "K " << c.K << ", " << c.optimizer << ", predict " << c.predict << ", lr " << c.stale_lr
-      << ", sync " << c.sync_warmup;
+      << ", sync " << c.sync_warmup << ", scale " << c.predict_scale;
 }
 
 Config config_of(const Case& c) {
@@ -42,6 +43,7 @@ Config config_of(const Case& c) {
   cfg.engine.stale_lr = c.stale_lr;
   cfg.engine.stale_lr_ticks = 8;
   cfg.engine.sync_warmup = c.sync_warmup;
+  cfg.engine.predict_scale = c.predict_scale;
   cfg.model.dropout = 0.1;
   return cfg;
 }
@@ -70,11 +72,14 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{3, "adam", "none", "pipemare", 0},
                       Case{4, "adamw", "none", "pipemare", 3},
                       Case{3, "qhadam", "optimizer", "pipemare", 3},
-                      Case{4, "nadam", "optimizer", "pipemare", 0}),
+                      Case{4, "nadam", "optimizer", "pipemare", 0},
+                      Case{3, "adam", "optimizer", "none", 0, 1.0},
+                      Case{4, "adam", "optimizer", "pipemare", 3, 2.0}),
     [](const auto& info) {
       const Case& c = info.param;
       return "K" + std::to_string(c.K) + "_" + c.optimizer + "_predict_" + c.predict + "_lr_" +
-             c.stale_lr + "_sync" + std::to_string(c.sync_warmup);
+             c.stale_lr + "_sync" + std::to_string(c.sync_warmup) +
+             (c.predict == "none" ? "" : "_scale" + std::to_string(static_cast<int>(c.predict_scale * 10)));
     });
 
 // Each option changes the trajectory (so the equalities above are not about a no-op), and the
@@ -82,8 +87,12 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
   at::set_num_threads(1);
   const Case base{3, "adam", "none", "none", 4};
-  for (const Case& c : {Case{3, "adam", "optimizer", "none", 4}, Case{3, "adam", "none", "pipemare", 4}}) {
-    const Config a_cfg = config_of(base), b_cfg = config_of(c);
+  for (const Case& c : {Case{3, "adam", "optimizer", "none", 4}, Case{3, "adam", "none", "pipemare", 4},
+                        Case{3, "adam", "optimizer", "none", 4, 2.0}}) {
+    // The prediction's horizon is measured against prediction at the other horizon.
+    const Case& from =
+        c.predict_scale != EngineConfig{}.predict_scale ? Case{3, "adam", "optimizer", "none", 4} : base;
+    const Config a_cfg = config_of(from), b_cfg = config_of(c);
     GPT model(a_cfg.model);
     OuroborosEngine a(model, model.init_params(5), a_cfg);
     OuroborosEngine b(model, model.init_params(5), b_cfg);
@@ -91,7 +100,8 @@ TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
     for (size_t t = 0; t < 4; ++t) EXPECT_EQ(ra.losses[t], rb.losses[t]) << "synchronous tick " << t;
     bool differs = false;
     for (size_t t = 4; t < ra.losses.size(); ++t) differs = differs || ra.losses[t] != rb.losses[t];
-    EXPECT_TRUE(differs) << c.predict << " " << c.stale_lr << " changed nothing";
+    EXPECT_TRUE(differs) << c.predict << " " << c.stale_lr << " scale " << c.predict_scale
+                         << " changed nothing";
   }
 }
 

@@ -234,12 +234,40 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
     c.engine.mode = "gpipe";
     c.engine.stale_lr = "pipemare";
   }, "--stale-lr pipemare acts on delayed gradients, which mode gpipe does not have");
+  invalid([](Config& c) {
+    c.engine.modules = 3;
+    c.engine.predict_scale = 0.0;
+  }, "predict_scale must be > 0, got 0");
+  invalid([](Config& c) { c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0; },
+          "--predict-scale sets the horizon of weight prediction, which this run does not use");
+  invalid([](Config& c) {
+    c.engine.modules = 3;
+    c.engine.weight_predict = "none";
+    c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0;
+  }, "--predict-scale sets the horizon of weight prediction, which this run does not use");
   Config tolerant;
+  tolerant.engine.predict_scale = 2.0;
   tolerant.engine.modules = 3;
   tolerant.train.optimizer = "qhadam";
   tolerant.engine.weight_predict = "optimizer";
   tolerant.engine.stale_lr = "pipemare";
   EXPECT_NO_THROW(tolerant.validate());
+}
+
+// A checkpoint written before --predict-scale existed predicted at horizon 1 x delay, and
+// resumes so; one without prediction keeps the default, which validates.
+TEST(ModelTest, CheckpointConfigKeepsWhatAnOlderRunUsed) {
+  Config ouro;
+  ouro.engine.modules = 3;
+  nlohmann::json j = ouro.to_json();
+  j["engine"].erase("predict_scale");
+  EXPECT_EQ(checkpoint_config(j).engine.predict_scale, 1.0);
+  EXPECT_NO_THROW(checkpoint_config(j).validate());
+  j["engine"]["weight_predict"] = "none";
+  EXPECT_EQ(checkpoint_config(j).engine.predict_scale, EngineConfig{}.predict_scale);
+  EXPECT_NO_THROW(checkpoint_config(j).validate());
+  ouro.engine.predict_scale = 2.0;
+  EXPECT_EQ(checkpoint_config(ouro.to_json()).engine.predict_scale, 2.0);
 }
 
 TEST(ModelTest, UnknownJsonKeysAndWrongTypesAreConfigErrors) {

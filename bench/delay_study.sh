@@ -34,23 +34,38 @@ target="${TARGET:-}"
 timing_steps="${TIMING_STEPS:-40}"
 qh="--optimizer qhadam --beta1 0.99 --qh-nu 0.9 --beta2 0.99"
 nadam="--optimizer nadam --beta1 0.99 --beta2 0.99"
+# The first arms predict at horizon 1 x delay (--predict-scale 1, the default before this study's
+# second part); the second part measures the horizon and the partition.
+p1="--weight-predict optimizer --predict-scale 1"
 default_arms="sync_adam_b2_999=--modules 1 --beta2 0.999;sync_adam=--modules 1 --beta2 0.99"
 default_arms+=";sync_qhadam=--modules 1 $qh;sync_nadam=--modules 1 $nadam"
 default_arms+=";ouro_adam=--modules 3 --beta2 0.99 --weight-predict none"
-default_arms+=";ouro_adam_predict=--modules 3 --beta2 0.99 --weight-predict optimizer"
-default_arms+=";ouro_qhadam_predict=--modules 3 $qh --weight-predict optimizer"
-default_arms+=";ouro_nadam_predict=--modules 3 $nadam --weight-predict optimizer"
+default_arms+=";ouro_adam_predict=--modules 3 --beta2 0.99 $p1"
+default_arms+=";ouro_qhadam_predict=--modules 3 $qh $p1"
+default_arms+=";ouro_nadam_predict=--modules 3 $nadam $p1"
 default_arms+=";ouro_adam_b2_999=--modules 3 --beta2 0.999 --weight-predict none"
-default_arms+=";ouro_adam_predict_b2_999=--modules 3 --beta2 0.999 --weight-predict optimizer"
-default_arms+=";ouro_adam_predict_pipemare_b2_999=--modules 3 --beta2 0.999 --weight-predict optimizer --stale-lr pipemare"
+default_arms+=";ouro_adam_predict_b2_999=--modules 3 --beta2 0.999 $p1"
+default_arms+=";ouro_adam_predict_pipemare_b2_999=--modules 3 --beta2 0.999 $p1 --stale-lr pipemare"
 qh999="--optimizer qhadam --beta1 0.99 --qh-nu 0.9 --beta2 0.999"
 default_arms+=";sync_qhadam_b2_999=--modules 1 $qh999"
-default_arms+=";ouro_qhadam_predict_b2_999=--modules 3 $qh999 --weight-predict optimizer"
-default_arms+=";ouro_adam_predict_b2_999_warm=--modules 3 --beta2 0.999 --weight-predict optimizer --sync-warmup 200"
-# Ouroboros's defaults for about the wall-clock time plain backprop takes for its 1000 steps.
+default_arms+=";ouro_qhadam_predict_b2_999=--modules 3 $qh999 $p1"
+default_arms+=";ouro_adam_predict_b2_999_warm=--modules 3 --beta2 0.999 $p1 --sync-warmup 200"
+# Part two (Adam 0.9, 0.999, the defaults). The prediction's horizon: 1.5, 2 and 3 x delay.
+default_arms+=";ouro_predict_s15=--modules 3 --predict-scale 1.5"
+default_arms+=";ouro_predict_s2=--modules 3 --predict-scale 2"
+default_arms+=";ouro_predict_s3=--modules 3 --predict-scale 3"
+# Fewer blocks at delay 2 (worker 0 holds modules 1 and 3, so moving blocks between them keeps its
+# load but lengthens the tick's forward chain): 1 block in module 1, then none (only the
+# embedding, as K = 2's plan has it, which is plain backprop but for a delay-1 input embedding).
+default_arms+=";ouro_predict_p14=--modules 3 $p1 --partition 1,4"
+default_arms+=";ouro_predict_p03=--modules 3 $p1 --partition 0,3"
+default_arms+=";ouro_predict_k2=--modules 2 $p1"
+# About the wall-clock time plain backprop takes for its 1000 steps: the defaults (scale 1.5), and
+# horizon 1 with partition 1,4.
 default_arms+=";ouro_default_1800=--modules 3 --steps 1800"
+default_arms+=";ouro_predict_p14_1800=--modules 3 $p1 --partition 1,4 --steps 1800"
 arms="${ARMS:-$default_arms}"
-export PLOT_ARMS="${PLOT_ARMS:-sync_adam_b2_999,ouro_adam_b2_999,ouro_adam_predict_b2_999,sync_qhadam_b2_999,ouro_qhadam_predict_b2_999,ouro_default_1800}"
+export PLOT_ARMS="${PLOT_ARMS:-sync_adam_b2_999,ouro_adam_b2_999,ouro_adam_predict_b2_999,ouro_predict_s15,ouro_predict_p03,ouro_default_1800}"
 command -v gnuplot >/dev/null || { echo "error: gnuplot not found (hint: apt-get install gnuplot-nox)" >&2; exit 1; }
 cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 mkdir -p "$out" "$work"

@@ -137,6 +137,13 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrit
   Config base;
   if (!resume.empty()) base = load_checkpoint(resume).config;
   Config cfg = flags.apply(base);
+  // The checkpoint's prediction horizon has nothing to act on once the run continues without
+  // predicting (as plain backprop, say), and the user did not give it: the default, which
+  // validates. A horizon given here or in --config is still refused.
+  if (!resume.empty() && !predicts_weights(cfg.engine) &&
+      cfg.engine.predict_scale == base.engine.predict_scale) {
+    cfg.engine.predict_scale = EngineConfig{}.predict_scale;
+  }
   TrainOptions opts;
   opts.resume = resume;
   opts.overwrite = overwrite;

@@ -250,6 +250,26 @@ TEST_F(CliTest, ResumeUnderAnotherLayoutSaysWhatCarriesOver) {
   EXPECT_EQ(ouroboros::load_checkpoint((out / "ckpt.pt").string()).generator_states.size(), 2u);
 }
 
+// An Ouroboros run with its own prediction horizon continues as plain backprop, where nothing is
+// predicted; a horizon asked for there is refused.
+TEST_F(CliTest, ResumeAsPlainBackpropLeavesTheCheckpointsHorizon) {
+  const fs::path out = dir_.path() / "horizon";
+  const auto flags = [&](const std::string& modules, const std::string& steps) {
+    return train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+                        {"--modules", modules}, {"--n-layer", "2"}, {"--steps", steps}});
+  };
+  CliRun r = cli(flags("3", "4") + " --predict-scale 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string resume = " --resume " + (out / "ckpt.pt").string();
+  r = cli(flags("1", "6") + resume + " --predict-scale 3");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--predict-scale sets the horizon of weight prediction"), std::string::npos)
+      << r.output;
+  r = cli(flags("1", "6") + resume);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(ouroboros::load_checkpoint((out / "ckpt.pt").string()).step, 6);
+}
+
 // Sampling never produces <unk>, and a prompt outside the vocabulary is said to be.
 TEST_F(CliTest, GenerateWarnsOfUnknownPromptSymbolsAndNeverSamplesUnk) {
   const fs::path out = train_good("sampled");

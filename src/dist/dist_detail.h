@@ -44,7 +44,6 @@ class SendsInFlight {
   // Waits for every send of a tick before `before_tick`, each at most the context's wait limit;
   // returns the nanoseconds waited. Throws TransportError naming the lost peer.
   int64_t wait(int64_t before_tick);
-  bool empty() const { return pending_.empty(); }
   // The run was aborted: the peers are gone or going, so the destructor does not wait for them.
   void abandon() { abandoned_ = true; }
   // Sends still in flight complete first: Gloo cancels a send whose work is released, and the

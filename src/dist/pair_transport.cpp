@@ -122,7 +122,10 @@ CommGroup& PairGroups::rings() {
 }
 
 PairTransport::PairTransport(DistContext& ctx, PairGroups& groups)
-    : ctx_(ctx), groups_(groups), sends_(std::make_unique<SendsInFlight>(ctx, [this] { groups_.mark_aborted(); })) {}
+    : ctx_(ctx),
+      groups_(groups),
+      // A lost send aborts the groups, so they are torn down with abort(), not shutdown().
+      sends_(std::make_unique<SendsInFlight>(ctx, [this] { groups_.mark_aborted(); })) {}
 
 PairTransport::~PairTransport() = default;
 

@@ -137,12 +137,20 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrit
   Config base;
   if (!resume.empty()) base = load_checkpoint(resume).config;
   Config cfg = flags.apply(base);
-  // The checkpoint's prediction horizon has nothing to act on once the run continues without
-  // predicting (as plain backprop, say), and the user did not give it: the default, which
-  // validates. A horizon given here or in --config is still refused.
-  if (!resume.empty() && !predicts_weights(cfg.engine) &&
-      cfg.engine.predict_scale == base.engine.predict_scale) {
-    cfg.engine.predict_scale = EngineConfig{}.predict_scale;
+  // The checkpoint's options for delayed gradients have nothing to act on once the run continues
+  // without delays (as plain backprop, say), nor its prediction horizon without prediction: the
+  // run starts from their defaults instead. Given again here or in --config, they are checked
+  // (and refused) as usual.
+  if (!resume.empty()) {
+    const EngineConfig d;
+    if (resolved_mode(cfg.engine) != "ouroboros") {
+      base.engine.weight_predict = d.weight_predict;
+      base.engine.stale_lr = d.stale_lr;
+      base.engine.stale_lr_ticks = d.stale_lr_ticks;
+      base.engine.sync_warmup = d.sync_warmup;
+    }
+    if (!predicts_weights(flags.apply(base).engine)) base.engine.predict_scale = d.predict_scale;
+    cfg = flags.apply(base);
   }
   TrainOptions opts;
   opts.resume = resume;

@@ -252,22 +252,37 @@ TEST_F(CliTest, ResumeUnderAnotherLayoutSaysWhatCarriesOver) {
 
 // An Ouroboros run with its own prediction horizon continues as plain backprop, where nothing is
 // predicted; a horizon asked for there is refused.
-TEST_F(CliTest, ResumeAsPlainBackpropLeavesTheCheckpointsHorizon) {
+// A run trained with every option for delayed gradients set explicitly continues as plain backprop:
+// the checkpoint's options do not block it, and the same options given again are refused.
+TEST_F(CliTest, ResumeAsPlainBackpropLeavesTheCheckpointsDelayOptions) {
   const fs::path out = dir_.path() / "horizon";
   const auto flags = [&](const std::string& modules, const std::string& steps) {
     return train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
                         {"--modules", modules}, {"--n-layer", "2"}, {"--steps", steps}});
   };
-  CliRun r = cli(flags("3", "4") + " --predict-scale 2");
+  CliRun r = cli(flags("3", "4") +
+                 " --predict-scale 2 --weight-predict optimizer --stale-lr pipemare"
+                 " --stale-lr-ticks 7 --sync-warmup 2");
   ASSERT_EQ(r.code, 0) << r.output;
+  const auto saved = ouroboros::load_checkpoint((out / "ckpt.pt").string()).config.engine;
+  EXPECT_EQ(saved.stale_lr, "pipemare");
+  EXPECT_EQ(saved.sync_warmup, 2);
   const std::string resume = " --resume " + (out / "ckpt.pt").string();
-  r = cli(flags("1", "6") + resume + " --predict-scale 3");
-  EXPECT_NE(r.code, 0);
-  EXPECT_NE(r.output.find("--predict-scale sets the horizon of weight prediction"), std::string::npos)
-      << r.output;
+  for (const auto& [again, says] : std::vector<std::pair<std::string, std::string>>{
+           {" --predict-scale 3", "--predict-scale sets the horizon of weight prediction"},
+           {" --weight-predict optimizer", "--weight-predict optimizer acts on delayed gradients"},
+           {" --stale-lr pipemare", "--stale-lr pipemare acts on delayed gradients"}}) {
+    r = cli(flags("1", "6") + resume + again);
+    EXPECT_NE(r.code, 0) << again;
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+  }
   r = cli(flags("1", "6") + resume);
   ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_EQ(ouroboros::load_checkpoint((out / "ckpt.pt").string()).step, 6);
+  const auto resumed = ouroboros::load_checkpoint((out / "ckpt.pt").string());
+  EXPECT_EQ(resumed.step, 6);
+  EXPECT_EQ(resumed.config.engine.stale_lr, "none");
+  EXPECT_EQ(resumed.config.engine.sync_warmup, 0);
+  EXPECT_EQ(resumed.config.engine.predict_scale, ouroboros::EngineConfig{}.predict_scale);
 }
 
 // Sampling never produces <unk>, and a prompt outside the vocabulary is said to be.

@@ -13,8 +13,9 @@ The library's layers, bottom to top, are the folders of include/ouroboros/ and s
   dist    environment discovery, process context, c10d transport, per-process engine, launcher
   run     the training loop of every method and rank, the method factory
 
-A file may include its own layer and the layers below it. tools/ (the CLI, the bench harness and the
-charts, include paths "bench/..." and "plot/...") sits above the library; bench/ and tests/ may include anything. Also
+A file may include its own layer and the layers below it. tools/ (the CLI and its flags, the bench
+harness, the charts; include paths "<folder of tools/>/...") sits above the library; bench/ and
+tests/ may include anything. Also
 checked: the library never includes the tools, private headers (src/<layer>/*_detail.h) are used
 only within their folder, test folders mirror the layers, and no test file passes 500 lines.
 
@@ -42,6 +43,7 @@ def layer_of(path, root):
 
 def check(root):
     errors = []
+    tool_folders = {d.name for d in (root / "tools").iterdir() if d.is_dir()}
     files = [p for d in ("include", "src", "tools", "bench", "tests") for p in (root / d).rglob("*")
              if p.suffix in (".h", ".cpp", ".hpp")]
     for path in sorted(files):
@@ -59,7 +61,7 @@ def check(root):
                 elif mine is not None and RANK[theirs] > RANK[mine]:
                     errors.append(f"{rel}: layer {mine} includes {target} from layer {theirs}, "
                                   f"which is above it (move the shared piece down)")
-            elif parts[0] in ("bench", "plot"):
+            elif parts[0] in tool_folders:
                 if mine is not None:
                     errors.append(f"{rel}: the library includes the tools' {target}")
             elif target.endswith("_detail.h"):

@@ -8,10 +8,10 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
-#include <map>
 #include <sstream>
 
 #include "bench/bench.h"
+#include "cli/flags.h"
 #include "plot/plot.h"
 #include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
@@ -33,82 +33,6 @@ using namespace ouroboros;
 namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
-// An integer flag of at least `low`, with a message that says so (CLI11's ranges print the
-// type's limits).
-CLI::Validator at_least(int64_t low) {
-  return CLI::Validator(
-      [low](std::string& v) -> std::string {
-        try {
-          size_t used = 0;
-          const long long x = std::stoll(v, &used);
-          if (used == v.size() && x >= low) return "";
-        } catch (const std::exception&) {
-        }
-        return "must be an integer >= " + std::to_string(low) + ", got " + v;
-      },
-      ">= " + std::to_string(low));
-}
-
-// A number flag above zero (or at least zero), said in those words.
-CLI::Validator positive(bool zero_allowed = false) {
-  return CLI::Validator(
-      [zero_allowed](std::string& v) -> std::string {
-        try {
-          size_t used = 0;
-          const double x = std::stod(v, &used);
-          if (used == v.size() && (x > 0 || (zero_allowed && x == 0))) return "";
-        } catch (const std::exception&) {
-        }
-        return std::string("must be a number ") + (zero_allowed ? ">= 0" : "> 0") + ", got " + v;
-      },
-      zero_allowed ? ">= 0" : "> 0");
-}
-
-// Every config field as a flag; values stay text until applied through the field table.
-struct ConfigFlags {
-  std::string preset;
-  std::string config_file;
-  std::map<std::string, std::string> values;  // key -> text
-  std::map<std::string, CLI::Option*> options;
-
-  // defaults_note: what an absent flag means, when not the built-in default (e.g. "the
-  // checkpoint's").
-  void add_to(CLI::App& app, const std::vector<std::string>& sections,
-              const std::string& defaults_note = "", const Config& defaults = Config{},
-              const std::vector<std::string>& exclude = {}) {
-    app.add_option("--config", config_file, "JSON config file; flags override it");
-    nlohmann::json d = defaults.to_json();
-    for (const auto& f : config_fields()) {
-      const std::string section = f.key.substr(0, f.key.find('.'));
-      if (std::find(sections.begin(), sections.end(), section) == sections.end()) continue;
-      if (std::find(exclude.begin(), exclude.end(), f.key) != exclude.end()) continue;
-      const nlohmann::json& def = d[section][f.key.substr(f.key.find('.') + 1)];
-      std::string shown = def.is_string() ? def.get<std::string>() : def.dump();
-      if (!defaults_note.empty()) shown = defaults_note;
-      const char* type = def.is_string() ? "TEXT" : def.is_number_integer() ? "INT" : "FLOAT";
-      options[f.key] =
-          app.add_option(f.flag, values[f.key], f.help + " [" + shown + "]")->type_name(type);
-    }
-  }
-  // Adds --preset and lists the presets below the subcommand's help.
-  void add_presets_to(CLI::App& app) {
-    app.add_option("--preset", preset, "named configuration: " + preset_list() +
-                                           " (a config file and flags override it)");
-    std::string footer = "Presets:";
-    for (const auto& p : presets()) footer += "\n  " + p.name + ": " + p.description;
-    app.footer(footer);
-  }
-  // base <- preset <- config file <- flags given on the command line.
-  Config apply(Config base) const {
-    if (!preset.empty()) apply_preset(preset, base);
-    if (!config_file.empty()) base.merge_json(read_config_json(config_file));
-    for (const auto& [key, opt] : options) {
-      if (opt->count() > 0) base.set_from_string(key, values.at(key));
-    }
-    return base;
-  }
-};
 
 // Ctrl-C or SIGTERM: the first asks the run to stop (it drains, writes a checkpoint and says
 // where); a second ends the process at once.
@@ -134,24 +58,8 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrit
     throw ConfigError("--overwrite has no effect with --resume (a resumed run continues its files)",
                       "drop --overwrite");
   }
-  Config base;
-  if (!resume.empty()) base = load_checkpoint(resume).config;
-  Config cfg = flags.apply(base);
-  // The checkpoint's options for delayed gradients have nothing to act on once the run continues
-  // without delays (as plain backprop, say), nor its prediction horizon without prediction: the
-  // run starts from their defaults instead. Given again here or in --config, they are checked
-  // (and refused) as usual.
-  if (!resume.empty()) {
-    const EngineConfig d;
-    if (resolved_mode(cfg.engine) != "ouroboros") {
-      base.engine.weight_predict = d.weight_predict;
-      base.engine.stale_lr = d.stale_lr;
-      base.engine.stale_lr_ticks = d.stale_lr_ticks;
-      base.engine.sync_warmup = d.sync_warmup;
-    }
-    if (!predicts_weights(flags.apply(base).engine)) base.engine.predict_scale = d.predict_scale;
-    cfg = flags.apply(base);
-  }
+  const Config cfg = resume.empty() ? flags.apply(Config{})
+                                    : flags.apply_to_resumed(load_checkpoint(resume).config);
   TrainOptions opts;
   opts.resume = resume;
   opts.overwrite = overwrite;

@@ -1,0 +1,148 @@
+// What a run checks and prepares before its first tick (see setup.h).
+#include "setup.h"
+
+#include <filesystem>
+#include <iomanip>
+#include <memory>
+#include <sstream>
+#include <system_error>
+#include <vector>
+
+#include "ouroboros/core/errors.h"
+#include "ouroboros/core/system.h"
+#include "ouroboros/run/methods.h"
+#include "ouroboros/run/train.h"
+#include "reporter.h"
+
+namespace ouroboros {
+
+namespace {
+
+std::string gib(double bytes) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(1) << bytes / (1024.0 * 1024.0 * 1024.0) << " GiB";
+  return s.str();
+}
+
+// The layout a checkpoint's per-module state belongs to: the method, its modules (or the
+// replicas of data parallelism), the partition and the rings.
+std::string layout(const Config& c) {
+  const std::string mode = resolved_mode(c.engine);
+  std::string s = "--mode " + mode;
+  if (mode == "data-parallel") {
+    s += " --workers " + std::to_string(c.engine.workers);
+  } else if (mode != "sequential") {
+    s += " --modules " + std::to_string(c.engine.modules) + " --partition " + c.engine.partition;
+  }
+  if (c.dist.replicas > 1) s += " --replicas " + std::to_string(c.dist.replicas);
+  return s;
+}
+
+}  // namespace
+
+ParamSet trainable_copy(const ParamSet& p) {
+  ParamSet out;
+  for (size_t i = 0; i < p.size(); ++i) {
+    out.add(p.names()[i], p.tensors()[i].detach().clone().requires_grad_(true));
+  }
+  return out;
+}
+
+void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>& ck,
+                const std::string& resume) {
+  const int64_t V = ds.tokenizer.vocab_size();
+  if (cfg.model.vocab_size == 0) cfg.model.vocab_size = V;
+  // Before the vocab_size check, so a resume on other data reports the vocabulary that differs.
+  if (ck) check_compatible(*ck, cfg.model, ds.tokenizer, resume);
+  if (cfg.model.vocab_size != V) {
+    throw ConfigError("vocab_size " + std::to_string(cfg.model.vocab_size) +
+                          " does not match the tokenizer's " + std::to_string(V),
+                      "leave --vocab-size at 0 to take it from the tokenizer");
+  }
+  if (num_eval_windows(static_cast<int64_t>(ds.valid.size()), cfg.model.block_size) == 0) {
+    throw DataError("valid split has " + std::to_string(ds.valid.size()) +
+                        " tokens, fewer than one window of block_size+1 = " +
+                        std::to_string(cfg.model.block_size + 1),
+                    "use more text or a smaller --block-size");
+  }
+}
+
+void check_fits_memory(const Config& cfg, const LanguageModel& model) {
+  const double need = estimated_memory_bytes(cfg, model), have = physical_memory_bytes();
+  if (have > 0 && need > have) {
+    throw ConfigError("the run needs about " + gib(need) + " (" +
+                          std::to_string(model.param_count()) +
+                          " parameters with gradients, optimizer state and weight versions, "
+                          "plus activations), more than this machine's " + gib(have),
+                      "use fewer --n-layer, a smaller --n-embd or --batch-size");
+  }
+}
+
+void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bool overwrite) {
+  if (resuming || overwrite) return;
+  const std::string metrics = metrics_path(cfg);
+  std::vector<std::string> found;
+  std::error_code ec;
+  if (std::filesystem::exists(ckpt, ec)) found.push_back(std::filesystem::path(ckpt).filename());
+  if (std::filesystem::exists(metrics, ec) && std::filesystem::file_size(metrics, ec) > 0) {
+    found.push_back(std::filesystem::path(metrics).filename());
+  }
+  if (found.empty()) return;
+  std::string names;
+  for (const auto& f : found) names += (names.empty() ? "" : ", ") + f;
+  throw ConfigError("out-dir " + cfg.train.out_dir + " already holds a run (" + names + ")",
+                    "continue it with --resume " + ckpt +
+                        ", replace it with --overwrite, or choose another --out-dir");
+}
+
+void remove_partial_writes(const std::string& ckpt) {
+  const std::filesystem::path p(ckpt);
+  std::error_code ec;
+  const std::string prefix = p.filename().string() + ".tmp.";
+  for (const auto& e : std::filesystem::directory_iterator(p.parent_path(), ec)) {
+    if (e.path().filename().string().rfind(prefix, 0) == 0) std::filesystem::remove(e.path(), ec);
+  }
+}
+
+MethodState method_state(const Checkpoint& ck) {
+  MethodState s;
+  s.optimizer = ck.optimizer;
+  s.generators = ck.generator_states;
+  s.memory = ck.memory;
+  s.pipeline = ck.pipeline;
+  return s;
+}
+
+std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageModel& model,
+                            const std::string& path) {
+  const std::string from = layout(ck.config), to = layout(cfg);
+  if (from == to) return "";
+  const MethodState s = method_state(ck);
+  std::string notice = "resuming " + path + " (" + from + ") as " + to;
+  if (const int64_t n = batches_in_flight(s); n > 0) {
+    if (ck.config.dist.replicas > 1) {
+      throw CheckpointError("checkpoint " + path + " holds " + std::to_string(n) +
+                                " batches in flight of " + std::to_string(ck.config.dist.replicas) +
+                                " rings, which drain only on processes of its layout (" + from +
+                                ")",
+                            "resume it once with its layout and --steps " +
+                                std::to_string(ck.step) +
+                                " (that writes a drained checkpoint), then change the layout");
+    }
+    Config old = ck.config;
+    old.train.threads = cfg.train.threads;
+    std::unique_ptr<Method> m = make_method(old, model, trainable_copy(ck.model));
+    m->restore(s, ck.step);
+    m->drain();
+    const MethodState drained = m->state();
+    ck.model = m->params();
+    ck.optimizer = drained.optimizer;
+    ck.memory = drained.memory;
+    notice += ": drained its " + std::to_string(n) + " batches in flight on the old layout";
+  }
+  ck.pipeline = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+  ck.generator_states.clear();
+  return notice + "; weights and optimizer moments carried by name, dropout generators afresh";
+}
+
+}  // namespace ouroboros

@@ -1,0 +1,48 @@
+// What a training run checks and prepares before its first tick: the data against the run and
+// the checkpoint it resumes, the out-dir, the machine's memory, and a checkpoint of another layout
+// carried over. Private to the run layer.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "ouroboros/core/config.h"
+#include "ouroboros/data/dataset.h"
+#include "ouroboros/model/language_model.h"
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/train/method.h"
+
+namespace ouroboros {
+
+// A copy of p whose tensors require gradients: trainable weights from a checkpoint's.
+ParamSet trainable_copy(const ParamSet& p);
+
+// Fails before out_dir is touched when the data cannot serve the run: another vocabulary than a
+// resumed checkpoint's, or a valid split too short for the final evaluation. Sets a vocab_size
+// of 0 to the tokenizer's.
+void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>& ck,
+                const std::string& resume);
+
+// Refused before anything is allocated: a run past the machine's memory would otherwise grow
+// until the kernel kills it (estimated_memory_bytes against the physical memory).
+void check_fits_memory(const Config& cfg, const LanguageModel& model);
+
+// Refuses to write over another run's files, unless resuming or told to overwrite.
+void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bool overwrite);
+
+// Temporary files of a writer that died mid-write (the out-dir lock is held, so no other writer
+// is at work): ckpt.pt.tmp.* beside a single file; a sharded directory's are removed with its
+// next manifest.
+void remove_partial_writes(const std::string& ckpt);
+
+// What a checkpoint holds of its method, as the method restores it.
+MethodState method_state(const Checkpoint& ck);
+
+// A checkpoint of another layout resumes with what is keyed by name: the weights and optimizer
+// moments (by parameter) and memories (by layer). Its batches in flight are first drained on the
+// layout that wrote them (on threads of this process); dropout generators start afresh (they are
+// per module or replica). Returns the notice to print, empty for the same layout.
+std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageModel& model,
+                            const std::string& path);
+
+}  // namespace ouroboros

@@ -5,7 +5,8 @@
 # and the share of the words (runs of two or more letters) of a 300-character sample, drawn as the
 # demo draws it, that occur in the training split (the first 90% of the corpus).
 # Writes OUT/demo_check.md and demo_check.json. Finished runs are kept in WORK and not run again.
-# Env: OUT (bench/results), WORK (build/demo_check), PYTHON (python3).
+# Env: OUT (bench/results), WORK (build/demo_check), PYTHON (python3), FLAGS (flags for both runs
+# on top of the demo's, e.g. "--steps 3000").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
@@ -13,7 +14,8 @@ out="${OUT:-bench/results}"
 work="${WORK:-build/demo_check}"
 mkdir -p "$out" "$work"
 for arm in ouroboros plain; do
-  flags=(--out-dir "$work/$arm")
+  read -r -a flags <<< "${FLAGS:-}"
+  flags+=(--out-dir "$work/$arm")
   [[ $arm == plain ]] && flags+=(--modules 1)
   if [[ ! -f $work/$arm/ckpt.pt ]]; then
     echo "== $arm: scripts/demo.sh ${flags[*]}" >&2
@@ -25,7 +27,7 @@ for arm in ouroboros plain; do
     --temperature 0.8 --top-k 20 > "$work/$arm.sample.txt"
 done
 
-"$python" - "$work" "$out" <<'PY'
+FLAGS="${FLAGS:-}" "$python" - "$work" "$out" <<'PY'
 import datetime, json, os, re, sys
 sys.path.insert(0, "bench")
 from metrics_clock import training_clock
@@ -54,8 +56,9 @@ result["bpc_gap"] = o["test_bpc"] / p["test_bpc"] - 1
 json.dump(result, open(f"{out}/demo_check.json", "w"), indent=1)
 fmt = lambda v, f: "-" if v is None else format(v, f)
 lines = ["# demo_check\n",
-         "scripts/demo.sh's settings (GPT L=6, C=128, char level, batch 8 x 128, 1500 steps, Adam lr "
-         "6e-4) for Ouroboros K = 3 (the demo) and plain backprop (--modules 1). Machine: "
+         "scripts/demo.sh's settings (GPT L=6, C=128, char level, batch 8 x 128, 3000 steps, Adam lr "
+         "6e-4)" + (f" with `{os.environ['FLAGS']}`" if os.environ.get("FLAGS") else "") +
+         " for Ouroboros K = 3 (the demo) and plain backprop (--modules 1). Machine: "
          f"{os.cpu_count()} cores; {result['date']}.\n",
          "Targets: test bpc within 2% of plain backprop's; 60% of the sample's words in the training text.\n",
          "| run | test bpc | vs plain backprop | training s | words in the training text |",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, trains a GPT with Ouroboros (K = 3 modules on
 # 2 worker threads) on the fortunes corpus, evaluates it, samples from it and plots its curves.
-# Extra arguments go to `ouroboros train`, e.g. --steps 3000 to train longer.
+# Extra arguments go to `ouroboros train`, e.g. --steps 6000 to train longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,7 +13,7 @@ for a in "$@"; do [[ $prev == --out-dir ]] && out=$a; prev=$a; done  # eval and 
 
 # The demo's settings; a flag given on the command line replaces its default here.
 defaults=(--modules 3 --n-layer 6 --n-head 4 --n-embd 128 --block-size 128 --batch-size 8
-  --steps 1500 --lr 6e-4 --warmup-steps 200 --eval-interval 500 --eval-batches 20
+  --steps 3000 --lr 6e-4 --warmup-steps 200 --eval-interval 500 --eval-batches 20
   --log-interval 100 --out-dir "$out")
 given=" $* "
 args=()

@@ -18,8 +18,11 @@
 #      WORK (build/delay_study), ARMS (name=flags;...; see the default below; names start with
 #      sync or ouro), TARGET (arm whose final loss is the target; default the best sync arm),
 #      TIMING_STEPS (40), PYTHON (python3),
+#      BINARY (the CLI to run; default: build and run BUILD_DIR's),
 #      PHASE (train = stop after the training runs, e.g. to time later on an idle machine),
-#      PLOT_ARMS (comma-separated arms to plot; default the six below).
+#      PLOT_ARMS (comma-separated arms to plot; default the six below),
+#      EXTRA (flags for every run, the timing baselines too, e.g. "--model transformer-xl
+#      --mem-len 128" for the small Transformer-XL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
@@ -67,13 +70,16 @@ default_arms+=";ouro_predict_p14_1800=--modules 3 $p1 --partition 1,4 --steps 18
 arms="${ARMS:-$default_arms}"
 export PLOT_ARMS="${PLOT_ARMS:-sync_adam_b2_999,ouro_adam_b2_999,ouro_adam_predict_b2_999,ouro_predict_s15,ouro_predict_p03,ouro_default_1800}"
 command -v gnuplot >/dev/null || { echo "error: gnuplot not found (hint: apt-get install gnuplot-nox)" >&2; exit 1; }
-cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
+# BINARY: a copy of the CLI to run instead of building one (keeps a long study on one binary while
+# the tree changes).
+binary="${BINARY:-$build_dir/ouroboros}"
+[ -n "${BINARY:-}" ] || cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 mkdir -p "$out" "$work"
 
 model="--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --format fortunes
---tokenizer byte --lr $lr --threads 1 --seed $seed"
+--tokenizer byte --lr $lr --threads 1 --seed $seed ${EXTRA:-}"
 schedule="--steps $steps --warmup-steps $warmup --eval-interval 100 --eval-batches 16 --log-interval 10"
-"$python" - "$build_dir/ouroboros" "$work" "$out" "$arms" "$model" "$schedule" "$target" "$timing_steps" <<'PY'
+"$python" - "$binary" "$work" "$out" "$arms" "$model" "$schedule" "$target" "$timing_steps" <<'PY'
 import datetime, json, math, os, shlex, subprocess, sys, time
 binary, work, out, arms_text, model, schedule, target, timing_steps = sys.argv[1:9]
 model, schedule = shlex.split(model), shlex.split(schedule)
@@ -157,8 +163,11 @@ for name, flags, _ in arms:
             flags = without(flags, "--steps")
         timing[name] = seconds_per_step(flags, name)
 timing["sequential"] = seconds_per_step(["--modules", "1"], "sequential")
-timing["gpipe"] = seconds_per_step(["--mode", "gpipe", "--modules", "3", "--micro-batches", "4"], "gpipe")
-timing["data-parallel"] = seconds_per_step(["--mode", "data-parallel", "--workers", "2"], "dp")
+exact_methods = ["sequential"]
+if "transformer-xl" not in model:  # GPipe and data parallelism run the GPT model only
+    timing["gpipe"] = seconds_per_step(["--mode", "gpipe", "--modules", "3", "--micro-batches", "4"], "gpipe")
+    timing["data-parallel"] = seconds_per_step(["--mode", "data-parallel", "--workers", "2"], "dp")
+    exact_methods += ["gpipe", "data-parallel"]
 def step_time(name):
     return timing[name] if name in timing else timing["sequential"]
 def time_at(name, steps):
@@ -203,7 +212,7 @@ for name, flags, _ in arms:
                  "vs_own_sync": final[name] / final[own(name)] - 1 if own(name) in final and name.startswith("ouro") else None,
                  "steps_to_target": s, "s_per_step": step_time(name), "time_to_target_s": t})
 seq_steps = steps_to(runs[target], goal)
-baselines = {m: seq_steps * timing[m] for m in ("sequential", "gpipe", "data-parallel")}
+baselines = {m: seq_steps * timing[m] for m in exact_methods}
 cpu = open("/proc/cpuinfo").read()
 cpu = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("model name")), "?")
 date = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")
@@ -214,7 +223,9 @@ result = {"date": date, "machine": f"{cpu}, {cores} cores", "common": " ".join(c
 json.dump(result, open(f"{out}/delay_study.json", "w"), indent=1)
 
 lines = ["# delay_study\n",
-         f"GPT L=6, H=4, C=256, T=128, B=8, byte level, fortunes; {common[common.index('--steps')+1]} steps "
+         f"{'Transformer-XL' if 'transformer-xl' in model else 'GPT'} L=6, H=4, C=256, T=128, B=8, byte level, fortunes"
+         f"{' (extra flags: `' + os.environ['EXTRA'] + '`)' if os.environ.get('EXTRA') else ''}; "
+         f"{common[common.index('--steps')+1]} steps "
          f"from seed {common[common.index('--seed')+1]}; lr {common[common.index('--lr')+1]}, "
          f"{common[common.index('--warmup-steps')+1]} warm-up steps, cosine. "
          "Validation loss on 128 windows every 100 steps, the full valid split at the end. "

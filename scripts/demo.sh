@@ -31,7 +31,8 @@ echo "== evaluation on the test split"
 $bin eval --checkpoint "$out/ckpt.pt" --split test
 echo
 echo "== sample"
-$bin generate --checkpoint "$out/ckpt.pt" --prompt "The " --tokens 300 --temperature 0.8 --top-k 20
+$bin generate --checkpoint "$out/ckpt.pt" --prompt "The " --tokens 300 --temperature 0.8 --top-k 20 |
+  tee "$out/sample.txt"
 echo
 echo "== curves"
 $bin plot "$out" --out "$out/curves.png"

@@ -4,9 +4,9 @@
 #include <iostream>
 #include <string>
 
+#include <torch/torch.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-#include <torch/torch.h>
 
 #include "bench/timing.h"
 #include "ouroboros/core/config.h"
@@ -24,8 +24,8 @@ nlohmann::ordered_json matmul_peak(int threads) {
     sizes[std::to_string(n)] = g;
     if (g > best) best = g, best_n = n;
   }
-  return {{"impl", "matmul_peak"}, {"threads", threads}, {"gflops", best}, {"n", best_n},
-          {"by_size", sizes}, {"blas", ouroboros::check_blas().library}};
+  return {{"impl", "matmul_peak"}, {"threads", threads}, {"gflops", best},
+          {"n", best_n},           {"by_size", sizes},   {"blas", ouroboros::check_blas().library}};
 }
 
 }  // namespace
@@ -57,11 +57,13 @@ int main(int argc, char** argv) {
   app.add_option("--model", cfg.model.model, "gpt | transformer-xl");
   app.add_option("--mem-len", cfg.model.mem_len, "transformer-xl memory length");
   app.add_option("--d-inner", cfg.model.d_inner, "transformer-xl feed-forward width; 0 = 4C");
-  app.add_option("--adaptive-cutoffs", cfg.model.adaptive_cutoffs, "transformer-xl adaptive softmax");
+  app.add_option("--adaptive-cutoffs", cfg.model.adaptive_cutoffs,
+                 "transformer-xl adaptive softmax");
   app.add_option("--dropout", cfg.model.dropout, "dropout probability");
   app.add_option("--modules", cfg.engine.modules, "K; 1 = reference trainer");
   app.add_option("--partition", cfg.engine.partition, "even | auto | a1,a2,...");
-  app.add_option("--mode", cfg.engine.mode, "auto | sequential | ouroboros | gpipe | data-parallel");
+  app.add_option("--mode", cfg.engine.mode,
+                 "auto | sequential | ouroboros | gpipe | data-parallel");
   app.add_option("--micro-batches", cfg.engine.micro_batches, "gpipe: micro-batches per step");
   app.add_option("--workers", cfg.engine.workers, "data-parallel: replicas");
   bool whole = false;

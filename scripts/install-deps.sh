@@ -9,7 +9,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libsentencepiece-dev
   python3-torch python3-numpy python3-venv python3-sentencepiece
   gnuplot-nox
-  clang libclang-rt-14-dev
+  clang clang-format libclang-rt-14-dev
   fortunes fortunes-min
   iproute2
 )

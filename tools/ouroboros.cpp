@@ -12,7 +12,6 @@
 
 #include "bench/bench.h"
 #include "cli/flags.h"
-#include "plot/plot.h"
 #include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/presets.h"
@@ -27,6 +26,7 @@
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/evaluate.h"
 #include "ouroboros/train/export.h"
+#include "plot/plot.h"
 
 using namespace ouroboros;
 
@@ -43,7 +43,8 @@ void on_stop_signal(int sig) {
     return;
   }
   request_stop(sig);
-  const char msg[] = "\nstopping after the current steps with a checkpoint (again to quit at once)\n";
+  const char msg[] =
+      "\nstopping after the current steps with a checkpoint (again to quit at once)\n";
   if (::write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
   }
 }
@@ -76,8 +77,9 @@ int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrit
     } catch (const std::exception& e) {
       // Exit at once: process-group threads may still wait on a lost peer.
       const std::string what = first_line(e.what());
-      std::cerr << "error: " << (what.rfind("rank ", 0) == 0 ? "" : "rank " +
-                                 std::to_string(env.rank) + ": ") << what << std::endl;
+      std::cerr << "error: "
+                << (what.rfind("rank ", 0) == 0 ? "" : "rank " + std::to_string(env.rank) + ": ")
+                << what << std::endl;
       std::cout.flush();
       std::_Exit(1);
     }
@@ -109,14 +111,18 @@ ModelConfig eval_model(const Config& ck, const Config& asked) {
     const bool eval_key =
         std::find(kEvalModelKeys.begin(), kEvalModelKeys.end(), key) != kEvalModelKeys.end();
     if (!eval_key) {
-      throw ConfigError("eval: " + flag + " " + value.dump() + " would change the model the "
-                            "checkpoint holds (" + name + " " + c[name].dump() + ")",
+      throw ConfigError("eval: " + flag + " " + value.dump() +
+                            " would change the model the "
+                            "checkpoint holds (" +
+                            name + " " + c[name].dump() + ")",
                         "drop it (from --config too); eval takes --dtype, --eval-tgt-len, "
                         "--eval-mem-len, --eval-clamp-len and --eval-same-length");
     }
     if (key.rfind("model.eval_", 0) == 0 && ck.model.model != "transformer-xl") {
-      throw ConfigError("eval: " + flag + " applies to transformer-xl checkpoints; this one "
-                            "holds a " + ck.model.model + " model",
+      throw ConfigError("eval: " + flag +
+                            " applies to transformer-xl checkpoints; this one "
+                            "holds a " +
+                            ck.model.model + " model",
                         "drop " + flag);
     }
   }
@@ -133,17 +139,17 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
   Dataset ds = load_dataset(cfg.data.data, cfg.data.format, ck.tokenizer);
   std::unique_ptr<LanguageModel> model = make_model(model_cfg);
   const ParamSet params = ck.model.to(run_device(device));
-  std::vector<std::string> splits = split == "all" ? std::vector<std::string>{"train", "valid", "test"}
-                                                   : std::vector<std::string>{split};
+  std::vector<std::string> splits = split == "all"
+                                        ? std::vector<std::string>{"train", "valid", "test"}
+                                        : std::vector<std::string>{split};
   nlohmann::json out = nlohmann::json::object();
   const bool chars = ck.tokenizer.is_character_level();
   for (const auto& name : splits) {
     const std::vector<int32_t>& tokens = ds.split(name);
     const int64_t unknown = ck.tokenizer.count_unknown(tokens);
     if (unknown > 0) {
-      std::cerr << "note: " << unknown << " of " << tokens.size() << " tokens of the "
-                << name << " split are not in the checkpoint's vocabulary (read as <unk>)"
-                << std::endl;
+      std::cerr << "note: " << unknown << " of " << tokens.size() << " tokens of the " << name
+                << " split are not in the checkpoint's vocabulary (read as <unk>)" << std::endl;
     }
     EvalResult r = evaluate(*model, params, tokens, batch);
     r.bytes_per_token = bytes_per_token(ck.tokenizer, tokens);
@@ -189,7 +195,8 @@ int cmd_export(const std::string& path, const std::string& format, const std::st
   const ExportResult r = export_huggingface(ck, out, overwrite);
   std::cout << "wrote " << out << ": ";
   for (size_t i = 0; i < r.files.size(); ++i) std::cout << (i ? ", " : "") << r.files[i];
-  std::cout << "\n" << r.tokenizer_note << "\nload it with transformers.GPT2LMHeadModel.from_pretrained('"
+  std::cout << "\n"
+            << r.tokenizer_note << "\nload it with transformers.GPT2LMHeadModel.from_pretrained('"
             << out << "')" << std::endl;
   return 0;
 }
@@ -251,7 +258,8 @@ int cmd_bench_child(const std::string& config, int64_t warmup, int64_t steps) {
     return 0;
   }
   DistContext ctx(env, cfg);
-  const nlohmann::json r = bench_measure(cfg, warmup, steps, ctx.is_lead() ? &std::cerr : nullptr, &ctx);
+  const nlohmann::json r =
+      bench_measure(cfg, warmup, steps, ctx.is_lead() ? &std::cerr : nullptr, &ctx);
   if (ctx.is_lead()) std::cout << r.dump() << std::endl;
   ctx.finish();
   return 0;
@@ -260,8 +268,9 @@ int cmd_bench_child(const std::string& config, int64_t warmup, int64_t steps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"ouroboros: Transformer language models trained with the Ouroboros model-parallel "
-               "algorithm (delayed gradients, K modules on K-1 workers)"};
+  CLI::App app{
+      "ouroboros: Transformer language models trained with the Ouroboros model-parallel "
+      "algorithm (delayed gradients, K modules on K-1 workers)"};
   app.require_subcommand(1);
   // Flag errors too are one line (CLI11's default adds a second "Run with --help" line).
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -269,7 +278,8 @@ int main(int argc, char** argv) {
   });
   app.set_version_flag("--version", std::string(OUROBOROS_VERSION));
 
-  auto* train_cmd = app.add_subcommand("train", "train a model (--mode: sequential, ouroboros, gpipe or data-parallel)");
+  auto* train_cmd = app.add_subcommand(
+      "train", "train a model (--mode: sequential, ouroboros, gpipe or data-parallel)");
   ConfigFlags train_flags;
   train_flags.add_to(*train_cmd, {"model", "data", "train", "engine", "dist"});
   train_flags.add_presets_to(*train_cmd);
@@ -305,7 +315,8 @@ int main(int argc, char** argv) {
   std::string eval_ckpt, split = "test";
   bool json_out = false;
   int64_t eval_batch = 16;
-  eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file or sharded directory")->required();
+  eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file or sharded directory")
+      ->required();
   ConfigFlags eval_flags;
   eval_flags.add_to(*eval_cmd, {"data", "model"}, "the checkpoint's");
   // The model's other flags are accepted only to be refused by name (eval_model).
@@ -323,7 +334,9 @@ int main(int argc, char** argv) {
       "auto | cpu | cuda | cuda:N: where to run; the checkpoint loads on any [auto: a GPU if one "
       "is visible]";
   eval_cmd->add_option("--device", eval_device, device_help);
-  eval_cmd->add_option("--batch", eval_batch, "windows per forward pass; transformer-xl: parallel streams [16]")
+  eval_cmd
+      ->add_option("--batch", eval_batch,
+                   "windows per forward pass; transformer-xl: parallel streams [16]")
       ->check(at_least(1));
 
   auto* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint");
@@ -338,21 +351,29 @@ int main(int argc, char** argv) {
       ->check(at_least(0));
   gen_cmd->add_option("--seed", sample.seed, "sampling seed [1]");
 
-  auto* export_cmd = app.add_subcommand(
-      "export", "write a checkpoint in another format: --format hf (a Hugging Face GPT-2 "
-                "directory) or torch (one file, e.g. of a multi-process run's shards)");
+  auto* export_cmd =
+      app.add_subcommand("export",
+                         "write a checkpoint in another format: --format hf (a Hugging Face GPT-2 "
+                         "directory) or torch (one file, e.g. of a multi-process run's shards)");
   std::string export_ckpt, export_format = "hf", export_out;
   bool export_overwrite = false;
-  export_cmd->add_option("--checkpoint", export_ckpt, "checkpoint file or sharded directory")->required();
-  export_cmd->add_option("--format", export_format, "hf: config.json, model.safetensors, tokenizer.json; torch: one checkpoint file [hf]");
-  export_cmd->add_option("--out", export_out, "hf: directory to write (new or empty); torch: the file")->required();
+  export_cmd->add_option("--checkpoint", export_ckpt, "checkpoint file or sharded directory")
+      ->required();
+  export_cmd->add_option(
+      "--format", export_format,
+      "hf: config.json, model.safetensors, tokenizer.json; torch: one checkpoint file [hf]");
+  export_cmd
+      ->add_option("--out", export_out, "hf: directory to write (new or empty); torch: the file")
+      ->required();
   export_cmd->add_flag("--overwrite", export_overwrite, "replace the files of a non-empty --out");
 
   auto* plot_cmd = app.add_subcommand(
       "plot", "draw training and validation loss of runs, against steps and time, into one PNG");
   std::vector<std::string> plot_runs_given;
   std::string plot_out = "curves.png";
-  plot_cmd->add_option("runs", plot_runs_given, "run directories (their --out-dir) or metrics.jsonl files")
+  plot_cmd
+      ->add_option("runs", plot_runs_given,
+                   "run directories (their --out-dir) or metrics.jsonl files")
       ->required();
   plot_cmd->add_option("--out", plot_out, "PNG to write [curves.png]");
 
@@ -365,9 +386,10 @@ int main(int argc, char** argv) {
   Link link;
   link.gbit_per_s = 0.0;
   double link_ms = 0.0;
-  plan_cmd->add_option("--link-gbps", link.gbit_per_s,
-                       "also estimate what Ouroboros, GPipe and data parallelism send per step over a "
-                       "link of this many Gbit/s, one rank per machine")
+  plan_cmd
+      ->add_option("--link-gbps", link.gbit_per_s,
+                   "also estimate what Ouroboros, GPipe and data parallelism send per step over a "
+                   "link of this many Gbit/s, one rank per machine")
       ->check(positive());
   plan_cmd->add_option("--link-latency-ms", link_ms, "the link's one-way latency [0]")
       ->check(positive(true));
@@ -385,10 +407,12 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--threads", bench_threads,
                         "intra-op threads of the sequential runs, e.g. 1,2 [1 and the core count "
                         "of each parallel method]");
-  bench_cmd->add_option("--worker-threads", bench.base.train.threads,
-                        "intra-op threads per worker of the parallel methods [1]")
+  bench_cmd
+      ->add_option("--worker-threads", bench.base.train.threads,
+                   "intra-op threads per worker of the parallel methods [1]")
       ->check(CLI::PositiveNumber);
-  bench_cmd->add_option("--out-dir", bench.out_dir, "where bench.json and bench.png go [bench/results]");
+  bench_cmd->add_option("--out-dir", bench.out_dir,
+                        "where bench.json and bench.png go [bench/results]");
   bench_cmd->add_flag("--processes", bench.processes,
                       "run each parallel method as one process per worker (data parallelism: per "
                       "replica) over c10d/Gloo on loopback, as `launch` would");

@@ -5,11 +5,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <functional>
+#include <iterator>
 #include <set>
-#include <utility>
 #include <sstream>
+#include <utility>
 
 #include "ouroboros/core/errors.h"
 
@@ -44,25 +44,26 @@ std::string flag_of(const std::string& key) {
 template <typename T>
 T convert(const std::string& key, const json& v) {
   if constexpr (std::is_same_v<T, std::string>) {
-    if (!v.is_string()) throw ConfigError("config key " + key + " must be a string, got " + v.dump());
+    if (!v.is_string())
+      throw ConfigError("config key " + key + " must be a string, got " + v.dump());
     return v.get<std::string>();
   } else if constexpr (std::is_same_v<T, int64_t>) {
     if (!v.is_number_integer())
       throw ConfigError("config key " + key + " must be an integer, got " + v.dump());
     return v.get<int64_t>();
   } else {
-    if (!v.is_number()) throw ConfigError("config key " + key + " must be a number, got " + v.dump());
+    if (!v.is_number())
+      throw ConfigError("config key " + key + " must be a number, got " + v.dump());
     return v.get<double>();
   }
 }
 
-#define OUROBOROS_FIELD(section, name, help)                                         \
-  Field {                                                                            \
-    ConfigField{#section "." #name, flag_of(#section "." #name), help},              \
-        [](const Config& c) { return json(c.section.name); },                        \
-        [](Config& c, const json& v) {                                               \
-          c.section.name = convert<decltype(c.section.name)>(#section "." #name, v); \
-        }                                                                            \
+#define OUROBOROS_FIELD(section, name, help)                                                 \
+  Field {                                                                                    \
+    ConfigField{#section "." #name, flag_of(#section "." #name), help},                      \
+        [](const Config& c) { return json(c.section.name); }, [](Config& c, const json& v) { \
+          c.section.name = convert<decltype(c.section.name)>(#section "." #name, v);         \
+        }                                                                                    \
   }
 
 const std::vector<Field>& fields() {
@@ -82,15 +83,21 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(model, d_inner, "transformer-xl: feed-forward width; 0 = 4 n_embd"),
       OUROBOROS_FIELD(model, attn_dropout, "transformer-xl: dropout on attention probabilities"),
       OUROBOROS_FIELD(model, pre_lnorm, "transformer-xl: 1 = pre-LayerNorm, 0 = post-LayerNorm"),
-      OUROBOROS_FIELD(model, mem_len, "transformer-xl: memory length per layer (segment = block_size)"),
+      OUROBOROS_FIELD(model, mem_len,
+                      "transformer-xl: memory length per layer (segment = block_size)"),
       OUROBOROS_FIELD(model, clamp_len, "transformer-xl: clamp relative distances; 0 = no clamp"),
-      OUROBOROS_FIELD(model, same_length, "transformer-xl: 1 = same attention length for all queries"),
+      OUROBOROS_FIELD(model, same_length,
+                      "transformer-xl: 1 = same attention length for all queries"),
       OUROBOROS_FIELD(model, eval_tgt_len, "transformer-xl: evaluation segment; 0 = block_size"),
       OUROBOROS_FIELD(model, eval_mem_len, "transformer-xl: evaluation memory; -1 = mem_len"),
-      OUROBOROS_FIELD(model, eval_clamp_len, "transformer-xl: evaluation clamp_len; -1 = clamp_len"),
-      OUROBOROS_FIELD(model, eval_same_length, "transformer-xl: evaluation same_length; -1 = same_length"),
-      OUROBOROS_FIELD(model, adaptive_cutoffs, "transformer-xl: adaptive softmax cutoffs a,b,...; empty = full softmax"),
-      OUROBOROS_FIELD(model, div_val, "transformer-xl: adaptive embedding width divisor per cluster"),
+      OUROBOROS_FIELD(model, eval_clamp_len,
+                      "transformer-xl: evaluation clamp_len; -1 = clamp_len"),
+      OUROBOROS_FIELD(model, eval_same_length,
+                      "transformer-xl: evaluation same_length; -1 = same_length"),
+      OUROBOROS_FIELD(model, adaptive_cutoffs,
+                      "transformer-xl: adaptive softmax cutoffs a,b,...; empty = full softmax"),
+      OUROBOROS_FIELD(model, div_val,
+                      "transformer-xl: adaptive embedding width divisor per cluster"),
       OUROBOROS_FIELD(data, data, "corpus file or directory (ignored for --format fortunes)"),
       OUROBOROS_FIELD(data, format, "auto | text | enwik8 | text8 | wikitext103 | fortunes"),
       OUROBOROS_FIELD(data, tokenizer,
@@ -125,9 +132,11 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, out_dir, "directory for checkpoints and metrics"),
       OUROBOROS_FIELD(train, checkpoint_interval, "checkpoint every N steps; 0 = only at the end"),
       OUROBOROS_FIELD(train, metrics, "JSONL metrics file; empty = <out_dir>/metrics.jsonl"),
-      OUROBOROS_FIELD(train, diagnostics_interval,
-                      "per-module gradient norm, update RMS and update cosine every N steps; 0 = off"),
-      OUROBOROS_FIELD(engine, modules, "K modules; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers"),
+      OUROBOROS_FIELD(
+          train, diagnostics_interval,
+          "per-module gradient norm, update RMS and update cosine every N steps; 0 = off"),
+      OUROBOROS_FIELD(engine, modules,
+                      "K modules; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers"),
       OUROBOROS_FIELD(engine, partition, "even | auto | a1,a2,... block boundaries"),
       OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
       OUROBOROS_FIELD(engine, weight_predict,
@@ -212,9 +221,10 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
                       "use a positive number of updates per tick of delay, e.g. --predict-scale 2");
   }
   if (e.predict_scale != EngineConfig{}.predict_scale && !predicts_weights(e)) {
-    throw ConfigError("--predict-scale sets the horizon of weight prediction, which this run does "
-                      "not use",
-                      "use --weight-predict optimizer in mode ouroboros, or drop --predict-scale");
+    throw ConfigError(
+        "--predict-scale sets the horizon of weight prediction, which this run does "
+        "not use",
+        "use --weight-predict optimizer in mode ouroboros, or drop --predict-scale");
   }
   if (e.stale_lr != "none" && e.stale_lr != "pipemare") {
     throw ConfigError("unknown stale_lr '" + e.stale_lr + "'", "use none or pipemare");
@@ -223,13 +233,13 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
     throw ConfigError("stale_lr_ticks must be >= 1, got " + std::to_string(e.stale_lr_ticks));
   }
   // Both act on delayed gradients, which only mode ouroboros has.
-  for (const auto& [flag, value] : {std::pair<std::string, std::string>{"--weight-predict",
-                                                                        e.weight_predict},
-                                    {"--stale-lr", e.stale_lr}}) {
+  for (const auto& [flag, value] :
+       {std::pair<std::string, std::string>{"--weight-predict", e.weight_predict},
+        {"--stale-lr", e.stale_lr}}) {
     if (value != "none" && value != "auto" && mode != "ouroboros") {
-      throw ConfigError(flag + " " + value + " acts on delayed gradients, which mode " + mode +
-                            " does not have",
-                        "use --mode ouroboros (--modules K >= 2) or drop " + flag);
+      throw ConfigError(
+          flag + " " + value + " acts on delayed gradients, which mode " + mode + " does not have",
+          "use --mode ouroboros (--modules K >= 2) or drop " + flag);
     }
   }
 }
@@ -296,8 +306,10 @@ void Config::validate() const {
           "n_embd " + std::to_string(model.n_embd) + " is not divisible by n_head " +
               std::to_string(model.n_head),
           "choose n_embd a multiple of n_head");
-  require(model.block_size >= 1, "block_size must be >= 1, got " + std::to_string(model.block_size));
-  require(model.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(model.vocab_size));
+  require(model.block_size >= 1,
+          "block_size must be >= 1, got " + std::to_string(model.block_size));
+  require(model.vocab_size >= 0,
+          "vocab_size must be >= 0, got " + std::to_string(model.vocab_size));
   require(model.dtype == "float32" || model.dtype == "bfloat16",
           "unknown dtype '" + model.dtype + "'", "use --dtype float32 or --dtype bfloat16");
   require(model.dropout >= 0.0 && model.dropout < 1.0,
@@ -310,16 +322,16 @@ void Config::validate() const {
   require(model.eval_tgt_len >= 0 && model.eval_mem_len >= -1 && model.eval_clamp_len >= -1,
           "eval_tgt_len must be >= 0, eval_mem_len and eval_clamp_len >= -1");
   require((model.pre_lnorm == 0 || model.pre_lnorm == 1) &&
-              (model.same_length == 0 || model.same_length == 1) &&
-              model.eval_same_length >= -1 && model.eval_same_length <= 1,
+              (model.same_length == 0 || model.same_length == 1) && model.eval_same_length >= -1 &&
+              model.eval_same_length <= 1,
           "pre_lnorm and same_length must be 0 or 1, eval_same_length -1, 0 or 1");
   require(model.div_val >= 1, "div_val must be >= 1, got " + std::to_string(model.div_val));
-  static const std::set<std::string> formats = {"auto", "text", "enwik8", "text8", "wikitext103",
-                                                "fortunes"};
+  static const std::set<std::string> formats = {"auto",  "text",        "enwik8",
+                                                "text8", "wikitext103", "fortunes"};
   require(formats.count(data.format) > 0, "unknown data format '" + data.format + "'",
           "use auto, text, enwik8, text8, wikitext103 or fortunes");
-  static const std::set<std::string> tokenizers = {"auto", "byte", "char", "word", "bpe",
-                                                   "unigram"};
+  static const std::set<std::string> tokenizers = {"auto", "byte", "char",
+                                                   "word", "bpe",  "unigram"};
   require(tokenizers.count(data.tokenizer) > 0, "unknown tokenizer '" + data.tokenizer + "'",
           "use auto, byte, char, word, bpe or unigram");
   // A subword vocabulary is learned to a size, which nothing else gives.
@@ -327,7 +339,8 @@ void Config::validate() const {
           "tokenizer " + data.tokenizer + " needs a vocabulary size",
           "pass --vocab-size N, e.g. --vocab-size 4000");
   require(train.steps >= 0, "steps must be >= 0, got " + std::to_string(train.steps));
-  require(train.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(train.batch_size));
+  require(train.batch_size >= 1,
+          "batch_size must be >= 1, got " + std::to_string(train.batch_size));
   static const std::set<std::string> optimizers = {"sgd", "adam", "adamw", "qhadam", "nadam"};
   require(optimizers.count(train.optimizer) > 0, "unknown optimizer '" + train.optimizer + "'",
           "use sgd, adam, adamw, qhadam or nadam");
@@ -359,9 +372,12 @@ void Config::validate() const {
   require(train.threads >= 1, "threads must be >= 1, got " + std::to_string(train.threads));
   require(is_device_name(train.device), "unknown device '" + train.device + "'",
           "use --device auto, cpu, cuda or cuda:N");
-  require(train.tf32 == 0 || train.tf32 == 1, "tf32 must be 0 or 1, got " + std::to_string(train.tf32));
-  require(train.tf32 == 0 || train.device != "cpu", "--tf32 1 with --device cpu: TF32 is a mode of "
-          "NVIDIA GPUs' matrix units", "drop --tf32, or train on --device cuda");
+  require(train.tf32 == 0 || train.tf32 == 1,
+          "tf32 must be 0 or 1, got " + std::to_string(train.tf32));
+  require(train.tf32 == 0 || train.device != "cpu",
+          "--tf32 1 with --device cpu: TF32 is a mode of "
+          "NVIDIA GPUs' matrix units",
+          "drop --tf32, or train on --device cuda");
   require(train.eval_interval >= 0 && train.log_interval >= 1 && train.checkpoint_interval >= 0 &&
               train.eval_batches >= 0,
           "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
@@ -423,9 +439,9 @@ json read_config_json(const std::string& path) {
                       "one JSON object, nothing after it");
   }
   if (!j.is_object()) {
-    throw ConfigError("config file " + path + " holds a " + std::string(j.type_name()) +
-                          ", not a JSON object",
-                      "write {\"train\": {\"steps\": 100}, ...}");
+    throw ConfigError(
+        "config file " + path + " holds a " + std::string(j.type_name()) + ", not a JSON object",
+        "write {\"train\": {\"steps\": 100}, ...}");
   }
   return j;
 }

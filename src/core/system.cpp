@@ -1,21 +1,21 @@
 // BLAS detection (a reference BLAS makes libtorch about 17x slower), peak memory, and durations.
 #include "ouroboros/core/system.h"
 
-#include <link.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <malloc.h>
 #include <fcntl.h>
+#include <link.h>
+#include <malloc.h>
+#include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <cstdio>
 
 #include <torch/torch.h>
 
@@ -150,9 +150,9 @@ c10::Device run_device(const std::string& device, int64_t local_rank) {
   const int64_t index =
       device.rfind("cuda:", 0) == 0 ? std::stoll(device.substr(5)) : local_rank % count;
   if (index >= count) {
-    throw ConfigError("--device " + device + ": this process sees " + std::to_string(count) +
-                          " CUDA device(s)",
-                      "use cuda:0 to cuda:" + std::to_string(count - 1) + ", or cuda");
+    throw ConfigError(
+        "--device " + device + ": this process sees " + std::to_string(count) + " CUDA device(s)",
+        "use cuda:0 to cuda:" + std::to_string(count - 1) + ", or cuda");
   }
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }

@@ -29,8 +29,8 @@ struct SubwordApi;
 class SubwordModel {
  public:
   // Trains on the training text (throws DataError for a vocabulary size the text cannot give).
-  static std::shared_ptr<const SubwordModel> train(const std::string& kind,
-                                                   const std::string& text, int64_t vocab_size);
+  static std::shared_ptr<const SubwordModel> train(const std::string& kind, const std::string& text,
+                                                   int64_t vocab_size);
   // Restores from a serialized model (throws DataError when it does not parse).
   static std::shared_ptr<const SubwordModel> load(const std::string& kind,
                                                   const std::string& proto);

@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kWhitespace = " \t\n\r\v\f";
-// enwik8 and text8 are defined by their first 10^8 bytes, split 90M/5M/5M (Mahoney; Al-Rfou et al.).
+// enwik8 and text8 are defined by their first 10^8 bytes, split 90M/5M/5M (Mahoney; Al-Rfou et
+// al.).
 constexpr size_t kHutterBytes = 100000000, kHutterTrain = 90000000, kHutterValid = 5000000;
 
 // ---- Small helpers ------------------------------------------------------------------------
@@ -28,9 +29,12 @@ bool is_whitespace_only(const std::string& text) {
 
 std::string format_bytes(size_t bytes) {
   char buf[32];
-  if (bytes < 1000) std::snprintf(buf, sizeof buf, "%zu B", bytes);
-  else if (bytes < 1000000) std::snprintf(buf, sizeof buf, "%.1f kB", bytes / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
+  if (bytes < 1000)
+    std::snprintf(buf, sizeof buf, "%zu B", bytes);
+  else if (bytes < 1000000)
+    std::snprintf(buf, sizeof buf, "%.1f kB", bytes / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
   return buf;
 }
 
@@ -53,7 +57,7 @@ std::string read_range(const fs::path& path, size_t offset, size_t length) {
   in.read(data.data(), static_cast<std::streamsize>(length));
   if (static_cast<size_t>(in.gcount()) != length)
     throw DataError("could not read " + std::to_string(length) + " bytes at offset " +
-                    std::to_string(offset) + " of " + path.string(),
+                        std::to_string(offset) + " of " + path.string(),
                     "the file may have changed while it was read");
   return data;
 }
@@ -210,9 +214,11 @@ void append_without_separators(const std::string& text, std::string& out) {
 TextSplits load_fortunes() {
   const char* override_dir = std::getenv("OUROBOROS_FORTUNES_DIR");
   fs::path dir = override_dir ? override_dir : "/usr/share/games/fortunes";
-  const std::string hint = "install the fortunes and fortunes-min packages "
-                           "(apt-get install fortunes fortunes-min)";
-  if (!fs::is_directory(dir)) throw DataError("fortunes directory not found: " + dir.string(), hint);
+  const std::string hint =
+      "install the fortunes and fortunes-min packages "
+      "(apt-get install fortunes fortunes-min)";
+  if (!fs::is_directory(dir))
+    throw DataError("fortunes directory not found: " + dir.string(), hint);
   std::vector<fs::path> files;
   std::string text;
   for (const auto& file : list_files(dir, false)) {
@@ -226,8 +232,8 @@ TextSplits load_fortunes() {
   }
   if (is_whitespace_only(text)) throw DataError("no fortunes found in " + dir.string(), hint);
   TextSplits splits = split_90_5_5(text);
-  splits.description = "fortunes: " + count_files(files.size()) + ", " +
-                       format_bytes(text.size()) + ", split 90/5/5 by bytes";
+  splits.description = "fortunes: " + count_files(files.size()) + ", " + format_bytes(text.size()) +
+                       ", split 90/5/5 by bytes";
   return splits;
 }
 
@@ -252,11 +258,10 @@ Dataset encode_splits(TextSplits splits, const Tokenizer& tok) {
   std::string().swap(splits.train);
   data.valid = tok.encode(splits.valid);
   data.test = tok.encode(splits.test);
-  data.description = splits.description + "; " + tok.kind() + " tokenizer, vocab " +
-                     std::to_string(tok.vocab_size()) + "; tokens train " +
-                     std::to_string(data.train.size()) + ", valid " +
-                     std::to_string(data.valid.size()) + ", test " +
-                     std::to_string(data.test.size());
+  data.description =
+      splits.description + "; " + tok.kind() + " tokenizer, vocab " +
+      std::to_string(tok.vocab_size()) + "; tokens train " + std::to_string(data.train.size()) +
+      ", valid " + std::to_string(data.valid.size()) + ", test " + std::to_string(data.test.size());
   return data;
 }
 
@@ -353,8 +358,8 @@ BatchSampler::BatchSampler(const std::vector<int32_t>& tokens, int64_t block_siz
 std::pair<torch::Tensor, torch::Tensor> BatchSampler::next() {
   const int64_t B = batch_size_, T = block_size_;
   const uint64_t starts = tokens_.size() - static_cast<uint64_t>(T);  // i in [0, N-T-1]
-  torch::Tensor x = torch::empty({B, T}, torch::kInt64);  // [B, T]
-  torch::Tensor y = torch::empty({B, T}, torch::kInt64);  // [B, T]
+  torch::Tensor x = torch::empty({B, T}, torch::kInt64);              // [B, T]
+  torch::Tensor y = torch::empty({B, T}, torch::kInt64);              // [B, T]
   int64_t* xp = x.data_ptr<int64_t>();
   int64_t* yp = y.data_ptr<int64_t>();
   for (int64_t b = 0; b < B; ++b) {
@@ -379,9 +384,8 @@ std::pair<torch::Tensor, torch::Tensor> eval_windows(const std::vector<int32_t>&
   if (first < 0 || count < 0 || first + count > available)
     throw DataError("evaluation windows [" + std::to_string(first) + ", " +
                         std::to_string(first + count) + ") exceed the " +
-                        std::to_string(available) + " windows of " +
-                        std::to_string(tokens.size()) + " tokens at block size " +
-                        std::to_string(T),
+                        std::to_string(available) + " windows of " + std::to_string(tokens.size()) +
+                        " tokens at block size " + std::to_string(T),
                     "ask for windows below num_eval_windows()");
   torch::Tensor x = torch::empty({count, T}, torch::kInt64);  // [count, T]
   torch::Tensor y = torch::empty({count, T}, torch::kInt64);  // [count, T]

@@ -53,10 +53,14 @@ size_t valid_char_length(std::string_view text, size_t i) {
   if (lead < 0x80) return 1;
   size_t n;
   uint32_t cp, min;
-  if ((lead & 0xE0) == 0xC0) n = 2, cp = lead & 0x1F, min = 0x80;
-  else if ((lead & 0xF0) == 0xE0) n = 3, cp = lead & 0x0F, min = 0x800;
-  else if ((lead & 0xF8) == 0xF0) n = 4, cp = lead & 0x07, min = 0x10000;
-  else return 0;
+  if ((lead & 0xE0) == 0xC0)
+    n = 2, cp = lead & 0x1F, min = 0x80;
+  else if ((lead & 0xF0) == 0xE0)
+    n = 3, cp = lead & 0x0F, min = 0x800;
+  else if ((lead & 0xF8) == 0xF0)
+    n = 4, cp = lead & 0x07, min = 0x10000;
+  else
+    return 0;
   if (i + n > text.size()) return 0;
   for (size_t k = 1; k < n; ++k) {
     if (!is_continuation_byte(text[i + k])) return 0;
@@ -150,8 +154,8 @@ Module load_module() {
     return m;
   }
   m.what = "whose module did not load (" + problem + ")";
-  m.hint = "rebuild ouroboros, which puts " + std::string(kModuleName) +
-           " next to the ouroboros binary";
+  m.hint =
+      "rebuild ouroboros, which puts " + std::string(kModuleName) + " next to the ouroboros binary";
   return m;
 }
 #else
@@ -199,9 +203,9 @@ DataError training_error(const std::string& kind, int64_t vocab_size, const std:
       message.find("Vocabulary size is too high") != std::string::npos) {
     const int64_t most = number_after(message, "<= ");
     if (most > 0) {
-      return DataError(asked + " is more than the training text supports (at most " +
-                           std::to_string(most) + ")",
-                       "lower --vocab-size to " + std::to_string(most) + " or less");
+      return DataError(
+          asked + " is more than the training text supports (at most " + std::to_string(most) + ")",
+          "lower --vocab-size to " + std::to_string(most) + " or less");
     }
     return DataError(asked + " is more than the training text supports",
                      "lower --vocab-size or use more text");
@@ -209,8 +213,10 @@ DataError training_error(const std::string& kind, int64_t vocab_size, const std:
   if (message.find("Vocabulary size is smaller than required_chars") != std::string::npos) {
     const int64_t least = number_after(message, " vs ");
     const std::string need = least > 0 ? "at least " + std::to_string(least) : "more";
-    return DataError(asked + " is too small: the 256 byte pieces, <unk>, the line end and the "
-                         "text's characters need " + need,
+    return DataError(asked +
+                         " is too small: the 256 byte pieces, <unk>, the line end and the "
+                         "text's characters need " +
+                         need,
                      "raise --vocab-size to " + need);
   }
   return DataError("sentencepiece could not train the " + kind + " tokenizer: " + message,
@@ -266,7 +272,8 @@ std::shared_ptr<const SubwordModel> SubwordModel::load(const std::string& kind,
   if (proto.empty()) throw DataError("the " + kind + " tokenizer has no sentencepiece model", hint);
   std::string error;
   void* handle = api.load(proto, &error);
-  if (!handle) throw DataError("the " + kind + " sentencepiece model does not load: " + error, hint);
+  if (!handle)
+    throw DataError("the " + kind + " sentencepiece model does not load: " + error, hint);
   std::shared_ptr<SubwordModel> model(new SubwordModel(&api, handle, proto));
   std::vector<int8_t> types;
   api.pieces(handle, &model->pieces_, &types);
@@ -278,8 +285,10 @@ std::shared_ptr<const SubwordModel> SubwordModel::load(const std::string& kind,
       // "<0xAB>": the byte 0xAB.
       const bool well_formed = piece.size() == 6 && piece.compare(0, 3, "<0x") == 0 &&
                                std::isxdigit(static_cast<unsigned char>(piece[3])) &&
-                               std::isxdigit(static_cast<unsigned char>(piece[4])) && piece[5] == '>';
-      const unsigned long b = well_formed ? std::strtoul(piece.substr(3, 2).c_str(), nullptr, 16) : 256;
+                               std::isxdigit(static_cast<unsigned char>(piece[4])) &&
+                               piece[5] == '>';
+      const unsigned long b =
+          well_formed ? std::strtoul(piece.substr(3, 2).c_str(), nullptr, 16) : 256;
       if (b > 255) {
         throw DataError("the " + kind + " sentencepiece model has a bad byte piece '" + piece + "'",
                         hint);

@@ -14,7 +14,12 @@ namespace ouroboros::detail {
 constexpr int kSubwordAbiVersion = 1;
 
 // Piece types, as SentencePieceProcessor reports them.
-enum SubwordPieceType : int8_t { kPieceNormal = 0, kPieceUnknown = 1, kPieceControl = 2, kPieceByte = 3 };
+enum SubwordPieceType : int8_t {
+  kPieceNormal = 0,
+  kPieceUnknown = 1,
+  kPieceControl = 2,
+  kPieceByte = 3
+};
 
 struct SubwordApi {
   int abi_version;
@@ -26,8 +31,7 @@ struct SubwordApi {
   void* (*load)(const std::string& proto, std::string* error);
   void (*release)(void* model);
   // Every piece by id and its type.
-  void (*pieces)(const void* model, std::vector<std::string>* pieces,
-                 std::vector<int8_t>* types);
+  void (*pieces)(const void* model, std::vector<std::string>* pieces, std::vector<int8_t>* types);
   // Appends the ids of text to *ids; returns "" or sentencepiece's error.
   std::string (*encode)(const void* model, std::string_view text, std::vector<int32_t>* ids);
 };

@@ -30,7 +30,8 @@ class SentenceViews final : public sentencepiece::SentenceIterator {
 
  private:
   void load() {
-    if (next_ < sentences_.size()) current_.assign(sentences_[next_].data(), sentences_[next_].size());
+    if (next_ < sentences_.size())
+      current_.assign(sentences_[next_].data(), sentences_[next_].size());
     ++next_;
   }
   const std::vector<std::string_view>& sentences_;
@@ -110,7 +111,8 @@ std::string encode(const void* model, std::string_view text, std::vector<int32_t
   return "";
 }
 
-const SubwordApi kApi = {ouroboros::detail::kSubwordAbiVersion, train, load, release, pieces, encode};
+const SubwordApi kApi = {
+    ouroboros::detail::kSubwordAbiVersion, train, load, release, pieces, encode};
 
 }  // namespace
 

@@ -23,8 +23,11 @@ bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' |
 // sequence counts as one symbol on its own, so any byte string tokenizes and round-trips.
 size_t utf8_char_length(std::string_view text, size_t pos) {
   unsigned char lead = static_cast<unsigned char>(text[pos]);
-  size_t len = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
-             : (lead >> 3) == 0x1E ? 4 : 1;
+  size_t len = lead < 0x80           ? 1
+               : (lead >> 5) == 0x6  ? 2
+               : (lead >> 4) == 0xE  ? 3
+               : (lead >> 3) == 0x1E ? 4
+                                     : 1;
   if (pos + len > text.size()) return 1;
   for (size_t k = 1; k < len; ++k)
     if (!detail::is_continuation_byte(text[pos + k])) return 1;
@@ -59,8 +62,10 @@ std::vector<std::string> char_vocab(const std::string& train_text) {
   for (size_t pos = 0; pos < text.size();) {
     unsigned char b = static_cast<unsigned char>(text[pos]);
     size_t len = b < 0x80 ? 1 : utf8_char_length(text, pos);
-    if (b < 0x80) ascii_seen[b] = true;
-    else others.insert(text.substr(pos, len));
+    if (b < 0x80)
+      ascii_seen[b] = true;
+    else
+      others.insert(text.substr(pos, len));
     pos += len;
   }
   std::vector<std::string> vocab(others.begin(), others.end());
@@ -151,7 +156,8 @@ const std::string& Tokenizer::model_proto() const {
 Tokenizer Tokenizer::from_vocab(const std::string& kind, const std::vector<std::string>& vocab) {
   detail::check_tokenizer_kind(kind);
   if (detail::is_subword_kind(kind))
-    throw DataError("a " + kind + " tokenizer is rebuilt from its sentencepiece model, not its "
+    throw DataError("a " + kind +
+                        " tokenizer is rebuilt from its sentencepiece model, not its "
                         "vocabulary",
                     "use Tokenizer::from_model with the saved model");
   const std::string hint = "the checkpoint's vocabulary is damaged or from another program";
@@ -159,8 +165,8 @@ Tokenizer Tokenizer::from_vocab(const std::string& kind, const std::vector<std::
     // Only the size is checked: the symbols are fixed, and a JSON round trip may mangle the
     // 128 one-byte strings that are not valid UTF-8.
     if (vocab.size() != 256)
-      throw DataError("byte vocabulary has " + std::to_string(vocab.size()) +
-                          " entries, expected 256", hint);
+      throw DataError(
+          "byte vocabulary has " + std::to_string(vocab.size()) + " entries, expected 256", hint);
     return byte_level();
   }
   Tokenizer tok;
@@ -172,7 +178,8 @@ Tokenizer Tokenizer::from_vocab(const std::string& kind, const std::vector<std::
     for (size_t i = 0; i + 1 < vocab.size(); ++i)
       if (vocab[i].empty() || utf8_char_length(vocab[i], 0) != vocab[i].size())
         throw DataError("char vocabulary entry " + std::to_string(i) + " '" + vocab[i] +
-                            "' is not one character", hint);
+                            "' is not one character",
+                        hint);
   }
   tok.index_vocab();
   if (tok.index_.size() != vocab.size())

@@ -7,8 +7,8 @@
 #include <exception>
 #include <limits>
 
-#include "ouroboros/core/errors.h"
 #include "dist_detail.h"
+#include "ouroboros/core/errors.h"
 
 namespace ouroboros {
 
@@ -81,9 +81,9 @@ torch::Tensor C10dTransport::recv(int64_t src, const MessageKey& key, at::IntArr
     throw TransportError(ctx_.lost_peer(peer, "waiting for " + key.to_string() + ": " + e.what()),
                          ctx_.resume_hint());
   }
-  stats_.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - start)
-                        .count();
+  stats_.wait_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
   return t;
 }
 

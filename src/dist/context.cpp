@@ -16,17 +16,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <memory>
 #include <optional>
-#include <cstdlib>
 #include <set>
 #include <thread>
 
+#include "dist_detail.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
-#include "dist_detail.h"
 
 namespace ouroboros {
 namespace {
@@ -123,9 +123,8 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
     store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
   } catch (const std::exception& e) {
     throw TransportError("rank " + std::to_string(env.rank) + " cannot " +
-                             (so.isServer ? "host" : "reach") + " the store at " +
-                             env.master_addr + ":" + std::to_string(env.master_port) + ": " +
-                             first_line(e.what()),
+                             (so.isServer ? "host" : "reach") + " the store at " + env.master_addr +
+                             ":" + std::to_string(env.master_port) + ": " + first_line(e.what()),
                          "check MASTER_ADDR/MASTER_PORT (--master-addr/--master-port) and that "
                          "rank 0 is running");
   }
@@ -175,26 +174,26 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
     heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
     // The thread holds its own references, so it can be left behind if the store stops
     // answering while it waits in add() (a frozen rank 0).
-    heartbeat_ = std::thread([store = heartbeat_store_, stop = stop_heartbeat_,
-                              done = heartbeat_done_,
-                              key = "heartbeat/" + std::to_string(env_.rank)] {
-      while (!*stop) {
-        try {
-          store->add(key, 1);
-        } catch (const std::exception&) {
-          break;
-        }
-        for (int i = 0; i < 5 && !*stop; ++i) std::this_thread::sleep_for(Millis(100));
-      }
-      *done = true;
-    });
+    heartbeat_ =
+        std::thread([store = heartbeat_store_, stop = stop_heartbeat_, done = heartbeat_done_,
+                     key = "heartbeat/" + std::to_string(env_.rank)] {
+          while (!*stop) {
+            try {
+              store->add(key, 1);
+            } catch (const std::exception&) {
+              break;
+            }
+            for (int i = 0; i < 5 && !*stop; ++i) std::this_thread::sleep_for(Millis(100));
+          }
+          *done = true;
+        });
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    throw TransportError("rank " + std::to_string(env.rank) +
-                             " could not connect to every other rank: " + first_line(e.what()),
-                         "all " + std::to_string(env.world_size) +
-                             " processes must start within --timeout seconds");
+    throw TransportError(
+        "rank " + std::to_string(env.rank) +
+            " could not connect to every other rank: " + first_line(e.what()),
+        "all " + std::to_string(env.world_size) + " processes must start within --timeout seconds");
   }
 }
 
@@ -272,10 +271,12 @@ int64_t DistContext::store_add(const std::string& key, int64_t n, Millis limit) 
 
 void DistContext::store_set(const std::string& key, const std::vector<uint8_t>& value,
                             Millis limit) {
-  on_store([store = store_, key, value] {
-    store->set(key, value);
-    return 0;
-  }, limit);
+  on_store(
+      [store = store_, key, value] {
+        store->set(key, value);
+        return 0;
+      },
+      limit);
 }
 
 Millis DistContext::wait_limit() const {
@@ -301,7 +302,8 @@ std::vector<int64_t> DistContext::silent_ranks() {
     }
     std::this_thread::sleep_for(Millis(1100));  // two heartbeats of a live rank
     for (int64_t r = 0; r < env_.world_size; ++r) {
-      if (r != env_.rank && store_add("heartbeat/" + std::to_string(r), 0, short_limit()) == before[r]) {
+      if (r != env_.rank &&
+          store_add("heartbeat/" + std::to_string(r), 0, short_limit()) == before[r]) {
         silent.push_back(r);
       }
     }
@@ -312,7 +314,8 @@ std::vector<int64_t> DistContext::silent_ranks() {
 
 std::string DistContext::lost_peer(int64_t peer, const std::string& what) {
   auto recorded = [&]() -> std::string {
-    return store_check(kLostKey, short_limit()) ? string_of(store_get(kLostKey, short_limit())) : "";
+    return store_check(kLostKey, short_limit()) ? string_of(store_get(kLostKey, short_limit()))
+                                                : "";
   };
   std::string line;
   try {
@@ -392,10 +395,10 @@ std::vector<uint8_t> DistContext::get(const std::string& key, Millis timeout, in
     throw TransportError(lost_peer(0, "the store stopped answering: " + first_line(e.what())),
                          resume_hint());
   }
-  throw TransportError(lost_peer(writer >= 0 ? writer : 0,
-                                 "no " + key + " in the store after " +
-                                     std::to_string(timeout.count() / 1000) + " s"),
-                       resume_hint());
+  throw TransportError(
+      lost_peer(writer >= 0 ? writer : 0, "no " + key + " in the store after " +
+                                              std::to_string(timeout.count() / 1000) + " s"),
+      resume_hint());
 }
 
 void DistContext::linger_after_failure() {

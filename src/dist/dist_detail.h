@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include <torch/csrc/distributed/c10d/Work.hpp>
 #include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/Work.hpp>
 
 namespace ouroboros::dist_detail {
 

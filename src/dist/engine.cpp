@@ -8,9 +8,9 @@
 #include <map>
 #include <memory>
 
+#include "dist_detail.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
-#include "dist_detail.h"
 
 namespace ouroboros {
 
@@ -23,9 +23,9 @@ ProcessMethod::ProcessMethod(const LanguageModel& model, ParamSet params, const 
       ctx_(ctx),
       params_(std::move(params)),
       plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      transport_(ctx.nccl() ? std::unique_ptr<Transport>(
-                                  std::make_unique<PairTransport>(ctx, *ctx.nccl()))
-                            : std::make_unique<C10dTransport>(ctx)) {
+      transport_(ctx.nccl()
+                     ? std::unique_ptr<Transport>(std::make_unique<PairTransport>(ctx, *ctx.nccl()))
+                     : std::make_unique<C10dTransport>(ctx)) {
   for (int64_t g = 1; g <= plan_.partition.K * ctx_.replicas(); ++g) {
     peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
   }
@@ -50,8 +50,8 @@ ProcessMethod::~ProcessMethod() {
 
 std::string ProcessMethod::processes_line(const std::string& layout) const {
   return "processes: " + std::to_string(ctx_.world_size()) + " (" + layout + "), c10d " +
-         ctx_.backend() + ", store " +
-         ctx_.env().master_addr + ":" + std::to_string(ctx_.env().master_port) + "\n";
+         ctx_.backend() + ", store " + ctx_.env().master_addr + ":" +
+         std::to_string(ctx_.env().master_port) + "\n";
 }
 
 void ProcessMethod::collect_params() {
@@ -81,9 +81,9 @@ void ProcessMethod::collect_params() {
       }
     }
   } catch (const std::exception& e) {
-    throw TransportError(ctx_.lost_peer(ctx_.is_lead() ? -1 : 0,
-                                        std::string("collecting the weights: ") + e.what()),
-                         ctx_.resume_hint());
+    throw TransportError(
+        ctx_.lost_peer(ctx_.is_lead() ? -1 : 0, std::string("collecting the weights: ") + e.what()),
+        ctx_.resume_hint());
   }
 }
 
@@ -116,9 +116,9 @@ std::optional<LossSumFn> ProcessMethod::ring_loss_sum() {
       return forward(K, transport_->recv(module_worker(K, K - 1), key(K - 1), shape), y);
     }
     const int64_t k = w + 1;  // the middle module this worker holds
-    transport_->send(module_worker(K, k + 1), key(k),
-                     forward(k, transport_->recv(module_worker(K, k - 1), key(k - 1), shape),
-                             Tensor()));
+    transport_->send(
+        module_worker(K, k + 1), key(k),
+        forward(k, transport_->recv(module_worker(K, k - 1), key(k - 1), shape), Tensor()));
     return torch::zeros({}, torch::kFloat64);  // the lead's result is the one reported
   });
 }
@@ -126,8 +126,8 @@ std::optional<LossSumFn> ProcessMethod::ring_loss_sum() {
 DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
                                      DistContext& ctx)
     : ProcessMethod(model, std::move(params), cfg, ctx), clock_(cfg) {
-  worker_ = std::make_unique<Worker>(model_, plan_.partition, ctx_.worker(), params_, cfg_,
-                                     *transport_);
+  worker_ =
+      std::make_unique<Worker>(model_, plan_.partition, ctx_.worker(), params_, cfg_, *transport_);
   if (ctx_.replicas() > 1) {
     worker_->set_before_update([this](const ParamSet& p) { average_gradients(p); });
   }
@@ -155,8 +155,7 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
   PairGroups* nccl = ctx_.nccl();
   std::vector<at::Tensor> buf{nccl ? torch::cat(flat_parts) : torch::cat(flat_parts).cpu()};
   try {
-    CommGroup& group =
-        nccl ? nccl->rings() : *ctx_.replica_group();
+    CommGroup& group = nccl ? nccl->rings() : *ctx_.replica_group();
     group.allreduce(buf)->wait(ctx_.wait_limit());
   } catch (const std::exception& e) {
     if (nccl) nccl->mark_aborted();
@@ -170,9 +169,9 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
     g.copy_(buf[0].narrow(0, offset, g.numel()).view(g.sizes()));
     offset += g.numel();
   }
-  allreduce_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  allreduce_ns_ +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
 }
 
 void DistributedEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
@@ -271,7 +270,8 @@ std::optional<CheckpointShard> DistributedEngine::shard() const {
 
 void DistributedEngine::restore(const MethodState& given, int64_t tick) {
   const int64_t K = plan_.partition.K, R = ctx_.replicas();
-  check_generator_count(given, static_cast<size_t>(K * R), R > 1 ? "modules in all rings" : "modules");
+  check_generator_count(given, static_cast<size_t>(K * R),
+                        R > 1 ? "modules in all rings" : "modules");
   MethodState s = given;  // this ring's generators, as the worker counts them
   s.generators.assign(given.generators.begin() + ctx_.ring() * K,
                       given.generators.begin() + (ctx_.ring() + 1) * K);
@@ -281,7 +281,8 @@ void DistributedEngine::restore(const MethodState& given, int64_t tick) {
       if (t.size(0) != B * ctx_.replicas()) {
         throw CheckpointError("the checkpoint's memory of layer " + std::to_string(layer) +
                                   " has " + std::to_string(t.size(0)) + " rows, this run " +
-                                  std::to_string(B * ctx_.replicas()) + " (--replicas times "
+                                  std::to_string(B * ctx_.replicas()) +
+                                  " (--replicas times "
                                   "--batch-size)",
                               "resume with the batch size and replicas that wrote it");
       }

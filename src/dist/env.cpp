@@ -70,9 +70,8 @@ DistEnv discover_env(const DistEnv& flags) {
 json config_fingerprint(const Config& cfg) {
   // Per-process settings that may differ between ranks.
   static const std::set<std::string> local = {
-      "data.data",     "data.format",        "data.tokenizer", "model.vocab_size",
-      "train.threads", "train.log_interval", "train.out_dir",  "train.metrics",
-      "train.device"};
+      "data.data",          "data.format",   "data.tokenizer", "model.vocab_size", "train.threads",
+      "train.log_interval", "train.out_dir", "train.metrics",  "train.device"};
   json flat = json::object();
   const json all = cfg.to_json();
   for (const auto& [section, body] : all.items()) {
@@ -95,8 +94,8 @@ std::string fingerprint_difference(const json& mine, const json& theirs, int64_t
   }
   for (const auto& [key, value] : theirs.items()) {
     if (!mine.contains(key)) {
-      return "rank " + std::to_string(their_rank) + " has config key " + key +
-             " that rank " + std::to_string(my_rank) + " lacks";
+      return "rank " + std::to_string(their_rank) + " has config key " + key + " that rank " +
+             std::to_string(my_rank) + " lacks";
     }
   }
   return "";

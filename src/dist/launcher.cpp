@@ -11,8 +11,8 @@
 #include <iostream>
 #include <thread>
 
-#include "ouroboros/dist/launcher.h"
 #include "ouroboros/core/errors.h"
+#include "ouroboros/dist/launcher.h"
 
 namespace ouroboros {
 namespace {
@@ -133,8 +133,8 @@ int launch(const LaunchOptions& o) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (g_signal) {
-    std::cerr << "launch: stopped " << children.size() << " processes ("
-              << strsignal(g_signal) << ")" << std::endl;
+    std::cerr << "launch: stopped " << children.size() << " processes (" << strsignal(g_signal)
+              << ")" << std::endl;
     return 128 + g_signal;
   }
   if (failed_rank >= 0) {

@@ -13,9 +13,9 @@
 #include <set>
 #include <stdexcept>
 
+#include "dist_detail.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/dist/context.h"
-#include "dist_detail.h"
 
 namespace ouroboros {
 
@@ -148,8 +148,7 @@ PairTransport::Described PairTransport::describe(const torch::Tensor& header) {
   const torch::Tensor h = header.to(torch::kCPU).contiguous();
   const int64_t* v = h.data_ptr<int64_t>();
   if (h.numel() != kHeaderLength || h.scalar_type() != torch::kInt64 || v[2] < 0 ||
-      v[2] > kMaxDims || v[1] < 0 ||
-      v[1] >= static_cast<int64_t>(at::ScalarType::NumOptions)) {
+      v[2] > kMaxDims || v[1] < 0 || v[1] >= static_cast<int64_t>(at::ScalarType::NumOptions)) {
     throw TransportError("a message header that is not one (" + std::to_string(h.numel()) +
                          " values): the peers' message order disagrees");
   }
@@ -221,9 +220,9 @@ torch::Tensor PairTransport::recv(int64_t src, const MessageKey& key, at::IntArr
       early[tag] = payload;
     }
   }
-  stats_.wait_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - start)
-                        .count();
+  stats_.wait_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
   if (t.sizes() != shape) {
     throw TransportError("rank " + std::to_string(ctx_.rank()) + ": " + key.to_string() +
                          " arrived with shape " + c10::str(t.sizes()) + ", expected " +

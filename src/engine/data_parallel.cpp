@@ -4,7 +4,8 @@
 
 namespace ouroboros {
 
-DataParallelTrainer::DataParallelTrainer(const LanguageModel& model, ParamSet params, const Config& cfg)
+DataParallelTrainer::DataParallelTrainer(const LanguageModel& model, ParamSet params,
+                                         const Config& cfg)
     : model_(model), cfg_(cfg), params_(std::move(params)), optimizer_(cfg.train, params_) {
   const int64_t W = cfg.engine.workers;
   for (int64_t r = 0; r < W; ++r) {
@@ -27,7 +28,7 @@ void DataParallelTrainer::run(int64_t first, int64_t count, const BatchFn& batch
   std::vector<double> losses(static_cast<size_t>(W));
   for (int64_t t = first; t < first + count; ++t) {
     const Batch b = batch(t);
-    const Tensor& x = b.first;   // [B, T]
+    const Tensor& x = b.first;  // [B, T]
     const Tensor& y = b.second;
     const std::function<void(int64_t)> replica_step = [&](int64_t r) {
       Tensor loss = model_.loss(replicas_[static_cast<size_t>(r)], x.narrow(0, r * Br, Br),
@@ -70,7 +71,8 @@ MethodState DataParallelTrainer::state() const {
 void DataParallelTrainer::restore(const MethodState& s, int64_t /*tick*/) {
   check_generator_count(s, contexts_.size(), "replicas");
   optimizer_.load_state_dict(s.optimizer);
-  for (size_t r = 0; r < s.generators.size(); ++r) contexts_[r].generator->set_state(s.generators[r]);
+  for (size_t r = 0; r < s.generators.size(); ++r)
+    contexts_[r].generator->set_state(s.generators[r]);
 }
 
 std::string DataParallelTrainer::describe() const {

@@ -32,11 +32,15 @@ void GPipeStage::collect_state(MethodState& s) const {
 
 void GPipeStage::restore_state(const MethodState& s) {
   optimizer_.load_state_dict(s.optimizer);
-  for (auto& [k, ctx] : contexts_) ctx.generator->set_state(s.generators[static_cast<size_t>(k - 1)]);
+  for (auto& [k, ctx] : contexts_)
+    ctx.generator->set_state(s.generators[static_cast<size_t>(k - 1)]);
 }
 
 GPipeTrainer::GPipeTrainer(const LanguageModel& model, ParamSet params, const Config& cfg)
-    : model_(model), cfg_(cfg), params_(std::move(params)), plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))) {
+    : model_(model),
+      cfg_(cfg),
+      params_(std::move(params)),
+      plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))) {
   const int64_t W = plan_.partition.num_workers();
   for (int64_t w = 0; w < W; ++w) {
     transports_.push_back(hub_.endpoint(w));

@@ -29,8 +29,8 @@ OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, co
     workers_.push_back(
         std::make_unique<Worker>(model_, plan_.partition, w, own, cfg_, *transports_[w]));
   }
-  team_ = std::make_unique<ThreadTeam>(W, cfg.train.threads,
-                                       [this] { hub_.abort("a worker failed"); });
+  team_ =
+      std::make_unique<ThreadTeam>(W, cfg.train.threads, [this] { hub_.abort("a worker failed"); });
 }
 
 OuroborosEngine::~OuroborosEngine() = default;

@@ -21,10 +21,7 @@ Partition own_partition(const Config& cfg) {
 }  // namespace
 
 SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg)
-    : model_(model),
-      cfg_(cfg),
-      params_(std::move(params)),
-      partition_(own_partition(cfg)) {
+    : model_(model), cfg_(cfg), params_(std::move(params)), partition_(own_partition(cfg)) {
   const int64_t K = partition_.K;
   for (int64_t k = 1; k <= K; ++k) {
     module_params_.push_back(params_.subset(model.module_param_names(partition_.module(k))));

@@ -23,8 +23,8 @@ std::vector<std::string> worker_param_names(const LanguageModel& model, const Pa
   return ordered;
 }
 
-Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
-               const Config& cfg, Transport& transport)
+Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t rank,
+               const ParamSet& all, const Config& cfg, Transport& transport)
     : model_(model),
       partition_(partition),
       rank_(rank),
@@ -94,8 +94,9 @@ Tensor Worker::take_local(const LocalKey& key) {
   auto it = mailbox_.find(key);
   if (it == mailbox_.end()) {
     MessageKey m{std::get<0>(key), std::get<1>(key), std::get<2>(key)};
-    throw PlanError("worker " + std::to_string(rank_) + " needs " + m.to_string() +
-                    " but it never arrived", "the schedule is inconsistent");
+    throw PlanError(
+        "worker " + std::to_string(rank_) + " needs " + m.to_string() + " but it never arrived",
+        "the schedule is inconsistent");
   }
   Tensor t = std::move(it->second);
   mailbox_.erase(it);
@@ -176,9 +177,8 @@ void Worker::forward(int64_t k, int64_t s, const TickWindow& w, const BatchFn* b
     rec.version = module_params_.at(k);
   } else if (predicts_weights(engine_cfg_)) {
     // The copy is moved to where the weights will be when this batch's gradient arrives.
-    rec.version = optimizer_.predict(module_params_.at(k),
-                                     prediction_horizon(engine_cfg_, plan.delay()) * w.lr,
-                                     lr_scale(w));
+    rec.version = optimizer_.predict(
+        module_params_.at(k), prediction_horizon(engine_cfg_, plan.delay()) * w.lr, lr_scale(w));
   } else {
     rec.version = module_params_.at(k).snapshot();
   }
@@ -281,8 +281,9 @@ c10::impl::GenericDict Worker::save_pipeline(int64_t next_tick) const {
     GenericList records(c10::AnyType::get());
     for (const auto& [s, rec] : batches) {
       if (partition_.module(k).head) {
-        throw Error("module " + std::to_string(k) + " holds batch " + std::to_string(s) +
-                    " between ticks", "the schedule back-propagates the last module at once");
+        throw Error(
+            "module " + std::to_string(k) + " holds batch " + std::to_string(s) + " between ticks",
+            "the schedule back-propagates the last module at once");
       }
       GenericDict r = new_dict();
       r.insert("batch", s);
@@ -347,12 +348,14 @@ void Worker::restore_pipeline(const c10::impl::GenericDict& d) {
         const auto weights = r.at("weights").toTensorVector();
         if (weights.size() != live.size()) {
           throw Error("the saved pipeline of module " + key + " holds " +
-                      std::to_string(weights.size()) + " weights, the module " +
-                      std::to_string(live.size()), "resume with the layout that wrote it");
+                          std::to_string(weights.size()) + " weights, the module " +
+                          std::to_string(live.size()),
+                      "resume with the layout that wrote it");
         }
         for (size_t i = 0; i < live.size(); ++i) {  // a copy where the live weight is
-          rec.version.add(live.names()[i],
-                          weights[i].to(live.tensors()[i].device(), false, true).requires_grad_(true));
+          rec.version.add(
+              live.names()[i],
+              weights[i].to(live.tensors()[i].device(), false, true).requires_grad_(true));
         }
       } else {
         rec.version = live;
@@ -375,7 +378,8 @@ void Worker::restore_pipeline(const c10::impl::GenericDict& d) {
         rec.output = model_.forward_module(rec.version, plan, input, Tensor(), ctx);
       }
       batches.emplace(s, std::move(rec));
-      peak_in_flight_[k] = std::max<int64_t>(peak_in_flight_[k], static_cast<int64_t>(batches.size()));
+      peak_in_flight_[k] =
+          std::max<int64_t>(peak_in_flight_[k], static_cast<int64_t>(batches.size()));
     }
     ctx.generator->set_state(generator_now);
     ctx.memory = memory_now;

@@ -30,7 +30,7 @@ std::string generate(const LanguageModel& model, const ParamSet& params, const T
     // Sampled on the CPU in float32, so a GPU run draws as the CPU would from the same scores.
     Tensor logits =
         model.output_logits(params, idx, ctx).select(1, n - 1)[0].to(at::kCPU, at::kFloat);
-    logits = logits / opts.temperature;                                   // [V]
+    logits = logits / opts.temperature;  // [V]
     // <unk> stands for text the vocabulary lacks: never sampled.
     if (tok.unk_id() >= 0) logits[tok.unk_id()] = -std::numeric_limits<float>::infinity();
     if (opts.top_k > 0 && opts.top_k < logits.size(0)) {

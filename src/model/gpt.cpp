@@ -25,10 +25,10 @@ GPT::GPT(const ModelConfig& cfg) : cfg_(cfg) {
 
 std::vector<std::string> GPT::block_param_names(int64_t i) const {
   const std::string h = "h." + std::to_string(i) + ".";
-  return {h + "ln_1.weight",        h + "ln_1.bias",        h + "attn.c_attn.weight",
-          h + "attn.c_attn.bias",   h + "attn.c_proj.weight", h + "attn.c_proj.bias",
-          h + "ln_2.weight",        h + "ln_2.bias",        h + "mlp.c_fc.weight",
-          h + "mlp.c_fc.bias",      h + "mlp.c_proj.weight",  h + "mlp.c_proj.bias"};
+  return {h + "ln_1.weight",      h + "ln_1.bias",          h + "attn.c_attn.weight",
+          h + "attn.c_attn.bias", h + "attn.c_proj.weight", h + "attn.c_proj.bias",
+          h + "ln_2.weight",      h + "ln_2.bias",          h + "mlp.c_fc.weight",
+          h + "mlp.c_fc.bias",    h + "mlp.c_proj.weight",  h + "mlp.c_proj.bias"};
 }
 
 std::vector<std::string> GPT::module_param_names(const ModulePlan& m) const {
@@ -93,8 +93,8 @@ Tensor GPT::embed(const ParamSet& p, const Tensor& idx_in, ForwardContext& ctx) 
     throw Error("sequence of " + std::to_string(T) + " tokens exceeds block_size " +
                 std::to_string(cfg_.block_size));
   }
-  Tensor tok = at::embedding(p.at("wte.weight"), idx);                   // [B, T, C]
-  Tensor pos = p.at("wpe.weight").narrow(0, 0, T);                        // [T, C]
+  Tensor tok = at::embedding(p.at("wte.weight"), idx);  // [B, T, C]
+  Tensor pos = p.at("wpe.weight").narrow(0, 0, T);      // [T, C]
   return dropout(tok + pos, ctx);
 }
 
@@ -106,8 +106,8 @@ Tensor GPT::block(const ParamSet& p, int64_t i, const Tensor& x, ForwardContext&
   // Causal self-attention; c_attn's output is q, k, v, each split into H contiguous heads.
   Tensor a = at::layer_norm(x, {C}, p.at(h + "ln_1.weight"), p.at(h + "ln_1.bias"), eps);
   Tensor qkv = at::linear(a, p.at(h + "attn.c_attn.weight"), p.at(h + "attn.c_attn.bias"));
-  auto parts = qkv.split(C, 2);                                           // 3 x [B, T, C]
-  Tensor q = parts[0].view({B, T, H, D}).transpose(1, 2);                 // [B, H, T, D]
+  auto parts = qkv.split(C, 2);                            // 3 x [B, T, C]
+  Tensor q = parts[0].view({B, T, H, D}).transpose(1, 2);  // [B, H, T, D]
   Tensor k = parts[1].view({B, T, H, D}).transpose(1, 2);
   Tensor v = parts[2].view({B, T, H, D}).transpose(1, 2);
   Tensor y;
@@ -123,7 +123,7 @@ Tensor GPT::block(const ParamSet& p, int64_t i, const Tensor& x, ForwardContext&
     Tensor att = at::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(D)));
     att = att.masked_fill(causal_mask_.narrow(0, 0, T).narrow(1, 0, T).to(x.device()),
                           -std::numeric_limits<float>::infinity());
-    att = dropout(at::softmax(att, -1), ctx);                             // [B, H, T, T]
+    att = dropout(at::softmax(att, -1), ctx);  // [B, H, T, T]
     y = at::matmul(att, v);
   }
   y = y.transpose(1, 2).reshape({B, T, C});
@@ -139,7 +139,7 @@ Tensor GPT::block(const ParamSet& p, int64_t i, const Tensor& x, ForwardContext&
 
 Tensor GPT::logits(const ParamSet& p, const Tensor& h) const {
   Tensor n = at::layer_norm(h, {cfg_.n_embd}, p.at("ln_f.weight"), p.at("ln_f.bias"), 1e-5);
-  return at::linear(n, p.at("wte.weight"));                               // [B, T, V]
+  return at::linear(n, p.at("wte.weight"));  // [B, T, V]
 }
 
 Tensor GPT::head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets, bool sum) const {
@@ -193,17 +193,17 @@ CostModel GPT::cost_model(int64_t batch_size) const {
   const int64_t n_layer = cfg_.n_layer, n_embd = cfg_.n_embd, block_size = cfg_.block_size,
                 vocab_size = cfg_.vocab_size;
   if (n_layer < 0 || n_embd < 1 || block_size < 1 || vocab_size < 1 || batch_size < 1)
-    throw PlanError("model shape L=" + str(n_layer) + " C=" + str(n_embd) + " T=" +
-                        str(block_size) + " V=" + str(vocab_size) + " B=" + str(batch_size) +
-                        " is impossible",
+    throw PlanError("model shape L=" + str(n_layer) + " C=" + str(n_embd) +
+                        " T=" + str(block_size) + " V=" + str(vocab_size) +
+                        " B=" + str(batch_size) + " is impossible",
                     "all sizes must be >= 1 (L >= 0)");
   const double C = n_embd, T = block_size, V = vocab_size, B = batch_size, N = B * T;
-  const double heads = std::max<int64_t>(1, n_embd / 64);  // head dim 64 assumed
-  const double block_matmul = N * 24 * C * C + 4 * B * T * T * C;  // qkv, proj, MLP; QK^T, AV
+  const double heads = std::max<int64_t>(1, n_embd / 64);               // head dim 64 assumed
+  const double block_matmul = N * 24 * C * C + 4 * B * T * T * C;       // qkv, proj, MLP; QK^T, AV
   const double block_elementwise = N * C * 20 + B * T * T * heads * 4;  // LN, GELU, adds; softmax
   CostModel cost;
-  cost.block_forward.assign(n_layer, block_matmul / kMatmulFlopsPerSecond +
-                                         block_elementwise / kElementwisePerSecond);
+  cost.block_forward.assign(
+      n_layer, block_matmul / kMatmulFlopsPerSecond + block_elementwise / kElementwisePerSecond);
   cost.embed_forward = N * C * 3 / kElementwisePerSecond;
   cost.head_forward =
       2 * N * C * V / kMatmulFlopsPerSecond + (N * V * 6 + N * C * 8) / kElementwisePerSecond;

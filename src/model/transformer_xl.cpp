@@ -38,8 +38,9 @@ TransformerXL::TransformerXL(const ModelConfig& cfg) : cfg_(cfg) {
       c = std::stoll(item, &used);
       if (used != item.size()) throw std::invalid_argument(item);
     } catch (const std::exception&) {
-      throw ConfigError("adaptive_cutoffs '" + cfg_.adaptive_cutoffs + "' is not a list of integers",
-                        "write increasing token ids, e.g. --adaptive-cutoffs 20000,40000,200000");
+      throw ConfigError(
+          "adaptive_cutoffs '" + cfg_.adaptive_cutoffs + "' is not a list of integers",
+          "write increasing token ids, e.g. --adaptive-cutoffs 20000,40000,200000");
     }
     if (c <= bounds_.back() || c >= cfg_.vocab_size) {
       throw ConfigError("adaptive_cutoffs must increase strictly within (0, vocab_size " +
@@ -180,14 +181,15 @@ Tensor TransformerXL::dropout(const Tensor& x, double rate, ForwardContext& ctx)
 Tensor TransformerXL::embed(const ParamSet& p, const Tensor& idx_in, ForwardContext& ctx) const {
   const Tensor idx = on_device_of(p, idx_in);
   const double scale = std::sqrt(static_cast<double>(cfg_.n_embd));
-  if (!adaptive()) return dropout(at::embedding(p.at("word_emb.weight"), idx) * scale, cfg_.dropout, ctx);
+  if (!adaptive())
+    return dropout(at::embedding(p.at("word_emb.weight"), idx) * scale, cfg_.dropout, ctx);
   Tensor e;
   for (size_t c = 0; c + 1 < bounds_.size(); ++c) {
     const std::string i = std::to_string(c);
     const int64_t lo = bounds_[c], n = bounds_[c + 1] - lo;
     Tensor in = idx.ge(lo).logical_and(idx.lt(lo + n));
-    Tensor part = at::embedding(p.at("word_emb.emb_layers." + i + ".weight"),
-                                (idx - lo).clamp(0, n - 1));
+    Tensor part =
+        at::embedding(p.at("word_emb.emb_layers." + i + ".weight"), (idx - lo).clamp(0, n - 1));
     if (cluster_dim(c) != cfg_.n_embd) part = at::linear(part, p.at("word_emb.emb_projs." + i));
     part = part * in.unsqueeze(-1).to(part.scalar_type());
     e = e.defined() ? e + part : part;
@@ -210,16 +212,18 @@ Tensor TransformerXL::adaptive_log_probs(const ParamSet& p, const Tensor& h) con
   std::vector<Tensor> parts = {head.narrow(-1, 0, head_n)};
   for (size_t c = 1; c + 1 < bounds_.size(); ++c) {
     const int64_t lo = bounds_[c], n = bounds_[c + 1] - lo;
-    Tensor tail = at::log_softmax(
-        at::linear(cluster_hidden(p, h, c), p.at("word_emb.emb_layers." + std::to_string(c) + ".weight"),
-                   bias.narrow(0, lo, n)),
-        -1);
+    Tensor tail =
+        at::log_softmax(at::linear(cluster_hidden(p, h, c),
+                                   p.at("word_emb.emb_layers." + std::to_string(c) + ".weight"),
+                                   bias.narrow(0, lo, n)),
+                        -1);
     parts.push_back(head.narrow(-1, head_n + static_cast<int64_t>(c) - 1, 1) + tail);
   }
   return at::cat(parts, -1);
 }
 
-Tensor TransformerXL::adaptive_nll(const ParamSet& p, const Tensor& h, const Tensor& targets) const {
+Tensor TransformerXL::adaptive_nll(const ParamSet& p, const Tensor& h,
+                                   const Tensor& targets) const {
   const Tensor& bias = p.at("crit.bias");
   const int64_t head_n = bounds_[1];
   Tensor head_w = at::cat({p.at("word_emb.emb_layers.0.weight"), p.at("crit.cluster_weight")}, 0);
@@ -237,10 +241,10 @@ Tensor TransformerXL::adaptive_nll(const ParamSet& p, const Tensor& h, const Ten
     Tensor rows = targets.ge(lo).logical_and(targets.lt(lo + n)).nonzero().squeeze(1);
     if (rows.numel() == 0) continue;
     Tensor hc = cluster_hidden(p, h.index_select(0, rows), c);
-    Tensor tail = at::log_softmax(
-        at::linear(hc, p.at("word_emb.emb_layers." + std::to_string(c) + ".weight"),
-                   bias.narrow(0, lo, n)),
-        -1);
+    Tensor tail =
+        at::log_softmax(at::linear(hc, p.at("word_emb.emb_layers." + std::to_string(c) + ".weight"),
+                                   bias.narrow(0, lo, n)),
+                        -1);
     Tensor within = (targets.index_select(0, rows) - lo).unsqueeze(1);
     nll = nll.index_add(0, rows, -tail.gather(1, within).squeeze(1));
   }
@@ -266,8 +270,8 @@ Tensor TransformerXL::rel_shift(const Tensor& x) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape[nd - 2] = K + 1;
   shape[nd - 1] = Q;
-  padded = padded.view(shape);                                             // [..., K+1, Q]
-  return padded.narrow(nd - 2, 1, K).reshape(x.sizes());                   // [..., Q, K]
+  padded = padded.view(shape);                            // [..., K+1, Q]
+  return padded.narrow(nd - 2, 1, K).reshape(x.sizes());  // [..., Q, K]
 }
 
 Tensor TransformerXL::attention_mask(int64_t qlen, int64_t mlen,

@@ -39,10 +39,10 @@ XLForwardFlops xl_forward_flops(const TransformerXL& m, int64_t batch_size) {
                C = static_cast<double>(c.n_embd), D = static_cast<double>(m.d_inner()),
                K = static_cast<double>(c.mem_len + c.block_size);
   XLForwardFlops f;
-  f.block = 2.0 * B * K * C * 3.0 * C   // qkv_net on memory + segment
-            + 2.0 * K * C * C           // r_net on the encodings (once per batch)
-            + 3.0 * 2.0 * B * Q * K * C // content scores, position scores, prob . v
-            + 2.0 * B * Q * C * C       // o_net
+  f.block = 2.0 * B * K * C * 3.0 * C     // qkv_net on memory + segment
+            + 2.0 * K * C * C             // r_net on the encodings (once per batch)
+            + 3.0 * 2.0 * B * Q * K * C   // content scores, position scores, prob . v
+            + 2.0 * B * Q * C * C         // o_net
             + 2.0 * 2.0 * B * Q * C * D;  // feed-forward
   // The adaptive head scores cluster 0 plus one entry per tail cluster for every token, and each
   // tail only for its own tokens; the full head is every token against V.
@@ -65,9 +65,9 @@ CostModel TransformerXL::cost_model(int64_t batch_size) const {
   // softmax and its dropout, about 8 passes; per token LayerNorms, ReLU, residuals and dropouts.
   const double block_elementwise = B * H * Q * K * 8.0 + N * C * 20.0 + N * D * 3.0;
   CostModel cost;
-  cost.block_forward.assign(static_cast<size_t>(cfg_.n_layer),
-                            f.block / kMatmulFlopsPerSecond +
-                                block_elementwise / kElementwisePerSecond);
+  cost.block_forward.assign(
+      static_cast<size_t>(cfg_.n_layer),
+      f.block / kMatmulFlopsPerSecond + block_elementwise / kElementwisePerSecond);
   cost.embed_forward = N * C * 3.0 / kElementwisePerSecond;
   cost.head_forward = f.head / kMatmulFlopsPerSecond +
                       (N * (adaptive() ? static_cast<double>(bounds_[1]) : V) * 6.0 + N * C * 8.0) /

@@ -122,14 +122,14 @@ Partition make_partition(int64_t n_layer, int64_t K, const std::vector<int64_t>&
   check_partition_shape(n_layer, K);
   const auto& b = boundaries;
   if (static_cast<int64_t>(b.size()) != K - 1)
-    throw PlanError("K=" + str(K) + " needs " + str(K - 1) + " boundaries, got " +
-                        str(b.size()) + " (" + join(b) + ")",
+    throw PlanError("K=" + str(K) + " needs " + str(K - 1) + " boundaries, got " + str(b.size()) +
+                        " (" + join(b) + ")",
                     "give a1,...,a(K-1)");
   for (size_t i = 0; i < b.size(); ++i)
     if (b[i] < 0 || b[i] > n_layer)
-      throw PlanError("boundary a" + str(i + 1) + "=" + str(b[i]) + " is outside [0, " +
-                          str(n_layer) + "]",
-                      "boundaries are block numbers between 0 and n_layer");
+      throw PlanError(
+          "boundary a" + str(i + 1) + "=" + str(b[i]) + " is outside [0, " + str(n_layer) + "]",
+          "boundaries are block numbers between 0 and n_layer");
   for (size_t i = 1; i < b.size(); ++i)
     if (b[i - 1] > b[i])
       throw PlanError("boundaries decrease: a" + str(i) + "=" + str(b[i - 1]) + " > a" +

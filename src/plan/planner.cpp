@@ -159,11 +159,10 @@ Partition plan_partition(int64_t n_layer, int64_t K, const std::string& spec,
                     "build it with the model's cost_model for the same n_layer");
   if (K == 1) return make_partition(n_layer, K, {});
   const bool small = count_cuts(n_layer, K, 20000) <= 20000;
-  const Candidate best = small ? search_exhaustive(n_layer, K, cost)
-                               : search_descent(n_layer, K, cost);
+  const Candidate best =
+      small ? search_exhaustive(n_layer, K, cost) : search_descent(n_layer, K, cost);
   return make_partition(n_layer, K, best.boundaries);
 }
-
 
 Plan make_plan(const Config& cfg, const CostModel& cost) {
   Plan p;
@@ -189,8 +188,8 @@ std::string Plan::summary() const {
 
 std::string link_summary(const Config& cfg, int64_t params, const Link& link) {
   const int64_t W = cfg.engine.modules == 1 ? 1 : cfg.engine.modules - 1;
-  const LinkTraffic t = link_traffic(params, cfg.train.batch_size, cfg.model.block_size,
-                                     cfg.model.n_embd, W);
+  const LinkTraffic t =
+      link_traffic(params, cfg.train.batch_size, cfg.model.block_size, cfg.model.n_embd, W);
   const double mib = 1024.0 * 1024.0;
   const double ouro = link.seconds(t.ouroboros_bytes, t.ouroboros_messages);
   const double dp = link.seconds(t.allreduce_bytes, t.allreduce_rounds);

@@ -29,13 +29,20 @@ std::string op_text(const Op& op, const std::string& batch) {
   const std::string b = "(" + batch + ")";
   const std::string peer = ":w" + str(op.peer);
   switch (op.kind) {
-    case OpKind::Forward: return "F" + str(op.index) + b;
-    case OpKind::Backward: return "B" + str(op.index) + b;
-    case OpKind::SendAct: return ">A" + str(op.index) + b + peer;
-    case OpKind::RecvAct: return "<A" + str(op.index) + b + peer;
-    case OpKind::SendErr: return ">E" + str(op.index) + b + peer;
-    case OpKind::RecvErr: return "<E" + str(op.index) + b + peer;
-    case OpKind::Update: break;
+    case OpKind::Forward:
+      return "F" + str(op.index) + b;
+    case OpKind::Backward:
+      return "B" + str(op.index) + b;
+    case OpKind::SendAct:
+      return ">A" + str(op.index) + b + peer;
+    case OpKind::RecvAct:
+      return "<A" + str(op.index) + b + peer;
+    case OpKind::SendErr:
+      return ">E" + str(op.index) + b + peer;
+    case OpKind::RecvErr:
+      return "<E" + str(op.index) + b + peer;
+    case OpKind::Update:
+      break;
   }
   return "U";
 }
@@ -48,12 +55,12 @@ int64_t workers_for(int64_t K) { return K == 1 ? 1 : K - 1; }
 std::vector<Op> worker0_ops(int64_t K, bool sync) {
   const int64_t prev = module_worker(K, K - 1);
   if (sync)
-    return {fwd(1, 0),          send_act(1, 0, 1), recv_act(K - 1, 0, prev),
-            fwd(K, 0),          bwd(K, 0),         send_err(K - 1, 0, prev),
-            recv_err(1, 0, 1),  bwd(1, 0),         update()};
-  return {fwd(1, 0),          send_act(1, 0, 1), recv_err(1, K - 1, 1),
-          bwd(1, K - 1),      recv_act(K - 1, 0, prev), fwd(K, 0),
-          bwd(K, 0),          send_err(K - 1, 0, prev), update()};
+    return {fwd(1, 0),         send_act(1, 0, 1), recv_act(K - 1, 0, prev),
+            fwd(K, 0),         bwd(K, 0),         send_err(K - 1, 0, prev),
+            recv_err(1, 0, 1), bwd(1, 0),         update()};
+  return {fwd(1, 0),     send_act(1, 0, 1),        recv_err(1, K - 1, 1),
+          bwd(1, K - 1), recv_act(K - 1, 0, prev), fwd(K, 0),
+          bwd(K, 0),     send_err(K - 1, 0, prev), update()};
 }
 
 // Middle module m (2..K-1) on worker m-1: the delayed order forwards this tick's batch as soon as
@@ -62,11 +69,13 @@ std::vector<Op> worker0_ops(int64_t K, bool sync) {
 std::vector<Op> middle_ops(int64_t K, int64_t m, bool sync) {
   const int64_t prev = module_worker(K, m - 1), next = module_worker(K, m + 1);
   if (sync)
-    return {recv_act(m - 1, 0, prev), fwd(m, 0),  send_act(m, 0, next),
-            recv_err(m, 0, next),     bwd(m, 0),  send_err(m - 1, 0, prev), update()};
+    return {
+        recv_act(m - 1, 0, prev), fwd(m, 0), send_act(m, 0, next), recv_err(m, 0, next), bwd(m, 0),
+        send_err(m - 1, 0, prev), update()};
   const int64_t d = K - m;
-  return {recv_act(m - 1, 0, prev), fwd(m, 0),  send_act(m, 0, next),
-          recv_err(m, d, next),     bwd(m, d),  send_err(m - 1, d, prev), update()};
+  return {
+      recv_act(m - 1, 0, prev), fwd(m, 0), send_act(m, 0, next), recv_err(m, d, next), bwd(m, d),
+      send_err(m - 1, d, prev), update()};
 }
 
 // ---- parsing ----------------------------------------------------------------------------------
@@ -110,14 +119,16 @@ Op parse_op(const std::string& tok, int64_t K, int64_t W) {
   }
   if (!ok) throw PlanError("bad schedule op '" + tok + "'", kOpHint);
   if (is_module_op(op.kind) && (op.index < 1 || op.index > K))
-    throw PlanError("schedule op '" + tok + "' names module " + str(op.index) + " but K=" +
-                        str(K), "modules are 1..K");
+    throw PlanError("schedule op '" + tok + "' names module " + str(op.index) + " but K=" + str(K),
+                    "modules are 1..K");
   if (!is_module_op(op.kind) && (op.index < 1 || op.index > K - 1))
-    throw PlanError("schedule op '" + tok + "' names boundary " + str(op.index) + " but K=" +
-                        str(K), "boundaries are 1..K-1");
+    throw PlanError(
+        "schedule op '" + tok + "' names boundary " + str(op.index) + " but K=" + str(K),
+        "boundaries are 1..K-1");
   if (!is_module_op(op.kind) && op.peer >= W)
-    throw PlanError("schedule op '" + tok + "' names worker " + str(op.peer) + " but there are " +
-                        str(W), "workers are 0..K-2");
+    throw PlanError(
+        "schedule op '" + tok + "' names worker " + str(op.peer) + " but there are " + str(W),
+        "workers are 0..K-2");
   return op;
 }
 
@@ -320,8 +331,9 @@ SimResult simulate(const Schedule& schedule, const Partition& partition, const C
                    int64_t ticks) {
   if (ticks < 1) throw PlanError("cannot simulate " + str(ticks) + " ticks", "use ticks >= 1");
   if (partition.K != schedule.K)
-    throw PlanError("schedule has K=" + str(schedule.K) + " but the partition K=" +
-                        str(partition.K), "build the schedule from the same partition");
+    throw PlanError(
+        "schedule has K=" + str(schedule.K) + " but the partition K=" + str(partition.K),
+        "build the schedule from the same partition");
   check_structure(schedule);
   const detail::SymbolicRun m =
       detail::execute_symbolically(schedule, ticks, op_costs(schedule, partition, cost));
@@ -334,8 +346,8 @@ SimResult simulate(const Schedule& schedule, const Partition& partition, const C
   for (const ModulePlan& mod : partition.modules)
     r.sequential_time += cost.module_forward(mod.first_block, mod.end_block, mod.embed, mod.head) *
                          (1.0 + cost.backward_ratio);
-  r.sequential_time += static_cast<double>(partition.n_layer) * cost.update_per_block +
-                       cost.update_embed_head;
+  r.sequential_time +=
+      static_cast<double>(partition.n_layer) * cost.update_per_block + cost.update_embed_head;
   for (const auto& intervals : m.compute) {
     double busy = 0.0;
     for (const auto& [a, b] : intervals)

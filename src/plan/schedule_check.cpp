@@ -26,8 +26,12 @@ char carried(OpKind k) { return (k == OpKind::SendAct || k == OpKind::RecvAct) ?
 class Machine {
  public:
   Machine(const Schedule& s, int64_t ticks, std::vector<std::vector<double>> costs)
-      : update_done(ticks, 0.0), compute(s.workers.size()), s_(s), ticks_(ticks),
-        costs_(std::move(costs)), state_(s.workers.size()) {}
+      : update_done(ticks, 0.0),
+        compute(s.workers.size()),
+        s_(s),
+        ticks_(ticks),
+        costs_(std::move(costs)),
+        state_(s.workers.size()) {}
 
   void run() {
     const int64_t W = static_cast<int64_t>(s_.workers.size());
@@ -43,7 +47,7 @@ class Machine {
     check_all_received();
   }
 
-  std::vector<double> update_done;                           // worker 0's U end, per tick
+  std::vector<double> update_done;                              // worker 0's U end, per tick
   std::vector<std::vector<std::pair<double, double>>> compute;  // per worker, [start, end)
 
  private:
@@ -82,7 +86,8 @@ class Machine {
   [[noreturn]] void fail(int64_t w, const std::string& what, const std::string& hint) const {
     const Op& op = current(w);
     throw PlanError(op.to_string() + " on w" + str(w) + " at tick " + str(tick(w)) + " (batch " +
-                        str(tick(w) - op.lag) + ") " + what, hint);
+                        str(tick(w) - op.lag) + ") " + what,
+                    hint);
   }
 
   void run_compute(int64_t w) {
@@ -160,12 +165,14 @@ class Machine {
                p.peer == w;
       });
       if (!has_send)
-        fail(w, "is never matched: w" + str(op.peer) + " has no send of " +
-                    std::string(1, item.what) + str(item.index) + " to w" + str(w),
+        fail(w,
+             "is never matched: w" + str(op.peer) + " has no send of " + std::string(1, item.what) +
+                 str(item.index) + " to w" + str(w),
              "add the matching send on the peer");
       if (done(op.peer))
-        fail(w, "is never matched: w" + str(op.peer) + " finished " + str(ticks_) +
-                    " ticks without sending " + item.text() + " to w" + str(w),
+        fail(w,
+             "is never matched: w" + str(op.peer) + " finished " + str(ticks_) +
+                 " ticks without sending " + item.text() + " to w" + str(w),
              "the send's batch (lag) must match the receive's");
       waits += (waits.empty() ? "" : "; ") + std::string("w") + str(w) + " tick " + str(tick(w)) +
                " waits at " + op.to_string() + " for " + item.text();

@@ -12,7 +12,8 @@
 
 namespace ouroboros {
 
-std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params) {
+std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model,
+                                    ParamSet params) {
   keep_freed_memory();
   const std::string mode = resolved_mode(cfg.engine);
   if (mode == "gpipe") return std::make_unique<GPipeTrainer>(model, std::move(params), cfg);
@@ -29,12 +30,13 @@ void check_process_mode(const Config& cfg) {
   const std::string mode = resolved_mode(cfg.engine);
   const bool ddp = mode == "sequential" && cfg.dist.replicas > 1;
   if (mode != "ouroboros" && mode != "gpipe" && !ddp) {
-    throw ConfigError("processes run --mode ouroboros or gpipe, or data parallelism as --modules 1 "
-                          "--replicas R, not " + mode,
-                      mode == "data-parallel"
-                          ? "one process per replica: --modules 1 --replicas R (batch B each)"
-                          : "use --modules K >= 2 with the default mode, or run " + mode +
-                                " on threads of one process");
+    throw ConfigError(
+        "processes run --mode ouroboros or gpipe, or data parallelism as --modules 1 "
+        "--replicas R, not " +
+            mode,
+        mode == "data-parallel" ? "one process per replica: --modules 1 --replicas R (batch B each)"
+                                : "use --modules K >= 2 with the default mode, or run " + mode +
+                                      " on threads of one process");
   }
   if (mode == "gpipe" && cfg.dist.replicas > 1) {
     throw ConfigError("--mode gpipe runs one ring across processes, not --replicas " +

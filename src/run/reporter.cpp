@@ -40,8 +40,7 @@ std::string metrics_path(const Config& cfg) {
              : cfg.train.metrics;
 }
 
-Reporter::Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh,
-                   int64_t first_step)
+Reporter::Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step)
     : cfg_(cfg), log_(log), quiet_(quiet), last_step_(first_step) {
   const std::string path = metrics_path(cfg);
   auto parent = std::filesystem::path(path).parent_path();
@@ -63,9 +62,9 @@ void Reporter::loss(int64_t tick, double value) {
   const double tokens = static_cast<double>((done - last_step_) * rows * cfg_.model.block_size);
   const double tps = dt > 0 ? tokens / dt : 0.0;
   const double mean = window_sum_ / static_cast<double>(window_count_);
-  const double eta = tps > 0 ? static_cast<double>((cfg_.train.steps - done) * rows *
-                                                   cfg_.model.block_size) / tps
-                             : 0.0;
+  const double eta =
+      tps > 0 ? static_cast<double>((cfg_.train.steps - done) * rows * cfg_.model.block_size) / tps
+              : 0.0;
   last_mean_ = mean;
   if (!quiet_) {
     std::ostringstream s;
@@ -89,7 +88,8 @@ void Reporter::loss(int64_t tick, double value) {
 }
 
 void Reporter::eval(int64_t step, const std::string& split, const EvalResult& r, bool chars) {
-  if (!quiet_) log_ << "eval " << split << " @ step " << step << " | " << r.summary(chars) << std::endl;
+  if (!quiet_)
+    log_ << "eval " << split << " @ step " << step << " | " << r.summary(chars) << std::endl;
   nlohmann::json j = r.to_json(chars);
   j["step"] = step;
   j["split"] = split;

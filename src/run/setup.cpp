@@ -73,7 +73,8 @@ void check_fits_memory(const Config& cfg, const LanguageModel& model) {
     throw ConfigError("the run needs about " + gib(need) + " (" +
                           std::to_string(model.param_count()) +
                           " parameters with gradients, optimizer state and weight versions, "
-                          "plus activations), more than this machine's " + gib(have),
+                          "plus activations), more than this machine's " +
+                          gib(have),
                       "use fewer --n-layer, a smaller --n-embd or --batch-size");
   }
 }
@@ -121,13 +122,12 @@ std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageMod
   std::string notice = "resuming " + path + " (" + from + ") as " + to;
   if (const int64_t n = batches_in_flight(s); n > 0) {
     if (ck.config.dist.replicas > 1) {
-      throw CheckpointError("checkpoint " + path + " holds " + std::to_string(n) +
-                                " batches in flight of " + std::to_string(ck.config.dist.replicas) +
-                                " rings, which drain only on processes of its layout (" + from +
-                                ")",
-                            "resume it once with its layout and --steps " +
-                                std::to_string(ck.step) +
-                                " (that writes a drained checkpoint), then change the layout");
+      throw CheckpointError(
+          "checkpoint " + path + " holds " + std::to_string(n) + " batches in flight of " +
+              std::to_string(ck.config.dist.replicas) +
+              " rings, which drain only on processes of its layout (" + from + ")",
+          "resume it once with its layout and --steps " + std::to_string(ck.step) +
+              " (that writes a drained checkpoint), then change the layout");
     }
     Config old = ck.config;
     old.train.threads = cfg.train.threads;

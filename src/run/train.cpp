@@ -160,9 +160,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
         << cfg.model.n_embd << " wide, " << params.numel() << " parameters" << std::endl;
   }
-  std::unique_ptr<Method> method = opts.method_factory
-                                       ? opts.method_factory(cfg, model, params)
-                                       : make_method(cfg, model, params);
+  std::unique_ptr<Method> method = opts.method_factory ? opts.method_factory(cfg, model, params)
+                                                       : make_method(cfg, model, params);
   if (talk) log << method->describe() << std::flush;
 
   // The rows of a tick's batch, all rings together: R rings of B rows draw, and evaluate, as one
@@ -187,8 +186,8 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     batches.set_state(ck->sampler_state);
     if (talk) log << "resumed from " << opts.resume << " at step " << step << std::endl;
   }
-  const int64_t end = opts.stop_after >= 0 ? std::min(opts.stop_after, cfg.train.steps)
-                                           : cfg.train.steps;
+  const int64_t end =
+      opts.stop_after >= 0 ? std::min(opts.stop_after, cfg.train.steps) : cfg.train.steps;
   const bool chars = ds && ds->tokenizer.is_character_level();
   const double valid_bytes_per_token = ds ? bytes_per_token(ds->tokenizer, ds->valid) : 0.0;
   // The out-dir is the lead's for the whole run: a second run into it is refused.
@@ -268,10 +267,10 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
       // The update of a non-finite loss is dropped by the optimizers (skip_nonfinite) or
       // stops the run; it never enters the reported mean.
       if (++nonfinite > cfg.train.skip_nonfinite) {
-        throw NumericError("step " + std::to_string(tick + 1) + ": non-finite loss (" +
-                               std::to_string(loss) + ")",
-                           "lower --lr, keep --grad-clip on, or step over rare spikes with "
-                           "--skip-nonfinite N; the last checkpoint is kept");
+        throw NumericError(
+            "step " + std::to_string(tick + 1) + ": non-finite loss (" + std::to_string(loss) + ")",
+            "lower --lr, keep --grad-clip on, or step over rare spikes with "
+            "--skip-nonfinite N; the last checkpoint is kept");
       }
       return;
     }
@@ -286,10 +285,9 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
       int64_t n = first + count - t;
       if (opts.stop_check_seconds > 0) {
         if (lead_value("stop", stop_requested() != 0) != 0) return t;
-        const int64_t piece =
-            seconds_per_tick > 0
-                ? static_cast<int64_t>(opts.stop_check_seconds / seconds_per_tick)
-                : 10;
+        const int64_t piece = seconds_per_tick > 0
+                                  ? static_cast<int64_t>(opts.stop_check_seconds / seconds_per_tick)
+                                  : 10;
         n = std::min(n, std::max<int64_t>(1, piece));
         // Every rank must cut at the same ticks: rank 0's measurement decides.
         n = lead_value("piece", n);

@@ -56,7 +56,8 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
       return value;
     }
     for (int64_t r = 1; r < ctx.world_size(); ++r) {
-      value += static_cast<int64_t>(std::stoll(ctx.get_text(key + std::to_string(r), ctx.timeout(), r)));
+      value +=
+          static_cast<int64_t>(std::stoll(ctx.get_text(key + std::to_string(r), ctx.timeout(), r)));
     }
     return value;
   };
@@ -73,9 +74,12 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   // Each rank's traffic, printed by rank 0: bytes per tick and time spent waiting on peers.
   const double wall =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const json stats_json = {{"messages", stats.messages}, {"bytes", stats.bytes},
-                     {"ticks", stats.ticks},       {"wait_s", stats.wait_s},
-                     {"allreduce_s", stats.allreduce_s}, {"wall_s", wall}};
+  const json stats_json = {{"messages", stats.messages},
+                           {"bytes", stats.bytes},
+                           {"ticks", stats.ticks},
+                           {"wait_s", stats.wait_s},
+                           {"allreduce_s", stats.allreduce_s},
+                           {"wall_s", wall}};
   ctx.set_text("stats/" + std::to_string(ctx.rank()), stats_json.dump());
   if (ctx.is_lead() && !opts.quiet) {
     std::ostream& log = opts.log ? *opts.log : std::cout;
@@ -87,9 +91,9 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
       s.precision(1);
       s << "transport rank " << r << ": " << j["messages"].get<int64_t>() << " messages, "
         << j["bytes"].get<double>() / ticks / 1024.0 << " KiB sent per tick, waited "
-        << j["wait_s"].get<double>() << " s on peers (" << 100.0 * j["wait_s"].get<double>() /
-               std::max(1e-9, j["wall_s"].get<double>())
-        << "% of " << j["wall_s"].get<double>() << " s)";
+        << j["wait_s"].get<double>() << " s on peers ("
+        << 100.0 * j["wait_s"].get<double>() / std::max(1e-9, j["wall_s"].get<double>()) << "% of "
+        << j["wall_s"].get<double>() << " s)";
       if (ctx.replicas() > 1) s << ", " << j["allreduce_s"].get<double>() << " s in all-reduce";
       log << s.str() << std::endl;
     }

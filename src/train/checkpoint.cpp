@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <map>
 
+#include "checkpoint_detail.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/train/method.h"
-#include "checkpoint_detail.h"
 
 namespace ouroboros {
 namespace {
@@ -122,7 +122,8 @@ void insert_model(GenericDict& d, const ParamSet& model) {
 void insert_memory(GenericDict& d, const std::map<int64_t, Tensor>& memory) {
   if (memory.empty()) return;  // recurrent models only: "layers.i" -> [B, M, C]
   GenericDict m = new_dict();
-  for (const auto& [layer, t] : memory) m.insert("layers." + std::to_string(layer), t.detach().clone());
+  for (const auto& [layer, t] : memory)
+    m.insert("layers." + std::to_string(layer), t.detach().clone());
   d.insert("memory", m);
 }
 
@@ -154,7 +155,8 @@ GenericDict read_dict(const std::string& path, const std::string& what) {
     throw CheckpointError(what + " " + path + " is not a dict", "use a file written by ouroboros");
   }
   GenericDict d = root.toGenericDict();
-  const int64_t version = field(path, "format_version", [&] { return d.at("format_version").toInt(); });
+  const int64_t version =
+      field(path, "format_version", [&] { return d.at("format_version").toInt(); });
   if (version < 1 || version > kCheckpointFormatVersion) {
     throw CheckpointError(what + " " + path + " has format_version " + std::to_string(version) +
                               ", this build reads 1 to " + std::to_string(kCheckpointFormatVersion),
@@ -176,7 +178,8 @@ void read_header(const std::string& path, const GenericDict& d, Checkpoint& ck) 
     GenericDict t = d.at("tokenizer").toGenericDict();
     std::vector<std::string> vocab;
     if (version >= 2) {
-      vocab = unpack_strings(path, t.at("vocab_bytes").toTensor(), t.at("vocab_offsets").toTensor());
+      vocab =
+          unpack_strings(path, t.at("vocab_bytes").toTensor(), t.at("vocab_offsets").toTensor());
     } else {  // format 1 pickled the symbols as text
       for (const auto& s : t.at("vocab").toListRef()) vocab.push_back(s.toStringRef());
     }
@@ -269,13 +272,15 @@ Checkpoint load_sharded(const std::string& dir) {
     return 0;
   });
   if (world < 1 || world > 65536) {
-    throw CheckpointError("checkpoint manifest " + manifest + " names " + std::to_string(world) +
-                              " shards", "it was not written by ouroboros or is damaged");
+    throw CheckpointError(
+        "checkpoint manifest " + manifest + " names " + std::to_string(world) + " shards",
+        "it was not written by ouroboros or is damaged");
   }
   const int64_t K = ck.config.engine.modules;
   if (K < 1 || K > 65536) {
-    throw CheckpointError("checkpoint manifest " + manifest + " has " + std::to_string(K) +
-                          " modules", "it was not written by ouroboros or is damaged");
+    throw CheckpointError(
+        "checkpoint manifest " + manifest + " has " + std::to_string(K) + " modules",
+        "it was not written by ouroboros or is damaged");
   }
   // Every ring's workers save the memories of their layers, rows [rB, (r+1)B) of the whole
   // tick's batch (concatenated in ring order they are the memories of one ring of R*B rows),
@@ -431,8 +436,8 @@ int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id
   for (const auto& n : names) order.push_back(n);
   shards.insert("names", order);
   d.insert("shards", shards);
-  const int64_t bytes = write_atomically((std::filesystem::path(dir) / kManifest).string(),
-                                         pickled(d));
+  const int64_t bytes =
+      write_atomically((std::filesystem::path(dir) / kManifest).string(), pickled(d));
   // The manifest names this checkpoint now: the shards of earlier ones (and the temporary
   // files of writers that died) go.
   std::error_code ec;
@@ -490,8 +495,9 @@ void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Toke
   differs("block_size", m.block_size, model.block_size);
   differs("vocab_size", m.vocab_size, model.vocab_size);
   if (m.model != model.model) {
-    throw CheckpointError("checkpoint " + path + " holds a " + m.model + " model but the run asks for " +
-                              model.model, "drop --model or start a fresh run");
+    throw CheckpointError(
+        "checkpoint " + path + " holds a " + m.model + " model but the run asks for " + model.model,
+        "drop --model or start a fresh run");
   }
   if (ck.tokenizer.kind() != tok.kind() || ck.tokenizer.vocab() != tok.vocab() ||
       ck.tokenizer.model_proto() != tok.model_proto()) {

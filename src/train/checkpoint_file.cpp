@@ -2,8 +2,8 @@
 // file claims, atomic writes.
 #include "checkpoint_detail.h"
 
-#include <cstdio>
 #include <unistd.h>
+#include <cstdio>
 
 #include <algorithm>
 #include <atomic>
@@ -45,7 +45,8 @@ class BoundedReader final : public caffe2::serialize::ReadAdapterInterface {
 
 uint32_t le32(const std::vector<char>& b, size_t at) {
   uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(b[at + static_cast<size_t>(i)]);
+  for (int i = 3; i >= 0; --i)
+    v = (v << 8) | static_cast<unsigned char>(b[at + static_cast<size_t>(i)]);
   return v;
 }
 uint32_t le16(const std::vector<char>& b, size_t at) {
@@ -115,7 +116,8 @@ c10::IValue copied_to_cpu(const c10::IValue& v) {
 // itself when all are there already (one walk), else a copy.
 c10::IValue on_cpu(const c10::IValue& v) {
   bool all_cpu = true;
-  for_each_tensor(v, "", [&](const std::string&, const at::Tensor& t) { all_cpu = all_cpu && t.is_cpu(); });
+  for_each_tensor(
+      v, "", [&](const std::string&, const at::Tensor& t) { all_cpu = all_cpu && t.is_cpu(); });
   return all_cpu ? v : copied_to_cpu(v);
 }
 
@@ -128,19 +130,32 @@ std::string pickle_problem(const char* data, size_t n) {
   auto need = [&](size_t k) { return at + k <= n; };
   auto u32 = [&](size_t from) {
     uint32_t v = 0;
-    for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(data[from + static_cast<size_t>(i)]);
+    for (int i = 3; i >= 0; --i)
+      v = (v << 8) | static_cast<unsigned char>(data[from + static_cast<size_t>(i)]);
     return static_cast<uint64_t>(v);
   };
   while (at < n) {
     const unsigned char op = static_cast<unsigned char>(data[at++]);
     ++ops;
     switch (op) {
-      case '.': return "";  // STOP
-      case 0x80: case 'K': case 'h': at += 1; break;  // PROTO, BININT1, BINGET
-      case 'M': at += 2; break;                       // BININT2
-      case 'J': case 'j': at += 4; break;             // BININT, LONG_BINGET
-      case 'G': at += 8; break;                       // BINFLOAT
-      case 'q':                                       // BINPUT
+      case '.':
+        return "";  // STOP
+      case 0x80:
+      case 'K':
+      case 'h':
+        at += 1;
+        break;  // PROTO, BININT1, BINGET
+      case 'M':
+        at += 2;
+        break;  // BININT2
+      case 'J':
+      case 'j':
+        at += 4;
+        break;  // BININT, LONG_BINGET
+      case 'G':
+        at += 8;
+        break;   // BINFLOAT
+      case 'q':  // BINPUT
         if (!need(1)) return "it ends inside an opcode";
         if (static_cast<unsigned char>(data[at]) > ops) return "a memo index is out of range";
         at += 1;
@@ -150,11 +165,13 @@ std::string pickle_problem(const char* data, size_t n) {
         if (u32(at) > ops) return "a memo index is out of range";
         at += 4;
         break;
-      case 'X': case 'B':  // BINUNICODE, BINBYTES
+      case 'X':
+      case 'B':  // BINUNICODE, BINBYTES
         if (!need(4) || u32(at) > n - at - 4) return "a string is longer than the data";
         at += 4 + u32(at);
         break;
-      case 'C': case 0x8a:  // SHORT_BINBYTES, LONG1
+      case 'C':
+      case 0x8a:  // SHORT_BINBYTES, LONG1
         if (!need(1)) return "it ends inside an opcode";
         at += 1 + static_cast<unsigned char>(data[at]);
         break;
@@ -164,9 +181,24 @@ std::string pickle_problem(const char* data, size_t n) {
           ++at;
         }
         break;
-      case '}': case ']': case ')': case '(': case 'N': case 't': case 0x85: case 0x86:
-      case 0x87: case 'u': case 's': case 'e': case 'a': case 'R': case 'b': case 'Q':
-      case 0x88: case 0x89:
+      case '}':
+      case ']':
+      case ')':
+      case '(':
+      case 'N':
+      case 't':
+      case 0x85:
+      case 0x86:
+      case 0x87:
+      case 'u':
+      case 's':
+      case 'e':
+      case 'a':
+      case 'R':
+      case 'b':
+      case 'Q':
+      case 0x88:
+      case 0x89:
         break;
       default:
         return "";
@@ -221,9 +253,9 @@ void check_layout(const std::string& path, const std::string& name, const at::Te
                     (t.storage_offset() + t.numel()) * static_cast<int64_t>(t.element_size()) <=
                         static_cast<int64_t>(t.storage().nbytes());
   if (!fits) {
-    throw CheckpointError("checkpoint " + path + " is damaged: tensor " + name +
-                              " does not fit its stored data",
-                          "restore the file from a copy or start a fresh run");
+    throw CheckpointError(
+        "checkpoint " + path + " is damaged: tensor " + name + " does not fit its stored data",
+        "restore the file from a copy or start a fresh run");
   }
 }
 

@@ -90,8 +90,8 @@ double bytes_per_token(const Tokenizer& tok, const std::vector<int32_t>& tokens)
   return static_cast<double>(tok.decode(tokens).size()) / static_cast<double>(tokens.size());
 }
 
-EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const std::vector<int32_t>& tokens,
-                    int64_t batch_size, int64_t max_windows) {
+EvalResult evaluate(const LanguageModel& model, const ParamSet& params,
+                    const std::vector<int32_t>& tokens, int64_t batch_size, int64_t max_windows) {
   const LossSumFn loss_sum = [&](const Tensor& x, const Tensor& y, ForwardContext& ctx) {
     return model.loss_sum(params, x, y, ctx);
   };
@@ -101,13 +101,13 @@ EvalResult evaluate(const LanguageModel& model, const ParamSet& params, const st
 EvalResult evaluate(const LanguageModel& model, const LossSumFn& loss_sum,
                     const std::vector<int32_t>& tokens, int64_t batch_size, int64_t max_windows) {
   torch::NoGradGuard no_grad;
-  if (model.recurrent()) return evaluate_recurrent(model, loss_sum, tokens, batch_size, max_windows);
+  if (model.recurrent())
+    return evaluate_recurrent(model, loss_sum, tokens, batch_size, max_windows);
   const int64_t T = model.config().block_size;
   int64_t windows = num_eval_windows(static_cast<int64_t>(tokens.size()), T);
   if (windows == 0) {
     throw DataError("evaluation split has " + std::to_string(tokens.size()) +
-                        " tokens, fewer than one window of block_size+1 = " +
-                        std::to_string(T + 1),
+                        " tokens, fewer than one window of block_size+1 = " + std::to_string(T + 1),
                     "use more text or a smaller --block-size");
   }
   if (max_windows > 0) windows = std::min(windows, max_windows);

@@ -55,24 +55,29 @@ bool valid_utf8(const std::string& s) {
 }
 
 nlohmann::json special_token(int64_t id, const std::string& content) {
-  return {{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},   {"normalized", false}, {"special", true}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", true}};
 }
 
 nlohmann::json bpe_model(const nlohmann::json& vocab, const nlohmann::json& unk) {
-  return {{"type", "BPE"},          {"dropout", nullptr},
-          {"unk_token", unk},       {"continuing_subword_prefix", nullptr},
-          {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
-          {"byte_fallback", false}, {"ignore_merges", false},
-          {"vocab", vocab},         {"merges", nlohmann::json::array()}};
+  return {{"type", "BPE"},
+          {"dropout", nullptr},
+          {"unk_token", unk},
+          {"continuing_subword_prefix", nullptr},
+          {"end_of_word_suffix", nullptr},
+          {"fuse_unk", false},
+          {"byte_fallback", false},
+          {"ignore_merges", false},
+          {"vocab", vocab},
+          {"merges", nlohmann::json::array()}};
 }
 
 // Hugging Face's names of one model tensor, and whether it is a Conv1D weight ([in, out]).
 std::pair<std::string, bool> hf_name(const std::string& name) {
-  const bool conv1d = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 &&
-                      (name.find(".c_attn.") != std::string::npos ||
-                       name.find(".c_proj.") != std::string::npos ||
-                       name.find(".c_fc.") != std::string::npos);
+  const bool conv1d =
+      name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0 &&
+      (name.find(".c_attn.") != std::string::npos || name.find(".c_proj.") != std::string::npos ||
+       name.find(".c_fc.") != std::string::npos);
   return {"transformer." + name, conv1d};
 }
 
@@ -86,16 +91,18 @@ void write_json(const fs::path& path, const nlohmann::json& j) {
 
 nlohmann::json hf_tokenizer_json(const Tokenizer& tok) {
   const std::vector<std::string>& vocab = tok.vocab();
-  nlohmann::json j = {{"version", "1.0"},         {"truncation", nullptr},
-                      {"padding", nullptr},       {"added_tokens", nlohmann::json::array()},
-                      {"normalizer", nullptr},    {"pre_tokenizer", nullptr},
+  nlohmann::json j = {{"version", "1.0"},          {"truncation", nullptr},
+                      {"padding", nullptr},        {"added_tokens", nlohmann::json::array()},
+                      {"normalizer", nullptr},     {"pre_tokenizer", nullptr},
                       {"post_processor", nullptr}, {"decoder", nullptr}};
   nlohmann::json ids = nlohmann::json::object();
   if (tok.kind() == "byte") {
     const std::vector<std::string> symbols = byte_level_symbols();
     for (int64_t b = 0; b < 256; ++b) ids[symbols[static_cast<size_t>(b)]] = b;
-    const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                       {"trim_offsets", false}, {"use_regex", false}};
+    const nlohmann::json byte_level = {{"type", "ByteLevel"},
+                                       {"add_prefix_space", false},
+                                       {"trim_offsets", false},
+                                       {"use_regex", false}};
     j["pre_tokenizer"] = byte_level;
     j["decoder"] = byte_level;
     j["model"] = bpe_model(ids, nullptr);
@@ -104,7 +111,8 @@ nlohmann::json hf_tokenizer_json(const Tokenizer& tok) {
   // Symbols that are not UTF-8 (stray bytes the char tokenizer keeps as symbols, or words made
   // of them) cannot occur in a Python string: they keep their ids under a placeholder name.
   for (size_t i = 0; i < vocab.size(); ++i) {
-    const std::string name = valid_utf8(vocab[i]) ? vocab[i] : "<invalid-utf8-" + std::to_string(i) + ">";
+    const std::string name =
+        valid_utf8(vocab[i]) ? vocab[i] : "<invalid-utf8-" + std::to_string(i) + ">";
     ids[name] = static_cast<int64_t>(i);
   }
   if (tok.unk_id() >= 0) j["added_tokens"].push_back(special_token(tok.unk_id(), "<unk>"));
@@ -115,12 +123,14 @@ nlohmann::json hf_tokenizer_json(const Tokenizer& tok) {
   }
   if (tok.kind() == "word") {
     // Line ends become the <eos> word; decoding glues "\n" to the word before it.
-    j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", "\n"}}}, {"content", " <eos> "}};
+    j["normalizer"] = {
+        {"type", "Replace"}, {"pattern", {{"String", "\n"}}}, {"content", " <eos> "}};
     j["pre_tokenizer"] = {{"type", "WhitespaceSplit"}};
-    j["decoder"] = {{"type", "Sequence"},
-                    {"decoders",
-                     {{{"type", "Replace"}, {"pattern", {{"String", "<eos>"}}}, {"content", "##\n"}},
-                      {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", false}}}}};
+    j["decoder"] = {
+        {"type", "Sequence"},
+        {"decoders",
+         {{{"type", "Replace"}, {"pattern", {{"String", "<eos>"}}}, {"content", "##\n"}},
+          {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", false}}}}};
     j["model"] = {{"type", "WordLevel"}, {"vocab", ids}, {"unk_token", "<unk>"}};
     return j;
   }
@@ -135,8 +145,8 @@ void write_safetensors(const std::string& path, const std::vector<std::string>& 
   for (size_t i = 0; i < names.size(); ++i) {
     Tensor t = tensors[i].detach().to(torch::kFloat32).contiguous();
     const int64_t bytes = t.numel() * 4;
-    header[names[i]] = {{"dtype", "F32"}, {"shape", t.sizes().vec()},
-                        {"data_offsets", {offset, offset + bytes}}};
+    header[names[i]] = {
+        {"dtype", "F32"}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(t);
   }
@@ -182,7 +192,8 @@ ExportResult export_huggingface(const Checkpoint& ck, const std::string& dir, bo
   result.files.push_back("model.safetensors");
 
   const bool word = ck.tokenizer.kind() == "word";
-  const nlohmann::json eos = word ? nlohmann::json(ck.tokenizer.encode("\n").at(0)) : nlohmann::json(nullptr);
+  const nlohmann::json eos =
+      word ? nlohmann::json(ck.tokenizer.encode("\n").at(0)) : nlohmann::json(nullptr);
   write_json(out / "config.json",
              {{"architectures", {"GPT2LMHeadModel"}},
               {"model_type", "gpt2"},

@@ -29,7 +29,8 @@ void collect_memory(const ForwardContext& ctx, std::map<int64_t, Tensor>& into) 
   for (const auto& [layer, t] : ctx.memory) into[layer] = t;
 }
 
-void restore_memory(ForwardContext& ctx, const ModulePlan& m, const std::map<int64_t, Tensor>& all) {
+void restore_memory(ForwardContext& ctx, const ModulePlan& m,
+                    const std::map<int64_t, Tensor>& all) {
   ctx.memory.clear();
   for (int64_t i = m.first_block; i < m.end_block; ++i) {
     if (all.count(i)) ctx.memory[i] = all.at(i);

@@ -3,7 +3,8 @@
 
 namespace ouroboros {
 
-ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params, const TrainConfig& cfg)
+ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params,
+                                   const TrainConfig& cfg)
     : model_(model),
       params_(std::move(params)),
       cfg_(cfg),

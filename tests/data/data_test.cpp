@@ -31,8 +31,10 @@ class ScopedEnv {
     setenv(name, value.c_str(), 1);
   }
   ~ScopedEnv() {
-    if (old_.empty()) unsetenv(name_);
-    else setenv(name_, old_.c_str(), 1);
+    if (old_.empty())
+      unsetenv(name_);
+    else
+      setenv(name_, old_.c_str(), 1);
   }
 
  private:
@@ -64,9 +66,8 @@ TEST(Tokenizer, ByteIdsAreByteValuesAndRoundTrip) {
 TEST(Tokenizer, CharVocabIsSortedCodePointsThenUnk) {
   std::string text = "h\xC3\xA9llo w\xC3\xB6rld \xE2\x9C\x93";  // "héllo wörld ✓"
   Tokenizer tok = Tokenizer::build("char", text);
-  EXPECT_EQ(tok.vocab(), (std::vector<std::string>{" ", "d", "h", "l", "o", "r", "w",
-                                                   "\xC3\xA9", "\xC3\xB6", "\xE2\x9C\x93",
-                                                   "<unk>"}));
+  EXPECT_EQ(tok.vocab(), (std::vector<std::string>{" ", "d", "h", "l", "o", "r", "w", "\xC3\xA9",
+                                                   "\xC3\xB6", "\xE2\x9C\x93", "<unk>"}));
   std::vector<int32_t> ids = tok.encode(text);
   EXPECT_EQ(ids.size(), 13u);  // 13 code points
   EXPECT_EQ(ids[1], 7);        // é
@@ -81,7 +82,9 @@ TEST(Tokenizer, CharUnseenMapsToUnkAndDecodesAsReplacementChar) {
 }
 
 TEST(Tokenizer, CharInvalidUtf8BytesAreSymbolsOfTheirOwn) {
-  std::string text = "a\xFF" "b\xC3";  // a stray byte and a truncated sequence
+  std::string text =
+      "a\xFF"
+      "b\xC3";  // a stray byte and a truncated sequence
   Tokenizer tok = Tokenizer::build("char", text);
   EXPECT_EQ(tok.vocab_size(), 5);
   EXPECT_EQ(tok.decode(tok.encode(text)), text);
@@ -90,8 +93,7 @@ TEST(Tokenizer, CharInvalidUtf8BytesAreSymbolsOfTheirOwn) {
 TEST(Tokenizer, WordVocabByCountThenAlphabetical) {
   Tokenizer tok = Tokenizer::build("word", "the cat\nthe dog\tsat\n");
   // the:2, <eos>:2, then count 1 alphabetically, then <unk> (count 0).
-  EXPECT_EQ(tok.vocab(),
-            (std::vector<std::string>{"<eos>", "the", "cat", "dog", "sat", "<unk>"}));
+  EXPECT_EQ(tok.vocab(), (std::vector<std::string>{"<eos>", "the", "cat", "dog", "sat", "<unk>"}));
   EXPECT_FALSE(tok.is_character_level());
   EXPECT_EQ(tok.encode("the cat\n"), (std::vector<int32_t>{1, 2, 0}));
   EXPECT_EQ(tok.encode("the  bird"), (std::vector<int32_t>{1, 5, 0}));  // last line gets <eos>
@@ -121,14 +123,14 @@ TEST(Tokenizer, FromVocabRebuildsIdenticalTokenizers) {
     EXPECT_EQ(rebuilt.kind(), kind);
     EXPECT_EQ(rebuilt.vocab(), built.vocab()) << kind;
     EXPECT_EQ(rebuilt.encode(text + "unseen \xE2\x9C\x93"),
-              built.encode(text + "unseen \xE2\x9C\x93")) << kind;
+              built.encode(text + "unseen \xE2\x9C\x93"))
+        << kind;
   }
 }
 
 TEST(Tokenizer, FromVocabRejectsBadVocabularies) {
   std::vector<std::string> short_bytes(255, "x");
-  EXPECT_NE(data_error_message([&] { Tokenizer::from_vocab("byte", short_bytes); })
-                .find("255"),
+  EXPECT_NE(data_error_message([&] { Tokenizer::from_vocab("byte", short_bytes); }).find("255"),
             std::string::npos);
   EXPECT_THROW(Tokenizer::from_vocab("char", {"a", "b"}), DataError);  // no trailing <unk>
   EXPECT_THROW(Tokenizer::from_vocab("char", {"a", "a", "<unk>"}), DataError);
@@ -258,7 +260,9 @@ TEST(Corpus, TextDirectoryIsReadInSortedOrder) {
   dir.write("c.txt", "C\n");
   dir.write(".hidden", "HIDDEN");
   TextSplits s = load_text_splits(dir.path().string(), "text");
-  EXPECT_EQ(s.train + s.valid + s.test, "AZAB" "C\n");  // a/z.txt, a.txt, b.txt, c.txt
+  EXPECT_EQ(s.train + s.valid + s.test,
+            "AZAB"
+            "C\n");  // a/z.txt, a.txt, b.txt, c.txt
   EXPECT_EQ(s.description,
             "text: 4 files, 6 B, split 90/5/5 by bytes; read a/z.txt, a.txt, b.txt and 1 more");
   TextSplits single = load_text_splits((dir.path() / "c.txt").string(), "auto");
@@ -270,7 +274,9 @@ TEST(Corpus, TextDirectoryIsReadInSortedOrder) {
 TEST(Corpus, TextDirectorySkipsBinariesAndRunOutputs) {
   TempDir dir;
   dir.write("notes.txt", "hello\n");
-  dir.write("prog", std::string("\x7f" "ELF\0\0\1", 7));
+  dir.write("prog", std::string("\x7f"
+                                "ELF\0\0\1",
+                                7));
   dir.write("runs/a/ckpt.pt", "PK zip bytes");
   dir.write("runs/a/ckpt.pt.tmp.12.0", "half a checkpoint");
   dir.write("runs/a/metrics.jsonl", "{\"step\": 10}\n");
@@ -383,7 +389,8 @@ TEST(BatchSampler, TooShortCorpusIsAnError) {
   std::vector<int32_t> tokens = {1, 2, 3};
   std::string msg = data_error_message([&] { BatchSampler(tokens, 3, 1, 0); });
   EXPECT_NE(msg.find("corpus split has 3 tokens, fewer than one window of block_size+1 = 4"),
-            std::string::npos) << msg;
+            std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("--block-size"), std::string::npos) << msg;
 }
 

@@ -24,11 +24,45 @@ using ouroboros_test::TempDir;
 // Sentences from a small vocabulary with a few non-ASCII words, `bytes` long, lines of 4 to 11
 // words, some separated by two spaces: enough repeated substrings for a few hundred pieces.
 std::string corpus(size_t bytes, uint32_t seed = 7) {
-  const std::vector<std::string> words = {
-      "the", "a", "cat", "dog", "sat", "on", "mat", "ran", "to", "park", "bird", "looked", "at",
-      "tree", "and", "then", "went", "home", "over", "under", "quickly", "slowly", "green",
-      "house", "river", "stone", "caf\xC3\xA9", "na\xC3\xAFve", "\xE4\xB8\xAD\xE6\x96\x87",
-      "stra\xC3\x9F" "e", "walked", "jumped", "little", "big", "old", "new", "morning", "night"};
+  const std::vector<std::string> words = {"the",
+                                          "a",
+                                          "cat",
+                                          "dog",
+                                          "sat",
+                                          "on",
+                                          "mat",
+                                          "ran",
+                                          "to",
+                                          "park",
+                                          "bird",
+                                          "looked",
+                                          "at",
+                                          "tree",
+                                          "and",
+                                          "then",
+                                          "went",
+                                          "home",
+                                          "over",
+                                          "under",
+                                          "quickly",
+                                          "slowly",
+                                          "green",
+                                          "house",
+                                          "river",
+                                          "stone",
+                                          "caf\xC3\xA9",
+                                          "na\xC3\xAFve",
+                                          "\xE4\xB8\xAD\xE6\x96\x87",
+                                          "stra\xC3\x9F"
+                                          "e",
+                                          "walked",
+                                          "jumped",
+                                          "little",
+                                          "big",
+                                          "old",
+                                          "new",
+                                          "morning",
+                                          "night"};
   std::mt19937 rng(seed);
   std::string text;
   while (text.size() < bytes) {
@@ -92,19 +126,19 @@ TEST_P(Subword, DecodeGivesBackAnyTextExactly) {
   while (long_words.size() < 10000) long_words += "quickly  over the stone ";
   while (long_solid.size() < 10000) long_solid += "xyz\xC3\xA9";
   const std::vector<std::string> texts = {
-      "",
-      text(),
-      "the cat sat\n\n\nthen  went   home \n",            // empty lines, runs of spaces
-      "  leading and trailing  ",
-      "tabs\tand\r\nwindows lines\r\n",
-      "caf\xC3\xA9 na\xC3\xAFve \xE4\xB8\xAD\xE6\x96\x87 stra\xC3\x9F" "e",  // seen non-ASCII
-      "unseen: \xCE\xB1\xCE\xB2\xCE\xB3 \xE2\x9C\x93 \xF0\x9F\x98\x80 Zebra QQQ",  // not in training
-      "\xE2\x96\x81 is sentencepiece's own space symbol",
-      std::string("nul \0 byte", 10),
-      "stray \xFF\xFE bytes, a cut \xC3 sequence, an overlong \xC0\xAF and a surrogate \xED\xA0\x80",
-      "<unk> <0x41> <s> </s> \xE2\x96\x85",                // text that looks like special pieces
-      long_words,                                          // one line past sentencepiece's limit
-      long_solid,                                          // the same without a space to cut at
+      "", text(),
+      "the cat sat\n\n\nthen  went   home \n",  // empty lines, runs of spaces
+      "  leading and trailing  ", "tabs\tand\r\nwindows lines\r\n",
+      // seen non-ASCII, then some not in training
+      "caf\xC3\xA9 na\xC3\xAFve \xE4\xB8\xAD\xE6\x96\x87 stra\xC3\x9F"
+      "e",
+      "unseen: \xCE\xB1\xCE\xB2\xCE\xB3 \xE2\x9C\x93 \xF0\x9F\x98\x80 Zebra QQQ",
+      "\xE2\x96\x81 is sentencepiece's own space symbol", std::string("nul \0 byte", 10),
+      "stray \xFF\xFE bytes, a cut \xC3 sequence, an overlong \xC0\xAF and a surrogate "
+      "\xED\xA0\x80",
+      "<unk> <0x41> <s> </s> \xE2\x96\x85",  // text that looks like special pieces
+      long_words,                            // one line past sentencepiece's limit
+      long_solid,                            // the same without a space to cut at
   };
   for (const std::string& t : texts) {
     EXPECT_EQ(tok.decode(tok.encode(t)), t) << kind() << ": " << t.substr(0, 80);
@@ -165,7 +199,11 @@ TEST_P(Subword, FromModelRestoresTheSameTokenizer) {
   EXPECT_EQ(back.decode(tok.encode(probe)), probe);
   // A copy shares the model and outlives the original.
   Tokenizer copy = Tokenizer::from_model(kind(), tok.model_proto());
-  { Tokenizer moved = copy; copy = Tokenizer::byte_level(); copy = moved; }
+  {
+    Tokenizer moved = copy;
+    copy = Tokenizer::byte_level();
+    copy = moved;
+  }
   EXPECT_EQ(copy.decode(copy.encode(probe)), probe);
 }
 
@@ -178,8 +216,7 @@ TEST_P(Subword, BadModelsAreRefused) {
 
 TEST_P(Subword, VocabularySizeZeroIsRefusedWithTheFlag) {
   const std::string msg = data_error_message([&] { Tokenizer::build(kind(), text()); });
-  EXPECT_NE(msg.find("tokenizer " + kind() + " needs a vocabulary size"), std::string::npos)
-      << msg;
+  EXPECT_NE(msg.find("tokenizer " + kind() + " needs a vocabulary size"), std::string::npos) << msg;
   EXPECT_NE(msg.find("--vocab-size N"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   EXPECT_THROW(Tokenizer::build(kind(), text(), -5), DataError);
@@ -194,7 +231,7 @@ TEST_P(Subword, TooLargeVocabularyNamesTheLargestThatWorks) {
   const std::string msg = data_error_message([&] { Tokenizer::build(kind(), small, 100000); });
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   EXPECT_NE(msg.find(kind() + " vocabulary of 100000 pieces is more than the training text "
-                               "supports (at most "),
+                              "supports (at most "),
             std::string::npos)
       << msg;
   EXPECT_NE(msg.find("lower --vocab-size to "), std::string::npos) << msg;

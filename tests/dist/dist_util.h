@@ -19,14 +19,14 @@
 #include <thread>
 #include <vector>
 
-#include "ouroboros/train/checkpoint.h"
-#include "ouroboros/dist/c10d_transport.h"
-#include "ouroboros/dist/env.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
+#include "ouroboros/dist/c10d_transport.h"
+#include "ouroboros/dist/env.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
+#include "ouroboros/train/checkpoint.h"
 #include "test_util.h"
 
 namespace ouroboros_test {
@@ -40,8 +40,9 @@ inline int free_port() { return unused_tcp_port(); }
 
 // Starts the ouroboros binary with extra environment variables; output goes to log. A prefix
 // runs it through another program (e.g. `ip netns exec HOST`).
-inline pid_t spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-            const fs::path& log, const std::vector<std::string>& prefix = {}) {
+inline pid_t spawn(const std::vector<std::string>& args,
+                   const std::map<std::string, std::string>& env, const fs::path& log,
+                   const std::vector<std::string>& prefix = {}) {
   pid_t pid = fork();
   if (pid == 0) {
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
@@ -87,8 +88,8 @@ inline std::map<std::string, std::string> rank_env(int rank, int world, int port
 inline std::string corpus() {
   std::string text;
   uint64_t x = 12345;
-  const char* words[] = {"the ", "ring ", "of ", "modules ", "learns ", "slowly ", "and ",
-                         "surely ", "delayed ", "gradients ", "\n"};
+  const char* words[] = {"the ", "ring ",   "of ",      "modules ",   "learns ", "slowly ",
+                         "and ", "surely ", "delayed ", "gradients ", "\n"};
   while (text.size() < 30000) {
     x = x * 6364136223846793005ULL + 1442695040888963407ULL;
     text += words[(x >> 33) % 11];
@@ -101,7 +102,7 @@ inline Config tiny_config(const fs::path& data, int64_t K, const std::string& op
   c.model.block_size = 16;
   c.train.steps = 24;
   c.train.weight_decay = 0.0;
-  c.train.eval_interval = 10;   // rank 0 gathers the weights mid-run
+  c.train.eval_interval = 10;  // rank 0 gathers the weights mid-run
   // No checkpoint mid-run (shards_test covers those: processes and threads keep the pipeline
   // alike, so a mid-run checkpoint changes no result).
   c.train.checkpoint_interval = 0;
@@ -142,7 +143,8 @@ inline std::vector<double> metric_values(const fs::path& metrics, bool evaluatio
 inline std::vector<double> metric_losses(const fs::path& m) { return metric_values(m, false); }
 inline std::vector<double> metric_evals(const fs::path& m) { return metric_values(m, true); }
 
-inline void expect_same_ivalue(const c10::IValue& a, const c10::IValue& b, const std::string& where) {
+inline void expect_same_ivalue(const c10::IValue& a, const c10::IValue& b,
+                               const std::string& where) {
   if (a.isTensor()) {
     ASSERT_TRUE(b.isTensor()) << where;
     EXPECT_TRUE(torch::equal(a.toTensor(), b.toTensor())) << where;
@@ -181,9 +183,9 @@ inline void expect_same_checkpoint(const Checkpoint& a, const Checkpoint& b) {
 
 // Runs world_size processes of `train --config cfg` through the environment variables alone.
 inline std::vector<int> run_processes(const TempDir& dir, const fs::path& cfg, int world,
-                               const std::string& tag, std::vector<std::string> extra = {},
-                               double seconds = 60,
-                               const std::map<std::string, std::string>& env_extra = {}) {
+                                      const std::string& tag, std::vector<std::string> extra = {},
+                                      double seconds = 60,
+                                      const std::map<std::string, std::string>& env_extra = {}) {
   const int port = free_port();
   std::vector<pid_t> pids;
   for (int r = 0; r < world; ++r) {
@@ -191,8 +193,7 @@ inline std::vector<int> run_processes(const TempDir& dir, const fs::path& cfg, i
     args.insert(args.end(), extra.begin(), extra.end());
     auto env = rank_env(r, world, port);
     for (const auto& [k, v] : env_extra) env[k] = v;
-    pids.push_back(spawn(args, env,
-                         dir.path() / (tag + "_rank" + std::to_string(r) + ".log")));
+    pids.push_back(spawn(args, env, dir.path() / (tag + "_rank" + std::to_string(r) + ".log")));
   }
   std::vector<int> codes;
   for (pid_t p : pids) codes.push_back(wait_exit(p, seconds));
@@ -271,8 +272,8 @@ inline bool wait_for_file(const fs::path& f, double seconds) {
 
 inline std::vector<pid_t> children_of(pid_t pid) {
   std::vector<pid_t> out;
-  std::istringstream in(read_bytes("/proc/" + std::to_string(pid) + "/task/" +
-                                   std::to_string(pid) + "/children"));
+  std::istringstream in(
+      read_bytes("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children"));
   pid_t c;
   while (in >> c) out.push_back(c);
   return out;

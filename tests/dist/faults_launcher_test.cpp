@@ -15,13 +15,13 @@
 #include <map>
 #include <thread>
 
-#include "ouroboros/train/checkpoint.h"
+#include "dist_util.h"
+#include "ouroboros/core/errors.h"
 #include "ouroboros/dist/c10d_transport.h"
 #include "ouroboros/dist/env.h"
-#include "ouroboros/core/errors.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/run/train.h"
-#include "dist_util.h"
+#include "ouroboros/train/checkpoint.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -30,9 +30,9 @@ using namespace ouroboros_test;
 namespace {
 
 struct LossCase {
-  int signal;      // SIGKILL: the peer dies; SIGSTOP: it stops answering
-  double timeout;  // dist.timeout
-  int lost = 1;    // the rank that is lost (0 hosts the store)
+  int signal;         // SIGKILL: the peer dies; SIGSTOP: it stops answering
+  double timeout;     // dist.timeout
+  int lost = 1;       // the rank that is lost (0 hosts the store)
   double slack = 15;  // seconds past the timeout by which every other rank has exited
 };
 
@@ -126,17 +126,17 @@ TEST_P(FrozenAtPhase, TheOtherRankExitsWithinTheTimeout) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Distributed, FrozenAtPhase,
-    ::testing::Values(FaultCase{"rendezvous", 1}, FaultCase{"fingerprint", 1},
-                      FaultCase{"first-tick", 1}, FaultCase{"evaluation", 0},
-                      FaultCase{"evaluation", 1}, FaultCase{"checkpoint", 1},
-                      FaultCase{"drain", 0}),
-    [](const auto& info) {
-      std::string name = std::string(info.param.phase) + "_rank" + std::to_string(info.param.rank);
-      std::replace(name.begin(), name.end(), '-', '_');
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Distributed, FrozenAtPhase,
+                         ::testing::Values(FaultCase{"rendezvous", 1}, FaultCase{"fingerprint", 1},
+                                           FaultCase{"first-tick", 1}, FaultCase{"evaluation", 0},
+                                           FaultCase{"evaluation", 1}, FaultCase{"checkpoint", 1},
+                                           FaultCase{"drain", 0}),
+                         [](const auto& info) {
+                           std::string name = std::string(info.param.phase) + "_rank" +
+                                              std::to_string(info.param.rank);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // `ouroboros launch` sets the variables itself: the run equals the threaded one bit for bit.
 TEST(Launcher, RunsTheGroupToCompletion) {
@@ -170,8 +170,8 @@ TEST(Launcher, StopsAllChildren) {
   cfg.train.out_dir = (dir.path() / "out").string();
   const fs::path file = write_config(dir, "cfg.json", cfg);
   for (int sig : {0, SIGINT}) {
-    pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()),
-                     "--", "train", "--config", file.string()},
+    pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()), "--",
+                     "train", "--config", file.string()},
                     {}, dir.path() / "launch.log");
     ASSERT_TRUE(wait_for_file(dir.path() / "out" / "metrics.jsonl", 60));
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -199,9 +199,9 @@ TEST(Launcher, StopsAllChildren) {
 
 TEST(RankDiscovery, TorchrunAndMpirunVariablesAndOverrides) {
   auto clear = [] {
-    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
-                          "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                          "OMPI_COMM_WORLD_LOCAL_RANK"}) {
+    for (const char* v :
+         {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMPI_COMM_WORLD_RANK",
+          "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"}) {
       unsetenv(v);
     }
   };

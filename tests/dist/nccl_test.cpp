@@ -7,8 +7,8 @@
 // killed rank is named within the timeout.
 #include <gtest/gtest.h>
 
-#include "ouroboros/dist/pair_transport.h"
 #include "dist_util.h"
+#include "ouroboros/dist/pair_transport.h"
 #include "test_util.h"
 
 using namespace ouroboros;

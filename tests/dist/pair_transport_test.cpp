@@ -11,11 +11,11 @@
 #include <chrono>
 #include <thread>
 
+#include "dist_util.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/dist/context.h"
 #include "ouroboros/dist/pair_transport.h"
 #include "ouroboros/run/train.h"
-#include "dist_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -83,7 +83,7 @@ TEST(PairTransport, MessagesArriveWhateverOrderTheyAreAskedIn) {
   auto payload = [](const MessageKey& k) {
     const int64_t seed = k.tag();
     if (k.batch == 2) return message(seed, {2, 3, 4}, at::kBFloat16);  // another dtype
-    return message(seed, {2, 5, 4 + k.boundary});                     // shapes differ by key
+    return message(seed, {2, 5, 4 + k.boundary});                      // shapes differ by key
   };
   std::vector<std::vector<at::Tensor>> got(2);
   const auto errors = on_two_ranks(20, [&](int64_t rank, PairTransport& t) {

@@ -15,14 +15,14 @@
 #include <map>
 #include <thread>
 
-#include "ouroboros/train/checkpoint.h"
+#include "dist_util.h"
+#include "ouroboros/core/errors.h"
 #include "ouroboros/dist/c10d_transport.h"
 #include "ouroboros/dist/context.h"
 #include "ouroboros/dist/env.h"
-#include "ouroboros/core/errors.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/run/train.h"
-#include "dist_util.h"
+#include "ouroboros/train/checkpoint.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -227,8 +227,8 @@ TEST(Distributed, MismatchedConfigurationIsRefused) {
   cfg.train.out_dir = (dir.path() / "out").string();
   const fs::path file = write_config(dir, "cfg.json", cfg);
   const int port = free_port();
-  pid_t p0 = spawn({"train", "--config", file.string()}, rank_env(0, 2, port),
-                   dir.path() / "m0.log");
+  pid_t p0 =
+      spawn({"train", "--config", file.string()}, rank_env(0, 2, port), dir.path() / "m0.log");
   pid_t p1 = spawn({"train", "--config", file.string(), "--seed", "7"}, rank_env(1, 2, port),
                    dir.path() / "m1.log");
   EXPECT_EQ(wait_exit(p0, 60), 1);

@@ -10,9 +10,9 @@
 #include <map>
 #include <tuple>
 
+#include "dist_util.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
-#include "dist_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -28,7 +28,7 @@ Config shard_config(const fs::path& data, int64_t K, const std::string& model = 
   cfg.model.mem_len = 8;  // Transformer-XL: each module's memories travel in its shard
   cfg.model.dropout = 0.1;
   cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
-  cfg.train.eval_interval = 10;  // rank 0 collects the weights mid-run
+  cfg.train.eval_interval = 10;     // rank 0 collects the weights mid-run
   cfg.train.steps = 24;
   return cfg;
 }
@@ -133,7 +133,8 @@ TEST(Distributed, WriterKilledMidShardLeavesTheLastCheckpoint) {
   if (run_command("/usr/bin/python3 -c 'import torch' 2>&1").second == 0) {
     std::tie(text, code) = run_command(
         "/usr/bin/python3 -c \"import sys, torch; d = torch.load(sys.argv[1]); "
-        "print(d['step'], len(d['model']))\" " + one.string() + " 2>&1");
+        "print(d['step'], len(d['model']))\" " +
+        one.string() + " 2>&1");
     EXPECT_EQ(text, "12 " + std::to_string(before.model.size()) + "\n");
   }
 
@@ -216,11 +217,13 @@ TEST(Distributed, RingsInFlightUnderAnotherLayoutAreRefused) {
     train(k3, o);
     FAIL() << "resumed";
   } catch (const CheckpointError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "checkpoint " + ckpt.string() + " holds 2 batches in flight of 2 rings, which drain "
-              "only on processes of its layout (--mode ouroboros --modules 2 --partition even "
-              "--replicas 2) (hint: resume it once with its layout and --steps 12 (that writes a "
-              "drained checkpoint), then change the layout)");
+    EXPECT_EQ(
+        std::string(e.what()),
+        "checkpoint " + ckpt.string() +
+            " holds 2 batches in flight of 2 rings, which drain "
+            "only on processes of its layout (--mode ouroboros --modules 2 --partition even "
+            "--replicas 2) (hint: resume it once with its layout and --steps 12 (that writes a "
+            "drained checkpoint), then change the layout)");
   }
   EXPECT_EQ(read_bytes(ckpt / "manifest.pt"), manifest);
 }
@@ -244,14 +247,16 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
   gpipe.engine.mode = "gpipe";
   gpipe.engine.micro_batches = 2;
   gpipe.dist.replicas = 2;
-  EXPECT_EQ(refusal(gpipe), "--mode gpipe runs one ring across processes, not --replicas 2 "
-                            "(hint: drop --replicas, or use the default mode (Ouroboros) for "
-                            "several rings)");
+  EXPECT_EQ(refusal(gpipe),
+            "--mode gpipe runs one ring across processes, not --replicas 2 "
+            "(hint: drop --replicas, or use the default mode (Ouroboros) for "
+            "several rings)");
   Config dp = shard_config(data, 1);
   dp.engine.mode = "data-parallel";
-  EXPECT_EQ(refusal(dp), "processes run --mode ouroboros or gpipe, or data parallelism as "
-                         "--modules 1 --replicas R, not data-parallel (hint: one process per "
-                         "replica: --modules 1 --replicas R (batch B each))");
+  EXPECT_EQ(refusal(dp),
+            "processes run --mode ouroboros or gpipe, or data parallelism as "
+            "--modules 1 --replicas R, not data-parallel (hint: one process per "
+            "replica: --modules 1 --replicas R (batch B each))");
 }
 
 // Two rings of Transformer-XL: each ring keeps the memories of its own rows (streams), saved in
@@ -289,8 +294,8 @@ TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
   Config killed = two;
   killed.train.out_dir = (dir.path() / "killed").string();
   const fs::path kfile = write_config(dir, "killed.json", killed);
-  auto codes = run_processes(dir, kfile, 4, "k", {}, 60,
-                             {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
+  auto codes =
+      run_processes(dir, kfile, 4, "k", {}, 60, {{"OUROBOROS_FAULT", "kill:checkpoint-written:0"}});
   ASSERT_EQ(codes[0], 128 + SIGKILL) << logs(dir, "k", 4);
   const fs::path kckpt = dir.path() / "killed" / "ckpt";
   EXPECT_EQ(load_checkpoint(kckpt.string()).step, 8);

@@ -15,9 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "dist_util.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
-#include "dist_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -48,8 +48,8 @@ class TwoHosts : public ::testing::Test {
   // `ouroboros launch` on host `node` of two, nproc ranks there, running `train --config`.
   pid_t launch(int node, int nproc, const fs::path& config, const std::string& log) {
     return spawn({"launch", "--nnodes", "2", "--node-rank", std::to_string(node), "--nproc",
-                  std::to_string(nproc), "--master-addr", kMaster, "--master-port", "29500",
-                  "--", "train", "--config", config.string()},
+                  std::to_string(nproc), "--master-addr", kMaster, "--master-port", "29500", "--",
+                  "train", "--config", config.string()},
                  {}, dir_.path() / log, {"ip", "netns", "exec", host(node)});
   }
 
@@ -118,10 +118,11 @@ TEST_P(HostLost, EveryProcessEndsNamingTheLostRankAndTheCheckpointLoads) {
     const double took = std::chrono::duration<double>(Clock::now() - start).count();
     EXPECT_LT(took, cfg.dist.timeout + 15) << log;
     const std::string text = read_bytes(dir_.path() / log);
-    const size_t line = text.find("error: rank " + std::to_string(i) + ": lost rank " +
-                                  std::to_string(1 - i));
+    const size_t line =
+        text.find("error: rank " + std::to_string(i) + ": lost rank " + std::to_string(1 - i));
     EXPECT_NE(line, std::string::npos) << text;
-    EXPECT_NE(text.find("launch: rank " + std::to_string(i) + " failed"), std::string::npos) << text;
+    EXPECT_NE(text.find("launch: rank " + std::to_string(i) + " failed"), std::string::npos)
+        << text;
   }
   if (how == "kill") {
     kill(b, SIGKILL);

@@ -16,10 +16,10 @@
 #include <iostream>
 #include <random>
 
+#include "ouroboros/core/errors.h"
 #include "ouroboros/engine/data_parallel.h"
 #include "ouroboros/engine/gpipe.h"
 #include "ouroboros/model/gpt.h"
-#include "ouroboros/core/errors.h"
 #include "ouroboros/run/methods.h"
 #include "ouroboros/run/train.h"
 
@@ -79,15 +79,16 @@ void expect_close(const Recording& a, const Recording& b, double weight_tol, dou
   double worst = 0.0;
   for (size_t t = 0; t < a.params_after_step.size(); ++t) {
     for (size_t i = 0; i < a.params_after_step[t].size(); ++i) {
-      worst = std::max(worst, (a.params_after_step[t][i] - b.params_after_step[t][i])
-                                  .abs().max().item<double>());
+      worst = std::max(
+          worst,
+          (a.params_after_step[t][i] - b.params_after_step[t][i]).abs().max().item<double>());
     }
   }
   EXPECT_LE(worst, weight_tol);
   std::cout << "  largest weight difference " << worst << std::endl;
   // The methods must really have trained: the weights moved well beyond the tolerance.
-  const double moved = (a.params_after_step.back()[0] - a.params_after_step.front()[0])
-                           .abs().max().item<double>();
+  const double moved =
+      (a.params_after_step.back()[0] - a.params_after_step.front()[0]).abs().max().item<double>();
   EXPECT_GT(moved, 100 * weight_tol);
 }
 

@@ -3,13 +3,13 @@
 // bit, the reference trainer for K = 1 and synchronous mode, and the transport's exact traffic.
 #include <gtest/gtest.h>
 
-#include "ouroboros/engine/ouroboros_engine.h"
+#include "engine_util.h"
 #include "ouroboros/core/errors.h"
+#include "ouroboros/engine/ouroboros_engine.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/reference.h"
-#include "engine_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -27,7 +27,8 @@ Batch batch_for(const Config& c, int64_t t) {
 
 // Batches of this file's tests, recorded tick by tick.
 Recording record(Method& m, const Config& c, int64_t ticks) {
-  return ouroboros_test::record(m, [&](int64_t t) { return batch_for(c, t); }, ticks);
+  return ouroboros_test::record(
+      m, [&](int64_t t) { return batch_for(c, t); }, ticks);
 }
 
 // Plain SGD (no momentum, decay or clipping): an update is exactly -lr * gradient.
@@ -122,7 +123,8 @@ TEST(Engine, SynchronousModeEqualsReferenceTrainer) {
 }
 
 // ALGORITHM.md section 3, step 4, by hand: with plain SGD, wte at tick t moves by
-// -lr_t * (output-side gradient of batch t at w^t + input-side gradient of batch t-K+1 at w^(t-K+1)).
+// -lr_t * (output-side gradient of batch t at w^t + input-side gradient of batch t-K+1 at
+// w^(t-K+1)).
 TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
   at::set_num_threads(1);
   const int64_t K = 3, t = 5;
@@ -229,7 +231,8 @@ TEST(Engine, TransportCarriesExactlyTheBoundaryTensors) {
       messages += engine.transport(w).stats().messages;
       bytes += engine.transport(w).stats().bytes;
     }
-    const int64_t boundary_bytes = cfg.train.batch_size * cfg.model.block_size * cfg.model.n_embd * 4;
+    const int64_t boundary_bytes =
+        cfg.train.batch_size * cfg.model.block_size * cfg.model.n_embd * 4;
     SCOPED_TRACE("K = " + std::to_string(K));
     if (K == 2) {
       EXPECT_EQ(messages, 0);  // both modules on worker 0: nothing crosses

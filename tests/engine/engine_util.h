@@ -52,7 +52,8 @@ inline void expect_identical(const Recording& a, const Recording& b,
     }
     ASSERT_EQ(a.memory[t].size(), b.memory[t].size()) << "memories after tick " << t;
     for (const auto& [layer, m] : a.memory[t]) {
-      ASSERT_TRUE(b.memory[t].count(layer)) << "no memory of layer " << layer << " after tick " << t;
+      ASSERT_TRUE(b.memory[t].count(layer))
+          << "no memory of layer " << layer << " after tick " << t;
       ASSERT_TRUE(torch::equal(m, b.memory[t].at(layer)))
           << "memory of layer " << layer << " differs after tick " << t;
     }

@@ -4,10 +4,10 @@
 // combinations, with dropout and a synchronous warm-up; and what each option changes.
 #include <gtest/gtest.h>
 
+#include "engine_util.h"
 #include "ouroboros/engine/ouroboros_engine.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/model/gpt.h"
-#include "engine_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -20,7 +20,8 @@ using ouroboros_test::tiny_config;
 
 Recording record(Method& m, const Config& c, int64_t ticks) {
   return ouroboros_test::record(
-      m, [&](int64_t t) { return ouroboros_test::random_batch(c, 2000 + static_cast<uint64_t>(t)); },
+      m,
+      [&](int64_t t) { return ouroboros_test::random_batch(c, 2000 + static_cast<uint64_t>(t)); },
       ticks);
 }
 
@@ -65,21 +66,20 @@ TEST_P(DelayTolerance, RuntimeEqualsSimulatorBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(
     Engine, DelayTolerance,
-    ::testing::Values(Case{3, "qhadam", "none", "none", 0}, Case{4, "nadam", "none", "none", 0},
-                      Case{3, "adam", "optimizer", "none", 0},
-                      Case{4, "adam", "optimizer", "none", 0},
-                      Case{3, "sgd", "optimizer", "none", 0},
-                      Case{3, "adam", "none", "pipemare", 0},
-                      Case{4, "adamw", "none", "pipemare", 3},
-                      Case{3, "qhadam", "optimizer", "pipemare", 3},
-                      Case{4, "nadam", "optimizer", "pipemare", 0},
-                      Case{3, "adam", "optimizer", "none", 0, 1.0},
-                      Case{4, "adam", "optimizer", "pipemare", 3, 2.0}),
+    ::testing::Values(
+        Case{3, "qhadam", "none", "none", 0}, Case{4, "nadam", "none", "none", 0},
+        Case{3, "adam", "optimizer", "none", 0}, Case{4, "adam", "optimizer", "none", 0},
+        Case{3, "sgd", "optimizer", "none", 0}, Case{3, "adam", "none", "pipemare", 0},
+        Case{4, "adamw", "none", "pipemare", 3}, Case{3, "qhadam", "optimizer", "pipemare", 3},
+        Case{4, "nadam", "optimizer", "pipemare", 0}, Case{3, "adam", "optimizer", "none", 0, 1.0},
+        Case{4, "adam", "optimizer", "pipemare", 3, 2.0}),
     [](const auto& info) {
       const Case& c = info.param;
       return "K" + std::to_string(c.K) + "_" + c.optimizer + "_predict_" + c.predict + "_lr_" +
              c.stale_lr + "_sync" + std::to_string(c.sync_warmup) +
-             (c.predict == "none" ? "" : "_scale" + std::to_string(static_cast<int>(c.predict_scale * 10)));
+             (c.predict == "none"
+                  ? ""
+                  : "_scale" + std::to_string(static_cast<int>(c.predict_scale * 10)));
     });
 
 // Each option changes the trajectory (so the equalities above are not about a no-op), and the
@@ -87,17 +87,20 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
   at::set_num_threads(1);
   const Case base{3, "adam", "none", "none", 4};
-  for (const Case& c : {Case{3, "adam", "optimizer", "none", 4}, Case{3, "adam", "none", "pipemare", 4},
-                        Case{3, "adam", "optimizer", "none", 4, 2.0}}) {
+  for (const Case& c :
+       {Case{3, "adam", "optimizer", "none", 4}, Case{3, "adam", "none", "pipemare", 4},
+        Case{3, "adam", "optimizer", "none", 4, 2.0}}) {
     // The prediction's horizon is measured against prediction at the other horizon.
-    const Case& from =
-        c.predict_scale != EngineConfig{}.predict_scale ? Case{3, "adam", "optimizer", "none", 4} : base;
+    const Case& from = c.predict_scale != EngineConfig{}.predict_scale
+                           ? Case{3, "adam", "optimizer", "none", 4}
+                           : base;
     const Config a_cfg = config_of(from), b_cfg = config_of(c);
     GPT model(a_cfg.model);
     OuroborosEngine a(model, model.init_params(5), a_cfg);
     OuroborosEngine b(model, model.init_params(5), b_cfg);
     Recording ra = record(a, a_cfg, 10), rb = record(b, b_cfg, 10);
-    for (size_t t = 0; t < 4; ++t) EXPECT_EQ(ra.losses[t], rb.losses[t]) << "synchronous tick " << t;
+    for (size_t t = 0; t < 4; ++t)
+      EXPECT_EQ(ra.losses[t], rb.losses[t]) << "synchronous tick " << t;
     bool differs = false;
     for (size_t t = 4; t < ra.losses.size(); ++t) differs = differs || ra.losses[t] != rb.losses[t];
     EXPECT_TRUE(differs) << c.predict << " " << c.stale_lr << " scale " << c.predict_scale

@@ -11,12 +11,12 @@
 #include "engine_util.h"
 #include "test_util.h"
 
-#include "ouroboros/train/checkpoint.h"
 #include "ouroboros/engine/ouroboros_engine.h"
 #include "ouroboros/engine/simulator.h"
-#include "ouroboros/run/train.h"
-#include "ouroboros/train/reference.h"
 #include "ouroboros/model/transformer_xl.h"
+#include "ouroboros/run/train.h"
+#include "ouroboros/train/checkpoint.h"
+#include "ouroboros/train/reference.h"
 
 using namespace ouroboros;
 
@@ -48,7 +48,8 @@ Batch segment(const Config& c, int64_t t) {
 }
 
 Recording record(Method& m, const Config& c, int64_t ticks) {
-  return ouroboros_test::record(m, [&](int64_t t) { return segment(c, t); }, ticks);
+  return ouroboros_test::record(
+      m, [&](int64_t t) { return segment(c, t); }, ticks);
 }
 
 // Bit for bit, and every one of the L layers has its memory after every tick.
@@ -109,8 +110,7 @@ TEST(XLEngine, SynchronousModeEqualsReferenceTrainer) {
   TransformerXL model(cfg.model);
   OuroborosEngine engine(model, model.init_params(8), cfg);
   ReferenceTrainer ref(model, model.init_params(8), cfg.train);
-  expect_identical(record(engine, cfg, 8), record(ref, cfg, 8), engine.params(),
-                   cfg.model.n_layer);
+  expect_identical(record(engine, cfg, 8), record(ref, cfg, 8), engine.params(), cfg.model.n_layer);
 }
 
 // train(): N steps, checkpoint, resume for M more == N + M straight, bit for bit, with K = 3 and

@@ -10,7 +10,8 @@
 #include "ouroboros/core/errors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/ouroboros_config_fuzz_" + std::to_string(getpid()) + ".json";
+  static const std::string path =
+      "/tmp/ouroboros_config_fuzz_" + std::to_string(getpid()) + ".json";
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(data, 1, size, f);

@@ -9,10 +9,10 @@
 #include <functional>
 #include <random>
 
-#include "ouroboros/core/config.h"
 #include "model_util.h"
-#include "test_util.h"
+#include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
+#include "test_util.h"
 
 namespace ouroboros {
 namespace {
@@ -22,13 +22,12 @@ using ouroboros_test::random_tokens;
 
 ModelConfig tiny_config() {
   ModelConfig cfg = ouroboros_test::tiny_config().model;
-  cfg.n_layer = 2;     // L
-  cfg.n_embd = 8;      // C
-  cfg.block_size = 5;  // T
-  cfg.vocab_size = 11; // V
+  cfg.n_layer = 2;      // L
+  cfg.n_embd = 8;       // C
+  cfg.block_size = 5;   // T
+  cfg.vocab_size = 11;  // V
   return cfg;
 }
-
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -104,10 +103,10 @@ TEST(ModelTest, TiedEmbeddingGetsBothContributions) {
     const std::string& name = tied.names()[i];
     untied.add(name, name == "wte.weight" ? E : tied.tensors()[i].detach());
   }
-  Tensor hid = model.hidden(untied, x, ctx);                              // [B, T, C]
-  Tensor n = at::layer_norm(hid, {cfg.n_embd}, untied.at("ln_f.weight"), untied.at("ln_f.bias"),
-                            1e-5);
-  Tensor logits = at::linear(n, O);                                       // [B, T, V]
+  Tensor hid = model.hidden(untied, x, ctx);  // [B, T, C]
+  Tensor n =
+      at::layer_norm(hid, {cfg.n_embd}, untied.at("ln_f.weight"), untied.at("ln_f.bias"), 1e-5);
+  Tensor logits = at::linear(n, O);  // [B, T, V]
   Tensor loss = at::cross_entropy_loss(logits.view({-1, cfg.vocab_size}), y.reshape({-1}));
   EXPECT_NEAR(loss.item<double>(), model.loss(tied, x, y, ctx).item<double>(), 1e-14);
   loss.backward();
@@ -222,29 +221,39 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
   invalid([](Config& c) { c.data.format = "csv"; }, "unknown data format 'csv'");
   invalid([](Config& c) { c.engine.modules = 0; }, "modules must be >= 1, got 0");
   invalid([](Config& c) { c.train.qh_nu = 1.5; }, "qh_nu must be in [0, 1], got 1.5");
-  invalid([](Config& c) { c.train.diagnostics_interval = -1; }, "diagnostics_interval must be >= 0");
-  invalid([](Config& c) {
-    c.engine.modules = 3;
-    c.engine.weight_predict = "adam";
-  }, "unknown weight_predict 'adam'");
-  invalid([](Config& c) { c.engine.weight_predict = "optimizer"; },
-          "--weight-predict optimizer acts on delayed gradients, which mode sequential does not have");
-  invalid([](Config& c) {
-    c.engine.modules = 3;
-    c.engine.mode = "gpipe";
-    c.engine.stale_lr = "pipemare";
-  }, "--stale-lr pipemare acts on delayed gradients, which mode gpipe does not have");
-  invalid([](Config& c) {
-    c.engine.modules = 3;
-    c.engine.predict_scale = 0.0;
-  }, "predict_scale must be > 0, got 0");
+  invalid([](Config& c) { c.train.diagnostics_interval = -1; },
+          "diagnostics_interval must be >= 0");
+  invalid(
+      [](Config& c) {
+        c.engine.modules = 3;
+        c.engine.weight_predict = "adam";
+      },
+      "unknown weight_predict 'adam'");
+  invalid(
+      [](Config& c) { c.engine.weight_predict = "optimizer"; },
+      "--weight-predict optimizer acts on delayed gradients, which mode sequential does not have");
+  invalid(
+      [](Config& c) {
+        c.engine.modules = 3;
+        c.engine.mode = "gpipe";
+        c.engine.stale_lr = "pipemare";
+      },
+      "--stale-lr pipemare acts on delayed gradients, which mode gpipe does not have");
+  invalid(
+      [](Config& c) {
+        c.engine.modules = 3;
+        c.engine.predict_scale = 0.0;
+      },
+      "predict_scale must be > 0, got 0");
   invalid([](Config& c) { c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0; },
           "--predict-scale sets the horizon of weight prediction, which this run does not use");
-  invalid([](Config& c) {
-    c.engine.modules = 3;
-    c.engine.weight_predict = "none";
-    c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0;
-  }, "--predict-scale sets the horizon of weight prediction, which this run does not use");
+  invalid(
+      [](Config& c) {
+        c.engine.modules = 3;
+        c.engine.weight_predict = "none";
+        c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0;
+      },
+      "--predict-scale sets the horizon of weight prediction, which this run does not use");
   Config tolerant;
   tolerant.engine.predict_scale = 2.0;
   tolerant.engine.modules = 3;
@@ -307,8 +316,8 @@ TEST(ModelTest, ChangingATokenDoesNotChangeEarlierLogits) {
     changed[0][j] = (x[0][j].item<int64_t>() + 1) % 11;
     const Tensor after = model.logits(p, model.hidden(p, changed, ctx));
     if (j > 0) {
-      const double earlier = (after.narrow(1, 0, j) - before.narrow(1, 0, j)).abs().max()
-                                 .item<double>();
+      const double earlier =
+          (after.narrow(1, 0, j) - before.narrow(1, 0, j)).abs().max().item<double>();
       EXPECT_LE(earlier, 1e-6) << "positions < " << j << " changed by " << earlier;
     }
     const double at_j = (after.select(1, j) - before.select(1, j)).abs().max().item<double>();

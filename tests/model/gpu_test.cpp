@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 
+#include "../engine/engine_util.h"
 #include "ouroboros/core/system.h"
 #include "ouroboros/engine/ouroboros_engine.h"
 #include "ouroboros/engine/simulator.h"
@@ -15,7 +16,6 @@
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/reference.h"
-#include "../engine/engine_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -25,10 +25,10 @@ namespace {
 using ouroboros_test::random_batch;
 using ouroboros_test::tiny_config;
 
-#define SKIP_WITHOUT_CUDA()                                                            \
-  if (!torch::cuda::is_available()) {                                                  \
-    GTEST_SKIP() << "no CUDA device visible (CUDA libtorch: "                          \
-                 << (at::globalContext().hasCUDART() ? "yes" : "no") << ")";           \
+#define SKIP_WITHOUT_CUDA()                                                  \
+  if (!torch::cuda::is_available()) {                                        \
+    GTEST_SKIP() << "no CUDA device visible (CUDA libtorch: "                \
+                 << (at::globalContext().hasCUDART() ? "yes" : "no") << ")"; \
   }
 
 // Full float32 matrix products on the GPU (no TF32); deterministic algorithms and cuBLAS
@@ -136,8 +136,9 @@ TEST(Gpu, Bfloat16OnCudaFollowsFloat32) {
     c.model.dtype = i == 0 ? "float32" : "bfloat16";
     GPT model(c.model);
     ReferenceTrainer trainer(model, model.init_params(4).to(run_device("cuda")), c.train);
-    trainer.run(0, 20, [&](int64_t) { return random_batch(c, 100); },
-                [&](int64_t, double loss) { losses[i].push_back(loss); });
+    trainer.run(
+        0, 20, [&](int64_t) { return random_batch(c, 100); },
+        [&](int64_t, double loss) { losses[i].push_back(loss); });
   }
   EXPECT_LT(losses[0].back(), losses[0].front() - 0.3);
   for (size_t t = 0; t < 20; ++t) {
@@ -150,7 +151,8 @@ TEST(Gpu, Bfloat16OnCudaFollowsFloat32) {
 TEST(Gpu, CheckpointOfAGpuRunLoadsOnTheCpu) {
   SKIP_WITHOUT_CUDA();
   ouroboros_test::TempDir dir;
-  const std::filesystem::path data = dir.write("corpus.txt", std::string(4000, 'a') + "the ring of modules\n");
+  const std::filesystem::path data =
+      dir.write("corpus.txt", std::string(4000, 'a') + "the ring of modules\n");
   Config cfg = ouroboros_test::on_corpus(tiny_config(3), data);
   cfg.train.out_dir = (dir.path() / "out").string();
   cfg.train.steps = 6;

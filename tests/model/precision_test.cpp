@@ -5,13 +5,13 @@
 // and the Ouroboros runtime still equals the serial simulator bit for bit.
 #include <gtest/gtest.h>
 
+#include "../engine/engine_util.h"
 #include "ouroboros/engine/ouroboros_engine.h"
 #include "ouroboros/engine/simulator.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/model/precision.h"
 #include "ouroboros/model/transformer_xl.h"
 #include "ouroboros/train/reference.h"
-#include "../engine/engine_util.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -61,7 +61,8 @@ Pass forward_backward(const LanguageModel& model, const ParamSet& init, const Ba
   return r;
 }
 
-void expect_close_to_float32(Config cfg, std::unique_ptr<LanguageModel> (*make)(const ModelConfig&)) {
+void expect_close_to_float32(Config cfg,
+                             std::unique_ptr<LanguageModel> (*make)(const ModelConfig&)) {
   const Batch b = random_batch(cfg, 5);
   const auto fp32 = make(cfg.model);
   cfg.model.dtype = "bfloat16";
@@ -73,8 +74,9 @@ void expect_close_to_float32(Config cfg, std::unique_ptr<LanguageModel> (*make)(
   // direction stay within a few of those steps.
   EXPECT_NEAR(c.loss, a.loss, 0.01 * a.loss);
   for (size_t i = 0; i < a.grads.size(); ++i) {
-    const double cos = (at::sum(a.grads[i] * c.grads[i]) /
-                        (a.grads[i].norm() * c.grads[i].norm() + 1e-30)).item<double>();
+    const double cos =
+        (at::sum(a.grads[i] * c.grads[i]) / (a.grads[i].norm() * c.grads[i].norm() + 1e-30))
+            .item<double>();
     EXPECT_GT(cos, 0.98) << init.names()[i];
   }
   EXPECT_EQ(matmul_dtype(), at::kFloat) << "the model left autocast on";
@@ -130,8 +132,9 @@ TEST(Precision, Bfloat16TrainingFollowsFloat32) {
     c.model.dtype = i == 0 ? "float32" : "bfloat16";
     GPT model(c.model);
     ReferenceTrainer trainer(model, model.init_params(4), c.train);
-    trainer.run(0, 20, [&](int64_t) { return random_batch(c, 100); },
-                [&](int64_t, double loss) { losses[i].push_back(loss); });
+    trainer.run(
+        0, 20, [&](int64_t) { return random_batch(c, 100); },
+        [&](int64_t, double loss) { losses[i].push_back(loss); });
     for (const auto& t : trainer.params().tensors()) EXPECT_EQ(t.scalar_type(), at::kFloat);
   }
   ASSERT_EQ(losses[0].size(), 20u);

@@ -9,12 +9,12 @@
 #include <cmath>
 #include <random>
 
-#include "ouroboros/core/config.h"
 #include "model_util.h"
-#include "test_util.h"
+#include "ouroboros/core/config.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/data/stream.h"
 #include "ouroboros/train/evaluate.h"
+#include "test_util.h"
 
 namespace ouroboros {
 namespace {
@@ -23,13 +23,12 @@ using ouroboros_test::double_params;
 using ouroboros_test::random_tokens;
 using ouroboros_test::tiny_xl;
 
-
 // The attention of one layer written as the paper's formula, one score at a time:
 //   a[i, j] = (q_i + u) . k_j + (q_i + v) . W_r r(d),  d = min(M + i - j, clamp_len),
 // r(d) = [sin(d f_0) .. sin(d f_{C/2-1}), cos(d f_0) ..], f_c = 10000^(-2c/C), softmax over the
 // keys j <= M + i (and, with same_length, j > i - shift), summed values, then o_net.
-Tensor loop_attention(const ParamSet& p, const ModelConfig& cfg, const Tensor& h,
-                      const Tensor& mem, const RecurrenceLengths& len) {
+Tensor loop_attention(const ParamSet& p, const ModelConfig& cfg, const Tensor& h, const Tensor& mem,
+                      const RecurrenceLengths& len) {
   const int64_t B = h.size(0), Q = h.size(1), M = mem.size(1), K = M + Q, C = cfg.n_embd,
                 H = cfg.n_head, D = C / H;
   const Tensor cat_t = at::cat({mem, h}, 1).contiguous();
@@ -82,7 +81,8 @@ Tensor loop_attention(const ParamSet& p, const ModelConfig& cfg, const Tensor& h
         for (double s : score) z += std::exp(s - mx);
         for (int64_t j = 0; j < K; ++j) {
           const double pr = std::exp(score[j] - mx) / z;
-          for (int64_t e = 0; e < D; ++e) out[b][i][n * D + e] += pr * proj(b, j, 2 * H * D + n * D + e);
+          for (int64_t e = 0; e < D; ++e)
+            out[b][i][n * D + e] += pr * proj(b, j, 2 * H * D + n * D + e);
         }
       }
     }
@@ -111,11 +111,10 @@ TEST(TransformerXLTest, RelativeAttentionEqualsTheLoopFormula) {
     Tensor h = at::normal(0.0, 1.0, {B, Q, cfg.n_embd}, gen, torch::kDouble);
     Tensor mem = at::normal(0.0, 1.0, {B, M, cfg.n_embd}, gen, torch::kDouble);
     RecurrenceLengths len{M, 0, false};
-    if (variant == 1) len.clamp_len = 2;                       // distances 3..6 share r(2)
-    if (variant == 2) len.same_length = true;                  // every query sees M keys
+    if (variant == 1) len.clamp_len = 2;       // distances 3..6 share r(2)
+    if (variant == 2) len.same_length = true;  // every query sees M keys
     ForwardContext ctx;
-    Tensor pos = TransformerXL::positional_encoding(M + Q, cfg.n_embd, len.clamp_len,
-                                                    h.options());
+    Tensor pos = TransformerXL::positional_encoding(M + Q, cfg.n_embd, len.clamp_len, h.options());
     Tensor got = model.rel_attention(p, 0, h, mem, pos, model.attention_mask(Q, M, len), ctx);
     Tensor want = loop_attention(p, cfg, h, mem, len);
     EXPECT_LT((got - want).abs().max().item<double>(), 1e-12) << "variant " << variant;

@@ -17,16 +17,16 @@
 namespace ouroboros {
 namespace {
 
-using ouroboros_test::tiny_xl;
 using ouroboros_test::double_params;
 using ouroboros_test::random_tokens;
+using ouroboros_test::tiny_xl;
 
 // Parameter counts of the presets, written out from the architecture:
 //   per layer: r_w_bias + r_r_bias 2HD, qkv 3HD C, r_net HD C, o_net C HD, two LayerNorms 4C,
 //   feed-forward Di C + Di + C Di + C; plus the tied embedding V C and the softmax bias V.
 int64_t xl_param_count(int64_t L, int64_t C, int64_t H, int64_t D, int64_t Di, int64_t V) {
-  const int64_t layer = 2 * H * D + 3 * H * D * C + H * D * C + C * H * D + 4 * C +
-                        (Di * C + Di + C * Di + C);
+  const int64_t layer =
+      2 * H * D + 3 * H * D * C + H * D * C + C * H * D + 4 * C + (Di * C + Di + C * Di + C);
   return L * layer + V * C + V;
 }
 
@@ -60,8 +60,7 @@ TEST(TransformerXLTest, PresetsBuildThePapersShapes) {
     EXPECT_FALSE(xl.train_lengths().same_length);
     ParamSet p = model->init_params(1);
     EXPECT_EQ(p.numel(), xl_param_count(w.L, w.C, w.H, w.C / w.H, w.Di, w.V)) << w.name;
-    EXPECT_EQ(p.at("layers.0.attn.qkv_net.weight").sizes(),
-              (std::vector<int64_t>{3 * w.C, w.C}));
+    EXPECT_EQ(p.at("layers.0.attn.qkv_net.weight").sizes(), (std::vector<int64_t>{3 * w.C, w.C}));
     EXPECT_EQ(p.at("layers.0.r_w_bias").sizes(), (std::vector<int64_t>{w.H, w.C / w.H}));
   }
   {
@@ -135,9 +134,9 @@ TEST(TransformerXLTest, AdaptiveSoftmaxIsADistribution) {
 TEST(TransformerXLTest, AdaptiveEmbeddingIsTiedAndDifferentiable) {
   TransformerXL model(tiny_adaptive(2));
   ParamSet p = double_params(model, 6, 0.1);
-  for (const char* name : {"word_emb.emb_layers.0.weight", "word_emb.emb_layers.1.weight",
-                           "word_emb.emb_layers.2.weight", "word_emb.emb_projs.1",
-                           "word_emb.emb_projs.2"}) {
+  for (const char* name :
+       {"word_emb.emb_layers.0.weight", "word_emb.emb_layers.1.weight",
+        "word_emb.emb_layers.2.weight", "word_emb.emb_projs.1", "word_emb.emb_projs.2"}) {
     ASSERT_TRUE(p.contains(name)) << name;
   }
   EXPECT_FALSE(p.contains("word_emb.emb_projs.0"));  // cluster 0 is C wide

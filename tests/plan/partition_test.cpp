@@ -140,10 +140,10 @@ TEST(CostModel, HandComputedTinyShape) {
   // matmul 16*24*64*64 + 4*2*8*8*64 = 1605632; elementwise 16*64*20 + 2*8*8*1*4 = 20992.
   EXPECT_DOUBLE_EQ(c.block_forward[0], 1605632 / 60e9 + 20992 / 1.5e9);
   EXPECT_DOUBLE_EQ(c.block_forward[1], c.block_forward[0]);
-  EXPECT_DOUBLE_EQ(c.embed_forward, 3072 / 1.5e9);                  // 16*64*3
-  EXPECT_DOUBLE_EQ(c.head_forward, 32768 / 60e9 + 9728 / 1.5e9);    // 2*16*64*16; 1536+8192
-  EXPECT_DOUBLE_EQ(c.update_per_block, 491520 / 1.5e9);             // 12*64*64*10
-  EXPECT_DOUBLE_EQ(c.update_embed_head, 15360 / 1.5e9);             // (16*64+8*64)*10
+  EXPECT_DOUBLE_EQ(c.embed_forward, 3072 / 1.5e9);                // 16*64*3
+  EXPECT_DOUBLE_EQ(c.head_forward, 32768 / 60e9 + 9728 / 1.5e9);  // 2*16*64*16; 1536+8192
+  EXPECT_DOUBLE_EQ(c.update_per_block, 491520 / 1.5e9);           // 12*64*64*10
+  EXPECT_DOUBLE_EQ(c.update_embed_head, 15360 / 1.5e9);           // (16*64+8*64)*10
   EXPECT_DOUBLE_EQ(c.backward_ratio, 2.0);
   EXPECT_DOUBLE_EQ(c.module_forward(0, 2, true, true),
                    2 * c.block_forward[0] + c.embed_forward + c.head_forward);
@@ -163,7 +163,8 @@ TEST(CostModel, Relations) {
   EXPECT_GT(base.block_forward[0], base.embed_forward);
   expect_plan_error([] { ouroboros_test::gpt_cost_model(4, 0, 64, 256, 4); }, "C=0");
   expect_plan_error(
-      [] { ouroboros_test::gpt_cost_model(4, 8, 8, 8, 1).module_forward(2, 5, false, false); }, "[2,5)");
+      [] { ouroboros_test::gpt_cost_model(4, 8, 8, 8, 1).module_forward(2, 5, false, false); },
+      "[2,5)");
 }
 
 TEST(Partition, AutoMovesBlocksOffAnExpensiveHead) {
@@ -187,9 +188,11 @@ TEST(Partition, AutoTieBreaks) {
 }
 
 TEST(Partition, AutoNeverWorseThanEven) {
-  struct Case { int64_t L, K, C, T, V, B; };
+  struct Case {
+    int64_t L, K, C, T, V, B;
+  };
   // The last case has C(31, 4) = 31465 cuts, so it takes the coordinate-descent path.
-  const std::vector<Case> cases = {{4, 2, 64, 32, 256, 8},   {6, 3, 128, 64, 65, 4},
+  const std::vector<Case> cases = {{4, 2, 64, 32, 256, 8},    {6, 3, 128, 64, 65, 4},
                                    {8, 4, 64, 128, 50257, 2}, {12, 5, 256, 64, 256, 8},
                                    {3, 5, 32, 16, 300, 1},    {30, 5, 128, 64, 8000, 4}};
   for (const Case& c : cases) {

@@ -99,17 +99,16 @@ TEST(Schedule, ParseErrors) {
 
 TEST(Schedule, GridK3) {
   // Backward of module k first appears at tick K-k: B3 at 0, B2 at 1, B1 at 2.
-  EXPECT_EQ(
-      schedule_for(3).grid(4),
-      "tick  w0                                                                 w1\n"
-      "0     F1(0) >A1(0):w1 <A2(0):w1 F3(0) B3(0) >E2(0):w1 U                  "
-      "<A1(0):w0 F2(0) >A2(0):w0 U\n"
-      "1     F1(1) >A1(1):w1 <A2(1):w1 F3(1) B3(1) >E2(1):w1 U                  "
-      "<A1(1):w0 F2(1) >A2(1):w0 <E2(0):w0 B2(0) >E1(0):w0 U\n"
-      "2     F1(2) >A1(2):w1 <E1(0):w1 B1(0) <A2(2):w1 F3(2) B3(2) >E2(2):w1 U  "
-      "<A1(2):w0 F2(2) >A2(2):w0 <E2(1):w0 B2(1) >E1(1):w0 U\n"
-      "3     F1(3) >A1(3):w1 <E1(1):w1 B1(1) <A2(3):w1 F3(3) B3(3) >E2(3):w1 U  "
-      "<A1(3):w0 F2(3) >A2(3):w0 <E2(2):w0 B2(2) >E1(2):w0 U\n");
+  EXPECT_EQ(schedule_for(3).grid(4),
+            "tick  w0                                                                 w1\n"
+            "0     F1(0) >A1(0):w1 <A2(0):w1 F3(0) B3(0) >E2(0):w1 U                  "
+            "<A1(0):w0 F2(0) >A2(0):w0 U\n"
+            "1     F1(1) >A1(1):w1 <A2(1):w1 F3(1) B3(1) >E2(1):w1 U                  "
+            "<A1(1):w0 F2(1) >A2(1):w0 <E2(0):w0 B2(0) >E1(0):w0 U\n"
+            "2     F1(2) >A1(2):w1 <E1(0):w1 B1(0) <A2(2):w1 F3(2) B3(2) >E2(2):w1 U  "
+            "<A1(2):w0 F2(2) >A2(2):w0 <E2(1):w0 B2(1) >E1(1):w0 U\n"
+            "3     F1(3) >A1(3):w1 <E1(1):w1 B1(1) <A2(3):w1 F3(3) B3(3) >E2(3):w1 U  "
+            "<A1(3):w0 F2(3) >A2(3):w0 <E2(2):w0 B2(2) >E1(2):w0 U\n");
 }
 
 TEST(Schedule, GridK1) {
@@ -134,16 +133,16 @@ TEST(Schedule, ValidateBackwardBeforeForward) {
 
 TEST(Schedule, ValidateMissingMailboxInput) {
   // Synchronous K=2 with B1 before B2: B1 has no error to back-propagate yet.
-  expect_plan_error(
-      [] { Schedule::parse("w0: F1(t) F2(t) B1(t) B2(t) U\n", 2, true).validate(); },
-      {"B1(t) on w0", "no input E1(0)"});
+  expect_plan_error([] { Schedule::parse("w0: F1(t) F2(t) B1(t) B2(t) U\n", 2, true).validate(); },
+                    {"B1(t) on w0", "no input E1(0)"});
   // Sending an activation before the forward that produces it.
   expect_plan_error(
       [] {
-        Schedule::parse("w0: >A1(t):w1 F1(t) <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) "
-                        ">E2(t):w1 U\n"
-                        "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n",
-                        3)
+        Schedule::parse(
+            "w0: >A1(t):w1 F1(t) <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) "
+            ">E2(t):w1 U\n"
+            "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n",
+            3)
             .validate();
       },
       {">A1(t):w1 on w0", "A1(0) is not in the mailbox"});
@@ -153,9 +152,10 @@ TEST(Schedule, ValidateUnmatchedReceive) {
   // w0 forgets to send A1: w1's receive can never complete.
   expect_plan_error(
       [] {
-        Schedule::parse("w0: F1(t) <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) >E2(t):w1 U\n"
-                        "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n",
-                        3)
+        Schedule::parse(
+            "w0: F1(t) <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) >E2(t):w1 U\n"
+            "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n",
+            3)
             .validate();
       },
       {"<A1(t):w0 on w1", "never matched", "w0 has no send of A1 to w1"});
@@ -165,9 +165,10 @@ TEST(Schedule, ValidateWrongWorker) {
   // Module 2 belongs on w1, not w0.
   expect_plan_error(
       [] {
-        Schedule::parse("w0: F1(t) F2(t) >A2(t):w1 <E2(t-1):w1 B2(t-1) U\n"
-                        "w1: <A2(t):w0 F3(t) B3(t) >E2(t):w0 B1(t-2) U\n",
-                        3)
+        Schedule::parse(
+            "w0: F1(t) F2(t) >A2(t):w1 <E2(t-1):w1 B2(t-1) U\n"
+            "w1: <A2(t):w0 F3(t) B3(t) >E2(t):w0 B1(t-2) U\n",
+            3)
             .validate();
       },
       {"F2(t) on w0", "module 2 lives on w1"});
@@ -177,10 +178,11 @@ TEST(Schedule, ValidateCyclicDeadlock) {
   // w0 waits for A2 before sending A1; w1 needs A1 to produce A2.
   expect_plan_error(
       [] {
-        Schedule::parse("w0: F1(t) <A2(t):w1 >A1(t):w1 <E1(t-2):w1 B1(t-2) F3(t) B3(t) "
-                        ">E2(t):w1 U\n"
-                        "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n",
-                        3)
+        Schedule::parse(
+            "w0: F1(t) <A2(t):w1 >A1(t):w1 <E1(t-2):w1 B1(t-2) F3(t) B3(t) "
+            ">E2(t):w1 U\n"
+            "w1: <E2(t-1):w0 B2(t-1) >E1(t-1):w0 <A1(t):w0 F2(t) >A2(t):w0 U\n",
+            3)
             .validate();
       },
       {"deadlock", "w0 tick 0 waits at <A2(t):w1", "w1 tick 0 waits at <A1(t):w0"});
@@ -190,15 +192,15 @@ TEST(Schedule, ValidateStructure) {
   // The delayed schedule must back-propagate module 2 with delay K-2 = 1.
   expect_plan_error(
       [] {
-        Schedule::parse("w0: F1(t) >A1(t):w1 <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) "
-                        ">E2(t):w1 U\n"
-                        "w1: <A1(t):w0 F2(t) >A2(t):w0 <E2(t):w0 B2(t) >E1(t):w0 U\n",
-                        3)
+        Schedule::parse(
+            "w0: F1(t) >A1(t):w1 <E1(t-2):w1 B1(t-2) <A2(t):w1 F3(t) B3(t) "
+            ">E2(t):w1 U\n"
+            "w1: <A1(t):w0 F2(t) >A2(t):w0 <E2(t):w0 B2(t) >E1(t):w0 U\n",
+            3)
             .validate();
       },
       {"B2(t) on w1 has lag 0 but needs 1"});
-  expect_plan_error([] { Schedule::parse("w0: F1(t) B1(t)\n", 1).validate(); },
-                    {"w0 has 0 U ops"});
+  expect_plan_error([] { Schedule::parse("w0: F1(t) B1(t)\n", 1).validate(); }, {"w0 has 0 U ops"});
   expect_plan_error([] { Schedule::parse("w0: F1(t) U\n", 1).validate(); },
                     {"module 1 has 1 forward and 0 backward"});
 }
@@ -217,8 +219,10 @@ TEST(Simulate, K1IsSequential) {
   const Partition p = make_partition(4, 1, {});
   const SimResult r = simulate(build_schedule(p), p, cost);
   EXPECT_NEAR(r.speedup(), 1.0, 1e-9);
-  EXPECT_NEAR(r.tick_time, 3 * cost.module_forward(0, 4, true, true) + 4 * cost.update_per_block +
-                               cost.update_embed_head, 1e-12);
+  EXPECT_NEAR(r.tick_time,
+              3 * cost.module_forward(0, 4, true, true) + 4 * cost.update_per_block +
+                  cost.update_embed_head,
+              1e-12);
   ASSERT_EQ(r.busy.size(), 1u);
   EXPECT_NEAR(r.busy[0], 1.0, 1e-9);
 }
@@ -256,15 +260,13 @@ TEST(Simulate, SynchronousHidesOnlyMiddleUpdates) {
   const CostModel cost = ouroboros_test::gpt_cost_model(8, 128, 64, 256, 4);
   const Partition p = plan_partition(8, 4, "even", cost);  // middle modules hold 2 + 2 blocks
   const SimResult r = simulate(build_schedule(p, true), p, cost);
-  EXPECT_NEAR(r.tick_time, r.sequential_time - 4 * cost.update_per_block,
-              1e-9 * r.sequential_time);
+  EXPECT_NEAR(r.tick_time, r.sequential_time - 4 * cost.update_per_block, 1e-9 * r.sequential_time);
 }
 
 TEST(Simulate, Errors) {
   const Partition p3 = make_partition(4, 3, {2, 4});
   const Partition p4 = make_partition(4, 4, {1, 2, 3});
-  expect_plan_error([&] { simulate(build_schedule(p4), p3, balanced_cost()); },
-                    {"K=4", "K=3"});
+  expect_plan_error([&] { simulate(build_schedule(p4), p3, balanced_cost()); }, {"K=4", "K=3"});
   expect_plan_error([&] { simulate(build_schedule(p3), p3, balanced_cost(), 0); }, {"0 ticks"});
 }
 

@@ -78,9 +78,9 @@ void expect_same_params(const ParamSet& a, const ParamSet& b) {
   }
 }
 
-// 150 steps on ~6 kB of grammar sentences (char vocabulary V = 24 with <unk>, ln V = 3.18). A unigram model
-// already reaches ~2.8 nats; the bigram/trigram structure of the words brings a small model
-// below 1.2 nats within 150 steps, so 0.5 ln V = 1.59 leaves a wide margin while still
+// 150 steps on ~6 kB of grammar sentences (char vocabulary V = 24 with <unk>, ln V = 3.18). A
+// unigram model already reaches ~2.8 nats; the bigram/trigram structure of the words brings a small
+// model below 1.2 nats within 150 steps, so 0.5 ln V = 1.59 leaves a wide margin while still
 // requiring more than letter frequencies.
 TEST(TrainerTest, ShortRunBringsLossClearlyDown) {
   TempDir dir;
@@ -92,8 +92,8 @@ TEST(TrainerTest, ShortRunBringsLossClearlyDown) {
   cfg.train.warmup_steps = 10;
   TrainResult r = train(cfg, quiet());
 
-  const double log_v = std::log(static_cast<double>(
-      load_dataset(cfg.data.data, "text", "char").tokenizer.vocab_size()));
+  const double log_v = std::log(
+      static_cast<double>(load_dataset(cfg.data.data, "text", "char").tokenizer.vocab_size()));
   ASSERT_EQ(r.steps, 150);
   ASSERT_EQ(r.losses.size(), 150u);
   EXPECT_NEAR(r.losses.front(), log_v, 0.3);  // GPT-2 init starts near uniform
@@ -144,8 +144,7 @@ void expect_exact_resume(Config cfg, const fs::path& root) {
   TrainResult part = train(cfg, first);
   ASSERT_EQ(part.steps, N);
   ASSERT_EQ(part.losses.size(), static_cast<size_t>(N));
-  EXPECT_EQ(part.losses, std::vector<double>(straight.losses.begin(),
-                                             straight.losses.begin() + N));
+  EXPECT_EQ(part.losses, std::vector<double>(straight.losses.begin(), straight.losses.begin() + N));
   MethodState saved;
   saved.pipeline = load_checkpoint((root / "interrupted" / "ckpt.pt").string()).pipeline;
   if (cfg.engine.modules >= 2) {  // the delayed modules' batches are in the file, not drained
@@ -284,7 +283,7 @@ TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
     EXPECT_EQ(keys(lines[i]), *expected[i].second) << lines[i].dump();
   }
   EXPECT_EQ(lines[2]["tokens"].get<int64_t>(), 4 * 16);  // eval_batches 1 x batch 4 x T 16
-  EXPECT_EQ(lines[5]["in_flight"].get<int64_t>(), 0);   // the last checkpoint drains
+  EXPECT_EQ(lines[5]["in_flight"].get<int64_t>(), 0);    // the last checkpoint drains
   EXPECT_GT(lines[5]["checkpoint_mib"].get<double>(), 0.0);
   EXPECT_EQ(lines[6]["loss"].get<double>(), r.valid.loss);
   EXPECT_EQ(lines[6]["split"].get<std::string>(), "valid");

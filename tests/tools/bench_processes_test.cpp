@@ -60,7 +60,8 @@ TEST(BenchProcesses, EachMethodAsProcessesTrainsAsItsThreadedForm) {
     ASSERT_EQ(each.size(), 2u);
     EXPECT_GT(each[0].get<double>(), 20.0);
     EXPECT_GT(each[1].get<double>(), 20.0);
-    EXPECT_DOUBLE_EQ(p["peak_rss_mib"].get<double>(), each[0].get<double>() + each[1].get<double>());
+    EXPECT_DOUBLE_EQ(p["peak_rss_mib"].get<double>(),
+                     each[0].get<double>() + each[1].get<double>());
     EXPECT_FALSE(t.contains("peak_rss_mib_per_process"));
   }
   EXPECT_EQ(procs["runs"][2]["workers"], 2);

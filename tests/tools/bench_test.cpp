@@ -29,10 +29,10 @@
 
 namespace {
 namespace fs = std::filesystem;
-using ouroboros_test::read_bytes;
-using ouroboros_test::TempDir;
 using ouroboros_test::cli;
 using ouroboros_test::CliRun;
+using ouroboros_test::read_bytes;
+using ouroboros_test::TempDir;
 
 uint32_t big_endian(const std::string& s, size_t at) {
   uint32_t v = 0;
@@ -43,10 +43,11 @@ uint32_t big_endian(const std::string& s, size_t at) {
 TEST(BenchTest, TinyBenchWritesConsistentJsonAndAPng) {
   TempDir dir;
   const int64_t L = 2, C = 32, T = 16, B = 4, V = 256;
-  CliRun r = cli("bench --modes sequential,ouroboros,gpipe,data-parallel --steps 3 --warmup 1 "
-                 "--n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 "
-                 "--micro-batches 2 --workers 2 --modules 3 --peak-seconds 0.05 --out-dir " +
-                 dir.path().string());
+  CliRun r =
+      cli("bench --modes sequential,ouroboros,gpipe,data-parallel --steps 3 --warmup 1 "
+          "--n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 "
+          "--micro-batches 2 --workers 2 --modules 3 --peak-seconds 0.05 --out-dir " +
+          dir.path().string());
   ASSERT_EQ(r.code, 0) << r.output;
   // Progress is visible: each method announced, and its steps.
   EXPECT_NE(r.output.find("[1/5] sequential 1 thread"), std::string::npos) << r.output;
@@ -96,7 +97,8 @@ TEST(BenchTest, TinyBenchWritesConsistentJsonAndAPng) {
   EXPECT_EQ(big_endian(png, 20), 540u);
   // The temporary plot inputs are cleaned up.
   std::set<std::string> files;
-  for (const auto& e : fs::directory_iterator(dir.path())) files.insert(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    files.insert(e.path().filename().string());
   EXPECT_EQ(files, (std::set<std::string>{"bench.json", "bench.png"}));
 }
 
@@ -149,8 +151,9 @@ TEST(BenchTest, MeasureTimesTheConfiguredModelFamily) {
 TEST(BenchTest, BadModeIsOneLineError) {
   CliRun r = cli("bench --modes sequential,pipedream --steps 1");
   EXPECT_NE(r.code, 0);
-  EXPECT_EQ(r.output, "error: bench: unknown mode 'pipedream' (hint: use sequential, ouroboros, "
-                      "gpipe or data-parallel)\n");
+  EXPECT_EQ(r.output,
+            "error: bench: unknown mode 'pipedream' (hint: use sequential, ouroboros, "
+            "gpipe or data-parallel)\n");
 }
 
 }  // namespace
@@ -161,15 +164,16 @@ TEST(SystemTest, KeepFreedMemoryServesBigBlocksFromTheHeapAndKeepsThem) {
 #ifdef OUROBOROS_ASAN
   GTEST_SKIP() << "AddressSanitizer replaces glibc's malloc, whose settings this checks";
 #endif
-  for (const char* v : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_",
-                        "GLIBC_TUNABLES"}) {
+  for (const char* v :
+       {"MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"}) {
     if (std::getenv(v)) GTEST_SKIP() << v << " is set and wins over keep_freed_memory";
   }
   ouroboros::keep_freed_memory();
   const size_t mapped = mallinfo2().hblks;
   at::Tensor big = at::empty({16 << 20});  // 64 MiB
   big.fill_(1.0f);
-  EXPECT_EQ(mallinfo2().hblks, mapped) << "a 64 MiB block was mapped instead of taken from the heap";
+  EXPECT_EQ(mallinfo2().hblks, mapped)
+      << "a 64 MiB block was mapped instead of taken from the heap";
   const size_t heap = mallinfo2().arena;
   big.reset();
   EXPECT_GE(mallinfo2().arena, heap) << "the heap was trimmed after the block was freed";

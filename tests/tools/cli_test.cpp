@@ -23,11 +23,11 @@
 namespace {
 namespace fs = std::filesystem;
 
-using ouroboros_test::TempDir;
-using ouroboros_test::read_bytes;
 using ouroboros_test::cli;
 using ouroboros_test::CliRun;
 using ouroboros_test::CliTest;
+using ouroboros_test::read_bytes;
+using ouroboros_test::TempDir;
 using ouroboros_test::tiny_corpus;
 using ouroboros_test::train_flags;
 
@@ -46,20 +46,18 @@ TEST_F(CliTest, EmptyCorpus) {
 
 TEST_F(CliTest, CorpusShorterThanOneWindow) {
   // 40 bytes: the train split (36 tokens) holds no window of block_size+1 = 65 tokens.
-  expect_failure(train_args(dir_.write("short.txt", tiny_corpus(40)).string(),
-                            {{"--block-size", "64"}}),
-                 "fewer than one window");
+  expect_failure(
+      train_args(dir_.write("short.txt", tiny_corpus(40)).string(), {{"--block-size", "64"}}),
+      "fewer than one window");
   // ~200 bytes at block_size 16: training windows exist, but the ~10-token valid split holds
   // none; this must fail before training, not after it has overwritten the checkpoint.
-  expect_failure(train_args(dir_.write("small.txt", tiny_corpus(200)).string()),
-                 "valid split has");
+  expect_failure(train_args(dir_.write("small.txt", tiny_corpus(200)).string()), "valid split has");
 }
 
 TEST_F(CliTest, ImpossibleModelConfig) {
   expect_failure(train_args(corpus_.string(), {{"--n-embd", "10"}, {"--n-head", "4"}}),
                  "n_embd 10 is not divisible by n_head 4");
-  expect_failure(train_args(corpus_.string(), {{"--dropout", "1.5"}}),
-                 "dropout must be in [0, 1)");
+  expect_failure(train_args(corpus_.string(), {{"--dropout", "1.5"}}), "dropout must be in [0, 1)");
 }
 
 TEST_F(CliTest, CorruptCheckpoint) {
@@ -107,12 +105,12 @@ TEST_F(CliTest, TrainEvalGenerateRoundTrip) {
   // Test split: 150 bytes -> (150 - 17) / 16 + 1 = 9 windows of 16 targets.
   EXPECT_EQ(j["tokens"].get<int64_t>(), 9 * 16);
 
-  const std::string gen = "generate --checkpoint " + (good / "ckpt.pt").string() +
-                          " --tokens 20 --seed 1 --prompt the";
+  const std::string gen =
+      "generate --checkpoint " + (good / "ckpt.pt").string() + " --tokens 20 --seed 1 --prompt the";
   CliRun a = cli(gen), b = cli(gen);
   ASSERT_EQ(a.code, 0) << a.output;
   EXPECT_EQ(a.output, b.output);
-  EXPECT_EQ(a.output.rfind("the", 0), 0u) << a.output;  // the prompt comes back first
+  EXPECT_EQ(a.output.rfind("the", 0), 0u) << a.output;    // the prompt comes back first
   EXPECT_GE(a.output.size(), 3u + 20u + 1u) << a.output;  // 20 tokens of >= 1 byte, newline
 }
 

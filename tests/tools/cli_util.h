@@ -35,10 +35,9 @@ inline std::string tiny_corpus(size_t bytes, bool upper = false) {
 // The flags of a tiny training run; `changes` replaces or adds flags (CLI11 refuses repeats).
 inline std::string train_flags(const std::map<std::string, std::string>& changes) {
   std::map<std::string, std::string> flags = {
-      {"--format", "text"},    {"--n-layer", "1"},    {"--n-head", "2"},
-      {"--n-embd", "16"},      {"--block-size", "16"}, {"--batch-size", "4"},
-      {"--steps", "6"},        {"--eval-interval", "0"}, {"--log-interval", "5"},
-      {"--threads", "1"}};
+      {"--format", "text"},    {"--n-layer", "1"},    {"--n-head", "2"}, {"--n-embd", "16"},
+      {"--block-size", "16"},  {"--batch-size", "4"}, {"--steps", "6"},  {"--eval-interval", "0"},
+      {"--log-interval", "5"}, {"--threads", "1"}};
   for (const auto& [flag, value] : changes) flags[flag] = value;
   std::string args = "train";
   for (const auto& [flag, value] : flags) args += " " + flag + " " + value;

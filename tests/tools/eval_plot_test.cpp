@@ -63,16 +63,18 @@ TEST_F(EvalFlags, MemoryLengthAppliesAndHelps) {
   // The checkpoint's own settings are the default: naming them changes nothing.
   EXPECT_EQ(eval_loss(*ckpt_, ""), eval_loss(*ckpt_, "--eval-mem-len 16 --eval-tgt-len 16"));
   // The same through --config.
-  const fs::path cfg = dir_->write("eval.json", R"({"model": {"eval_tgt_len": 4, "eval_mem_len": 0}})");
+  const fs::path cfg =
+      dir_->write("eval.json", R"({"model": {"eval_tgt_len": 4, "eval_mem_len": 0}})");
   EXPECT_EQ(eval_loss(*ckpt_, "--config " + cfg.string()), none);
 }
 
 TEST_F(EvalFlags, WhatCannotTakeEffectIsRefused) {
   CliRun r = cli("eval --checkpoint " + *ckpt_ + " --n-layer 4");
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output, "error: eval: --n-layer 4 would change the model the checkpoint holds "
-                      "(n_layer 2) (hint: drop it (from --config too); eval takes --dtype, "
-                      "--eval-tgt-len, --eval-mem-len, --eval-clamp-len and --eval-same-length)\n");
+  EXPECT_EQ(r.output,
+            "error: eval: --n-layer 4 would change the model the checkpoint holds "
+            "(n_layer 2) (hint: drop it (from --config too); eval takes --dtype, "
+            "--eval-tgt-len, --eval-mem-len, --eval-clamp-len and --eval-same-length)\n");
   const fs::path cfg = dir_->write("arch.json", R"({"model": {"n_embd": 64}})");
   r = cli("eval --checkpoint " + *ckpt_ + " --config " + cfg.string());
   EXPECT_EQ(r.code, 1);
@@ -93,8 +95,9 @@ TEST_F(EvalGpt, GptRefusesEvaluationLengthsAndReportsBitsPerByte) {
   const std::string ckpt = (run / "ckpt.pt").string();
   CliRun r = cli("eval --checkpoint " + ckpt + " --eval-mem-len 8");
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output, "error: eval: --eval-mem-len applies to transformer-xl checkpoints; this "
-                      "one holds a gpt model (hint: drop --eval-mem-len)\n");
+  EXPECT_EQ(r.output,
+            "error: eval: --eval-mem-len applies to transformer-xl checkpoints; this "
+            "one holds a gpt model (hint: drop --eval-mem-len)\n");
   r = cli("eval --checkpoint " + ckpt + " --split test --json");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output);
@@ -112,7 +115,8 @@ TEST_F(Plot, DrawsRunsIntoOnePng) {
   const fs::path a = train_good("run-a");
   const fs::path b = train_good("run-b");
   const fs::path png = dir_.path() / "charts" / "curves.png";
-  CliRun r = cli("plot " + a.string() + " " + (b / "metrics.jsonl").string() + " --out " + png.string());
+  CliRun r =
+      cli("plot " + a.string() + " " + (b / "metrics.jsonl").string() + " --out " + png.string());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(r.output, "wrote " + png.string() + " (2 runs)\n");
   std::ifstream in(png, std::ios::binary);
@@ -125,7 +129,9 @@ TEST_F(Plot, DrawsRunsIntoOnePng) {
 
   r = cli("plot " + (dir_.path() / "nowhere").string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output.rfind("error: plot: " + (dir_.path() / "nowhere").string() + " has no metrics", 0), 0u)
+  EXPECT_EQ(
+      r.output.rfind("error: plot: " + (dir_.path() / "nowhere").string() + " has no metrics", 0),
+      0u)
       << r.output;
   const fs::path empty = dir_.write("empty/metrics.jsonl", "{\"step\": 3}\n");
   r = cli("plot " + empty.parent_path().string());

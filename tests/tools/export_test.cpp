@@ -29,8 +29,8 @@ using ouroboros_test::TempDir;
 // The project's Python environment (scripts/python-env.sh) when it has transformers, else the
 // system's; "" when neither can import it.
 std::string python_with_transformers() {
-  for (const std::string& py : {std::string(OUROBOROS_SOURCE_DIR) + "/.venv/bin/python",
-                               std::string("/usr/bin/python3")}) {
+  for (const std::string& py :
+       {std::string(OUROBOROS_SOURCE_DIR) + "/.venv/bin/python", std::string("/usr/bin/python3")}) {
     if (fs::exists(py) &&
         run_command(py + " -c 'import transformers' >/dev/null 2>&1").second == 0) {
       return py;
@@ -71,7 +71,8 @@ TEST(Export, SafetensorsHoldTheModelInConv1DLayout) {
   CliRun r = cli("export --checkpoint " + ckpt.string() + " --format hf --out " + out.string());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("char tokenizer as tokenizer.json"), std::string::npos) << r.output;
-  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+  for (const char* f :
+       {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
     EXPECT_TRUE(fs::exists(out / f)) << f;
   }
   const Checkpoint ck = load_checkpoint(ckpt.string());
@@ -82,8 +83,7 @@ TEST(Export, SafetensorsHoldTheModelInConv1DLayout) {
   const int64_t C = ck.config.model.n_embd;
   EXPECT_EQ(h["transformer.h.1.attn.c_attn.weight"]["shape"], nlohmann::json({C, 3 * C}));
   EXPECT_EQ(h["transformer.h.0.mlp.c_proj.weight"]["shape"], nlohmann::json({4 * C, C}));
-  EXPECT_EQ(h["transformer.wte.weight"]["shape"],
-            nlohmann::json({ck.config.model.vocab_size, C}));
+  EXPECT_EQ(h["transformer.wte.weight"]["shape"], nlohmann::json({ck.config.model.vocab_size, C}));
   // The bytes of a transposed tensor are the transpose of the checkpoint's.
   const auto off = h["transformer.h.0.attn.c_proj.weight"]["data_offsets"];
   std::ifstream in(out / "model.safetensors", std::ios::binary);
@@ -102,12 +102,14 @@ TEST(Export, SafetensorsHoldTheModelInConv1DLayout) {
   const std::string before = ouroboros_test::read_bytes(out / "config.json");
   r = cli("export --checkpoint " + ckpt.string() + " --out " + out.string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output, "error: export: " + out.string() + " is not empty (hint: give a new "
-                      "directory with --out, or --overwrite to replace its files)\n");
+  EXPECT_EQ(r.output, "error: export: " + out.string() +
+                          " is not empty (hint: give a new "
+                          "directory with --out, or --overwrite to replace its files)\n");
   EXPECT_EQ(ouroboros_test::read_bytes(out / "config.json"), before);
   r = cli("export --checkpoint " + ckpt.string() + " --out " + out.string() + " --overwrite");
   EXPECT_EQ(r.code, 0) << r.output;
-  r = cli("export --checkpoint " + ckpt.string() + " --format onnx --out " + (dir.path() / "x").string());
+  r = cli("export --checkpoint " + ckpt.string() + " --format onnx --out " +
+          (dir.path() / "x").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.output, "error: export: unknown --format 'onnx' (hint: use --format hf or torch)\n");
 }
@@ -122,10 +124,12 @@ TEST(Export, TransformerXLHasNoGpt2Form) {
                                               {"--steps", "2"},
                                               {"--out-dir", out.string()}}));
   ASSERT_EQ(r.code, 0) << r.output;
-  r = cli("export --checkpoint " + (out / "ckpt.pt").string() + " --out " + (dir.path() / "hf").string());
+  r = cli("export --checkpoint " + (out / "ckpt.pt").string() + " --out " +
+          (dir.path() / "hf").string());
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output, "error: export --format hf: a transformer-xl model has no GPT-2 form "
-                      "(hint: export a checkpoint of --model gpt)\n");
+  EXPECT_EQ(r.output,
+            "error: export --format hf: a transformer-xl model has no GPT-2 form "
+            "(hint: export a checkpoint of --model gpt)\n");
   EXPECT_FALSE(fs::exists(dir.path() / "hf"));
 }
 
@@ -171,7 +175,8 @@ TEST(Export, TransformersGivesTheSameLogitsAndText) {
     ref.insert("text", bytes);
     const std::vector<char> pickled = torch::pickle_save(c10::IValue(ref));
     const fs::path ref_file = dir.path() / ("ref-" + kind + ".pt");
-    std::ofstream(ref_file, std::ios::binary).write(pickled.data(), static_cast<std::streamsize>(pickled.size()));
+    std::ofstream(ref_file, std::ios::binary)
+        .write(pickled.data(), static_cast<std::streamsize>(pickled.size()));
 
     auto [output, rc] = run_command(py + " " + OUROBOROS_SOURCE_DIR "/tests/tools/hf_compare.py " +
                                     out.string() + " " + ref_file.string() + " 2>&1");
@@ -182,7 +187,8 @@ TEST(Export, TransformersGivesTheSameLogitsAndText) {
     std::string ours = ck.tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
     std::string theirs;
     const std::string h = j["decoded"].get<std::string>();
-    for (size_t i = 0; i + 1 < h.size(); i += 2) theirs += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
+    for (size_t i = 0; i + 1 < h.size(); i += 2)
+      theirs += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
     if (kind == "word") {  // its decoder puts a space after a line end
       for (size_t at; (at = theirs.find("\n ")) != std::string::npos;) theirs.erase(at + 1, 1);
     }

@@ -38,19 +38,21 @@ using ouroboros_test::train_flags;
 TEST_F(CliTest, ReusedOutDirIsRefusedUnlessOverwritten) {
   const fs::path out = train_good("run");
   const std::string ckpt = read_bytes(out / "ckpt.pt");
-  CliRun again = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                                  {"--steps", "2"}}));
+  CliRun again = cli(
+      train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()}, {"--steps", "2"}}));
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.output.find("already holds a run (ckpt.pt, metrics.jsonl)"), std::string::npos)
       << again.output;
   EXPECT_NE(again.output.find("--overwrite"), std::string::npos) << again.output;
   EXPECT_EQ(read_bytes(out / "ckpt.pt"), ckpt);
-  CliRun replaced = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                                     {"--steps", "2"}}) + " --overwrite");
+  CliRun replaced = cli(
+      train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()}, {"--steps", "2"}}) +
+      " --overwrite");
   EXPECT_EQ(replaced.code, 0) << replaced.output;
   EXPECT_NE(read_bytes(out / "ckpt.pt"), ckpt);
-  expect_failure(train_args(corpus_.string()) + " --overwrite --resume " + (out / "ckpt.pt").string(),
-                 "--overwrite has no effect with --resume");
+  expect_failure(
+      train_args(corpus_.string()) + " --overwrite --resume " + (out / "ckpt.pt").string(),
+      "--overwrite has no effect with --resume");
 }
 
 // An out-dir in use by a live run is refused: two runs never share ckpt.pt or the metrics.
@@ -81,13 +83,15 @@ TEST(Reliability, OutDirInUseIsRefused) {
 // resumed run continues from it, and the metrics hold each step once.
 TEST_F(CliTest, InterruptWritesACheckpointAndResumeContinues) {
   const fs::path out = dir_.path() / "interrupted";
-  const std::string args = train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                                        {"--steps", "100000"}, {"--log-interval", "10"}});
+  const std::string args = train_flags({{"--data", corpus_.string()},
+                                        {"--out-dir", out.string()},
+                                        {"--steps", "100000"},
+                                        {"--log-interval", "10"}});
   const fs::path log = dir_.path() / "interrupted.log";
   const pid_t pid = fork();
   if (pid == 0) {
-    const std::string cmd = "exec " + std::string(OUROBOROS_BINARY) + " " + args + " > " +
-                            log.string() + " 2>&1";
+    const std::string cmd =
+        "exec " + std::string(OUROBOROS_BINARY) + " " + args + " > " + log.string() + " 2>&1";
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -108,7 +112,8 @@ TEST_F(CliTest, InterruptWritesACheckpointAndResumeContinues) {
   const ouroboros::Checkpoint ck = ouroboros::load_checkpoint((out / "ckpt.pt").string());
   EXPECT_EQ(ck.step, step);
 
-  CliRun resumed = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
+  CliRun resumed = cli(train_flags({{"--data", corpus_.string()},
+                                    {"--out-dir", out.string()},
                                     {"--steps", std::to_string(step + 10)},
                                     {"--log-interval", "10"}}) +
                        " --resume " + (out / "ckpt.pt").string());
@@ -128,8 +133,11 @@ TEST_F(CliTest, InterruptWritesACheckpointAndResumeContinues) {
 // non-zero and writes no checkpoint from broken weights.
 TEST_F(CliTest, DivergingRunStopsWithOneLine) {
   const fs::path out = dir_.path() / "diverged";
-  CliRun r = cli(train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                              {"--optimizer", "sgd"}, {"--lr", "1e6"}, {"--grad-clip", "0"},
+  CliRun r = cli(train_flags({{"--data", corpus_.string()},
+                              {"--out-dir", out.string()},
+                              {"--optimizer", "sgd"},
+                              {"--lr", "1e6"},
+                              {"--grad-clip", "0"},
                               {"--steps", "50"}}));
   EXPECT_EQ(r.code, 1) << r.output;
   const size_t at = r.output.find("error: ");
@@ -175,8 +183,7 @@ TEST(Reliability, DamagedTensorBytesFailTheChecksum) {
 // element count, and the checksum read past the record) are refused as corrupt.
 TEST(Reliability, FuzzFindingsStayFixed) {
   for (const char* name : {"checkpoint_memo_index.bin", "checkpoint_storage_past_record.bin"}) {
-    const std::string file =
-        std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/" + name;
+    const std::string file = std::string(OUROBOROS_SOURCE_DIR) + "/tests/fuzz/regressions/" + name;
     ASSERT_TRUE(fs::exists(file));
     try {
       ouroboros::load_checkpoint(file);
@@ -189,8 +196,8 @@ TEST(Reliability, FuzzFindingsStayFixed) {
 
 // Sizes past the machine are refused at once with the estimate; deep models plan quickly.
 TEST_F(CliTest, ImpossibleSizesAreRefusedUpFront) {
-  expect_failure(train_args(corpus_.string(), {{"--n-layer", "100000"}, {"--n-embd", "1024"},
-                                               {"--n-head", "8"}}),
+  expect_failure(train_args(corpus_.string(),
+                            {{"--n-layer", "100000"}, {"--n-embd", "1024"}, {"--n-head", "8"}}),
                  "more than this machine's");
   CliRun plan = cli("plan --modules 3 --n-layer 100000 --ticks 0");
   EXPECT_EQ(plan.code, 0) << plan.output;
@@ -234,8 +241,11 @@ TEST_F(CliTest, BadFlagsAreOneLineErrors) {
 TEST_F(CliTest, ResumeUnderAnotherLayoutSaysWhatCarriesOver) {
   const fs::path out = dir_.path() / "k3";
   const auto flags = [&](const std::string& modules, const std::string& steps) {
-    return train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                        {"--modules", modules}, {"--n-layer", "2"}, {"--steps", steps}});
+    return train_flags({{"--data", corpus_.string()},
+                        {"--out-dir", out.string()},
+                        {"--modules", modules},
+                        {"--n-layer", "2"},
+                        {"--steps", steps}});
   };
   CliRun r = cli(flags("3", "6"));
   ASSERT_EQ(r.code, 0) << r.output;
@@ -257,8 +267,11 @@ TEST_F(CliTest, ResumeUnderAnotherLayoutSaysWhatCarriesOver) {
 TEST_F(CliTest, ResumeAsPlainBackpropLeavesTheCheckpointsDelayOptions) {
   const fs::path out = dir_.path() / "horizon";
   const auto flags = [&](const std::string& modules, const std::string& steps) {
-    return train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                        {"--modules", modules}, {"--n-layer", "2"}, {"--steps", steps}});
+    return train_flags({{"--data", corpus_.string()},
+                        {"--out-dir", out.string()},
+                        {"--modules", modules},
+                        {"--n-layer", "2"},
+                        {"--steps", steps}});
   };
   CliRun r = cli(flags("3", "4") +
                  " --predict-scale 2 --weight-predict optimizer --stale-lr pipemare"
@@ -308,8 +321,8 @@ TEST_F(CliTest, WriterKilledMidCheckpointKeepsTheLastOne) {
   const fs::path out = dir_.path() / "killed";
   const fs::path ckpt = out / "ckpt.pt";
   const auto flags = [&](const std::string& steps) {
-    return train_flags({{"--data", corpus_.string()}, {"--out-dir", out.string()},
-                        {"--steps", steps}});
+    return train_flags(
+        {{"--data", corpus_.string()}, {"--out-dir", out.string()}, {"--steps", steps}});
   };
   CliRun first = cli(flags("6"));
   ASSERT_EQ(first.code, 0) << first.output;
@@ -321,9 +334,9 @@ TEST_F(CliTest, WriterKilledMidCheckpointKeepsTheLastOne) {
     }
     return n;
   };
-  const auto [text, code] =
-      run_command("exec env OUROBOROS_FAULT=kill:checkpoint-write:0 " + std::string(OUROBOROS_BINARY) +
-                  " " + flags("12") + " --resume " + ckpt.string() + " 2>&1");
+  const auto [text, code] = run_command("exec env OUROBOROS_FAULT=kill:checkpoint-write:0 " +
+                                        std::string(OUROBOROS_BINARY) + " " + flags("12") +
+                                        " --resume " + ckpt.string() + " 2>&1");
   EXPECT_EQ(code, -1) << text;  // killed by a signal
   EXPECT_EQ(partial(), 1);
   EXPECT_EQ(read_bytes(ckpt), before);

@@ -50,7 +50,7 @@ TEST_F(SubwordCli, TrainEvalGenerateWithBpe) {
   CliRun gen = cli("generate --checkpoint " + ckpt + " --tokens 12 --seed 1 --prompt the");
   ASSERT_EQ(gen.code, 0) << gen.output;
   EXPECT_EQ(gen.output.rfind("the", 0), 0u) << gen.output;  // the prompt comes back first
-  EXPECT_GT(gen.output.size(), 3u + 12u) << gen.output;    // 12 pieces of >= 1 byte each
+  EXPECT_GT(gen.output.size(), 3u + 12u) << gen.output;     // 12 pieces of >= 1 byte each
 }
 
 // Refused before the corpus is read, in any build.

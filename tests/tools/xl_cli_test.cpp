@@ -41,8 +41,9 @@ TEST(XLCli, PresetFillsTheConfigAndFlagsOverrideIt) {
 
   r = cli("train --preset enwik8-large");
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.output, "error: unknown preset 'enwik8-large' (hint: use one of enwik8-base | "
-                      "text8-base | wt103-base | demo-xl)\n");
+  EXPECT_EQ(r.output,
+            "error: unknown preset 'enwik8-large' (hint: use one of enwik8-base | "
+            "text8-base | wt103-base | demo-xl)\n");
   r = cli("train --model transformer --steps 1");
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.output.find("unknown model 'transformer'"), std::string::npos) << r.output;
@@ -52,8 +53,8 @@ TEST(XLCli, WordLevelAdaptiveRoundTripWithOuroboros) {
   ouroboros_test::TempDir dir;
   std::mt19937 rng(5);
   std::string text;
-  const std::vector<std::string> words = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran",
-                                          "to", "park", "bird", "tree", "looked", "at"};
+  const std::vector<std::string> words = {"the", "cat", "sat",  "on",   "a",    "mat",    "dog",
+                                          "ran", "to",  "park", "bird", "tree", "looked", "at"};
   for (int line = 0; line < 400; ++line) {
     for (int w = 0; w < 8; ++w) text += words[rng() % words.size()] + " ";
     text += "\n";
@@ -65,7 +66,8 @@ TEST(XLCli, WordLevelAdaptiveRoundTripWithOuroboros) {
                  " --block-size 8 --mem-len 8 --batch-size 4 --steps 40 --warmup-steps 0 --lr 1e-2"
                  " --eval-interval 20"
                  " --eval-batches 2 --adaptive-cutoffs 4,8 --div-val 2 --modules 3"
-                 " --partition 1,2 --out-dir " + out);
+                 " --partition 1,2 --out-dir " +
+                 out);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("model transformer-xl"), std::string::npos);
   EXPECT_NE(r.output.find("eval valid @ step 40 | loss"), std::string::npos) << r.output;

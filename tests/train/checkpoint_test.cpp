@@ -5,8 +5,8 @@
 
 #include <gtest/gtest.h>
 
-#include "test_util.h"
 #include "checkpoint_util.h"
+#include "test_util.h"
 
 #include <sys/wait.h>
 
@@ -27,9 +27,8 @@ namespace ouroboros {
 namespace {
 namespace fs = std::filesystem;
 
-using ouroboros_test::TempDir;
 using ouroboros_test::read_bytes;
-
+using ouroboros_test::TempDir;
 
 TEST(CheckpointTest, RoundTripRestoresEverything) {
   TempDir dir;
@@ -40,7 +39,8 @@ TEST(CheckpointTest, RoundTripRestoresEverything) {
 
   ASSERT_EQ(back.model.names(), ck.model.names());
   for (size_t i = 0; i < ck.model.size(); ++i) {
-    EXPECT_TRUE(torch::equal(back.model.tensors()[i], ck.model.tensors()[i])) << ck.model.names()[i];
+    EXPECT_TRUE(torch::equal(back.model.tensors()[i], ck.model.tensors()[i]))
+        << ck.model.names()[i];
   }
   EXPECT_EQ(back.config.to_json(), ck.config.to_json());
   EXPECT_EQ(back.config.train.lr, 0.003);
@@ -61,8 +61,13 @@ TEST(CheckpointTest, RoundTripRestoresEverything) {
     EXPECT_TRUE(torch::equal(got.at("exp_avg_sq").toTensor(), want.at("exp_avg_sq").toTensor()))
         << name;
   }
-  EXPECT_GT(back.optimizer.at("wte.weight").toGenericDict().at("exp_avg_sq").toTensor().sum()
-                .item<double>(), 0.0);
+  EXPECT_GT(back.optimizer.at("wte.weight")
+                .toGenericDict()
+                .at("exp_avg_sq")
+                .toTensor()
+                .sum()
+                .item<double>(),
+            0.0);
 }
 
 TEST(CheckpointTest, AtomicWriteLeavesNoTemporaryFile) {
@@ -103,7 +108,8 @@ TEST(CheckpointTest, CorruptFilesAreCheckpointErrors) {
     EXPECT_NE(msg.find(file.string()), std::string::npos) << name << ": " << msg;
     EXPECT_NE(msg.find("corrupt"), std::string::npos) << name << ": " << msg;
   }
-  const std::string missing = checkpoint_error([&] { load_checkpoint((dir.path() / "no.pt").string()); });
+  const std::string missing =
+      checkpoint_error([&] { load_checkpoint((dir.path() / "no.pt").string()); });
   EXPECT_NE(missing.find("checkpoint not found"), std::string::npos) << missing;
 }
 
@@ -158,7 +164,8 @@ TEST(CheckpointTest, PythonTorchLoadReadsIt) {
   auto [out, rc] = run_command("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
   ASSERT_EQ(rc, 0) << out;
   EXPECT_EQ(out,
-            "['checksums', 'config', 'format_version', 'model', 'optimizer', 'rng', 'step', 'tokenizer']\n"
+            "['checksums', 'config', 'format_version', 'model', 'optimizer', 'rng', 'step', "
+            "'tokenizer']\n"
             "[24, 8]\n"
             "2 2 28 char\n");
 }
@@ -181,7 +188,8 @@ TEST(CheckpointTest, EveryVocabularyOpensInPython) {
         "import sys, torch; t = torch.load(sys.argv[1])['tokenizer']; "
         "b = bytes(t['vocab_bytes'].numpy()); o = t['vocab_offsets'].tolist(); "
         "print(t['kind']); [print(b[o[i]:o[i + 1]].hex()) for i in range(len(o) - 1)]";
-    auto [out, rc] = run_command("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
+    auto [out, rc] =
+        run_command("/usr/bin/python3 -c \"" + script + "\" " + path.string() + " 2>&1");
     ASSERT_EQ(rc, 0) << kind << ": " << out;
     std::istringstream lines(out);
     std::string line;
@@ -273,11 +281,11 @@ else:
       "/usr/bin/python3 -c \"import sys, torch; d = torch.load(sys.argv[1]); "
       "del d['tokenizer']['model']; torch.save(d, sys.argv[2]); "
       "d['tokenizer']['model'] = torch.tensor([7, 1, 2], dtype=torch.uint8); "
-      "torch.save(d, sys.argv[3])\" " + path.string() + " " + missing.string() + " " +
-      damaged.string() + " 2>&1");
+      "torch.save(d, sys.argv[3])\" " +
+      path.string() + " " + missing.string() + " " + damaged.string() + " 2>&1");
   ASSERT_EQ(rc2, 0) << out2;
-  for (const auto& [file, expected] :
-       {std::pair{missing, "without its sentencepiece model"}, std::pair{damaged, "does not load"}}) {
+  for (const auto& [file, expected] : {std::pair{missing, "without its sentencepiece model"},
+                                       std::pair{damaged, "does not load"}}) {
     try {
       load_checkpoint(file.string());
       ADD_FAILURE() << "expected a CheckpointError for " << file;

@@ -23,10 +23,10 @@ TEST(OptimTest, LearningRateWarmsUpThenFollowsTheCosine) {
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 0), 1e-2 / 10);
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 4), 1e-2 * 5 / 10);
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 9), 1e-2);
-  EXPECT_DOUBLE_EQ(learning_rate(cfg, 10), 1e-2);          // cosine starts at the peak
+  EXPECT_DOUBLE_EQ(learning_rate(cfg, 10), 1e-2);               // cosine starts at the peak
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 60), (1e-2 + 1e-3) / 2);  // halfway
-  EXPECT_DOUBLE_EQ(learning_rate(cfg, 110), 1e-3);         // ends at min_lr
-  EXPECT_DOUBLE_EQ(learning_rate(cfg, 500), 1e-3);         // and stays there
+  EXPECT_DOUBLE_EQ(learning_rate(cfg, 110), 1e-3);              // ends at min_lr
+  EXPECT_DOUBLE_EQ(learning_rate(cfg, 500), 1e-3);              // and stays there
   EXPECT_GT(learning_rate(cfg, 30), learning_rate(cfg, 31));
 
   cfg.schedule = "constant";
@@ -39,8 +39,8 @@ TEST(OptimTest, LearningRateWarmsUpThenFollowsTheCosine) {
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 0), 1e-2);
 }
 
-// evaluate() against the windows of data/dataset.h written out by hand: 15 tokens at T = 4 give windows
-// x[0,4) x[4,8) x[8,12) with targets shifted by one; token 14 is never a target.
+// evaluate() against the windows of data/dataset.h written out by hand: 15 tokens at T = 4 give
+// windows x[0,4) x[4,8) x[8,12) with targets shifted by one; token 14 is never a target.
 TEST(EvaluateTest, EvaluateIsTheMeanCrossEntropyOverEvalWindows) {
   ModelConfig mc;
   mc.n_layer = 1;

@@ -60,7 +60,8 @@ TrainConfig optim_config(const std::string& type) {
 }
 
 // libtorch's optimizer over the same two groups (decay on the matrix only).
-std::unique_ptr<torch::optim::Optimizer> libtorch_optimizer(const TrainConfig& c, const ParamSet& p) {
+std::unique_ptr<torch::optim::Optimizer> libtorch_optimizer(const TrainConfig& c,
+                                                            const ParamSet& p) {
   using torch::optim::OptimizerParamGroup;
   auto group = [&](auto options, size_t i, double wd) {
     options.weight_decay(wd);
@@ -165,7 +166,6 @@ TEST(Optim, QHAdamWithNuOneIsAdam) {
   }
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a.tensors()[i], b.tensors()[i]));
 }
-
 
 // torch.optim.NAdam of torch >= 2.0. torch 1.13 (Debian's python3-torch) computes
 // mu_product_next as mu_product * mu * mu_next, multiplying mu in twice; the script replaces
@@ -289,11 +289,11 @@ TEST(Optim, StaleLearningRateFollowsPipeMare) {
   e.stale_lr = "pipemare";
   e.stale_lr_ticks = 100;
   e.sync_warmup = 20;
-  EXPECT_EQ(stale_lr_factor(e, 0, 20), 1.0);           // no delay, no scaling
-  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 2, 20), 0.5);    // restarts at the switch: lr / d
-  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 4, 5), 0.25);    // before the switch counts as u = 0
-  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 4, 70), 0.5);    // halfway: lr / d^(1/2)
-  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 3, 120), 1.0);   // after T: unscaled
+  EXPECT_EQ(stale_lr_factor(e, 0, 20), 1.0);          // no delay, no scaling
+  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 2, 20), 0.5);   // restarts at the switch: lr / d
+  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 4, 5), 0.25);   // before the switch counts as u = 0
+  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 4, 70), 0.5);   // halfway: lr / d^(1/2)
+  EXPECT_DOUBLE_EQ(stale_lr_factor(e, 3, 120), 1.0);  // after T: unscaled
   EXPECT_DOUBLE_EQ(stale_lr_factor(e, 3, 900), 1.0);
 }
 

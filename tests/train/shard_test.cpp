@@ -13,8 +13,8 @@ namespace ouroboros {
 namespace {
 
 namespace fs = std::filesystem;
-using ouroboros_test::TempDir;
 using ouroboros_test::read_bytes;
+using ouroboros_test::TempDir;
 
 // make_checkpoint() cut into two ranks' shards of a K = 3 run: rank 0 the first half of the
 // tensors and modules 1 and 3, rank 1 the rest and module 2.

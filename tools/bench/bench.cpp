@@ -18,10 +18,10 @@
 #include <thread>
 
 #include "bench/timing.h"
-#include "plot/plot.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
 #include "ouroboros/dist/context.h"
+#include "plot/plot.h"
 
 namespace ouroboros {
 namespace {
@@ -85,7 +85,8 @@ double matmul_peak_per_core(double seconds) {
 
 std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
   static const std::set<std::string> known = {"sequential", "ouroboros", "gpipe", "data-parallel"};
-  if (opts.modes.empty()) throw ConfigError("bench: no modes given", "use e.g. --modes sequential,ouroboros");
+  if (opts.modes.empty())
+    throw ConfigError("bench: no modes given", "use e.g. --modes sequential,ouroboros");
   std::vector<BenchEntry> parallel;
   bool with_sequential = false;
   for (const auto& m : opts.modes) {
@@ -114,9 +115,10 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
     parallel.push_back(e);
   }
   if (opts.processes && parallel.empty()) {
-    throw ConfigError("bench: --processes applies to ouroboros, gpipe and data-parallel, and --modes "
-                      "names none of them",
-                      "add a parallel mode to --modes, or drop --processes");
+    throw ConfigError(
+        "bench: --processes applies to ouroboros, gpipe and data-parallel, and --modes "
+        "names none of them",
+        "add a parallel mode to --modes, or drop --processes");
   }
   std::vector<BenchEntry> out;
   if (with_sequential) {
@@ -167,7 +169,8 @@ json bench_measure(const Config& cfg, int64_t warmup, int64_t steps, std::ostrea
       json each = json::array();
       double sum = 0.0;
       for (int64_t rank = 0; rank < ctx->world_size(); ++rank) {
-        each.push_back(std::stod(ctx->get_text("bench/rss/" + std::to_string(rank), ctx->timeout(), rank)));
+        each.push_back(
+            std::stod(ctx->get_text("bench/rss/" + std::to_string(rank), ctx->timeout(), rank)));
         sum += each.back().get<double>();
       }
       r["peak_rss_mib"] = sum;
@@ -206,8 +209,7 @@ std::string plot_bench(const json& report, const std::string& png_path) {
   {
     std::ofstream d(data);
     for (const auto& r : report["runs"]) {
-      d << '"' << r["name"].get<std::string>() << "\" " << r["tokens_per_s"].get<double>()
-        << "\n";
+      d << '"' << r["name"].get<std::string>() << "\" " << r["tokens_per_s"].get<double>() << "\n";
     }
   }
   double top = 0.0;  // room above the tallest bar for its label
@@ -233,8 +235,9 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
   if (shown.model.vocab_size == 0) shown.model.vocab_size = 256;
   const ModelConfig& m = shown.model;
   std::ostringstream desc;
-  desc << (m.model == "gpt" ? "GPT" : m.model) << " L=" << m.n_layer << " H=" << m.n_head << " C=" << m.n_embd << " T=" << m.block_size
-       << " B=" << shown.train.batch_size << " V=" << m.vocab_size;
+  desc << (m.model == "gpt" ? "GPT" : m.model) << " L=" << m.n_layer << " H=" << m.n_head
+       << " C=" << m.n_embd << " T=" << m.block_size << " B=" << shown.train.batch_size
+       << " V=" << m.vocab_size;
 
   log << "bench: " << desc.str() << ", " << opts.warmup << " warm-up + " << opts.steps
       << " timed steps per method, each method in its own process"
@@ -249,7 +252,8 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
     const BenchEntry& e = entries[i];
     log << "[" << (i + 1) << "/" << entries.size() << "] " << e.name << " on "
         << plural(e.cores, "core") << std::endl;
-    const fs::path cfg_file = fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
+    const fs::path cfg_file =
+        fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
     std::ofstream(cfg_file) << e.cfg.to_json().dump();
     std::string cmd = shell_quote(opts.executable);
     if (e.processes > 1) {

@@ -57,8 +57,9 @@ void ConfigFlags::add_to(CLI::App& app, const std::vector<std::string>& sections
 }
 
 void ConfigFlags::add_presets_to(CLI::App& app) {
-  app.add_option("--preset", preset, "named configuration: " + preset_list() +
-                                         " (a config file and flags override it)");
+  app.add_option(
+      "--preset", preset,
+      "named configuration: " + preset_list() + " (a config file and flags override it)");
   std::string footer = "Presets:";
   for (const auto& p : presets()) footer += "\n  " + p.name + ": " + p.description;
   app.footer(footer);
@@ -82,7 +83,8 @@ Config ConfigFlags::apply_to_resumed(Config checkpoint) const {
     checkpoint.engine.stale_lr_ticks = d.stale_lr_ticks;
     checkpoint.engine.sync_warmup = d.sync_warmup;
   }
-  if (!predicts_weights(apply(checkpoint).engine)) checkpoint.engine.predict_scale = d.predict_scale;
+  if (!predicts_weights(apply(checkpoint).engine))
+    checkpoint.engine.predict_scale = d.predict_scale;
   return apply(checkpoint);
 }
 

@@ -31,7 +31,8 @@ const std::vector<std::string> kColours = {"#4477aa", "#ee6677", "#228833", "#cc
 
 }  // namespace
 
-std::string run_gnuplot(const std::string& body, const std::string& png_path, int width, int height) {
+std::string run_gnuplot(const std::string& body, const std::string& png_path, int width,
+                        int height) {
   const fs::path png(png_path);
   const fs::path dir = png.has_parent_path() ? png.parent_path() : fs::path(".");
   const fs::path script = dir / (png.stem().string() + ".gp");
@@ -53,7 +54,8 @@ std::string run_gnuplot(const std::string& body, const std::string& png_path, in
     char buf[512];
     while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
     const int status = pclose(pipe);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && fs::exists(png) && fs::file_size(png) > 0) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && fs::exists(png) &&
+        fs::file_size(png) > 0) {
       fs::remove(script);
       return "";
     }
@@ -87,7 +89,8 @@ RunCurves read_run_curves(const std::string& path) {
     } catch (const std::exception&) {
       continue;  // a line cut by a crash
     }
-    if (!j.is_object() || !j.contains("loss") || !j.contains("step") || j.contains("module")) continue;
+    if (!j.is_object() || !j.contains("loss") || !j.contains("step") || j.contains("module"))
+      continue;
     double t = j.value("elapsed_s", 0.0);
     if (t + offset < last) offset = last;
     t += offset;
@@ -110,7 +113,8 @@ RunCurves read_run_curves(const std::string& path) {
   return c;
 }
 
-void plot_runs(const std::vector<std::string>& paths, const std::string& png_path, std::ostream& log) {
+void plot_runs(const std::vector<std::string>& paths, const std::string& png_path,
+               std::ostream& log) {
   if (paths.empty()) throw Error("plot: no runs given", "name one or more run directories");
   std::vector<RunCurves> runs;
   std::map<std::string, int> seen;
@@ -143,11 +147,11 @@ void plot_runs(const std::vector<std::string>& paths, const std::string& png_pat
     for (size_t i = 0; i < runs.size(); ++i) {
       const std::string colour = kColours[i % kColours.size()];
       const std::string file = gp_string(data[i].string());
-      s += std::string(i ? ", \\\n     " : "") + file + " index 0 using " +
-           std::to_string(column) + ":2 with lines lw 1.5 lc rgb '" + colour + "' title " +
+      s += std::string(i ? ", \\\n     " : "") + file + " index 0 using " + std::to_string(column) +
+           ":2 with lines lw 1.5 lc rgb '" + colour + "' title " +
            gp_string(runs[i].label + " train") + ", \\\n     " + file + " index 1 using " +
-           std::to_string(column) + ":2 with linespoints pt 7 ps 0.8 dt 2 lw 1.5 lc rgb '" + colour +
-           "' title " + gp_string(runs[i].label + " valid");
+           std::to_string(column) + ":2 with linespoints pt 7 ps 0.8 dt 2 lw 1.5 lc rgb '" +
+           colour + "' title " + gp_string(runs[i].label + " valid");
     }
     return s + "\n";
   };

@@ -27,6 +27,7 @@ RunCurves read_run_curves(const std::string& path);
 
 // Draws training and validation loss of the runs, against steps and against wall-clock time,
 // into one PNG, one colour per run. Throws Error when gnuplot cannot draw it.
-void plot_runs(const std::vector<std::string>& paths, const std::string& png_path, std::ostream& log);
+void plot_runs(const std::vector<std::string>& paths, const std::string& png_path,
+               std::ostream& log);
 
 }  // namespace ouroboros

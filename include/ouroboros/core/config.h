@@ -12,7 +12,8 @@
 namespace ouroboros {
 
 // Shape letters used across the code base:
-//   B batch, T time (block_size), C channels (n_embd), V vocabulary, L layers, K modules, W workers.
+//   B batch, T time (block_size), C channels (n_embd), V vocabulary, L layers, K modules, W
+//   workers.
 struct ModelConfig {
   std::string model = "gpt";  // model family: gpt (GPT-2 style) | transformer-xl
   int64_t n_layer = 4;        // L, Transformer blocks
@@ -25,45 +26,45 @@ struct ModelConfig {
   // optimizer state stay float32 (model/precision.h).
   std::string dtype = "float32";
   // Transformer-XL only (docs/TRANSFORMER_XL.md); block_size is its training segment (tgt_len).
-  int64_t d_inner = 0;        // feed-forward width; 0 = 4 n_embd
-  double attn_dropout = 0.0;  // dropout on attention probabilities
-  int64_t pre_lnorm = 0;      // 1 = pre-LayerNorm blocks; 0 = post-LayerNorm as in the paper
-  int64_t mem_len = 128;      // hidden states of previous segments kept per layer
-  int64_t clamp_len = 0;      // relative distances above it share its encoding; 0 = no clamp
-  int64_t same_length = 0;    // 1 = every query attends over the same number of positions
-  int64_t eval_tgt_len = 0;   // evaluation segment length; 0 = block_size
-  int64_t eval_mem_len = -1;  // evaluation memory length; -1 = mem_len
-  int64_t eval_clamp_len = -1;   // evaluation clamp_len; -1 = clamp_len
-  int64_t eval_same_length = -1; // evaluation same_length; -1 = same_length
+  int64_t d_inner = 0;            // feed-forward width; 0 = 4 n_embd
+  double attn_dropout = 0.0;      // dropout on attention probabilities
+  int64_t pre_lnorm = 0;          // 1 = pre-LayerNorm blocks; 0 = post-LayerNorm as in the paper
+  int64_t mem_len = 128;          // hidden states of previous segments kept per layer
+  int64_t clamp_len = 0;          // relative distances above it share its encoding; 0 = no clamp
+  int64_t same_length = 0;        // 1 = every query attends over the same number of positions
+  int64_t eval_tgt_len = 0;       // evaluation segment length; 0 = block_size
+  int64_t eval_mem_len = -1;      // evaluation memory length; -1 = mem_len
+  int64_t eval_clamp_len = -1;    // evaluation clamp_len; -1 = clamp_len
+  int64_t eval_same_length = -1;  // evaluation same_length; -1 = same_length
   std::string adaptive_cutoffs = "";  // "20000,40000,200000": adaptive softmax; "" = full softmax
-  int64_t div_val = 1;        // adaptive: cluster i embeds in n_embd / div_val^i dimensions
+  int64_t div_val = 1;                // adaptive: cluster i embeds in n_embd / div_val^i dimensions
 };
 
 struct DataConfig {
-  std::string data = "fortunes";  // path of a file or directory; ignored by format "fortunes"
-  std::string format = "auto";    // auto | text | enwik8 | text8 | wikitext103 | fortunes
-  std::string tokenizer = "auto"; // auto | byte | char | word
+  std::string data = "fortunes";   // path of a file or directory; ignored by format "fortunes"
+  std::string format = "auto";     // auto | text | enwik8 | text8 | wikitext103 | fortunes
+  std::string tokenizer = "auto";  // auto | byte | char | word
 };
 
 struct TrainConfig {
-  int64_t steps = 600;             // training iterations (ticks)
-  int64_t batch_size = 8;          // B, sequences per step
-  std::string optimizer = "adam";  // sgd | adam | adamw | qhadam | nadam
-  double lr = 1e-3;                // peak learning rate
-  double min_lr = 1e-4;            // learning rate at the end of the cosine decay
-  int64_t warmup_steps = 200;      // linear learning-rate warm-up, in steps (README, Convergence)
+  int64_t steps = 600;              // training iterations (ticks)
+  int64_t batch_size = 8;           // B, sequences per step
+  std::string optimizer = "adam";   // sgd | adam | adamw | qhadam | nadam
+  double lr = 1e-3;                 // peak learning rate
+  double min_lr = 1e-4;             // learning rate at the end of the cosine decay
+  int64_t warmup_steps = 200;       // linear learning-rate warm-up, in steps (README, Convergence)
   std::string schedule = "cosine";  // cosine | constant
-  double momentum = 0.9;           // SGD momentum
-  double beta1 = 0.9;              // Adam beta1
-  double beta2 = 0.999;            // Adam beta2
-  double eps = 1e-8;               // Adam epsilon
-  double qh_nu = 0.7;              // QHAdam: weight of the momentum against the raw gradient
-  double momentum_decay = 0.004;   // NAdam: psi of the momentum schedule mu_t
-  double weight_decay = 0.0;       // on matrices and embeddings only (not biases, LayerNorm)
-  double grad_clip = 1.0;          // max global gradient norm per update; 0 disables
-  int64_t skip_nonfinite = 0;      // updates with an inf/nan gradient to skip before stopping
-  int64_t seed = 1337;             // seeds initialisation, batches and dropout
-  int64_t threads = 1;             // libtorch intra-op threads (per worker)
+  double momentum = 0.9;            // SGD momentum
+  double beta1 = 0.9;               // Adam beta1
+  double beta2 = 0.999;             // Adam beta2
+  double eps = 1e-8;                // Adam epsilon
+  double qh_nu = 0.7;               // QHAdam: weight of the momentum against the raw gradient
+  double momentum_decay = 0.004;    // NAdam: psi of the momentum schedule mu_t
+  double weight_decay = 0.0;        // on matrices and embeddings only (not biases, LayerNorm)
+  double grad_clip = 1.0;           // max global gradient norm per update; 0 disables
+  int64_t skip_nonfinite = 0;       // updates with an inf/nan gradient to skip before stopping
+  int64_t seed = 1337;              // seeds initialisation, batches and dropout
+  int64_t threads = 1;              // libtorch intra-op threads (per worker)
   // auto | cpu | cuda | cuda:N: where a process trains (auto = cuda when a GPU is visible).
   // Processes take cuda:LOCAL_RANK. Ouroboros worker threads spread over the GPUs (worker w on
   // cuda:(w mod n)) with cuda or auto; an explicit cuda:N keeps every worker on it.
@@ -71,9 +72,9 @@ struct TrainConfig {
   // 1 = float32 matrix products on CUDA in TF32 (cuBLAS and cuDNN; 10-bit mantissa inputs,
   // several times faster); 0 = full float32. Refused on the CPU, which has no TF32.
   int64_t tf32 = 0;
-  int64_t eval_interval = 200;     // evaluate every N steps; 0 = only at the end
-  int64_t eval_batches = 0;        // limit periodic evaluation to N batches; 0 = whole split
-  int64_t log_interval = 10;       // progress line every N steps
+  int64_t eval_interval = 200;           // evaluate every N steps; 0 = only at the end
+  int64_t eval_batches = 0;              // limit periodic evaluation to N batches; 0 = whole split
+  int64_t log_interval = 10;             // progress line every N steps
   std::string out_dir = "runs/default";  // checkpoints and metrics go here
   int64_t checkpoint_interval = 0;       // also checkpoint every N steps; 0 = only at the end
   std::string metrics = "";              // JSONL metrics file; "" = <out_dir>/metrics.jsonl
@@ -81,9 +82,9 @@ struct TrainConfig {
 };
 
 struct EngineConfig {
-  int64_t modules = 1;               // K; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers
-  std::string partition = "auto";    // even | auto | a1,a2,... (block boundaries)
-  int64_t sync_warmup = 0;           // first M ticks run synchronously (no delay)
+  int64_t modules = 1;             // K; 1 = plain backprop, >= 2 = Ouroboros on K-1 workers
+  std::string partition = "auto";  // even | auto | a1,a2,... (block boundaries)
+  int64_t sync_warmup = 0;         // first M ticks run synchronously (no delay)
   // Delay tolerance (docs/DESIGN.md). weight_predict: none | optimizer (a delayed module
   // forwards at its weights extrapolated delay ticks along the optimizer's update direction) |
   // auto (optimizer in mode ouroboros; the other methods have no delay).
@@ -91,13 +92,13 @@ struct EngineConfig {
   // The prediction's horizon in updates per tick of delay: a module with delay d forwards at its
   // weights moved predict_scale * d updates ahead (bench/delay_study.sh: 1.5 beat 1, 2 and 3).
   double predict_scale = 1.5;
-  std::string stale_lr = "none";     // none | pipemare: lr / delay^(1 - min(u / T, 1))
-  int64_t stale_lr_ticks = 500;      // pipemare: T, ticks after the delays start
+  std::string stale_lr = "none";  // none | pipemare: lr / delay^(1 - min(u / T, 1))
+  int64_t stale_lr_ticks = 500;   // pipemare: T, ticks after the delays start
   // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
   // gpipe | data-parallel. docs/BENCHMARKS.md compares them.
   std::string mode = "auto";
-  int64_t micro_batches = 4;         // gpipe: micro-batches per step (must divide batch_size)
-  int64_t workers = 2;               // data-parallel: replicas, one thread each (divide batch_size)
+  int64_t micro_batches = 4;  // gpipe: micro-batches per step (must divide batch_size)
+  int64_t workers = 2;        // data-parallel: replicas, one thread each (divide batch_size)
 };
 
 // Several processes (docs/DISTRIBUTED.md): one per worker, R rings of K-1 workers.

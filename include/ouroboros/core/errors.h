@@ -14,16 +14,28 @@ class Error : public std::runtime_error {
 };
 
 // A configuration value is unknown, of the wrong type, or impossible.
-class ConfigError : public Error { using Error::Error; };
+class ConfigError : public Error {
+  using Error::Error;
+};
 // A corpus is missing, empty, or too short.
-class DataError : public Error { using Error::Error; };
+class DataError : public Error {
+  using Error::Error;
+};
 // A checkpoint is unreadable or does not match the run.
-class CheckpointError : public Error { using Error::Error; };
+class CheckpointError : public Error {
+  using Error::Error;
+};
 // A partition or schedule cannot be built or is invalid.
-class PlanError : public Error { using Error::Error; };
+class PlanError : public Error {
+  using Error::Error;
+};
 // A peer stopped answering or a message could not be delivered.
-class TransportError : public Error { using Error::Error; };
+class TransportError : public Error {
+  using Error::Error;
+};
 // A loss or gradient is not finite (inf or nan): the run diverged or its data is broken.
-class NumericError : public Error { using Error::Error; };
+class NumericError : public Error {
+  using Error::Error;
+};
 
 }  // namespace ouroboros

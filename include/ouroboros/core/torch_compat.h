@@ -34,7 +34,9 @@ namespace compat {
 #if OUROBOROS_TORCH_AT_LEAST(2, 4)
 inline bool autocast_enabled(at::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
 inline void set_autocast(at::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
-inline at::ScalarType autocast_dtype(at::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+inline at::ScalarType autocast_dtype(at::DeviceType d) {
+  return at::autocast::get_autocast_dtype(d);
+}
 inline void set_autocast_dtype(at::DeviceType d, at::ScalarType t) {
   at::autocast::set_autocast_dtype(d, t);
 }

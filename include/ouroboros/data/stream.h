@@ -9,7 +9,6 @@
 
 #include <torch/torch.h>
 
-
 namespace ouroboros {
 
 // Stream b is tokens[b n, b n + n] with n = (N - 1) / B (inputs and their next tokens); the

@@ -14,10 +14,11 @@ class SubwordModel;
 }
 
 // Maps text to token ids and back. Kinds: "byte" (256 symbols), "char" (Unicode code points seen
-// in the training split, plus <unk>), "word" (whitespace tokens plus <eos> per line, WikiText style,
-// vocabulary from the training split, unknown words -> <unk>), "bpe" and "unigram" (sentencepiece
-// subwords learned from the training split: <unk>, the line end, the 256 byte pieces that spell
-// whatever the other pieces do not, then the learned pieces; needs a build with sentencepiece).
+// in the training split, plus <unk>), "word" (whitespace tokens plus <eos> per line, WikiText
+// style, vocabulary from the training split, unknown words -> <unk>), "bpe" and "unigram"
+// (sentencepiece subwords learned from the training split: <unk>, the line end, the 256 byte pieces
+// that spell whatever the other pieces do not, then the learned pieces; needs a build with
+// sentencepiece).
 class Tokenizer {
  public:
   static Tokenizer byte_level();

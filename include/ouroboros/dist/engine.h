@@ -62,7 +62,7 @@ class ProcessMethod : public Method {
   ParamSet params_;
   Plan plan_;
   std::unique_ptr<Transport> transport_;  // C10dTransport, or PairTransport over NCCL
-  int64_t jobs_ = 0;  // run() and drain() calls so far (DistContext::open_job)
+  int64_t jobs_ = 0;                      // run() and drain() calls so far (DistContext::open_job)
   int64_t ticks_run_ = 0;
   int64_t allreduce_ns_ = 0;
   RankStats* sink_ = nullptr;
@@ -75,7 +75,8 @@ class ProcessMethod : public Method {
 // (checkpoints take shard()).
 class DistributedEngine : public ProcessMethod {
  public:
-  DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
+  DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
+                    DistContext& ctx);
   ~DistributedEngine() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;

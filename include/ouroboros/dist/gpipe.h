@@ -20,7 +20,8 @@ namespace ouroboros {
 // entries and generators as its shard.
 class DistributedGPipe : public ProcessMethod {
  public:
-  DistributedGPipe(const LanguageModel& model, ParamSet params, const Config& cfg, DistContext& ctx);
+  DistributedGPipe(const LanguageModel& model, ParamSet params, const Config& cfg,
+                   DistContext& ctx);
   ~DistributedGPipe() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;

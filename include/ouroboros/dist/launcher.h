@@ -15,8 +15,8 @@ struct LaunchOptions {
   int64_t node_rank = 0;
   std::string master_addr = "127.0.0.1";
   int64_t master_port = 29500;
-  std::string program;             // the executable to start ("" = this one)
-  std::vector<std::string> args;   // its arguments (e.g. train --modules 3 ...)
+  std::string program;            // the executable to start ("" = this one)
+  std::vector<std::string> args;  // its arguments (e.g. train --modules 3 ...)
 };
 int launch(const LaunchOptions& opts);
 

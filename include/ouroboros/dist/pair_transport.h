@@ -3,9 +3,9 @@
 // then its payload, received in the order the peer sent them.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -41,7 +41,7 @@ struct GroupMaker {
   // Called for every group at the end: shut it down, or abort it when a peer was lost.
   std::function<void(CommGroup& group, bool aborted)> close;
   c10::Device device = c10::Device(c10::kCPU);  // where the groups' tensors live
-  std::chrono::milliseconds timeout{60000};      // for connecting
+  std::chrono::milliseconds timeout{60000};     // for connecting
 };
 
 // NCCL groups over the run's store for tensors on `device`, with the run's timeout for NCCL's

@@ -23,7 +23,8 @@ class GPipeStage {
   // Steps [first, first + count): worker 0 draws each batch, reports each step's loss and holds
   // modules 1 and K; the others their middle module. Every step flushes, so nothing stays in
   // flight between calls.
-  void run(Transport& tr, int64_t first, int64_t count, const BatchFn* batch, const LossFn* on_loss);
+  void run(Transport& tr, int64_t first, int64_t count, const BatchFn* batch,
+           const LossFn* on_loss);
   const ParamSet& params() const { return params_; }
   // Its optimizer entries and its modules' generators (slot k - 1 of a K-slot vector) into s.
   void collect_state(MethodState& s) const;

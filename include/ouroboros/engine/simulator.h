@@ -44,8 +44,8 @@ class SerialSimulator : public Method {
   Config cfg_;
   ParamSet params_;
   Partition partition_;
-  std::vector<ParamSet> module_params_;          // index k-1: live weights of module k
-  std::vector<std::map<int64_t, Stored>> stored_;  // index k-1: batch -> stored forward
+  std::vector<ParamSet> module_params_;                   // index k-1: live weights of module k
+  std::vector<std::map<int64_t, Stored>> stored_;         // index k-1: batch -> stored forward
   std::map<std::pair<int64_t, int64_t>, Tensor> errors_;  // (k, batch) -> dl/d(output of module k)
   std::vector<std::unique_ptr<Optimizer>> optimizers_;    // one per worker (clipping scope)
   std::vector<ForwardContext> contexts_;                  // one per module

@@ -77,7 +77,7 @@ class Worker {
     Tensor input;      // leaf for the module's input (undefined for module 1)
     Tensor output;     // hidden state, or the loss for module K
     Tensor tokens;     // module 1: the batch's token ids
-    Tensor generator_before;               // dropout generator state before the forward
+    Tensor generator_before;                  // dropout generator state before the forward
     std::map<int64_t, Tensor> memory_before;  // recurrent models: memories before the forward
   };
   struct Sent {
@@ -105,11 +105,11 @@ class Worker {
   Transport& transport_;
   ParamSet params_;  // live weights of every module here
   Optimizer optimizer_;
-  std::map<int64_t, ParamSet> module_params_;          // k -> live weights of module k
+  std::map<int64_t, ParamSet> module_params_;                 // k -> live weights of module k
   std::map<int64_t, std::map<int64_t, InFlight>> in_flight_;  // k -> batch -> record
-  std::map<int64_t, ForwardContext> contexts_;         // k -> dropout generator
+  std::map<int64_t, ForwardContext> contexts_;                // k -> dropout generator
   std::map<int64_t, int64_t> peak_in_flight_;
-  std::map<int64_t, Tensor> targets_;                  // batch -> y, for module K
+  std::map<int64_t, Tensor> targets_;  // batch -> y, for module K
   std::map<LocalKey, Tensor> mailbox_;
   std::vector<int64_t> message_shape_;
   std::function<void(const ParamSet&)> before_update_;

@@ -30,7 +30,8 @@ class GPT : public LanguageModel {
   // h: [B, T, C] -> logits [B, T, V] = ln_f(h) . wte^T
   Tensor logits(const ParamSet& p, const Tensor& h) const;
   // Cross-entropy of logits(h) against targets [B, T]: the mean, or the sum.
-  Tensor head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets, bool sum = false) const;
+  Tensor head_loss(const ParamSet& p, const Tensor& h, const Tensor& targets,
+                   bool sum = false) const;
 
   // A module's forward: input is idx for module 1 (else the hidden state); returns the loss for
   // module K (targets needed), else the hidden state.

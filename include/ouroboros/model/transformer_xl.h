@@ -29,7 +29,9 @@ class TransformerXL : public LanguageModel {
   // Training lengths, or evaluation lengths (the eval_* fields resolved against the training ones).
   RecurrenceLengths train_lengths() const;
   RecurrenceLengths eval_lengths() const override;
-  int64_t eval_tgt_len() const { return cfg_.eval_tgt_len > 0 ? cfg_.eval_tgt_len : cfg_.block_size; }
+  int64_t eval_tgt_len() const {
+    return cfg_.eval_tgt_len > 0 ? cfg_.eval_tgt_len : cfg_.block_size;
+  }
   int64_t eval_segment_length() const override { return eval_tgt_len(); }
 
   // Adaptive softmax: cluster boundaries 0 = b_0 < b_1 < ... < b_n = V (from adaptive_cutoffs);

@@ -9,8 +9,8 @@
 namespace ouroboros {
 
 // Rates the analytic cost models assume for one core.
-constexpr double kMatmulFlopsPerSecond = 60e9;     // a well-blocked float GEMM
-constexpr double kElementwisePerSecond = 1.5e9;    // element passes, memory bound
+constexpr double kMatmulFlopsPerSecond = 60e9;   // a well-blocked float GEMM
+constexpr double kElementwisePerSecond = 1.5e9;  // element passes, memory bound
 
 // Forward cost of each piece of the model in arbitrary units (e.g. FLOPs); backward is
 // backward_ratio times its forward. Built from the model shape (LanguageModel::cost_model).

@@ -14,18 +14,18 @@ struct ModulePlan {
   int64_t index;        // 1-based module number k
   int64_t first_block;  // blocks [first_block, end_block)
   int64_t end_block;
-  int64_t worker;       // 0 for modules 1 and K, k-1 for middle modules
-  bool embed;           // holds wte lookup and wpe (module 1)
-  bool head;            // holds ln_f, tied output projection and loss (module K)
+  int64_t worker;         // 0 for modules 1 and K, k-1 for middle modules
+  bool embed;             // holds wte lookup and wpe (module 1)
+  bool head;              // holds ln_f, tied output projection and loss (module K)
   int64_t delay() const;  // K - k
   int64_t K = 0;
 };
 
 struct Partition {
-  int64_t n_layer = 0;                // L
-  int64_t K = 1;                      // modules
-  std::vector<int64_t> boundaries;    // a1 .. a(K-1), non-decreasing, in [0, L]
-  std::vector<ModulePlan> modules;    // size K, in order 1..K
+  int64_t n_layer = 0;              // L
+  int64_t K = 1;                    // modules
+  std::vector<int64_t> boundaries;  // a1 .. a(K-1), non-decreasing, in [0, L]
+  std::vector<ModulePlan> modules;  // size K, in order 1..K
 
   int64_t num_workers() const { return K == 1 ? 1 : K - 1; }
   const ModulePlan& module(int64_t k) const { return modules.at(k - 1); }

@@ -17,7 +17,8 @@ namespace ouroboros {
 // "auto" searches every valid cut when there are at most 20000, else runs coordinate descent
 // from "even"; ties go to the smaller maximum per-worker forward cost, then the lexicographically
 // smallest boundaries. `cost` is only read by "auto" and must then have n_layer block entries.
-Partition plan_partition(int64_t n_layer, int64_t K, const std::string& spec, const CostModel& cost);
+Partition plan_partition(int64_t n_layer, int64_t K, const std::string& spec,
+                         const CostModel& cost);
 
 // The partition and schedules a config asks for, validated.
 struct Plan {

@@ -12,7 +12,8 @@
 namespace ouroboros {
 
 // Messages cross a module boundary b (1 <= b <= K-1): the activation A_b is module b's output
-// (module b+1's input); the error E_b is the gradient of the loss w.r.t. A_b, sent back to module b.
+// (module b+1's input); the error E_b is the gradient of the loss w.r.t. A_b, sent back to module
+// b.
 enum class OpKind {
   Forward,   // F<k>(t-lag): forward batch t-lag through module k
   Backward,  // B<k>(t-lag): back-propagate batch t-lag through module k
@@ -35,7 +36,7 @@ struct Op {
 struct Schedule {
   int64_t K = 1;
   int64_t num_workers = 1;
-  bool synchronous = false;  // true: plain backprop order (no delay)
+  bool synchronous = false;              // true: plain backprop order (no delay)
   std::vector<std::vector<Op>> workers;  // ops of one tick t, per worker, in order
 
   // "w0: F1(t) >A1(t):w1 ...\nw1: ...\n" (one line per worker); parse() reads it back.
@@ -64,7 +65,7 @@ struct SimResult {
   double tick_time = 0.0;        // steady-state time per tick under the cost model
   double sequential_time = 0.0;  // one worker doing all the work with plain backprop
   double speedup() const { return sequential_time / tick_time; }
-  std::vector<double> busy;      // per worker, fraction of the tick spent computing
+  std::vector<double> busy;  // per worker, fraction of the tick spent computing
 };
 // Discrete-event simulation of `ticks` ticks (messages are free); tick_time is measured over
 // the last half so the pipeline fill does not count. Throws PlanError where validate() would.

@@ -28,7 +28,7 @@ struct RankRole {
   bool draws_batches = true;
   // One process holds the whole model (threads); processes each hold their modules.
   bool single_process = true;
-  int64_t world = 1;  // processes in the run (all rings)
+  int64_t world = 1;       // processes in the run (all rings)
   int64_t local_rank = 0;  // this process's index on its machine (--device cuda: its GPU)
   // Processes: called with this rank's value of what every rank must agree on ("vocab": the
   // vocabulary size rank 0 read; "stop": a stop request; "piece": the length of the next piece
@@ -41,14 +41,14 @@ struct RankRole {
 };
 
 struct TrainOptions {
-  std::string resume;         // checkpoint to continue from; "" = fresh start
-  int64_t stop_after = -1;    // stop (with a checkpoint) after this tick count; -1 = cfg.steps
+  std::string resume;           // checkpoint to continue from; "" = fresh start
+  int64_t stop_after = -1;      // stop (with a checkpoint) after this tick count; -1 = cfg.steps
   std::ostream* log = nullptr;  // progress lines; nullptr = std::cout
-  bool quiet = false;         // no progress lines (tests)
+  bool quiet = false;           // no progress lines (tests)
   // Builds the method instead of make_method (worker processes, the serial simulator).
   MethodFactory method_factory;
   RankRole role;
-  bool overwrite = false;         // write over a finished run's checkpoint and metrics in out_dir
+  bool overwrite = false;  // write over a finished run's checkpoint and metrics in out_dir
   // Answer request_stop() within about this many seconds (runs are cut into pieces that long;
   // 0 = never look): the run drains, writes its checkpoint and returns with stopped set.
   double stop_check_seconds = 0.0;
@@ -59,9 +59,9 @@ struct TrainResult {
   double final_train_loss = 0.0;  // mean of the last log interval
   EvalResult valid;
   std::string checkpoint;
-  ParamSet params;                // final weights (detached)
-  std::vector<double> losses;     // loss of every tick run
-  bool stopped = false;           // ended early by request_stop(), with a checkpoint
+  ParamSet params;             // final weights (detached)
+  std::vector<double> losses;  // loss of every tick run
+  bool stopped = false;        // ended early by request_stop(), with a checkpoint
 };
 
 // Asks the running train() to stop at its next check (async-signal-safe: a signal handler may

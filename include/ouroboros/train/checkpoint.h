@@ -25,12 +25,12 @@ constexpr int64_t kCheckpointFormatVersion = 2;
 struct Checkpoint {
   Config config;
   Tokenizer tokenizer = Tokenizer::byte_level();
-  ParamSet model;                       // plain tensors (no grad)
+  ParamSet model;  // plain tensors (no grad)
   c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
-  int64_t step = 0;                     // ticks completed
+  int64_t step = 0;  // ticks completed
   uint64_t sampler_state = 0;
-  std::vector<Tensor> generator_states; // dropout generators, one per module
-  std::map<int64_t, Tensor> memory;     // recurrent models: layer -> segment memory [B, M, C]
+  std::vector<Tensor> generator_states;  // dropout generators, one per module
+  std::map<int64_t, Tensor> memory;      // recurrent models: layer -> segment memory [B, M, C]
   // The batches in flight of a pipelined method (MethodState::pipeline); empty = drained.
   c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
 };

@@ -16,11 +16,11 @@
 namespace ouroboros {
 
 struct EvalResult {
-  double loss = 0.0;    // mean cross-entropy in nats over all targets
-  int64_t tokens = 0;   // number of targets
+  double loss = 0.0;   // mean cross-entropy in nats over all targets
+  int64_t tokens = 0;  // number of targets
   // UTF-8 bytes of text per token of the evaluated split (bytes_per_token below); 0 = not known.
   double bytes_per_token = 0.0;
-  double bpc() const;   // bits per character (byte/char data)
+  double bpc() const;  // bits per character (byte/char data)
   double perplexity() const;
   // Bits per byte of text: comparable across tokenizers. NaN when bytes_per_token is unknown.
   double bpb() const;

@@ -19,8 +19,9 @@ struct ExportResult {
 };
 
 // Writes config.json, model.safetensors (GPT-2 names, Conv1D layout: the transpose of
-// torch.nn.Linear's) and the tokenizer files (tokenizer.json, tokenizer_config.json) into dir, which must be
-// empty or absent unless overwrite. Throws ConfigError for a model without a GPT-2 form.
+// torch.nn.Linear's) and the tokenizer files (tokenizer.json, tokenizer_config.json) into dir,
+// which must be empty or absent unless overwrite. Throws ConfigError for a model without a GPT-2
+// form.
 ExportResult export_huggingface(const Checkpoint& ck, const std::string& dir, bool overwrite);
 
 // The tokenizer as a `tokenizers` tokenizer.json object: byte vocabularies as byte-level BPE

@@ -20,8 +20,8 @@
 
 namespace ouroboros {
 
-using Batch = std::pair<Tensor, Tensor>;                      // x, y: [B, T] int64
-using BatchFn = std::function<Batch(int64_t tick)>;           // called once per tick, in order
+using Batch = std::pair<Tensor, Tensor>;             // x, y: [B, T] int64
+using BatchFn = std::function<Batch(int64_t tick)>;  // called once per tick, in order
 using LossFn = std::function<void(int64_t tick, double loss)>;
 
 // What a checkpoint holds of a method besides the weights; a value, so every method writes and
@@ -29,8 +29,8 @@ using LossFn = std::function<void(int64_t tick, double loss)>;
 struct MethodState {
   // {param name: {"step": int, "exp_avg": T, ...}} over every worker's optimizer.
   c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
-  std::vector<Tensor> generators;     // dropout generator states: one per module (per replica)
-  std::map<int64_t, Tensor> memory;   // recurrent models: layer -> segment memory [B, M, C]
+  std::vector<Tensor> generators;    // dropout generator states: one per module (per replica)
+  std::map<int64_t, Tensor> memory;  // recurrent models: layer -> segment memory [B, M, C]
   // Pipelined methods: the batches in flight between two ticks and where the pipeline started
   // ({"start": int, "workers": [one dict per worker]}); empty = drained, the pipeline refills.
   c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};

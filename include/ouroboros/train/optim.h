@@ -26,7 +26,7 @@ struct UpdateStats {
   double prev_sq = 0.0;    // squared norm of the previous change
   int64_t numel = 0;
   bool has_prev = false;
-  bool updated = false;    // the last update changed this parameter (it had a gradient)
+  bool updated = false;  // the last update changed this parameter (it had a gradient)
 };
 
 // The statistics of a group of parameters (a module): what the metrics file reports.
@@ -37,7 +37,7 @@ struct ModuleStats {
   double update_rms = 0.0;  // root mean square of the weight change
   double update_cos = 0.0;  // cosine between this update and the module's previous one
   bool has_cos = false;
-  bool updated = false;     // any of the group's parameters took part in the update
+  bool updated = false;  // any of the group's parameters took part in the update
 };
 // Sums the statistics of the parameters at `indices` that took part in the last update.
 ModuleStats summarize(int64_t module, const std::vector<UpdateStats>& stats,

@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake make pkg-config
+  g++ cmake make pkg-config ccache
   libtorch-dev libgloo-dev libopenblas0-openmp
   libgtest-dev googletest
   libcli11-dev nlohmann-json3-dev libsentencepiece-dev

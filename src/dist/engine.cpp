@@ -293,19 +293,19 @@ void DistributedEngine::restore(const MethodState& given, int64_t tick) {
   peers_.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
   merge_optimizer_state(peers_.optimizer, s.optimizer);
   peers_.generators = s.generators;
-  if (!s.pipeline.contains("workers")) {
+  if (!s.pipeline.saved()) {
     clock_.resume(tick);
     return;
   }
-  const auto workers = s.pipeline.at("workers").toListRef();
+  const std::vector<WorkerInFlight>& workers = s.pipeline.workers;
   if (static_cast<int64_t>(workers.size()) != ctx_.world_size()) {
     throw CheckpointError("the checkpoint's pipeline has " + std::to_string(workers.size()) +
                               " workers, this run " + std::to_string(ctx_.world_size()) +
                               " processes",
                           "resume with the --modules, --partition and --replicas that wrote it");
   }
-  clock_.resume(tick, s.pipeline.at("start").toInt());
-  worker_->restore_pipeline(workers[static_cast<size_t>(ctx_.rank())].toGenericDict());
+  clock_.resume(tick, s.pipeline.start);
+  worker_->restore_pipeline(workers[static_cast<size_t>(ctx_.rank())]);
 }
 
 }  // namespace ouroboros

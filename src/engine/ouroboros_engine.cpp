@@ -101,10 +101,8 @@ MethodState OuroborosEngine::state() const {
   MethodState s;
   s.generators.resize(static_cast<size_t>(plan_.partition.K));
   for (const auto& w : workers_) w->collect_state(s);
-  s.pipeline.insert("start", clock_.pipeline_start());
-  c10::impl::GenericList workers(c10::AnyType::get());
-  for (const auto& w : workers_) workers.push_back(w->save_pipeline(clock_.next_tick()));
-  s.pipeline.insert("workers", workers);
+  s.pipeline.start = clock_.pipeline_start();
+  for (const auto& w : workers_) s.pipeline.workers.push_back(w->save_pipeline(clock_.next_tick()));
   return s;
 }
 
@@ -112,20 +110,18 @@ void OuroborosEngine::restore(const MethodState& s, int64_t tick) {
   check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
   gathered_ = false;
   for (auto& w : workers_) w->restore_state(s);
-  if (!s.pipeline.contains("workers")) {
+  if (!s.pipeline.saved()) {
     clock_.resume(tick);
     return;
   }
-  const auto workers = s.pipeline.at("workers").toListRef();
+  const std::vector<WorkerInFlight>& workers = s.pipeline.workers;
   if (workers.size() != workers_.size()) {
     throw CheckpointError("the checkpoint's pipeline has " + std::to_string(workers.size()) +
                               " workers, this run " + std::to_string(workers_.size()),
                           "resume with the --modules and --partition that wrote it");
   }
-  clock_.resume(tick, s.pipeline.at("start").toInt());
-  for (size_t w = 0; w < workers_.size(); ++w) {
-    workers_[w]->restore_pipeline(workers[w].toGenericDict());
-  }
+  clock_.resume(tick, s.pipeline.start);
+  for (size_t w = 0; w < workers_.size(); ++w) workers_[w]->restore_pipeline(workers[w]);
 }
 
 }  // namespace ouroboros

@@ -252,156 +252,110 @@ void Worker::update(const TickWindow& w) {
 }  // namespace ouroboros
 
 namespace ouroboros {
-namespace {
 
-using c10::impl::GenericDict;
-using c10::impl::GenericList;
-
-GenericDict new_dict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
-
-GenericDict message_dict(const MessageKey& key, const Tensor& t) {
-  GenericDict d = new_dict();
-  d.insert("error", key.error);
-  d.insert("boundary", key.boundary);
-  d.insert("batch", key.batch);
-  d.insert("tensor", t);
-  return d;
-}
-
-MessageKey message_key(const GenericDict& d) {
-  return {d.at("error").toBool(), d.at("boundary").toInt(), d.at("batch").toInt()};
-}
-
-}  // namespace
-
-c10::impl::GenericDict Worker::save_pipeline(int64_t next_tick) const {
-  GenericDict out = new_dict();
-  GenericDict modules = new_dict();
+WorkerInFlight Worker::save_pipeline(int64_t next_tick) const {
+  WorkerInFlight out;
   for (const auto& [k, batches] : in_flight_) {
-    GenericList records(c10::AnyType::get());
+    std::vector<BatchInFlight>& saved = out.modules[k];
     for (const auto& [s, rec] : batches) {
       if (partition_.module(k).head) {
         throw Error(
             "module " + std::to_string(k) + " holds batch " + std::to_string(s) + " between ticks",
             "the schedule back-propagates the last module at once");
       }
-      GenericDict r = new_dict();
-      r.insert("batch", s);
-      r.insert("snapshot", rec.snapshot);
-      GenericList weights(c10::TensorType::get());
+      BatchInFlight b;
+      b.batch = s;
+      b.snapshot = rec.snapshot;
       if (rec.snapshot) {
-        for (const Tensor& t : rec.version.tensors()) weights.push_back(t.detach());
+        for (const Tensor& t : rec.version.tensors()) b.weights.push_back(t.detach());
       }
-      r.insert("weights", weights);
-      r.insert("input", rec.tokens.defined() ? rec.tokens : rec.input.detach());
-      r.insert("generator", rec.generator_before);
-      GenericDict memory = new_dict();
-      for (const auto& [layer, t] : rec.memory_before) memory.insert(std::to_string(layer), t);
-      r.insert("memory", memory);
-      records.push_back(r);
+      b.input = rec.tokens.defined() ? rec.tokens : rec.input.detach();
+      b.generator = rec.generator_before;
+      b.memory = rec.memory_before;
+      saved.push_back(std::move(b));
     }
-    modules.insert(std::to_string(k), records);
   }
-  out.insert("modules", modules);
-  GenericDict targets = new_dict();
-  for (const auto& [s, y] : targets_) targets.insert(std::to_string(s), y);
-  out.insert("targets", targets);
-  GenericList mailbox(c10::AnyType::get());
+  out.targets = targets_;
   for (const auto& [key, t] : mailbox_) {
-    mailbox.push_back(message_dict({std::get<0>(key), std::get<1>(key), std::get<2>(key)}, t));
+    out.mailbox.push_back({std::get<0>(key), std::get<1>(key), std::get<2>(key), t});
   }
-  out.insert("mailbox", mailbox);
-  GenericList sent(c10::AnyType::get());
   for (const Sent& m : sent_) {
     if (m.recv_tick < next_tick) continue;  // taken already
-    GenericDict d = message_dict(m.key, m.tensor);
-    d.insert("peer", m.peer);
-    d.insert("recv_tick", m.recv_tick);
-    sent.push_back(d);
+    out.sent.push_back({m.key.error, m.key.boundary, m.key.batch, m.tensor, m.peer, m.recv_tick});
   }
-  out.insert("sent", sent);
   return out;
 }
 
-void Worker::restore_pipeline(const c10::impl::GenericDict& d) {
-  torch::NoGradGuard outer;  // re-enabled around each forward below
+void Worker::restore_pipeline(const WorkerInFlight& saved) {
   for (auto& [k, batches] : in_flight_) batches.clear();
-  targets_.clear();
+  targets_ = saved.targets;
   mailbox_.clear();
   sent_.clear();
-  const GenericDict modules = d.at("modules").toGenericDict();
   for (auto& [k, batches] : in_flight_) {
-    const std::string key = std::to_string(k);
-    if (!modules.contains(key)) continue;
-    const ModulePlan& plan = partition_.module(k);
-    ForwardContext& ctx = contexts_.at(k);
-    // The state between the ticks (restore_state set it); each forward below starts from its own.
-    const Tensor generator_now = ctx.generator->get_state();
-    const std::map<int64_t, Tensor> memory_now = ctx.memory;
-    for (const c10::IValue& item : modules.at(key).toListRef()) {
-      const GenericDict r = item.toGenericDict();
-      const int64_t s = r.at("batch").toInt();
-      InFlight rec;
-      rec.snapshot = r.at("snapshot").toBool();
-      const ParamSet& live = module_params_.at(k);
-      if (rec.snapshot) {
-        const auto weights = r.at("weights").toTensorVector();
-        if (weights.size() != live.size()) {
-          throw Error("the saved pipeline of module " + key + " holds " +
-                          std::to_string(weights.size()) + " weights, the module " +
-                          std::to_string(live.size()),
-                      "resume with the layout that wrote it");
-        }
-        for (size_t i = 0; i < live.size(); ++i) {  // a copy where the live weight is
-          rec.version.add(
-              live.names()[i],
-              weights[i].to(live.tensors()[i].device(), false, true).requires_grad_(true));
-        }
-      } else {
-        rec.version = live;
-      }
-      Tensor input = r.at("input").toTensor();
-      if (plan.embed) {
-        rec.tokens = input;
-      } else {
-        input = input.clone().requires_grad_(true);
-        rec.input = input;
-      }
-      rec.generator_before = r.at("generator").toTensor();
-      for (const auto& m : r.at("memory").toGenericDict()) {
-        rec.memory_before[std::stoll(m.key().toStringRef())] = m.value().toTensor();
-      }
-      ctx.generator->set_state(rec.generator_before);
-      ctx.memory = rec.memory_before;
-      {
-        torch::AutoGradMode grad(true);
-        rec.output = model_.forward_module(rec.version, plan, input, Tensor(), ctx);
-      }
-      batches.emplace(s, std::move(rec));
-      peak_in_flight_[k] =
-          std::max<int64_t>(peak_in_flight_[k], static_cast<int64_t>(batches.size()));
-    }
-    ctx.generator->set_state(generator_now);
-    ctx.memory = memory_now;
+    const auto it = saved.modules.find(k);
+    if (it != saved.modules.end()) replay_forwards(k, it->second);
   }
-  for (const auto& item : d.at("targets").toGenericDict()) {
-    targets_[std::stoll(item.key().toStringRef())] = item.value().toTensor();
-  }
-  for (const c10::IValue& item : d.at("mailbox").toListRef()) {
-    const GenericDict m = item.toGenericDict();
-    const MessageKey key = message_key(m);
-    mailbox_[{key.error, key.boundary, key.batch}] = m.at("tensor").toTensor();
-  }
-  for (const c10::IValue& item : d.at("sent").toListRef()) {
-    const GenericDict m = item.toGenericDict();
-    Sent sent{m.at("peer").toInt(), message_key(m), m.at("tensor").toTensor(),
-              m.at("recv_tick").toInt()};
+  for (const PendingMessage& m : saved.mailbox) mailbox_[{m.error, m.boundary, m.batch}] = m.tensor;
+  for (const PendingMessage& m : saved.sent) {
+    Sent sent{m.peer, {m.error, m.boundary, m.batch}, m.tensor, m.recv_tick};
     // Sent again as in the tick before its receiver's: an asynchronous transport then waits for
     // it where it waited for the original, after the receiver's tick has begun.
     transport_.begin_tick(sent.recv_tick - 1);
     transport_.send(sent.peer, sent.key, sent.tensor);
     sent_.push_back(std::move(sent));
   }
+}
+
+// Module k's saved forwards run again, each from its own weights, input, generator and memories,
+// so that their backwards find their graphs; the module's generator and memories are left as
+// restore_state set them (the state between the ticks).
+void Worker::replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved) {
+  torch::NoGradGuard outer;  // re-enabled around each forward below
+  const ModulePlan& plan = partition_.module(k);
+  ForwardContext& ctx = contexts_.at(k);
+  const Tensor generator_now = ctx.generator->get_state();
+  const std::map<int64_t, Tensor> memory_now = ctx.memory;
+  std::map<int64_t, InFlight>& batches = in_flight_.at(k);
+  const ParamSet& live = module_params_.at(k);
+  for (const BatchInFlight& b : saved) {
+    InFlight rec;
+    rec.snapshot = b.snapshot;
+    if (rec.snapshot) {
+      if (b.weights.size() != live.size()) {
+        throw Error("the saved pipeline of module " + std::to_string(k) + " holds " +
+                        std::to_string(b.weights.size()) + " weights, the module " +
+                        std::to_string(live.size()),
+                    "resume with the layout that wrote it");
+      }
+      for (size_t i = 0; i < live.size(); ++i) {  // a copy where the live weight is
+        rec.version.add(
+            live.names()[i],
+            b.weights[i].to(live.tensors()[i].device(), false, true).requires_grad_(true));
+      }
+    } else {
+      rec.version = live;
+    }
+    Tensor input = b.input;
+    if (plan.embed) {
+      rec.tokens = input;
+    } else {
+      input = input.clone().requires_grad_(true);
+      rec.input = input;
+    }
+    rec.generator_before = b.generator;
+    rec.memory_before = b.memory;
+    ctx.generator->set_state(rec.generator_before);
+    ctx.memory = rec.memory_before;
+    {
+      torch::AutoGradMode grad(true);
+      rec.output = model_.forward_module(rec.version, plan, input, Tensor(), ctx);
+    }
+    batches.emplace(b.batch, std::move(rec));
+    peak_in_flight_[k] =
+        std::max<int64_t>(peak_in_flight_[k], static_cast<int64_t>(batches.size()));
+  }
+  ctx.generator->set_state(generator_now);
+  ctx.memory = memory_now;
 }
 
 }  // namespace ouroboros

@@ -120,7 +120,7 @@ std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageMod
   if (from == to) return "";
   const MethodState s = method_state(ck);
   std::string notice = "resuming " + path + " (" + from + ") as " + to;
-  if (const int64_t n = batches_in_flight(s); n > 0) {
+  if (const int64_t n = s.pipeline.batches(); n > 0) {
     if (ck.config.dist.replicas > 1) {
       throw CheckpointError(
           "checkpoint " + path + " holds " + std::to_string(n) + " batches in flight of " +
@@ -140,7 +140,7 @@ std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageMod
     ck.memory = drained.memory;
     notice += ": drained its " + std::to_string(n) + " batches in flight on the old layout";
   }
-  ck.pipeline = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+  ck.pipeline = PipelineState{};
   ck.generator_states.clear();
   return notice + "; weights and optimizer moments carried by name, dropout generators afresh";
 }

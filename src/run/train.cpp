@@ -211,10 +211,10 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
     if (!role.single_process) {  // every rank its shard, then rank 0 the manifest
       CheckpointShard shard = method->shard().value();
       id = shard.id = lead_value("checkpoint", fresh_checkpoint_id());
-      in_flight = role.sum_at_lead("in-flight", batches_in_flight(shard.pipeline));
+      in_flight = role.sum_at_lead("in-flight", shard.pipeline ? shard.pipeline->batches() : 0);
       bytes = role.sum_at_lead("checkpoint", save_shard(ckpt_path, shard));
       if (!role.lead) return;
-      out.pipeline.insert("start", shard.pipeline_start);
+      out.pipeline.start = shard.pipeline_start;
     } else if (!role.lead) {
       return;
     }
@@ -231,7 +231,7 @@ TrainResult train(Config cfg, const TrainOptions& opts) {
       out.memory = s.memory;
       out.generator_states = s.generators;
       out.pipeline = s.pipeline;
-      in_flight = batches_in_flight(s);
+      in_flight = s.pipeline.batches();
       bytes = save_checkpoint(ckpt_path, out);
     }
     reporter->checkpoint(at_step, ckpt_path, static_cast<double>(bytes),

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "checkpoint_detail.h"
 #include "ouroboros/core/errors.h"
@@ -16,8 +17,6 @@ namespace {
 using c10::impl::GenericDict;
 using namespace checkpoint_detail;
 
-GenericDict new_dict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
-
 template <typename F>
 auto field(const std::string& path, const char* what, F&& get) {
   try {
@@ -26,7 +25,7 @@ auto field(const std::string& path, const char* what, F&& get) {
     throw;
   } catch (const std::exception&) {  // c10::Error of a wrong type, a number that does not parse
     throw CheckpointError("checkpoint " + path + " has no valid '" + what + "' entry",
-                          "it was not written by ouroboros or is damaged");
+                          kDamagedHint);
   }
 }
 
@@ -71,14 +70,12 @@ Tokenizer subword_tokenizer(const std::string& path, const std::string& kind, co
                             const std::vector<std::string>& vocab) {
   const std::string what = "checkpoint " + path + " has a " + kind + " tokenizer ";
   if (!t.contains("model") || !t.at("model").isTensor()) {
-    throw CheckpointError(what + "without its sentencepiece model (tokenizer.model)",
-                          "it was not written by ouroboros or is damaged");
+    throw CheckpointError(what + "without its sentencepiece model (tokenizer.model)", kDamagedHint);
   }
   const Tensor bytes = t.at("model").toTensor();
   check_layout(path, "tokenizer.model", bytes);
   if (bytes.scalar_type() != torch::kUInt8 || bytes.dim() != 1) {
-    throw CheckpointError(what + "whose sentencepiece model is not a uint8 vector",
-                          "it was not written by ouroboros or is damaged");
+    throw CheckpointError(what + "whose sentencepiece model is not a uint8 vector", kDamagedHint);
   }
   const std::string proto(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
                           static_cast<size_t>(bytes.numel()));
@@ -90,7 +87,7 @@ Tokenizer subword_tokenizer(const std::string& path, const std::string& kind, co
   }
   if (tok.vocab() != vocab) {
     throw CheckpointError(what + "whose sentencepiece model does not match its vocabulary",
-                          "it was not written by ouroboros or is damaged");
+                          kDamagedHint);
   }
   return tok;
 }
@@ -238,12 +235,24 @@ void read_memory(const std::string& path, const GenericDict& d, std::map<int64_t
   });
 }
 
-// The batches in flight a file or shard holds (empty when drained).
-GenericDict read_pipeline(const std::string& path, const GenericDict& d) {
-  if (!d.contains("pipeline")) return new_dict();
-  GenericDict p = field(path, "pipeline", [&] { return d.at("pipeline").toGenericDict(); });
-  check_layouts(path, "pipeline", c10::IValue(p));
-  return p;
+// The batches in flight a single file holds (none saved when it was drained).
+PipelineState read_pipeline(const std::string& path, const GenericDict& d) {
+  if (!d.contains("pipeline")) return {};
+  return field(path, "pipeline", [&] {
+    const GenericDict p = d.at("pipeline").toGenericDict();
+    check_layouts(path, "pipeline", c10::IValue(p));
+    return pipeline_of(p);
+  });
+}
+
+// A shard's worker's share of them (none when its method saves none).
+std::optional<WorkerInFlight> read_worker_pipeline(const std::string& path, const GenericDict& d) {
+  if (!d.contains("pipeline")) return std::nullopt;
+  return field(path, "pipeline", [&] {
+    const GenericDict p = d.at("pipeline").toGenericDict();
+    check_layouts(path, "pipeline", c10::IValue(p));
+    return worker_of(p);
+  });
 }
 
 constexpr const char* kManifest = "manifest.pt";
@@ -254,122 +263,154 @@ std::string hex_id(int64_t id) {
   return buf;
 }
 
-// A directory written by a multi-process run: its manifest and every shard it names, merged.
-Checkpoint load_sharded(const std::string& dir) {
-  const std::string manifest = (std::filesystem::path(dir) / kManifest).string();
-  const GenericDict m = read_dict(manifest, "checkpoint manifest");
-  Checkpoint ck;
-  read_header(manifest, m, ck);
-  int64_t id = 0, world = 0, start = 0;
-  std::vector<std::string> names;
-  field(manifest, "shards", [&] {
-    const GenericDict s = m.at("shards").toGenericDict();
-    for (const auto& n : s.at("names").toListRef()) names.push_back(n.toStringRef());
-    id = s.at("id").toInt();
-    world = s.at("world").toInt();
-    start = s.at("pipeline_start").toInt();
+// What a multi-process run's manifest says of its shards.
+struct Manifest {
+  std::string path;
+  std::vector<std::string> names;  // the model's tensors in order
+  int64_t id = 0, world = 0, pipeline_start = 0;
+  int64_t modules = 0, per_ring = 0;  // K, and the workers of one ring
+};
+
+Manifest read_manifest(const std::string& dir, Checkpoint& ck) {
+  Manifest m;
+  m.path = (std::filesystem::path(dir) / kManifest).string();
+  const GenericDict d = read_dict(m.path, "checkpoint manifest");
+  read_header(m.path, d, ck);
+  field(m.path, "shards", [&] {
+    const GenericDict s = d.at("shards").toGenericDict();
+    for (const auto& n : s.at("names").toListRef()) m.names.push_back(n.toStringRef());
+    m.id = s.at("id").toInt();
+    m.world = s.at("world").toInt();
+    m.pipeline_start = s.at("pipeline_start").toInt();
     ck.sampler_state = static_cast<uint64_t>(s.at("sampler").toInt());
     return 0;
   });
-  if (world < 1 || world > 65536) {
+  if (m.world < 1 || m.world > 65536) {
     throw CheckpointError(
-        "checkpoint manifest " + manifest + " names " + std::to_string(world) + " shards",
-        "it was not written by ouroboros or is damaged");
+        "checkpoint manifest " + m.path + " names " + std::to_string(m.world) + " shards",
+        kDamagedHint);
   }
-  const int64_t K = ck.config.engine.modules;
-  if (K < 1 || K > 65536) {
+  m.modules = ck.config.engine.modules;
+  if (m.modules < 1 || m.modules > 65536) {
     throw CheckpointError(
-        "checkpoint manifest " + manifest + " has " + std::to_string(K) + " modules",
-        "it was not written by ouroboros or is damaged");
+        "checkpoint manifest " + m.path + " has " + std::to_string(m.modules) + " modules",
+        kDamagedHint);
   }
   // Every ring's workers save the memories of their layers, rows [rB, (r+1)B) of the whole
   // tick's batch (concatenated in ring order they are the memories of one ring of R*B rows),
   // and their modules' dropout generators (ring r's module k is generator r*K + k).
-  const int64_t per_ring = K == 1 ? 1 : K - 1;
-  const int64_t rings = world / per_ring;
-  if (rings * per_ring != world || rings != ck.config.dist.replicas) {
-    throw CheckpointError("checkpoint manifest " + manifest + " names " + std::to_string(world) +
+  m.per_ring = m.modules == 1 ? 1 : m.modules - 1;
+  const int64_t rings = m.world / m.per_ring;
+  if (rings * m.per_ring != m.world || rings != ck.config.dist.replicas) {
+    throw CheckpointError("checkpoint manifest " + m.path + " names " + std::to_string(m.world) +
                               " shards for " + std::to_string(ck.config.dist.replicas) +
-                              " ring(s) of " + std::to_string(per_ring) + " worker(s)",
-                          "it was not written by ouroboros or is damaged");
+                              " ring(s) of " + std::to_string(m.per_ring) + " worker(s)",
+                          kDamagedHint);
   }
-  ck.generator_states.resize(static_cast<size_t>(K * rings));
-  c10::impl::GenericList workers(c10::AnyType::get());
-  bool in_flight = false;
-  std::map<int64_t, std::vector<Tensor>> ring_memory;
-  for (int64_t r = 0; r < world; ++r) {
-    const std::string path = shard_path(dir, id, r);
-    if (!std::filesystem::exists(path)) {
-      throw CheckpointError("checkpoint " + dir + " is missing shard " + path + " (rank " +
-                                std::to_string(r) + " of " + std::to_string(world) + ")",
-                            "copy the whole checkpoint directory, or resume from another one");
-    }
-    const GenericDict d = read_dict(path, "checkpoint shard");
-    field(path, "shard", [&] {
-      const GenericDict s = d.at("shard").toGenericDict();
-      if (s.at("id").toInt() != id || s.at("rank").toInt() != r) {
-        throw CheckpointError("checkpoint shard " + path + " belongs to another checkpoint (" +
-                                  hex_id(s.at("id").toInt()) + " rank " +
-                                  std::to_string(s.at("rank").toInt()) + ", the manifest's is " +
-                                  hex_id(id) + " rank " + std::to_string(r) + ")",
-                              "do not mix the files of two checkpoints; copy the whole directory");
-      }
-      return 0;
-    });
-    read_model(path, d, ck.model);
-    merge_optimizer_state(ck.optimizer, read_optimizer(path, d));
-    field(path, "generators", [&] {
-      for (const auto& item : d.at("generators").toGenericDict()) {
-        const int64_t k = std::stoll(item.key().toStringRef());
-        if (k < 1 || k > K) throw std::out_of_range("module");
-        check_layout(path, "generators", item.value().toTensor());
-        ck.generator_states[static_cast<size_t>((r / per_ring) * K + k - 1)] =
-            item.value().toTensor();
-      }
-      return 0;
-    });
-    std::map<int64_t, Tensor> memory;
-    read_memory(path, d, memory);
-    for (auto& [layer, t] : memory) {
-      std::vector<Tensor>& rings = ring_memory[layer];
-      if (static_cast<int64_t>(rings.size()) != r / per_ring) {
-        throw CheckpointError("checkpoint shard " + path + " holds the memory of layer " +
-                                  std::to_string(layer) + " out of ring order",
-                              "it was not written by ouroboros or is damaged");
-      }
-      rings.push_back(t);
-    }
-    if (d.contains("pipeline")) in_flight = true;
-    workers.push_back(read_pipeline(path, d));
+  return m;
+}
+
+// The shards read so far, before they are put in the model's and the rings' order.
+struct ShardParts {
+  std::map<int64_t, std::vector<Tensor>> ring_memory;    // layer -> each ring's rows
+  std::vector<std::optional<WorkerInFlight>> pipelines;  // per rank
+};
+
+// Shard r: checked to be the manifest's, its tensors added to ck and parts.
+void read_shard(const std::string& dir, const Manifest& m, int64_t r, Checkpoint& ck,
+                ShardParts& parts) {
+  const std::string path = shard_path(dir, m.id, r);
+  if (!std::filesystem::exists(path)) {
+    throw CheckpointError("checkpoint " + dir + " is missing shard " + path + " (rank " +
+                              std::to_string(r) + " of " + std::to_string(m.world) + ")",
+                          "copy the whole checkpoint directory, or resume from another one");
   }
+  const GenericDict d = read_dict(path, "checkpoint shard");
+  field(path, "shard", [&] {
+    const GenericDict s = d.at("shard").toGenericDict();
+    if (s.at("id").toInt() != m.id || s.at("rank").toInt() != r) {
+      throw CheckpointError("checkpoint shard " + path + " belongs to another checkpoint (" +
+                                hex_id(s.at("id").toInt()) + " rank " +
+                                std::to_string(s.at("rank").toInt()) + ", the manifest's is " +
+                                hex_id(m.id) + " rank " + std::to_string(r) + ")",
+                            "do not mix the files of two checkpoints; copy the whole directory");
+    }
+    return 0;
+  });
+  read_model(path, d, ck.model);
+  merge_optimizer_state(ck.optimizer, read_optimizer(path, d));
+  field(path, "generators", [&] {
+    for (const auto& item : d.at("generators").toGenericDict()) {
+      const int64_t k = std::stoll(item.key().toStringRef());
+      if (k < 1 || k > m.modules) throw std::out_of_range("module");
+      check_layout(path, "generators", item.value().toTensor());
+      ck.generator_states[static_cast<size_t>((r / m.per_ring) * m.modules + k - 1)] =
+          item.value().toTensor();
+    }
+    return 0;
+  });
+  std::map<int64_t, Tensor> memory;
+  read_memory(path, d, memory);
+  for (auto& [layer, t] : memory) {
+    std::vector<Tensor>& rings = parts.ring_memory[layer];
+    if (static_cast<int64_t>(rings.size()) != r / m.per_ring) {
+      throw CheckpointError("checkpoint shard " + path + " holds the memory of layer " +
+                                std::to_string(layer) + " out of ring order",
+                            kDamagedHint);
+    }
+    rings.push_back(t);
+  }
+  parts.pipelines.push_back(read_worker_pipeline(path, d));
+}
+
+// The shards' parts in the order a single file holds them, each checked to be complete.
+void join_shards(const std::string& dir, const Manifest& m, ShardParts& parts, Checkpoint& ck) {
   ParamSet merged;  // in the model's order, as a single file holds it
-  for (const auto& n : names) {
+  for (const auto& n : m.names) {
     if (!ck.model.contains(n)) {
       throw CheckpointError("checkpoint " + dir + " holds no tensor " + n + " in any shard",
-                            "it was not written by ouroboros or is damaged");
+                            kDamagedHint);
     }
     merged.add(n, ck.model.at(n));
   }
   if (merged.size() != ck.model.size()) {
     throw CheckpointError("checkpoint " + dir + "'s shards hold tensors its manifest does not name",
-                          "it was not written by ouroboros or is damaged");
+                          kDamagedHint);
   }
   ck.model = std::move(merged);
-  for (auto& [layer, rings] : ring_memory) {
+  for (auto& [layer, rings] : parts.ring_memory) {
     ck.memory[layer] = rings.size() == 1 ? rings[0] : torch::cat(rings, 0);
   }
+  const int64_t K = m.modules;
   for (size_t k = 0; k < ck.generator_states.size(); ++k) {
     if (!ck.generator_states[k].defined()) {
       throw CheckpointError("checkpoint " + dir + " holds no dropout state of module " +
                                 std::to_string(static_cast<int64_t>(k) % K + 1) + " of ring " +
                                 std::to_string(static_cast<int64_t>(k) / K),
-                            "it was not written by ouroboros or is damaged");
+                            kDamagedHint);
     }
   }
-  if (in_flight) {
-    ck.pipeline.insert("start", start);
-    ck.pipeline.insert("workers", workers);
+  size_t with_pipeline = 0;
+  for (const auto& p : parts.pipelines) with_pipeline += p.has_value() ? 1 : 0;
+  if (with_pipeline == 0) return;
+  if (with_pipeline != parts.pipelines.size()) {
+    throw CheckpointError("checkpoint " + dir + " holds the batches in flight of " +
+                              std::to_string(with_pipeline) + " of its " +
+                              std::to_string(parts.pipelines.size()) + " shards",
+                          kDamagedHint);
   }
+  ck.pipeline.start = m.pipeline_start;
+  for (auto& p : parts.pipelines) ck.pipeline.workers.push_back(std::move(*p));
+}
+
+// A directory written by a multi-process run: its manifest and every shard it names, merged.
+Checkpoint load_sharded(const std::string& dir) {
+  Checkpoint ck;
+  const Manifest m = read_manifest(dir, ck);
+  ck.generator_states.resize(static_cast<size_t>(m.modules * (m.world / m.per_ring)));
+  ShardParts parts;
+  for (int64_t r = 0; r < m.world; ++r) read_shard(dir, m, r, ck, parts);
+  join_shards(dir, m, parts, ck);
   return ck;
 }
 
@@ -385,7 +426,7 @@ int64_t save_checkpoint(const std::string& path, const Checkpoint& ck) {
   for (const auto& g : ck.generator_states) gens.push_back(g);
   rng.insert("dropout", gens);
   d.insert("rng", rng);
-  if (!ck.pipeline.empty()) d.insert("pipeline", ck.pipeline);
+  if (ck.pipeline.saved()) d.insert("pipeline", pipeline_dict(ck.pipeline));
   insert_memory(d, ck.memory);
   return write_atomically(path, pickled(d));
 }
@@ -413,7 +454,7 @@ int64_t save_shard(const std::string& dir, const CheckpointShard& s) {
   GenericDict gens = new_dict();
   for (const auto& [k, g] : s.generators) gens.insert(std::to_string(k), g);
   d.insert("generators", gens);
-  if (!s.pipeline.empty()) d.insert("pipeline", s.pipeline);
+  if (s.pipeline) d.insert("pipeline", worker_dict(*s.pipeline));
   insert_memory(d, s.memory);
   return write_atomically(shard_path(dir, s.id, s.rank), pickled(d));
 }
@@ -425,8 +466,7 @@ int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id
   shards.insert("id", id);
   shards.insert("world", world);
   shards.insert("sampler", static_cast<int64_t>(meta.sampler_state));
-  shards.insert("pipeline_start",
-                meta.pipeline.contains("start") ? meta.pipeline.at("start").toInt() : int64_t{0});
+  shards.insert("pipeline_start", meta.pipeline.start);
   c10::impl::GenericList files(c10::StringType::get());
   for (int64_t r = 0; r < world; ++r) {
     files.push_back(std::filesystem::relative(shard_path(dir, id, r), dir).string());

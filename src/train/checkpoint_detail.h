@@ -8,6 +8,8 @@
 
 #include <torch/torch.h>
 
+#include "ouroboros/train/pipeline_state.h"
+
 namespace ouroboros::checkpoint_detail {
 
 // Every tensor in a nested value (dicts, lists, tuples), with the key of the innermost dict
@@ -47,5 +49,19 @@ c10::IValue read_torch_file(const std::string& path, const std::string& what);
 // the old file or the new one, and concurrent writers never share a temporary name. Returns the
 // bytes written.
 int64_t write_atomically(const std::string& path, const std::vector<char>& bytes);
+
+// The hint of every error about a file that cannot be what ouroboros wrote.
+constexpr const char kDamagedHint[] = "it was not written by ouroboros or is damaged";
+
+// An empty dictionary of string keys, the kind every level of a checkpoint file is.
+c10::impl::GenericDict new_dict();
+
+// The batches in flight as the file's dictionaries (src/train/checkpoint_pipeline.cpp), and back:
+// a whole pipeline (a single file's "pipeline" entry) and one worker's share (a shard's). Reading
+// throws std::exception where an entry is missing or of the wrong kind.
+c10::impl::GenericDict pipeline_dict(const PipelineState& p);
+PipelineState pipeline_of(const c10::impl::GenericDict& d);
+c10::impl::GenericDict worker_dict(const WorkerInFlight& w);
+WorkerInFlight worker_of(const c10::impl::GenericDict& d);
 
 }  // namespace ouroboros::checkpoint_detail

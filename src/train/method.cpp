@@ -37,24 +37,6 @@ void restore_memory(ForwardContext& ctx, const ModulePlan& m,
   }
 }
 
-int64_t batches_in_flight(const MethodState& s) {
-  if (!s.pipeline.contains("workers")) return 0;
-  int64_t n = 0;
-  for (const c10::IValue& w : s.pipeline.at("workers").toListRef()) {
-    n += batches_in_flight(w.toGenericDict());
-  }
-  return n;
-}
-
-int64_t batches_in_flight(const c10::impl::GenericDict& worker) {
-  if (!worker.contains("modules")) return 0;  // a method that flushes every step saves none
-  int64_t n = 0;
-  for (const auto& m : worker.at("modules").toGenericDict()) {
-    n += static_cast<int64_t>(m.value().toListRef().size());
-  }
-  return n;
-}
-
 void merge_optimizer_state(c10::impl::GenericDict& into, const c10::impl::GenericDict& from) {
   for (const auto& item : from) into.insert_or_assign(item.key(), item.value());
 }

@@ -64,7 +64,7 @@ class Relayout : public ::testing::Test {
 TEST_F(Relayout, InFlightCheckpointResumesUnderAnotherKAsItsDrainedForm) {
   MethodState s;
   s.pipeline = load_checkpoint(in_flight_).pipeline;
-  ASSERT_EQ(batches_in_flight(s), 3);
+  ASSERT_EQ(s.pipeline.batches(), 3);
 
   Config k4 = cfg_;
   k4.engine.modules = 4;

@@ -72,7 +72,7 @@ TEST(ShardTest, ShardsMergeIntoTheSingleFileCheckpoint) {
   EXPECT_EQ(a.sampler_state, b.sampler_state);
   EXPECT_EQ(a.tokenizer.vocab(), b.tokenizer.vocab());
   EXPECT_EQ(a.config.to_json(), b.config.to_json());
-  EXPECT_TRUE(a.pipeline.empty());  // drained shards: no pipeline
+  EXPECT_FALSE(a.pipeline.saved());  // drained shards: no pipeline
 }
 
 TEST(ShardTest, ANewManifestRetiresTheShardsOfTheLastOne) {

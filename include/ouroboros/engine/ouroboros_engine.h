@@ -1,6 +1,6 @@
 // The Ouroboros engine on threads: K modules on K-1 worker threads exchanging activations and
 // errors through in-process channels, each module back-propagating a one-tick-old error
-// (ALGORITHM.md sections 2-5).
+// (docs/ALGORITHM.md sections 2-5).
 #pragma once
 
 #include <memory>
@@ -16,10 +16,10 @@
 
 namespace ouroboros {
 
-// In-flight batches at the end of training or at a checkpoint are drained: K-1 extra ticks run
-// every pending backward and update (at the last tick's learning rate) without new forwards,
-// and the pipeline refills afterwards (engine/clock.h). A run resumed from a checkpoint
-// therefore continues exactly as the same run without interruption.
+// At the end of training the batches in flight are drained: K-1 extra ticks run every pending
+// backward and update (at the last tick's learning rate) without new forwards (engine/clock.h). A
+// checkpoint keeps them instead (state() holds the pipeline, train/pipeline_state.h), so a run
+// resumed from it continues exactly as the same run without interruption.
 class OuroborosEngine : public Method {
  public:
   OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg);

@@ -64,11 +64,11 @@ class Worker {
   // weights and input of every forward still waiting for its backward, with its dropout
   // generator and memories as they were before it; the targets waiting for module K; messages
   // received and not yet used; messages sent that their receiver takes at next_tick or later.
-  c10::impl::GenericDict save_pipeline(int64_t next_tick) const;
+  WorkerInFlight save_pipeline(int64_t next_tick) const;
   // After restore_state: runs each saved forward again from its weights and input (the same
   // numbers bit for bit with one intra-op thread), so its backward finds its graph, and sends the
   // pending messages again.
-  void restore_pipeline(const c10::impl::GenericDict& d);
+  void restore_pipeline(const WorkerInFlight& saved);
 
  private:
   struct InFlight {
@@ -91,6 +91,7 @@ class Worker {
   void forward(int64_t k, int64_t batch, const TickWindow& w, const BatchFn* batch_fn,
                const LossFn* on_loss);
   void backward(int64_t k, int64_t batch);
+  void replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved);
   void update(const TickWindow& w);
   // Learning-rate factor per optimizer parameter at a tick (engine.stale_lr); empty = all 1.
   std::vector<double> lr_scale(const TickWindow& w) const;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "ouroboros/core/config.h"
 #include "ouroboros/data/tokenizer.h"
 #include "ouroboros/model/language_model.h"
+#include "ouroboros/train/pipeline_state.h"
 
 namespace ouroboros {
 
@@ -31,8 +33,8 @@ struct Checkpoint {
   uint64_t sampler_state = 0;
   std::vector<Tensor> generator_states;  // dropout generators, one per module
   std::map<int64_t, Tensor> memory;      // recurrent models: layer -> segment memory [B, M, C]
-  // The batches in flight of a pipelined method (MethodState::pipeline); empty = drained.
-  c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
+  // The batches in flight of a pipelined method (MethodState::pipeline); none saved = drained.
+  PipelineState pipeline;
 };
 
 // FNV-1a (64 bit) of a tensor's bytes: the checksum stored for every model tensor.
@@ -55,9 +57,10 @@ struct CheckpointShard {
   c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
   std::map<int64_t, Tensor> generators;  // module (1-based) -> generator state
   std::map<int64_t, Tensor> memory;      // layer -> segment memory
-  // This worker's entry of MethodState::pipeline ("workers"[rank]); empty = drained.
-  c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
-  int64_t pipeline_start = 0;  // MethodState::pipeline's "start"
+  // This worker's entry of MethodState::pipeline (workers[rank]); none for a method that saves
+  // none (it drains before a checkpoint).
+  std::optional<WorkerInFlight> pipeline;
+  int64_t pipeline_start = 0;  // MethodState::pipeline.start
 };
 
 // A sharded checkpoint is a directory: <id>/rank-<r>.pt, one file per rank, each written by its

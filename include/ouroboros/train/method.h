@@ -17,6 +17,7 @@
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/evaluate.h"
 #include "ouroboros/train/optim.h"
+#include "ouroboros/train/pipeline_state.h"
 
 namespace ouroboros {
 
@@ -31,9 +32,9 @@ struct MethodState {
   c10::impl::GenericDict optimizer{c10::StringType::get(), c10::AnyType::get()};
   std::vector<Tensor> generators;    // dropout generator states: one per module (per replica)
   std::map<int64_t, Tensor> memory;  // recurrent models: layer -> segment memory [B, M, C]
-  // Pipelined methods: the batches in flight between two ticks and where the pipeline started
-  // ({"start": int, "workers": [one dict per worker]}); empty = drained, the pipeline refills.
-  c10::impl::GenericDict pipeline{c10::StringType::get(), c10::AnyType::get()};
+  // Pipelined methods: the batches in flight between two ticks and where the pipeline started;
+  // none saved = drained, the pipeline refills.
+  PipelineState pipeline;
 };
 
 // Advances the weights one tick at a time. Between run() calls every worker is idle, so params()
@@ -86,11 +87,6 @@ void check_generator_count(const MethodState& s, size_t expected, const std::str
 // A module's share of a recurrent model's memories (the layers of its blocks), and the reverse.
 void collect_memory(const ForwardContext& ctx, std::map<int64_t, Tensor>& into);
 void restore_memory(ForwardContext& ctx, const ModulePlan& m, const std::map<int64_t, Tensor>& all);
-
-// Forwards saved in s.pipeline that still wait for their backward (0 for a drained state), and
-// those of one worker's entry of it (Worker::save_pipeline).
-int64_t batches_in_flight(const MethodState& s);
-int64_t batches_in_flight(const c10::impl::GenericDict& worker);
 
 // Merges optimizer state dicts of several workers (disjoint parameter names) into one.
 void merge_optimizer_state(c10::impl::GenericDict& into, const c10::impl::GenericDict& from);

@@ -122,14 +122,10 @@ CommGroup& PairGroups::rings() {
 }
 
 PairTransport::PairTransport(DistContext& ctx, PairGroups& groups)
-    : ctx_(ctx),
-      groups_(groups),
-      // A lost send aborts the groups, so they are torn down with abort(), not shutdown().
-      sends_(std::make_unique<SendsInFlight>(ctx, [this] { groups_.mark_aborted(); })) {}
+    // A lost send aborts the groups, so they are torn down with abort(), not shutdown().
+    : ProcessTransport(ctx, [&groups] { groups.mark_aborted(); }), groups_(groups) {}
 
 PairTransport::~PairTransport() = default;
-
-int64_t PairTransport::rank() const { return ctx_.worker(); }
 
 torch::Tensor PairTransport::header(int64_t tag, const torch::Tensor& t) {
   if (t.dim() > kMaxDims) {
@@ -163,8 +159,8 @@ void PairTransport::lost(int64_t peer, const std::string& what) {
 }
 
 void PairTransport::send(int64_t dst, const MessageKey& key, const torch::Tensor& t) {
-  if (!aborted_.empty()) throw TransportError(aborted_);
-  const int64_t peer = ctx_.ring() * ctx_.workers_per_ring() + dst;
+  check_not_aborted();
+  const int64_t peer = global_rank(dst);
   const c10::Device device = ctx_.device();
   std::vector<at::Tensor> head{header(key.tag(), t).to(device)};
   std::vector<at::Tensor> body{t.to(device).contiguous()};
@@ -203,8 +199,8 @@ std::pair<int64_t, torch::Tensor> PairTransport::receive_next(int64_t peer,
 }
 
 torch::Tensor PairTransport::recv(int64_t src, const MessageKey& key, at::IntArrayRef shape) {
-  if (!aborted_.empty()) throw TransportError(aborted_);
-  const int64_t peer = ctx_.ring() * ctx_.workers_per_ring() + src;
+  check_not_aborted();
+  const int64_t peer = global_rank(src);
   const auto start = std::chrono::steady_clock::now();
   auto& early = early_[peer];
   torch::Tensor t;
@@ -230,20 +226,5 @@ torch::Tensor PairTransport::recv(int64_t src, const MessageKey& key, at::IntArr
   }
   return t;
 }
-
-void PairTransport::abort(const std::string& why) {
-  if (aborted_.empty()) aborted_ = why;
-  sends_->abandon();
-  groups_.mark_aborted();
-}
-
-void PairTransport::wait_sends(int64_t before_tick) { stats_.wait_ns += sends_->wait(before_tick); }
-
-void PairTransport::begin_tick(int64_t tick) {
-  tick_ = tick;
-  wait_sends(tick - 1);
-}
-
-void PairTransport::flush() { wait_sends(std::numeric_limits<int64_t>::max()); }
 
 }  // namespace ouroboros

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include "ouroboros/core/torch_compat.h"
+#include "ouroboros/dist/process_transport.h"
 #include "ouroboros/engine/transport.h"
 
 namespace c10d {
@@ -25,9 +26,6 @@ class Store;
 namespace ouroboros {
 
 class DistContext;
-namespace dist_detail {
-class SendsInFlight;
-}  // namespace dist_detail
 
 // Whether this build has NCCL (a CUDA libtorch 2.x with c10d's ProcessGroupNCCL).
 bool nccl_built();
@@ -91,16 +89,12 @@ class PairGroups {
 // sent, keeping those asked for later. Both sides agree on the order by construction, whatever
 // order the schedule asks in, and the tensors stay on their device. Send completion, timeouts
 // and the lost-peer line are C10dTransport's.
-class PairTransport : public Transport {
+class PairTransport : public ProcessTransport {
  public:
   PairTransport(DistContext& ctx, PairGroups& groups);
   ~PairTransport() override;  // waits for the sends in flight (SendsInFlight)
-  int64_t rank() const override;
   void send(int64_t dst, const MessageKey& key, const torch::Tensor& t) override;
   torch::Tensor recv(int64_t src, const MessageKey& key, at::IntArrayRef shape) override;
-  void abort(const std::string& why) override;
-  void begin_tick(int64_t tick) override;
-  void flush() override;
 
   // A message's header: tag, dtype, number of dimensions, then up to kMaxDims sizes (int64).
   static constexpr int64_t kMaxDims = 8;
@@ -118,13 +112,8 @@ class PairTransport : public Transport {
   // The peer's next message: its tag and payload.
   std::pair<int64_t, torch::Tensor> receive_next(int64_t peer, const MessageKey& wanted);
   [[noreturn]] void lost(int64_t peer, const std::string& what);
-  void wait_sends(int64_t before_tick);
-  DistContext& ctx_;
   PairGroups& groups_;
-  int64_t tick_ = 0;
-  std::unique_ptr<dist_detail::SendsInFlight> sends_;
   std::map<int64_t, std::map<int64_t, torch::Tensor>> early_;  // peer -> tag -> payload
-  std::string aborted_;
 };
 
 }  // namespace ouroboros

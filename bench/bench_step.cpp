@@ -10,6 +10,7 @@
 
 #include "bench/timing.h"
 #include "ouroboros/core/config.h"
+#include "ouroboros/core/presets.h"
 #include "ouroboros/core/system.h"
 
 namespace {
@@ -33,13 +34,11 @@ nlohmann::ordered_json matmul_peak(int threads) {
 int main(int argc, char** argv) {
   int threads = 1, steps = 30, warmup = 5;
   bool peak = false;
-  ouroboros::Config cfg;
+  // The benchmark model with 4 layers, as bench/gpt_pytorch.py builds it; plain backprop unless
+  // --modules says otherwise.
+  ouroboros::Config cfg = ouroboros::benchmark_config();
   cfg.model.n_layer = 4;
-  cfg.model.n_head = 4;
-  cfg.model.n_embd = 256;
-  cfg.model.block_size = 128;
-  cfg.model.vocab_size = 256;
-  cfg.train.batch_size = 8;
+  cfg.engine.modules = 1;
   // Constant learning rate 1e-3, as the PyTorch side's torch.optim.Adam; clipping stays at 1.0.
   cfg.train.schedule = "constant";
   cfg.train.warmup_steps = 0;

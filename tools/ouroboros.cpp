@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <sstream>
 
 #include "bench/bench.h"
@@ -213,23 +215,10 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks, const Link& link) {
   return 0;
 }
 
-// The engine benchmark model, the default of `ouroboros bench`.
-Config bench_defaults() {
-  Config c;
-  c.model.n_layer = 6;
-  c.model.n_head = 4;
-  c.model.n_embd = 256;
-  c.model.block_size = 128;
-  c.model.vocab_size = 256;
-  c.train.batch_size = 8;
-  c.engine.modules = 3;
-  return c;
-}
-
 int cmd_bench(const ConfigFlags& flags, BenchOptions opts, const std::string& modes,
               const std::string& threads) {
   const int64_t worker_threads = opts.base.train.threads;  // --worker-threads
-  opts.base = flags.apply(bench_defaults());
+  opts.base = flags.apply(benchmark_config());
   opts.base.train.threads = worker_threads;
   std::stringstream ms(modes);
   for (std::string m; std::getline(ms, m, ',');) {
@@ -265,12 +254,255 @@ int cmd_bench_child(const std::string& config, int64_t warmup, int64_t steps) {
   return 0;
 }
 
+const char kDeviceHelp[] =
+    "auto | cpu | cuda | cuda:N: where to run; the checkpoint loads on any [auto: a GPU if one is "
+    "visible]";
+
+// A subcommand: its flags, registered on the app when it is made, and what it runs once they are
+// parsed. The subcommands are listed in `--help` in the order they are made.
+struct Command {
+  CLI::App* app = nullptr;
+  virtual ~Command() = default;
+  virtual int run() = 0;
+};
+
+struct TrainCommand : Command {
+  ConfigFlags flags;
+  std::string resume;
+  bool overwrite = false;
+  DistEnv env = no_env_overrides();
+  explicit TrainCommand(CLI::App& parent) {
+    app = parent.add_subcommand(
+        "train", "train a model (--mode: sequential, ouroboros, gpipe or data-parallel)");
+    flags.add_to(*app, {"model", "data", "train", "engine", "dist"});
+    flags.add_presets_to(*app);
+    app->add_option("--resume", resume,
+                    "continue from this checkpoint (a ckpt.pt file, or the ckpt/ directory of "
+                    "processes); under another --mode, --modules, --partition or --replicas "
+                    "the weights and optimizer moments carry over by name");
+    app->add_flag("--overwrite", overwrite,
+                  "replace the run already in --out-dir (else a non-empty out-dir is refused)");
+    app->add_option("--rank", env.rank, "this process's rank [RANK]");
+    app->add_option("--world-size", env.world_size, "number of processes [WORLD_SIZE]");
+    app->add_option("--local-rank", env.local_rank, "rank on this machine [LOCAL_RANK]");
+    app->add_option("--master-addr", env.master_addr,
+                    "address of rank 0's store [MASTER_ADDR, 127.0.0.1]");
+    app->add_option("--master-port", env.master_port,
+                    "port of rank 0's store [MASTER_PORT, 29500]");
+  }
+  int run() override { return cmd_train(flags, resume, overwrite, env); }
+};
+
+struct LaunchCommand : Command {
+  LaunchOptions opts;
+  explicit LaunchCommand(CLI::App& parent) {
+    app = parent.add_subcommand(
+        "launch", "start and supervise one process per worker: launch --nproc N -- train ...");
+    app->add_option("--nproc", opts.nproc, "processes on this machine")->required();
+    app->add_option("--nnodes", opts.nnodes, "machines [1]");
+    app->add_option("--node-rank", opts.node_rank, "this machine's index [0]");
+    app->add_option("--master-addr", opts.master_addr,
+                    "address of the machine of rank 0 [127.0.0.1]");
+    app->add_option("--master-port", opts.master_port, "free TCP port there [29500]");
+    app->add_option("command", opts.args, "the subcommand and its flags, after --");
+  }
+  int run() override { return launch(opts); }
+};
+
+struct EvalCommand : Command {
+  std::string checkpoint, split = "test", device = "auto";
+  bool json_out = false;
+  int64_t batch = 16;
+  ConfigFlags flags;
+  explicit EvalCommand(CLI::App& parent) {
+    app = parent.add_subcommand("eval", "evaluate a checkpoint: loss, bpc or perplexity");
+    app->add_option("--checkpoint", checkpoint, "checkpoint file or sharded directory")->required();
+    flags.add_to(*app, {"data", "model"}, "the checkpoint's");
+    // The model's other flags are accepted only to be refused by name (eval_model).
+    for (const auto& [key, opt] : flags.options) {
+      if (key.rfind("model.", 0) == 0 &&
+          std::find(kEvalModelKeys.begin(), kEvalModelKeys.end(), key) == kEvalModelKeys.end()) {
+        opt->group("");
+      }
+    }
+    app->add_option("--split", split, "train | valid | test | all [test]")
+        ->check(CLI::IsMember({"train", "valid", "test", "all"}));
+    app->add_flag("--json", json_out, "print one JSON object");
+    app->add_option("--device", device, kDeviceHelp);
+    app->add_option("--batch", batch,
+                    "windows per forward pass; transformer-xl: parallel streams [16]")
+        ->check(at_least(1));
+  }
+  int run() override { return cmd_eval(checkpoint, flags, split, json_out, batch, device); }
+};
+
+struct GenerateCommand : Command {
+  std::string checkpoint, device = "auto";
+  SampleOptions sample;
+  explicit GenerateCommand(CLI::App& parent) {
+    app = parent.add_subcommand("generate", "sample text from a checkpoint");
+    app->add_option("--checkpoint", checkpoint, "checkpoint file or sharded directory")->required();
+    app->add_option("--prompt", sample.prompt, "text to continue");
+    app->add_option("--device", device, kDeviceHelp);
+    app->add_option("--tokens", sample.tokens, "tokens to generate [200]")->check(at_least(0));
+    app->add_option("--temperature", sample.temperature, "sampling temperature [0.8]");
+    app->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]")
+        ->check(at_least(0));
+    app->add_option("--seed", sample.seed, "sampling seed [1]");
+  }
+  int run() override { return cmd_generate(checkpoint, sample, device); }
+};
+
+struct ExportCommand : Command {
+  std::string checkpoint, format = "hf", out;
+  bool overwrite = false;
+  explicit ExportCommand(CLI::App& parent) {
+    app = parent.add_subcommand("export",
+                                "write a checkpoint in another format: --format hf (a Hugging Face "
+                                "GPT-2 directory) or torch (one file, e.g. of a multi-process "
+                                "run's shards)");
+    app->add_option("--checkpoint", checkpoint, "checkpoint file or sharded directory")->required();
+    app->add_option(
+        "--format", format,
+        "hf: config.json, model.safetensors, tokenizer.json; torch: one checkpoint file [hf]");
+    app->add_option("--out", out, "hf: directory to write (new or empty); torch: the file")
+        ->required();
+    app->add_flag("--overwrite", overwrite, "replace the files of a non-empty --out");
+  }
+  int run() override { return cmd_export(checkpoint, format, out, overwrite); }
+};
+
+struct PlotCommand : Command {
+  std::vector<std::string> runs;
+  std::string out = "curves.png";
+  explicit PlotCommand(CLI::App& parent) {
+    app = parent.add_subcommand(
+        "plot", "draw training and validation loss of runs, against steps and time, into one PNG");
+    app->add_option("runs", runs, "run directories (their --out-dir) or metrics.jsonl files")
+        ->required();
+    app->add_option("--out", out, "PNG to write [curves.png]");
+  }
+  int run() override {
+    plot_runs(runs, out, std::cout);
+    return 0;
+  }
+};
+
+struct PlanCommand : Command {
+  ConfigFlags flags;
+  int64_t ticks = 6;
+  Link link;
+  double link_ms = 0.0;
+  explicit PlanCommand(CLI::App& parent) {
+    app = parent.add_subcommand("plan", "print the partition, schedule and cost estimate");
+    flags.add_to(*app, {"model", "train", "engine"});
+    flags.add_presets_to(*app);
+    app->add_option("--ticks", ticks, "ticks shown in the grid [6]")->check(at_least(0));
+    link.gbit_per_s = 0.0;
+    app->add_option("--link-gbps", link.gbit_per_s,
+                    "also estimate what Ouroboros, GPipe and data parallelism send per step over a "
+                    "link of this many Gbit/s, one rank per machine")
+        ->check(positive());
+    app->add_option("--link-latency-ms", link_ms, "the link's one-way latency [0]")
+        ->check(positive(true));
+  }
+  int run() override {
+    if (link_ms > 0 && link.gbit_per_s == 0) {
+      throw ConfigError("--link-latency-ms needs --link-gbps", "add --link-gbps, e.g. 1");
+    }
+    link.latency_s = link_ms / 1e3;
+    return cmd_plan(flags, ticks, link);
+  }
+};
+
+struct BenchCommand : Command {
+  BenchOptions bench;
+  std::string modes = "sequential,ouroboros,gpipe,data-parallel", threads;
+  ConfigFlags flags;
+  explicit BenchCommand(CLI::App& parent) {
+    app = parent.add_subcommand(
+        "bench", "time the training methods side by side: table, bench.json and bench.png");
+    app->add_option("--modes", modes,
+                    "comma-separated: sequential, ouroboros, gpipe, data-parallel [all four]");
+    app->add_option("--steps", bench.steps, "timed steps per method [20]")
+        ->check(CLI::PositiveNumber);
+    app->add_option("--warmup", bench.warmup, "untimed steps first [3]")
+        ->check(CLI::NonNegativeNumber);
+    app->add_option("--threads", threads,
+                    "intra-op threads of the sequential runs, e.g. 1,2 [1 and the core count "
+                    "of each parallel method]");
+    app->add_option("--worker-threads", bench.base.train.threads,
+                    "intra-op threads per worker of the parallel methods [1]")
+        ->check(CLI::PositiveNumber);
+    app->add_option("--out-dir", bench.out_dir,
+                    "where bench.json and bench.png go [bench/results]");
+    app->add_flag("--processes", bench.processes,
+                  "run each parallel method as one process per worker (data parallelism: per "
+                  "replica) over c10d/Gloo on loopback, as `launch` would");
+    app->add_option("--peak-seconds", bench.peak_seconds,
+                    "seconds per matmul size when measuring the peak [0.5]");
+    flags.add_to(*app, {"model", "train", "engine"}, "", benchmark_config(),
+                 {"train.steps", "train.threads", "train.out_dir", "train.metrics",
+                  "train.eval_interval", "train.eval_batches", "train.log_interval",
+                  "train.checkpoint_interval", "engine.mode", "engine.sync_warmup"});
+  }
+  int run() override { return cmd_bench(flags, bench, modes, threads); }
+};
+
+// One method of bench, for bench itself to start; not listed in --help.
+struct BenchChildCommand : Command {
+  std::string config;
+  int64_t warmup = 0, steps = 1;
+  explicit BenchChildCommand(CLI::App& parent) {
+    app = parent.add_subcommand("bench-child", "")->group("");
+    app->add_option("--config", config)->required();
+    app->add_option("--warmup", warmup);
+    app->add_option("--steps", steps);
+  }
+  int run() override { return cmd_bench_child(config, warmup, steps); }
+};
+
+// "ouroboros help" is --help; a word that names no subcommand is said to be one. Returns the exit
+// code when the arguments are answered here.
+std::optional<int> answer_before_parsing(const CLI::App& app, int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "help") {
+    std::cout << app.help() << std::flush;
+    return 0;
+  }
+  if (argc < 2 || argv[1][0] == '-') return std::nullopt;
+  std::string names;
+  bool known = false;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    known = known || sub->get_name() == argv[1];
+    if (!sub->get_group().empty()) names += (names.empty() ? "" : ", ") + sub->get_name();
+  }
+  if (known) return std::nullopt;
+  std::cerr << "error: unknown subcommand '" << argv[1] << "' (hint: use one of " << names
+            << "; run with --help)" << std::endl;
+  return 1;
+}
+
+// Runs the chosen subcommand; an error becomes one line on stderr and exit code 1.
+int run_reporting_errors(Command& command) {
+  try {
+    return command.run();
+  } catch (const ouroboros::Error& e) {
+    std::cerr << "error: " << first_line(e.what()) << std::endl;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << first_line(e.what_without_backtrace()) << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << first_line(e.what()) << std::endl;
+  }
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
       "ouroboros: Transformer language models trained with the Ouroboros model-parallel "
-      "algorithm (delayed gradients, K modules on K-1 workers)"};
+      "algorithm (delayed gradients, K modules on K-1 workers)",
+      "ouroboros"};
   app.require_subcommand(1);
   // Flag errors too are one line (CLI11's default adds a second "Run with --help" line).
   app.failure_message([](const CLI::App*, const CLI::Error& e) {
@@ -278,209 +510,25 @@ int main(int argc, char** argv) {
   });
   app.set_version_flag("--version", std::string(OUROBOROS_VERSION));
 
-  auto* train_cmd = app.add_subcommand(
-      "train", "train a model (--mode: sequential, ouroboros, gpipe or data-parallel)");
-  ConfigFlags train_flags;
-  train_flags.add_to(*train_cmd, {"model", "data", "train", "engine", "dist"});
-  train_flags.add_presets_to(*train_cmd);
-  std::string resume;
-  train_cmd->add_option("--resume", resume,
-                        "continue from this checkpoint (a ckpt.pt file, or the ckpt/ directory of "
-                        "processes); under another --mode, --modules, --partition or --replicas "
-                        "the weights and optimizer moments carry over by name");
-  bool overwrite = false;
-  train_cmd->add_flag("--overwrite", overwrite,
-                      "replace the run already in --out-dir (else a non-empty out-dir is refused)");
-  DistEnv env_flags = no_env_overrides();
-  train_cmd->add_option("--rank", env_flags.rank, "this process's rank [RANK]");
-  train_cmd->add_option("--world-size", env_flags.world_size, "number of processes [WORLD_SIZE]");
-  train_cmd->add_option("--local-rank", env_flags.local_rank, "rank on this machine [LOCAL_RANK]");
-  train_cmd->add_option("--master-addr", env_flags.master_addr,
-                        "address of rank 0's store [MASTER_ADDR, 127.0.0.1]");
-  train_cmd->add_option("--master-port", env_flags.master_port,
-                        "port of rank 0's store [MASTER_PORT, 29500]");
+  std::vector<std::unique_ptr<Command>> commands;
+  commands.push_back(std::make_unique<TrainCommand>(app));
+  commands.push_back(std::make_unique<LaunchCommand>(app));
+  commands.push_back(std::make_unique<EvalCommand>(app));
+  commands.push_back(std::make_unique<GenerateCommand>(app));
+  commands.push_back(std::make_unique<ExportCommand>(app));
+  commands.push_back(std::make_unique<PlotCommand>(app));
+  commands.push_back(std::make_unique<PlanCommand>(app));
+  commands.push_back(std::make_unique<BenchCommand>(app));
+  commands.push_back(std::make_unique<BenchChildCommand>(app));
 
-  auto* launch_cmd = app.add_subcommand(
-      "launch", "start and supervise one process per worker: launch --nproc N -- train ...");
-  LaunchOptions launch_opts;
-  launch_cmd->add_option("--nproc", launch_opts.nproc, "processes on this machine")->required();
-  launch_cmd->add_option("--nnodes", launch_opts.nnodes, "machines [1]");
-  launch_cmd->add_option("--node-rank", launch_opts.node_rank, "this machine's index [0]");
-  launch_cmd->add_option("--master-addr", launch_opts.master_addr,
-                         "address of the machine of rank 0 [127.0.0.1]");
-  launch_cmd->add_option("--master-port", launch_opts.master_port, "free TCP port there [29500]");
-  launch_cmd->add_option("command", launch_opts.args, "the subcommand and its flags, after --");
-
-  auto* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint: loss, bpc or perplexity");
-  std::string eval_ckpt, split = "test";
-  bool json_out = false;
-  int64_t eval_batch = 16;
-  eval_cmd->add_option("--checkpoint", eval_ckpt, "checkpoint file or sharded directory")
-      ->required();
-  ConfigFlags eval_flags;
-  eval_flags.add_to(*eval_cmd, {"data", "model"}, "the checkpoint's");
-  // The model's other flags are accepted only to be refused by name (eval_model).
-  for (const auto& [key, opt] : eval_flags.options) {
-    if (key.rfind("model.", 0) == 0 &&
-        std::find(kEvalModelKeys.begin(), kEvalModelKeys.end(), key) == kEvalModelKeys.end()) {
-      opt->group("");
-    }
-  }
-  eval_cmd->add_option("--split", split, "train | valid | test | all [test]")
-      ->check(CLI::IsMember({"train", "valid", "test", "all"}));
-  eval_cmd->add_flag("--json", json_out, "print one JSON object");
-  std::string eval_device = "auto", gen_device = "auto";
-  const std::string device_help =
-      "auto | cpu | cuda | cuda:N: where to run; the checkpoint loads on any [auto: a GPU if one "
-      "is visible]";
-  eval_cmd->add_option("--device", eval_device, device_help);
-  eval_cmd
-      ->add_option("--batch", eval_batch,
-                   "windows per forward pass; transformer-xl: parallel streams [16]")
-      ->check(at_least(1));
-
-  auto* gen_cmd = app.add_subcommand("generate", "sample text from a checkpoint");
-  std::string gen_ckpt;
-  SampleOptions sample;
-  gen_cmd->add_option("--checkpoint", gen_ckpt, "checkpoint file or sharded directory")->required();
-  gen_cmd->add_option("--prompt", sample.prompt, "text to continue");
-  gen_cmd->add_option("--device", gen_device, device_help);
-  gen_cmd->add_option("--tokens", sample.tokens, "tokens to generate [200]")->check(at_least(0));
-  gen_cmd->add_option("--temperature", sample.temperature, "sampling temperature [0.8]");
-  gen_cmd->add_option("--top-k", sample.top_k, "sample among the k likeliest tokens; 0 = all [0]")
-      ->check(at_least(0));
-  gen_cmd->add_option("--seed", sample.seed, "sampling seed [1]");
-
-  auto* export_cmd =
-      app.add_subcommand("export",
-                         "write a checkpoint in another format: --format hf (a Hugging Face GPT-2 "
-                         "directory) or torch (one file, e.g. of a multi-process run's shards)");
-  std::string export_ckpt, export_format = "hf", export_out;
-  bool export_overwrite = false;
-  export_cmd->add_option("--checkpoint", export_ckpt, "checkpoint file or sharded directory")
-      ->required();
-  export_cmd->add_option(
-      "--format", export_format,
-      "hf: config.json, model.safetensors, tokenizer.json; torch: one checkpoint file [hf]");
-  export_cmd
-      ->add_option("--out", export_out, "hf: directory to write (new or empty); torch: the file")
-      ->required();
-  export_cmd->add_flag("--overwrite", export_overwrite, "replace the files of a non-empty --out");
-
-  auto* plot_cmd = app.add_subcommand(
-      "plot", "draw training and validation loss of runs, against steps and time, into one PNG");
-  std::vector<std::string> plot_runs_given;
-  std::string plot_out = "curves.png";
-  plot_cmd
-      ->add_option("runs", plot_runs_given,
-                   "run directories (their --out-dir) or metrics.jsonl files")
-      ->required();
-  plot_cmd->add_option("--out", plot_out, "PNG to write [curves.png]");
-
-  auto* plan_cmd = app.add_subcommand("plan", "print the partition, schedule and cost estimate");
-  ConfigFlags plan_flags;
-  plan_flags.add_to(*plan_cmd, {"model", "train", "engine"});
-  plan_flags.add_presets_to(*plan_cmd);
-  int64_t ticks = 6;
-  plan_cmd->add_option("--ticks", ticks, "ticks shown in the grid [6]")->check(at_least(0));
-  Link link;
-  link.gbit_per_s = 0.0;
-  double link_ms = 0.0;
-  plan_cmd
-      ->add_option("--link-gbps", link.gbit_per_s,
-                   "also estimate what Ouroboros, GPipe and data parallelism send per step over a "
-                   "link of this many Gbit/s, one rank per machine")
-      ->check(positive());
-  plan_cmd->add_option("--link-latency-ms", link_ms, "the link's one-way latency [0]")
-      ->check(positive(true));
-
-  auto* bench_cmd = app.add_subcommand(
-      "bench", "time the training methods side by side: table, bench.json and bench.png");
-  BenchOptions bench;
-  std::string bench_modes = "sequential,ouroboros,gpipe,data-parallel", bench_threads;
-  bench_cmd->add_option("--modes", bench_modes,
-                        "comma-separated: sequential, ouroboros, gpipe, data-parallel [all four]");
-  bench_cmd->add_option("--steps", bench.steps, "timed steps per method [20]")
-      ->check(CLI::PositiveNumber);
-  bench_cmd->add_option("--warmup", bench.warmup, "untimed steps first [3]")
-      ->check(CLI::NonNegativeNumber);
-  bench_cmd->add_option("--threads", bench_threads,
-                        "intra-op threads of the sequential runs, e.g. 1,2 [1 and the core count "
-                        "of each parallel method]");
-  bench_cmd
-      ->add_option("--worker-threads", bench.base.train.threads,
-                   "intra-op threads per worker of the parallel methods [1]")
-      ->check(CLI::PositiveNumber);
-  bench_cmd->add_option("--out-dir", bench.out_dir,
-                        "where bench.json and bench.png go [bench/results]");
-  bench_cmd->add_flag("--processes", bench.processes,
-                      "run each parallel method as one process per worker (data parallelism: per "
-                      "replica) over c10d/Gloo on loopback, as `launch` would");
-  bench_cmd->add_option("--peak-seconds", bench.peak_seconds,
-                        "seconds per matmul size when measuring the peak [0.5]");
-  ConfigFlags bench_flags;
-  bench_flags.add_to(*bench_cmd, {"model", "train", "engine"}, "", bench_defaults(),
-                     {"train.steps", "train.threads", "train.out_dir", "train.metrics",
-                      "train.eval_interval", "train.eval_batches", "train.log_interval",
-                      "train.checkpoint_interval", "engine.mode", "engine.sync_warmup"});
-  auto* child_cmd = app.add_subcommand("bench-child", "")->group("");  // one method of bench
-  std::string child_config;
-  int64_t child_warmup = 0, child_steps = 1;
-  child_cmd->add_option("--config", child_config)->required();
-  child_cmd->add_option("--warmup", child_warmup);
-  child_cmd->add_option("--steps", child_steps);
-
-  // "ouroboros help" is --help; a word that names no subcommand is said to be one.
-  if (argc >= 2 && std::string(argv[1]) == "help") {
-    std::cout << app.help() << std::flush;
-    return 0;
-  }
-  if (argc >= 2 && argv[1][0] != '-') {
-    std::string names;
-    bool known = false;
-    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
-      known = known || sub->get_name() == argv[1];
-      if (!sub->get_group().empty()) names += (names.empty() ? "" : ", ") + sub->get_name();
-    }
-    if (!known) {
-      std::cerr << "error: unknown subcommand '" << argv[1] << "' (hint: use one of " << names
-                << "; run with --help)" << std::endl;
-      return 1;
-    }
-  }
+  if (const std::optional<int> code = answer_before_parsing(app, argc, argv)) return *code;
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  try {
-    if (*train_cmd) return cmd_train(train_flags, resume, overwrite, env_flags);
-    if (*launch_cmd) return launch(launch_opts);
-    if (*eval_cmd) return cmd_eval(eval_ckpt, eval_flags, split, json_out, eval_batch, eval_device);
-    if (*gen_cmd) return cmd_generate(gen_ckpt, sample, gen_device);
-    if (*export_cmd) return cmd_export(export_ckpt, export_format, export_out, export_overwrite);
-    if (*plot_cmd) {
-      plot_runs(plot_runs_given, plot_out, std::cout);
-      return 0;
-    }
-    if (*plan_cmd) {
-      if (link_ms > 0 && link.gbit_per_s == 0) {
-        throw ConfigError("--link-latency-ms needs --link-gbps", "add --link-gbps, e.g. 1");
-      }
-      link.latency_s = link_ms / 1e3;
-      return cmd_plan(plan_flags, ticks, link);
-    }
-    if (*bench_cmd) return cmd_bench(bench_flags, bench, bench_modes, bench_threads);
-    if (*child_cmd) return cmd_bench_child(child_config, child_warmup, child_steps);
-  } catch (const ouroboros::Error& e) {
-    std::cerr << "error: " << first_line(e.what()) << std::endl;
-    return 1;
-  } catch (const c10::Error& e) {
-    std::cerr << "error: " << first_line(e.what_without_backtrace()) << std::endl;
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << first_line(e.what()) << std::endl;
-    return 1;
+  for (const auto& command : commands) {
+    if (*command->app) return run_reporting_errors(*command);
   }
   return 0;
 }

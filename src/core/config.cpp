@@ -293,105 +293,119 @@ void Config::set_from_string(const std::string& key, const std::string& value) {
   f.set(*this, parsed);
 }
 
-void Config::validate() const {
-  auto require = [](bool ok, const std::string& what, const std::string& hint = "") {
-    if (!ok) throw ConfigError(what, hint);
-  };
-  require(model.model == "gpt" || model.model == "transformer-xl",
-          "unknown model '" + model.model + "'", "use --model gpt or --model transformer-xl");
-  require(model.n_layer >= 1, "n_layer must be >= 1, got " + std::to_string(model.n_layer));
-  require(model.n_head >= 1, "n_head must be >= 1, got " + std::to_string(model.n_head));
-  require(model.n_embd >= 1, "n_embd must be >= 1, got " + std::to_string(model.n_embd));
-  require(model.n_embd % model.n_head == 0,
-          "n_embd " + std::to_string(model.n_embd) + " is not divisible by n_head " +
-              std::to_string(model.n_head),
+namespace {
+
+void require(bool ok, const std::string& what, const std::string& hint = "") {
+  if (!ok) throw ConfigError(what, hint);
+}
+
+void validate_model(const ModelConfig& m) {
+  require(m.model == "gpt" || m.model == "transformer-xl", "unknown model '" + m.model + "'",
+          "use --model gpt or --model transformer-xl");
+  require(m.n_layer >= 1, "n_layer must be >= 1, got " + std::to_string(m.n_layer));
+  require(m.n_head >= 1, "n_head must be >= 1, got " + std::to_string(m.n_head));
+  require(m.n_embd >= 1, "n_embd must be >= 1, got " + std::to_string(m.n_embd));
+  require(m.n_embd % m.n_head == 0,
+          "n_embd " + std::to_string(m.n_embd) + " is not divisible by n_head " +
+              std::to_string(m.n_head),
           "choose n_embd a multiple of n_head");
-  require(model.block_size >= 1,
-          "block_size must be >= 1, got " + std::to_string(model.block_size));
-  require(model.vocab_size >= 0,
-          "vocab_size must be >= 0, got " + std::to_string(model.vocab_size));
-  require(model.dtype == "float32" || model.dtype == "bfloat16",
-          "unknown dtype '" + model.dtype + "'", "use --dtype float32 or --dtype bfloat16");
-  require(model.dropout >= 0.0 && model.dropout < 1.0,
-          "dropout must be in [0, 1), got " + std::to_string(model.dropout));
-  require(model.attn_dropout >= 0.0 && model.attn_dropout < 1.0,
-          "attn_dropout must be in [0, 1), got " + std::to_string(model.attn_dropout));
-  require(model.d_inner >= 0, "d_inner must be >= 0, got " + std::to_string(model.d_inner));
-  require(model.mem_len >= 0, "mem_len must be >= 0, got " + std::to_string(model.mem_len));
-  require(model.clamp_len >= 0, "clamp_len must be >= 0, got " + std::to_string(model.clamp_len));
-  require(model.eval_tgt_len >= 0 && model.eval_mem_len >= -1 && model.eval_clamp_len >= -1,
+  require(m.block_size >= 1, "block_size must be >= 1, got " + std::to_string(m.block_size));
+  require(m.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(m.vocab_size));
+  require(m.dtype == "float32" || m.dtype == "bfloat16", "unknown dtype '" + m.dtype + "'",
+          "use --dtype float32 or --dtype bfloat16");
+  require(m.dropout >= 0.0 && m.dropout < 1.0,
+          "dropout must be in [0, 1), got " + std::to_string(m.dropout));
+  require(m.attn_dropout >= 0.0 && m.attn_dropout < 1.0,
+          "attn_dropout must be in [0, 1), got " + std::to_string(m.attn_dropout));
+  require(m.d_inner >= 0, "d_inner must be >= 0, got " + std::to_string(m.d_inner));
+  require(m.mem_len >= 0, "mem_len must be >= 0, got " + std::to_string(m.mem_len));
+  require(m.clamp_len >= 0, "clamp_len must be >= 0, got " + std::to_string(m.clamp_len));
+  require(m.eval_tgt_len >= 0 && m.eval_mem_len >= -1 && m.eval_clamp_len >= -1,
           "eval_tgt_len must be >= 0, eval_mem_len and eval_clamp_len >= -1");
-  require((model.pre_lnorm == 0 || model.pre_lnorm == 1) &&
-              (model.same_length == 0 || model.same_length == 1) && model.eval_same_length >= -1 &&
-              model.eval_same_length <= 1,
+  require((m.pre_lnorm == 0 || m.pre_lnorm == 1) && (m.same_length == 0 || m.same_length == 1) &&
+              m.eval_same_length >= -1 && m.eval_same_length <= 1,
           "pre_lnorm and same_length must be 0 or 1, eval_same_length -1, 0 or 1");
-  require(model.div_val >= 1, "div_val must be >= 1, got " + std::to_string(model.div_val));
+  require(m.div_val >= 1, "div_val must be >= 1, got " + std::to_string(m.div_val));
+}
+
+void validate_data(const DataConfig& d, const ModelConfig& m) {
   static const std::set<std::string> formats = {"auto",  "text",        "enwik8",
                                                 "text8", "wikitext103", "fortunes"};
-  require(formats.count(data.format) > 0, "unknown data format '" + data.format + "'",
+  require(formats.count(d.format) > 0, "unknown data format '" + d.format + "'",
           "use auto, text, enwik8, text8, wikitext103 or fortunes");
   static const std::set<std::string> tokenizers = {"auto", "byte", "char",
                                                    "word", "bpe",  "unigram"};
-  require(tokenizers.count(data.tokenizer) > 0, "unknown tokenizer '" + data.tokenizer + "'",
+  require(tokenizers.count(d.tokenizer) > 0, "unknown tokenizer '" + d.tokenizer + "'",
           "use auto, byte, char, word, bpe or unigram");
   // A subword vocabulary is learned to a size, which nothing else gives.
-  require(!(data.tokenizer == "bpe" || data.tokenizer == "unigram") || model.vocab_size > 0,
-          "tokenizer " + data.tokenizer + " needs a vocabulary size",
+  require(!(d.tokenizer == "bpe" || d.tokenizer == "unigram") || m.vocab_size > 0,
+          "tokenizer " + d.tokenizer + " needs a vocabulary size",
           "pass --vocab-size N, e.g. --vocab-size 4000");
-  require(train.steps >= 0, "steps must be >= 0, got " + std::to_string(train.steps));
-  require(train.batch_size >= 1,
-          "batch_size must be >= 1, got " + std::to_string(train.batch_size));
+}
+
+void validate_train(const TrainConfig& t) {
+  require(t.steps >= 0, "steps must be >= 0, got " + std::to_string(t.steps));
+  require(t.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(t.batch_size));
   static const std::set<std::string> optimizers = {"sgd", "adam", "adamw", "qhadam", "nadam"};
-  require(optimizers.count(train.optimizer) > 0, "unknown optimizer '" + train.optimizer + "'",
+  require(optimizers.count(t.optimizer) > 0, "unknown optimizer '" + t.optimizer + "'",
           "use sgd, adam, adamw, qhadam or nadam");
-  require(train.qh_nu >= 0.0 && train.qh_nu <= 1.0,
-          "qh_nu must be in [0, 1], got " + num(train.qh_nu), "set --qh-nu, e.g. 0.7");
-  require(train.momentum_decay >= 0.0,
-          "momentum_decay must be >= 0, got " + num(train.momentum_decay),
+  require(t.qh_nu >= 0.0 && t.qh_nu <= 1.0, "qh_nu must be in [0, 1], got " + num(t.qh_nu),
+          "set --qh-nu, e.g. 0.7");
+  require(t.momentum_decay >= 0.0, "momentum_decay must be >= 0, got " + num(t.momentum_decay),
           "set --momentum-decay, e.g. 0.004");
-  require(train.diagnostics_interval >= 0,
-          "diagnostics_interval must be >= 0, got " + std::to_string(train.diagnostics_interval));
-  require(train.schedule == "cosine" || train.schedule == "constant",
-          "unknown schedule '" + train.schedule + "'", "use cosine or constant");
-  require(train.lr > 0.0, "lr must be > 0, got " + std::to_string(train.lr));
-  require(train.min_lr >= 0.0 && train.min_lr <= train.lr,
-          "min_lr must be in [0, lr], got " + std::to_string(train.min_lr));
-  require(train.warmup_steps >= 0, "warmup_steps must be >= 0");
-  require(train.grad_clip >= 0.0, "grad_clip must be >= 0, got " + std::to_string(train.grad_clip));
-  require(train.skip_nonfinite >= 0,
-          "skip_nonfinite must be >= 0, got " + std::to_string(train.skip_nonfinite));
-  require(train.momentum >= 0.0 && train.momentum < 1.0,
-          "momentum must be in [0, 1), got " + num(train.momentum), "set --momentum, e.g. 0.9");
-  require(train.beta1 >= 0.0 && train.beta1 < 1.0,
-          "beta1 must be in [0, 1), got " + num(train.beta1), "set --beta1, e.g. 0.9");
-  require(train.beta2 >= 0.0 && train.beta2 < 1.0,
-          "beta2 must be in [0, 1), got " + num(train.beta2), "set --beta2, e.g. 0.999");
-  require(train.eps > 0.0, "eps must be > 0, got " + num(train.eps), "set --eps, e.g. 1e-8");
-  require(train.weight_decay >= 0.0, "weight_decay must be >= 0, got " + num(train.weight_decay),
+  require(t.diagnostics_interval >= 0,
+          "diagnostics_interval must be >= 0, got " + std::to_string(t.diagnostics_interval));
+  require(t.schedule == "cosine" || t.schedule == "constant",
+          "unknown schedule '" + t.schedule + "'", "use cosine or constant");
+  require(t.lr > 0.0, "lr must be > 0, got " + std::to_string(t.lr));
+  require(t.min_lr >= 0.0 && t.min_lr <= t.lr,
+          "min_lr must be in [0, lr], got " + std::to_string(t.min_lr));
+  require(t.warmup_steps >= 0, "warmup_steps must be >= 0");
+  require(t.grad_clip >= 0.0, "grad_clip must be >= 0, got " + std::to_string(t.grad_clip));
+  require(t.skip_nonfinite >= 0,
+          "skip_nonfinite must be >= 0, got " + std::to_string(t.skip_nonfinite));
+  require(t.momentum >= 0.0 && t.momentum < 1.0,
+          "momentum must be in [0, 1), got " + num(t.momentum), "set --momentum, e.g. 0.9");
+  require(t.beta1 >= 0.0 && t.beta1 < 1.0, "beta1 must be in [0, 1), got " + num(t.beta1),
+          "set --beta1, e.g. 0.9");
+  require(t.beta2 >= 0.0 && t.beta2 < 1.0, "beta2 must be in [0, 1), got " + num(t.beta2),
+          "set --beta2, e.g. 0.999");
+  require(t.eps > 0.0, "eps must be > 0, got " + num(t.eps), "set --eps, e.g. 1e-8");
+  require(t.weight_decay >= 0.0, "weight_decay must be >= 0, got " + num(t.weight_decay),
           "set --weight-decay to 0 or a small positive value");
-  require(train.threads >= 1, "threads must be >= 1, got " + std::to_string(train.threads));
-  require(is_device_name(train.device), "unknown device '" + train.device + "'",
+  require(t.threads >= 1, "threads must be >= 1, got " + std::to_string(t.threads));
+  require(is_device_name(t.device), "unknown device '" + t.device + "'",
           "use --device auto, cpu, cuda or cuda:N");
-  require(train.tf32 == 0 || train.tf32 == 1,
-          "tf32 must be 0 or 1, got " + std::to_string(train.tf32));
-  require(train.tf32 == 0 || train.device != "cpu",
+  require(t.tf32 == 0 || t.tf32 == 1, "tf32 must be 0 or 1, got " + std::to_string(t.tf32));
+  require(t.tf32 == 0 || t.device != "cpu",
           "--tf32 1 with --device cpu: TF32 is a mode of "
           "NVIDIA GPUs' matrix units",
           "drop --tf32, or train on --device cuda");
-  require(train.eval_interval >= 0 && train.log_interval >= 1 && train.checkpoint_interval >= 0 &&
-              train.eval_batches >= 0,
+  require(t.eval_interval >= 0 && t.log_interval >= 1 && t.checkpoint_interval >= 0 &&
+              t.eval_batches >= 0,
           "eval_interval, eval_batches and checkpoint_interval must be >= 0, log_interval >= 1");
-  require(engine.modules >= 1, "modules must be >= 1, got " + std::to_string(engine.modules));
-  require(engine.sync_warmup >= 0, "sync_warmup must be >= 0");
+}
+
+void validate_layout(const EngineConfig& e, const DistConfig& dist) {
+  require(e.modules >= 1, "modules must be >= 1, got " + std::to_string(e.modules));
+  require(e.sync_warmup >= 0, "sync_warmup must be >= 0");
   // Explicit cut boundaries mean nothing to one module: refused rather than ignored.
-  require(engine.modules > 1 || engine.partition == "auto" || engine.partition == "even" ||
-              engine.partition.empty(),
-          "partition '" + engine.partition + "' needs modules >= 2, got modules 1",
+  require(e.modules > 1 || e.partition == "auto" || e.partition == "even" || e.partition.empty(),
+          "partition '" + e.partition + "' needs modules >= 2, got modules 1",
           "add --modules K or drop --partition");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
   require(dist.backend == "auto" || dist.backend == "gloo" || dist.backend == "nccl",
           "unknown backend '" + dist.backend + "'", "use --backend auto, gloo or nccl");
+}
+
+}  // namespace
+
+void Config::validate() const {
+  validate_model(model);
+  validate_data(data, model);
+  validate_train(train);
+  validate_layout(engine, dist);
   validate_mode(engine, train, model);
 }
 

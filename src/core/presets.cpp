@@ -153,4 +153,16 @@ void apply_preset(const std::string& name, Config& cfg) {
   throw ConfigError("unknown preset '" + name + "'", "use one of " + preset_list());
 }
 
+Config benchmark_config() {
+  Config c;
+  c.model.n_layer = 6;
+  c.model.n_head = 4;
+  c.model.n_embd = 256;
+  c.model.block_size = 128;
+  c.model.vocab_size = 256;
+  c.train.batch_size = 8;
+  c.engine.modules = 3;
+  return c;
+}
+
 }  // namespace ouroboros

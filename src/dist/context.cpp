@@ -113,54 +113,9 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
   device_ = run_device(cfg.train.device, env.local_rank);
   backend_ = resolve_backend(cfg.dist.backend, device_);
   fault_point("rendezvous");
-  c10d::TCPStoreOptions so;
-  so.port = static_cast<uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
-  so.numWorkers = static_cast<size_t>(env.world_size);
-  so.waitWorkers = false;
-  so.timeout = timeout_;
-  try {
-    store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-  } catch (const std::exception& e) {
-    throw TransportError("rank " + std::to_string(env.rank) + " cannot " +
-                             (so.isServer ? "host" : "reach") + " the store at " + env.master_addr +
-                             ":" + std::to_string(env.master_port) + ": " + first_line(e.what()),
-                         "check MASTER_ADDR/MASTER_PORT (--master-addr/--master-port) and that "
-                         "rank 0 is running");
-  }
-
-  // Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
+  open_store();
   fault_point("fingerprint");
-  json mine = config_fingerprint(cfg);
-  // Each rank resolves dist.backend for its own device; all must end up on the same one.
-  mine["dist.backend (resolved)"] = backend_;
-  store_set("fingerprint/" + std::to_string(env.rank), bytes_of(mine.dump()), timeout_);
-  std::string diff;
-  for (int64_t r = 0; r < env.world_size && diff.empty(); ++r) {
-    if (r == env.rank) continue;
-    const json theirs = json::parse(string_of(get("fingerprint/" + std::to_string(r), timeout_)));
-    diff = fingerprint_difference(mine, theirs, env.rank, r);
-  }
-  store_set("fingerprint_read/" + std::to_string(env.rank), bytes_of("1"), timeout_);
-  if (!diff.empty()) {
-    if (env.rank == 0) {
-      // The store lives in this process: let every rank read the fingerprints before it goes.
-      std::vector<std::string> keys;
-      for (int64_t r = 1; r < env.world_size; ++r) {
-        keys.push_back("fingerprint_read/" + std::to_string(r));
-      }
-      const auto until = std::chrono::steady_clock::now() + std::min(timeout_, Millis(10000));
-      try {
-        while (!store_->check(keys) && std::chrono::steady_clock::now() < until) {
-          std::this_thread::sleep_for(Millis(10));
-        }
-      } catch (const std::exception&) {
-      }
-    }
-    throw ConfigError("configuration mismatch: " + diff,
-                      "start every rank with the same configuration");
-  }
-
+  check_fingerprints(cfg);
   try {
     world_ = gloo_group("world", env.rank, env.world_size);
     if (replicas_ > 1) {
@@ -170,23 +125,7 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
       nccl_ = std::make_unique<PairGroups>(nccl_groups(store_, device_, timeout_), env.rank,
                                            ring_layout(env.rank, workers_, replicas_));
     }
-    so.isServer = false;
-    heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-    // The thread holds its own references, so it can be left behind if the store stops
-    // answering while it waits in add() (a frozen rank 0).
-    heartbeat_ =
-        std::thread([store = heartbeat_store_, stop = stop_heartbeat_, done = heartbeat_done_,
-                     key = "heartbeat/" + std::to_string(env_.rank)] {
-          while (!*stop) {
-            try {
-              store->add(key, 1);
-            } catch (const std::exception&) {
-              break;
-            }
-            for (int i = 0; i < 5 && !*stop; ++i) std::this_thread::sleep_for(Millis(100));
-          }
-          *done = true;
-        });
+    start_heartbeat();
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -195,6 +134,82 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
             " could not connect to every other rank: " + first_line(e.what()),
         "all " + std::to_string(env.world_size) + " processes must start within --timeout seconds");
   }
+}
+
+c10d::TCPStoreOptions DistContext::store_options(bool server) const {
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(env_.master_port);
+  so.isServer = server;
+  so.numWorkers = static_cast<size_t>(env_.world_size);
+  so.waitWorkers = false;
+  so.timeout = timeout_;
+  return so;
+}
+
+// Rank 0 hosts the store; the others connect to it.
+void DistContext::open_store() {
+  const c10d::TCPStoreOptions so = store_options(env_.rank == 0);
+  try {
+    store_ = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, so);
+  } catch (const std::exception& e) {
+    throw TransportError("rank " + std::to_string(env_.rank) + " cannot " +
+                             (so.isServer ? "host" : "reach") + " the store at " +
+                             env_.master_addr + ":" + std::to_string(env_.master_port) + ": " +
+                             first_line(e.what()),
+                         "check MASTER_ADDR/MASTER_PORT (--master-addr/--master-port) and that "
+                         "rank 0 is running");
+  }
+}
+
+// Every rank checks every other rank's configuration, so each one refuses a mismatch itself.
+void DistContext::check_fingerprints(const Config& cfg) {
+  json mine = config_fingerprint(cfg);
+  // Each rank resolves dist.backend for its own device; all must end up on the same one.
+  mine["dist.backend (resolved)"] = backend_;
+  store_set("fingerprint/" + std::to_string(env_.rank), bytes_of(mine.dump()), timeout_);
+  std::string diff;
+  for (int64_t r = 0; r < env_.world_size && diff.empty(); ++r) {
+    if (r == env_.rank) continue;
+    const json theirs = json::parse(string_of(get("fingerprint/" + std::to_string(r), timeout_)));
+    diff = fingerprint_difference(mine, theirs, env_.rank, r);
+  }
+  store_set("fingerprint_read/" + std::to_string(env_.rank), bytes_of("1"), timeout_);
+  if (diff.empty()) return;
+  if (env_.rank == 0) {
+    // The store lives in this process: let every rank read the fingerprints before it goes.
+    std::vector<std::string> keys;
+    for (int64_t r = 1; r < env_.world_size; ++r) {
+      keys.push_back("fingerprint_read/" + std::to_string(r));
+    }
+    const auto until = std::chrono::steady_clock::now() + std::min(timeout_, Millis(10000));
+    try {
+      while (!store_->check(keys) && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(Millis(10));
+      }
+    } catch (const std::exception&) {
+    }
+  }
+  throw ConfigError("configuration mismatch: " + diff,
+                    "start every rank with the same configuration");
+}
+
+void DistContext::start_heartbeat() {
+  heartbeat_store_ = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, store_options(false));
+  // The thread holds its own references, so it can be left behind if the store stops
+  // answering while it waits in add() (a frozen rank 0).
+  heartbeat_ =
+      std::thread([store = heartbeat_store_, stop = stop_heartbeat_, done = heartbeat_done_,
+                   key = "heartbeat/" + std::to_string(env_.rank)] {
+        while (!*stop) {
+          try {
+            store->add(key, 1);
+          } catch (const std::exception&) {
+            break;
+          }
+          for (int i = 0; i < 5 && !*stop; ++i) std::this_thread::sleep_for(Millis(100));
+        }
+        *done = true;
+      });
 }
 
 c10::intrusive_ptr<CommGroup> DistContext::gloo_group(const std::string& name, int64_t rank,

@@ -100,264 +100,339 @@ std::vector<TrainJob> training_jobs(const TrainConfig& cfg, int64_t from, int64_
   return jobs;
 }
 
-TrainResult train(Config cfg, const TrainOptions& opts) {
-  std::ostream& log = opts.log ? *opts.log : std::cout;
-  const RankRole& role = opts.role;
-  const bool talk = role.lead && !opts.quiet;
-  cfg.validate();
+namespace {
 
-  if (cfg.dist.replicas > 1 && !opts.method_factory) {
-    throw ConfigError("replicas " + std::to_string(cfg.dist.replicas) +
+// One training run on this rank, in named steps: the constructor prepares (checks, data, model,
+// method, resume, out-dir), run() walks the jobs (ticks, validation, checkpoints) and finish()
+// hands back the result. Every rank builds one; the lead also reads the corpus, reports and writes.
+class Run {
+ public:
+  Run(Config cfg, const TrainOptions& opts);
+  TrainResult run();
+
+ private:
+  void refuse_what_needs_processes() const;
+  void load_inputs();
+  void build_method();
+  void open_batches();
+  void resume();
+  void open_out_dir();
+  int64_t run_ticks(int64_t first, int64_t count);
+  void on_loss(int64_t tick, double loss);
+  std::optional<EvalResult> validate(int64_t at_step, int64_t max_windows);
+  void save(int64_t at_step, bool final);
+  TrainResult finish(TrainResult result);
+  // Rank 0's value of what every rank must agree on (this process's own in one process).
+  int64_t lead_value(const char* topic, int64_t mine) const {
+    return role_.lead_value ? role_.lead_value(topic, mine) : mine;
+  }
+
+  Config cfg_;
+  const TrainOptions& opts_;
+  std::ostream& log_;
+  const RankRole& role_;
+  const bool talk_;
+  std::optional<Checkpoint> ck_;
+  std::optional<Dataset> ds_;
+  std::string ckpt_path_;
+  std::unique_ptr<LanguageModel> model_;
+  c10::Device device_{c10::kCPU};
+  ParamSet params_;
+  std::unique_ptr<Method> method_;
+  // The rows of a tick's batch, all rings together: R rings of B rows draw, and evaluate, as one
+  // ring of R*B.
+  int64_t rows_ = 0;
+  Batches batches_;
+  int64_t step_ = 0, end_ = 0;
+  double valid_bytes_per_token_ = 0.0;  // the lead's corpus
+  std::optional<DirLock> lock_;
+  std::optional<Reporter> reporter_;
+  std::vector<double> losses_;
+  int64_t nonfinite_ = 0;
+  double seconds_per_tick_ = 0.0;
+};
+
+Run::Run(Config cfg, const TrainOptions& opts)
+    : cfg_(std::move(cfg)),
+      opts_(opts),
+      log_(opts.log ? *opts.log : std::cout),
+      role_(opts.role),
+      talk_(opts.role.lead && !opts.quiet) {
+  cfg_.validate();
+  refuse_what_needs_processes();
+  load_inputs();
+  build_method();
+  open_batches();
+  resume();
+  end_ = opts_.stop_after >= 0 ? std::min(opts_.stop_after, cfg_.train.steps) : cfg_.train.steps;
+  open_out_dir();
+}
+
+void Run::refuse_what_needs_processes() const {
+  if (opts_.method_factory) return;
+  if (cfg_.dist.replicas > 1) {
+    throw ConfigError("replicas " + std::to_string(cfg_.dist.replicas) +
                           " needs one process per worker of every ring",
                       "start R*(K-1) processes, e.g. ouroboros launch --nproc N -- train ...");
   }
-  if (cfg.dist.backend != "auto" && !opts.method_factory) {
-    throw ConfigError("--backend " + cfg.dist.backend +
+  if (cfg_.dist.backend != "auto") {
+    throw ConfigError("--backend " + cfg_.dist.backend +
                           " picks what carries messages between processes; the workers of one "
                           "process pass them in memory",
                       "drop --backend, or start processes (ouroboros launch --nproc N -- train)");
   }
-  std::optional<Checkpoint> ck;
-  if (!opts.resume.empty()) {
-    ck = load_checkpoint(opts.resume);
+}
+
+// The checkpoint to resume, the corpus (on the ranks that draw batches), the model and the device,
+// each checked before anything is written.
+void Run::load_inputs() {
+  if (!opts_.resume.empty()) ck_ = load_checkpoint(opts_.resume);
+  if (role_.draws_batches) {
+    ds_ =
+        load_dataset(cfg_.data.data, cfg_.data.format, cfg_.data.tokenizer, cfg_.model.vocab_size);
   }
-  std::optional<Dataset> ds;
-  if (role.draws_batches)
-    ds = load_dataset(cfg.data.data, cfg.data.format, cfg.data.tokenizer, cfg.model.vocab_size);
   // One process writes one file; processes each write a shard into a directory.
-  const std::string ckpt_path =
-      (std::filesystem::path(cfg.train.out_dir) / (role.single_process ? "ckpt.pt" : "ckpt"))
+  ckpt_path_ =
+      (std::filesystem::path(cfg_.train.out_dir) / (role_.single_process ? "ckpt.pt" : "ckpt"))
           .string();
-  if (role.lead) check_data(cfg, *ds, ck, opts.resume);
-  // Rank 0's value of what every rank must agree on (this process's own in one process).
-  auto lead_value = [&](const char* topic, int64_t mine) {
-    return role.lead_value ? role.lead_value(topic, mine) : mine;
-  };
-  cfg.model.vocab_size = lead_value("vocab", cfg.model.vocab_size);
-  std::unique_ptr<LanguageModel> model_ptr = make_model(cfg.model);
-  const LanguageModel& model = *model_ptr;
-  const c10::Device device = run_device(cfg.train.device, role.local_rank);
-  set_tf32(cfg.train.tf32 != 0, device);
-  if (role.lead && role.single_process && device.is_cpu()) check_fits_memory(cfg, model);
-  if (role.lead) check_out_dir(cfg, ckpt_path, ck.has_value(), opts.overwrite);
+  if (role_.lead) check_data(cfg_, *ds_, ck_, opts_.resume);
+  cfg_.model.vocab_size = lead_value("vocab", cfg_.model.vocab_size);
+  model_ = make_model(cfg_.model);
+  device_ = run_device(cfg_.train.device, role_.local_rank);
+  set_tf32(cfg_.train.tf32 != 0, device_);
+  if (role_.lead && role_.single_process && device_.is_cpu()) check_fits_memory(cfg_, *model_);
+  if (role_.lead) check_out_dir(cfg_, ckpt_path_, ck_.has_value(), opts_.overwrite);
 
-  at::set_num_threads(static_cast<int>(cfg.train.threads));
-  if (talk) {
+  at::set_num_threads(static_cast<int>(cfg_.train.threads));
+  if (ds_) valid_bytes_per_token_ = bytes_per_token(ds_->tokenizer, ds_->valid);
+  if (talk_) {
     const std::string warning = blas_warning(check_blas());
-    if (!warning.empty()) log << warning << std::endl;
-    log << "config " << cfg.to_json().dump() << std::endl;
-    log << "data " << ds->description << std::endl;
+    if (!warning.empty()) log_ << warning << std::endl;
+    log_ << "config " << cfg_.to_json().dump() << std::endl;
+    log_ << "data " << ds_->description << std::endl;
   }
+}
 
-  const std::string relayout = ck ? carry_to_layout(*ck, cfg, model, opts.resume) : "";
-  if (talk && !relayout.empty()) log << relayout << std::endl;
+// The weights (the checkpoint's, carried to this layout, or fresh) and the method that trains them.
+void Run::build_method() {
+  const std::string relayout = ck_ ? carry_to_layout(*ck_, cfg_, *model_, opts_.resume) : "";
+  if (talk_ && !relayout.empty()) log_ << relayout << std::endl;
   // Initialised on the CPU (the same weights wherever the run trains), then moved.
   // A checkpoint's weights are copied once, to where the run trains (ParamSet::to copies).
-  ParamSet params = ck ? (device.is_cpu() ? trainable_copy(ck->model) : ck->model.to(device))
-                       : model.init_params(cfg.train.seed).to(device);
-  if (talk && !device.is_cpu()) log << "device " << describe_device(device) << std::endl;
-  if (talk) {
-    log << "model " << cfg.model.model << ": " << cfg.model.n_layer << " layers, "
-        << cfg.model.n_embd << " wide, " << params.numel() << " parameters" << std::endl;
+  params_ = ck_ ? (device_.is_cpu() ? trainable_copy(ck_->model) : ck_->model.to(device_))
+                : model_->init_params(cfg_.train.seed).to(device_);
+  if (talk_ && !device_.is_cpu()) log_ << "device " << describe_device(device_) << std::endl;
+  if (talk_) {
+    log_ << "model " << cfg_.model.model << ": " << cfg_.model.n_layer << " layers, "
+         << cfg_.model.n_embd << " wide, " << params_.numel() << " parameters" << std::endl;
   }
-  std::unique_ptr<Method> method = opts.method_factory ? opts.method_factory(cfg, model, params)
-                                                       : make_method(cfg, model, params);
-  if (talk) log << method->describe() << std::flush;
+  method_ = opts_.method_factory ? opts_.method_factory(cfg_, *model_, params_)
+                                 : make_method(cfg_, *model_, params_);
+  if (talk_) log_ << method_->describe() << std::flush;
+}
 
-  // The rows of a tick's batch, all rings together: R rings of B rows draw, and evaluate, as one
-  // ring of R*B.
-  const int64_t rows = cfg.train.batch_size * cfg.dist.replicas;
-  Batches batches;
-  if (ds) {
-    if (model.recurrent()) {
-      batches.streams.emplace(ds->train, cfg.model.block_size, rows);
-    } else {
-      batches.sampler.emplace(ds->train, cfg.model.block_size, rows,
-                              static_cast<uint64_t>(cfg.train.seed));
-    }
+void Run::open_batches() {
+  rows_ = cfg_.train.batch_size * cfg_.dist.replicas;
+  if (!ds_) return;
+  if (model_->recurrent()) {
+    batches_.streams.emplace(ds_->train, cfg_.model.block_size, rows_);
+  } else {
+    batches_.sampler.emplace(ds_->train, cfg_.model.block_size, rows_,
+                             static_cast<uint64_t>(cfg_.train.seed));
   }
-  int64_t step = 0;
-  if (ck) {  // the one restore path
-    MethodState s = method_state(*ck);
-    // Another layout's checkpoint has none (carry_to_layout): the method's own fresh ones.
-    if (s.generators.empty()) s.generators = method->state().generators;
-    step = ck->step;
-    method->restore(s, step);
-    batches.set_state(ck->sampler_state);
-    if (talk) log << "resumed from " << opts.resume << " at step " << step << std::endl;
-  }
-  const int64_t end =
-      opts.stop_after >= 0 ? std::min(opts.stop_after, cfg.train.steps) : cfg.train.steps;
-  const bool chars = ds && ds->tokenizer.is_character_level();
-  const double valid_bytes_per_token = ds ? bytes_per_token(ds->tokenizer, ds->valid) : 0.0;
-  // The out-dir is the lead's for the whole run: a second run into it is refused.
-  std::optional<DirLock> lock;
-  if (role.lead) {
-    std::filesystem::create_directories(cfg.train.out_dir);
-    lock.emplace(cfg.train.out_dir);
-    remove_partial_writes(ckpt_path);
-  }
-  std::optional<Reporter> reporter;
-  if (role.lead) reporter.emplace(cfg, log, opts.quiet, !ck, step);
-  std::vector<double> losses;
+}
 
-  // A checkpoint keeps the batches in flight where the method can (resuming continues the very
-  // same run); the last one, and those of methods that cannot, drain the pipeline first.
-  auto save = [&](int64_t at_step, bool final) {
-    if (final || !method->saves_in_flight()) method->drain();
-    const auto started = Clock::now();
-    Checkpoint out;
-    int64_t bytes = 0, in_flight = 0, id = 0;
-    if (!role.single_process) {  // every rank its shard, then rank 0 the manifest
-      CheckpointShard shard = method->shard().value();
-      id = shard.id = lead_value("checkpoint", fresh_checkpoint_id());
-      in_flight = role.sum_at_lead("in-flight", shard.pipeline ? shard.pipeline->batches() : 0);
-      bytes = role.sum_at_lead("checkpoint", save_shard(ckpt_path, shard));
-      if (!role.lead) return;
-      out.pipeline.start = shard.pipeline_start;
-    } else if (!role.lead) {
-      return;
-    }
-    out.config = cfg;
-    out.tokenizer = ds->tokenizer;
-    out.step = at_step;
-    out.sampler_state = batches.state();
-    if (!role.single_process) {
-      bytes += save_manifest(ckpt_path, out, id, role.world, params.names());
-    } else {
-      const MethodState s = method->state();
-      out.model = method->params();
-      out.optimizer = s.optimizer;
-      out.memory = s.memory;
-      out.generator_states = s.generators;
-      out.pipeline = s.pipeline;
-      in_flight = s.pipeline.batches();
-      bytes = save_checkpoint(ckpt_path, out);
-    }
-    reporter->checkpoint(at_step, ckpt_path, static_cast<double>(bytes),
-                         std::chrono::duration<double>(Clock::now() - started).count(), in_flight);
-  };
-  // Every rank calls it. Processes evaluate through ring 0 (every rank of it runs its modules;
-  // the middle ones never read the corpus, so a split of the lead's length gives them the
-  // batches' shapes); otherwise the lead holds the whole model and evaluates params(). The lead's
-  // result.
-  auto validate = [&](int64_t at_step, int64_t max_windows) -> std::optional<EvalResult> {
-    const std::optional<LossSumFn> ring = method->ring_loss_sum();
-    if (!ring && !role.lead) return std::nullopt;
-    EvalResult r;
-    if (ring) {
-      const int64_t n =
-          lead_value("eval-tokens", role.lead ? static_cast<int64_t>(ds->valid.size()) : 0);
-      const std::vector<int32_t> shapes_only(role.lead ? 0 : static_cast<size_t>(n));
-      r = evaluate(model, *ring, role.lead ? ds->valid : shapes_only, rows, max_windows);
-    } else {
-      r = evaluate(model, method->params(), ds->valid, rows, max_windows);
-    }
-    if (!role.lead) return std::nullopt;
-    r.bytes_per_token = valid_bytes_per_token;
-    reporter->eval(at_step, "valid", r, chars);
-    return r;
-  };
+// The one restore path: the method's state and the sampler's, at the checkpoint's step.
+void Run::resume() {
+  if (!ck_) return;
+  MethodState s = method_state(*ck_);
+  // Another layout's checkpoint has none (carry_to_layout): the method's own fresh ones.
+  if (s.generators.empty()) s.generators = method_->state().generators;
+  step_ = ck_->step;
+  method_->restore(s, step_);
+  batches_.set_state(ck_->sampler_state);
+  if (talk_) log_ << "resumed from " << opts_.resume << " at step " << step_ << std::endl;
+}
 
-  const BatchFn next_batch = [&](int64_t) { return batches.next(); };
-  int64_t nonfinite = 0;
-  const LossFn on_loss = [&](int64_t tick, double loss) {
-    losses.push_back(loss);
-    if (!std::isfinite(loss)) {
-      // The update of a non-finite loss is dropped by the optimizers (skip_nonfinite) or
-      // stops the run; it never enters the reported mean.
-      if (++nonfinite > cfg.train.skip_nonfinite) {
-        throw NumericError(
-            "step " + std::to_string(tick + 1) + ": non-finite loss (" + std::to_string(loss) + ")",
-            "lower --lr, keep --grad-clip on, or step over rare spikes with "
-            "--skip-nonfinite N; the last checkpoint is kept");
-      }
-      return;
-    }
-    if (reporter) reporter->loss(tick, loss);
-  };
-  // When a stop may be requested, a run job goes in pieces of about opts.stop_check_seconds
-  // (measured on the pieces before; the first is 10 ticks), and the request is looked at between
-  // them. Splitting a run changes no result; each cut costs the pipeline about one tick.
-  double seconds_per_tick = 0.0;
-  auto run_ticks = [&](int64_t first, int64_t count) {
-    for (int64_t t = first; t < first + count;) {
-      int64_t n = first + count - t;
-      if (opts.stop_check_seconds > 0) {
-        if (lead_value("stop", stop_requested() != 0) != 0) return t;
-        const int64_t piece = seconds_per_tick > 0
-                                  ? static_cast<int64_t>(opts.stop_check_seconds / seconds_per_tick)
-                                  : 10;
-        n = std::min(n, std::max<int64_t>(1, piece));
-        // Every rank must cut at the same ticks: rank 0's measurement decides.
-        n = lead_value("piece", n);
-      }
-      const auto started = Clock::now();
-      try {
-        method->run(t, n, next_batch, on_loss);
-      } catch (const NumericError& e) {
-        const std::string what = e.what();
-        if (what.rfind("step ", 0) == 0) throw;
-        throw NumericError("steps " + std::to_string(t + 1) + "-" + std::to_string(t + n) + ": " +
-                           what);
-      }
-      seconds_per_tick =
-          std::chrono::duration<double>(Clock::now() - started).count() / static_cast<double>(n);
-      for (const ModuleStats& m : method->take_diagnostics()) {
-        if (reporter) reporter->module_stats(m);
-      }
-      t += n;
-    }
-    return first + count;
-  };
+// The out-dir is the lead's for the whole run: a second run into it is refused.
+void Run::open_out_dir() {
+  if (!role_.lead) return;
+  std::filesystem::create_directories(cfg_.train.out_dir);
+  lock_.emplace(cfg_.train.out_dir);
+  remove_partial_writes(ckpt_path_);
+  reporter_.emplace(cfg_, log_, opts_.quiet, !ck_, step_);
+}
+
+// The job loop: ticks, then whatever falls at the step they reach (validation, a checkpoint).
+TrainResult Run::run() {
   TrainResult result;
-  for (const TrainJob& job : training_jobs(cfg.train, step, end)) {
+  for (const TrainJob& job : training_jobs(cfg_.train, step_, end_)) {
     if (job.kind == TrainJob::kRun) {
-      step = run_ticks(job.first, job.count);
-      if (step < job.first + job.count) {
+      step_ = run_ticks(job.first, job.count);
+      if (step_ < job.first + job.count) {
         result.stopped = true;
         break;
       }
       continue;
     }
     // Time spent evaluating or checkpointing does not count as training speed.
-    if (reporter) reporter->pause_clock();
+    if (reporter_) reporter_->pause_clock();
     if (job.kind == TrainJob::kEvaluate) fault_point("evaluation");
     if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint");
-    if (job.kind == TrainJob::kEvaluate) validate(job.first, cfg.train.eval_batches * rows);
+    if (job.kind == TrainJob::kEvaluate) validate(job.first, cfg_.train.eval_batches * rows_);
     if (job.kind == TrainJob::kCheckpoint || job.kind == TrainJob::kFinal) {
       // A run stopped early (stop_after) keeps its pipeline like any interruption.
-      save(job.first, job.kind == TrainJob::kFinal && job.first == cfg.train.steps);
+      save(job.first, job.kind == TrainJob::kFinal && job.first == cfg_.train.steps);
       if (job.kind == TrainJob::kCheckpoint) fault_point("checkpoint-written");
     }
-    if (reporter) reporter->resume_clock();
+    if (reporter_) reporter_->resume_clock();
   }
-
   if (result.stopped) {
-    save(step, false);  // the pipeline kept: --resume continues the same run
-    if (talk) {
-      log << "stopped by signal at step " << step << "; checkpoint " << ckpt_path
-          << " (continue with --resume " << ckpt_path << ")" << std::endl;
+    save(step_, false);  // the pipeline kept: --resume continues the same run
+    if (talk_) {
+      log_ << "stopped by signal at step " << step_ << "; checkpoint " << ckpt_path_
+           << " (continue with --resume " << ckpt_path_ << ")" << std::endl;
     }
   }
-  if (!result.stopped && step == cfg.train.steps) {
+  if (!result.stopped && step_ == cfg_.train.steps) {
     // The final evaluation, on the whole valid split.
-    if (auto r = validate(step, 0)) result.valid = *r;
+    if (auto r = validate(step_, 0)) result.valid = *r;
   }
-  method->collect_params();  // the lead holds the whole model from here on
-  result.steps = step;
-  result.losses = losses;
-  if (!role.lead) return result;
-  result.checkpoint = ckpt_path;
-  if (talk) {
-    log << "checkpoint " << ckpt_path << " | " << reporter->elapsed() << " s | peak memory "
-        << std::fixed << std::setprecision(0) << peak_rss_mib() << " MiB" << std::endl;
+  return finish(std::move(result));
+}
+
+// When a stop may be requested, a run job goes in pieces of about opts.stop_check_seconds
+// (measured on the pieces before; the first is 10 ticks), and the request is looked at between
+// them. Splitting a run changes no result; each cut costs the pipeline about one tick. Returns the
+// tick reached.
+int64_t Run::run_ticks(int64_t first, int64_t count) {
+  const BatchFn next_batch = [this](int64_t) { return batches_.next(); };
+  const LossFn loss_fn = [this](int64_t tick, double loss) { on_loss(tick, loss); };
+  for (int64_t t = first; t < first + count;) {
+    int64_t n = first + count - t;
+    if (opts_.stop_check_seconds > 0) {
+      if (lead_value("stop", stop_requested() != 0) != 0) return t;
+      const int64_t piece = seconds_per_tick_ > 0
+                                ? static_cast<int64_t>(opts_.stop_check_seconds / seconds_per_tick_)
+                                : 10;
+      n = std::min(n, std::max<int64_t>(1, piece));
+      // Every rank must cut at the same ticks: rank 0's measurement decides.
+      n = lead_value("piece", n);
+    }
+    const auto started = Clock::now();
+    try {
+      method_->run(t, n, next_batch, loss_fn);
+    } catch (const NumericError& e) {
+      const std::string what = e.what();
+      if (what.rfind("step ", 0) == 0) throw;
+      throw NumericError("steps " + std::to_string(t + 1) + "-" + std::to_string(t + n) + ": " +
+                         what);
+    }
+    seconds_per_tick_ =
+        std::chrono::duration<double>(Clock::now() - started).count() / static_cast<double>(n);
+    for (const ModuleStats& m : method_->take_diagnostics()) {
+      if (reporter_) reporter_->module_stats(m);
+    }
+    t += n;
   }
-  result.final_train_loss = reporter->last_mean();
-  for (size_t i = 0; i < method->params().size(); ++i) {
-    result.params.add(method->params().names()[i], method->params().tensors()[i].detach().clone());
+  return first + count;
+}
+
+void Run::on_loss(int64_t tick, double loss) {
+  losses_.push_back(loss);
+  if (!std::isfinite(loss)) {
+    // The update of a non-finite loss is dropped by the optimizers (skip_nonfinite) or
+    // stops the run; it never enters the reported mean.
+    if (++nonfinite_ > cfg_.train.skip_nonfinite) {
+      throw NumericError(
+          "step " + std::to_string(tick + 1) + ": non-finite loss (" + std::to_string(loss) + ")",
+          "lower --lr, keep --grad-clip on, or step over rare spikes with "
+          "--skip-nonfinite N; the last checkpoint is kept");
+    }
+    return;
+  }
+  if (reporter_) reporter_->loss(tick, loss);
+}
+
+// Every rank calls it. Processes evaluate through ring 0 (every rank of it runs its modules;
+// the middle ones never read the corpus, so a split of the lead's length gives them the
+// batches' shapes); otherwise the lead holds the whole model and evaluates params(). The lead's
+// result.
+std::optional<EvalResult> Run::validate(int64_t at_step, int64_t max_windows) {
+  const std::optional<LossSumFn> ring = method_->ring_loss_sum();
+  if (!ring && !role_.lead) return std::nullopt;
+  EvalResult r;
+  if (ring) {
+    const int64_t n =
+        lead_value("eval-tokens", role_.lead ? static_cast<int64_t>(ds_->valid.size()) : 0);
+    const std::vector<int32_t> shapes_only(role_.lead ? 0 : static_cast<size_t>(n));
+    r = evaluate(*model_, *ring, role_.lead ? ds_->valid : shapes_only, rows_, max_windows);
+  } else {
+    r = evaluate(*model_, method_->params(), ds_->valid, rows_, max_windows);
+  }
+  if (!role_.lead) return std::nullopt;
+  r.bytes_per_token = valid_bytes_per_token_;
+  reporter_->eval(at_step, "valid", r, ds_->tokenizer.is_character_level());
+  return r;
+}
+
+// A checkpoint keeps the batches in flight where the method can (resuming continues the very
+// same run); the last one, and those of methods that cannot, drain the pipeline first.
+void Run::save(int64_t at_step, bool final) {
+  if (final || !method_->saves_in_flight()) method_->drain();
+  const auto started = Clock::now();
+  Checkpoint out;
+  int64_t bytes = 0, in_flight = 0, id = 0;
+  if (!role_.single_process) {  // every rank its shard, then rank 0 the manifest
+    CheckpointShard shard = method_->shard().value();
+    id = shard.id = lead_value("checkpoint", fresh_checkpoint_id());
+    in_flight = role_.sum_at_lead("in-flight", shard.pipeline ? shard.pipeline->batches() : 0);
+    bytes = role_.sum_at_lead("checkpoint", save_shard(ckpt_path_, shard));
+    if (!role_.lead) return;
+    out.pipeline.start = shard.pipeline_start;
+  } else if (!role_.lead) {
+    return;
+  }
+  out.config = cfg_;
+  out.tokenizer = ds_->tokenizer;
+  out.step = at_step;
+  out.sampler_state = batches_.state();
+  if (!role_.single_process) {
+    bytes += save_manifest(ckpt_path_, out, id, role_.world, params_.names());
+  } else {
+    const MethodState s = method_->state();
+    out.model = method_->params();
+    out.optimizer = s.optimizer;
+    out.memory = s.memory;
+    out.generator_states = s.generators;
+    out.pipeline = s.pipeline;
+    in_flight = s.pipeline.batches();
+    bytes = save_checkpoint(ckpt_path_, out);
+  }
+  reporter_->checkpoint(at_step, ckpt_path_, static_cast<double>(bytes),
+                        std::chrono::duration<double>(Clock::now() - started).count(), in_flight);
+}
+
+TrainResult Run::finish(TrainResult result) {
+  method_->collect_params();  // the lead holds the whole model from here on
+  result.steps = step_;
+  result.losses = losses_;
+  if (!role_.lead) return result;
+  result.checkpoint = ckpt_path_;
+  if (talk_) {
+    log_ << "checkpoint " << ckpt_path_ << " | " << reporter_->elapsed() << " s | peak memory "
+         << std::fixed << std::setprecision(0) << peak_rss_mib() << " MiB" << std::endl;
+  }
+  result.final_train_loss = reporter_->last_mean();
+  for (size_t i = 0; i < method_->params().size(); ++i) {
+    result.params.add(method_->params().names()[i],
+                      method_->params().tensors()[i].detach().clone());
   }
   return result;
 }
+
+}  // namespace
+
+TrainResult train(Config cfg, const TrainOptions& opts) { return Run(std::move(cfg), opts).run(); }
 
 }  // namespace ouroboros

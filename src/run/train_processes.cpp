@@ -3,6 +3,7 @@
 #include <chrono>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <sstream>
 
 #include "ouroboros/core/errors.h"
@@ -15,6 +16,74 @@
 namespace ouroboros {
 
 using json = nlohmann::json;
+
+namespace {
+
+// This process's part in the run: its rank's role, and what every rank must agree on coming from
+// rank 0 through the store, one key per value (the vocabulary size rank 0 read, stop requests, the
+// pieces of a run, the checkpoint's id and the sums rank 0 reports).
+RankRole rank_role(DistContext& ctx, const DistEnv& env) {
+  RankRole role;
+  role.lead = ctx.is_lead();
+  role.single_process = false;
+  role.world = ctx.world_size();
+  role.local_rank = env.local_rank;
+  // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
+  role.draws_batches = ctx.worker() == 0;
+  auto sent = std::make_shared<std::map<std::string, int64_t>>();
+  role.lead_value = [&ctx, sent](const std::string& topic, int64_t value) {
+    const std::string key = topic + "/" + std::to_string((*sent)[topic]++);
+    if (ctx.is_lead()) {
+      ctx.set_text(key, std::to_string(value));
+      return value;
+    }
+    return static_cast<int64_t>(std::stoll(ctx.get_text(key, DistContext::between_jobs(), 0)));
+  };
+  auto reported = std::make_shared<std::map<std::string, int64_t>>();
+  role.sum_at_lead = [&ctx, reported](const std::string& topic, int64_t value) {
+    const std::string key = "sum/" + topic + "/" + std::to_string((*reported)[topic]++) + "/";
+    if (!ctx.is_lead()) {
+      ctx.set_text(key + std::to_string(ctx.rank()), std::to_string(value));
+      return value;
+    }
+    for (int64_t r = 1; r < ctx.world_size(); ++r) {
+      value +=
+          static_cast<int64_t>(std::stoll(ctx.get_text(key + std::to_string(r), ctx.timeout(), r)));
+    }
+    return value;
+  };
+  return role;
+}
+
+// Each rank's traffic, printed by rank 0: bytes per tick and time spent waiting on peers.
+void report_traffic(DistContext& ctx, const RankStats& stats, double wall,
+                    const TrainOptions& opts) {
+  const json stats_json = {{"messages", stats.messages},
+                           {"bytes", stats.bytes},
+                           {"ticks", stats.ticks},
+                           {"wait_s", stats.wait_s},
+                           {"allreduce_s", stats.allreduce_s},
+                           {"wall_s", wall}};
+  ctx.set_text("stats/" + std::to_string(ctx.rank()), stats_json.dump());
+  if (!ctx.is_lead() || opts.quiet) return;
+  std::ostream& log = opts.log ? *opts.log : std::cout;
+  for (int64_t r = 0; r < ctx.world_size(); ++r) {
+    const json j = json::parse(ctx.get_text("stats/" + std::to_string(r), ctx.timeout()));
+    const double ticks = std::max<double>(1.0, j["ticks"].get<double>());
+    std::ostringstream s;
+    s.setf(std::ios::fixed);
+    s.precision(1);
+    s << "transport rank " << r << ": " << j["messages"].get<int64_t>() << " messages, "
+      << j["bytes"].get<double>() / ticks / 1024.0 << " KiB sent per tick, waited "
+      << j["wait_s"].get<double>() << " s on peers ("
+      << 100.0 * j["wait_s"].get<double>() / std::max(1e-9, j["wall_s"].get<double>()) << "% of "
+      << j["wall_s"].get<double>() << " s)";
+    if (ctx.replicas() > 1) s << ", " << j["allreduce_s"].get<double>() << " s in all-reduce";
+    log << s.str() << std::endl;
+  }
+}
+
+}  // namespace
 
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env) {
   cfg.validate();
@@ -31,36 +100,7 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
   mine.method_factory = [&](const Config& c, const LanguageModel& model, ParamSet params) {
     return make_process_method(c, model, std::move(params), ctx, &stats);
   };
-  mine.role.lead = ctx.is_lead();
-  mine.role.single_process = false;
-  mine.role.world = ctx.world_size();
-  mine.role.local_rank = env.local_rank;
-  // Worker 0 of another ring reads its shard of the corpus; middle workers never open it.
-  mine.role.draws_batches = ctx.worker() == 0;
-  // What every rank must agree on comes from rank 0 through the store, one key per value: the
-  // vocabulary size (rank 0 read the corpus), stop requests and the pieces of a run.
-  std::map<std::string, int64_t> sent;
-  mine.role.lead_value = [&](const std::string& topic, int64_t value) {
-    const std::string key = topic + "/" + std::to_string(sent[topic]++);
-    if (ctx.is_lead()) {
-      ctx.set_text(key, std::to_string(value));
-      return value;
-    }
-    return static_cast<int64_t>(std::stoll(ctx.get_text(key, DistContext::between_jobs(), 0)));
-  };
-  std::map<std::string, int64_t> reported;
-  mine.role.sum_at_lead = [&](const std::string& topic, int64_t value) {
-    const std::string key = "sum/" + topic + "/" + std::to_string(reported[topic]++) + "/";
-    if (!ctx.is_lead()) {
-      ctx.set_text(key + std::to_string(ctx.rank()), std::to_string(value));
-      return value;
-    }
-    for (int64_t r = 1; r < ctx.world_size(); ++r) {
-      value +=
-          static_cast<int64_t>(std::stoll(ctx.get_text(key + std::to_string(r), ctx.timeout(), r)));
-    }
-    return value;
-  };
+  mine.role = rank_role(ctx, env);
   try {
     result = train(cfg, mine);
   } catch (const TransportError&) {
@@ -71,33 +111,9 @@ TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const
     ctx.linger_after_failure();
     throw;
   }
-  // Each rank's traffic, printed by rank 0: bytes per tick and time spent waiting on peers.
-  const double wall =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const json stats_json = {{"messages", stats.messages},
-                           {"bytes", stats.bytes},
-                           {"ticks", stats.ticks},
-                           {"wait_s", stats.wait_s},
-                           {"allreduce_s", stats.allreduce_s},
-                           {"wall_s", wall}};
-  ctx.set_text("stats/" + std::to_string(ctx.rank()), stats_json.dump());
-  if (ctx.is_lead() && !opts.quiet) {
-    std::ostream& log = opts.log ? *opts.log : std::cout;
-    for (int64_t r = 0; r < ctx.world_size(); ++r) {
-      const json j = json::parse(ctx.get_text("stats/" + std::to_string(r), ctx.timeout()));
-      const double ticks = std::max<double>(1.0, j["ticks"].get<double>());
-      std::ostringstream s;
-      s.setf(std::ios::fixed);
-      s.precision(1);
-      s << "transport rank " << r << ": " << j["messages"].get<int64_t>() << " messages, "
-        << j["bytes"].get<double>() / ticks / 1024.0 << " KiB sent per tick, waited "
-        << j["wait_s"].get<double>() << " s on peers ("
-        << 100.0 * j["wait_s"].get<double>() / std::max(1e-9, j["wall_s"].get<double>()) << "% of "
-        << j["wall_s"].get<double>() << " s)";
-      if (ctx.replicas() > 1) s << ", " << j["allreduce_s"].get<double>() << " s in all-reduce";
-      log << s.str() << std::endl;
-    }
-  }
+  report_traffic(ctx, stats,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                 opts);
   ctx.finish();
   return result;
 }

@@ -1,5 +1,5 @@
 // label: unit
-// Partition layout (ALGORITHM.md section 2), the "even" and "auto" cuts, and the cost model.
+// Partition layout (docs/ALGORITHM.md section 2), the "even" and "auto" cuts, and the cost model.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ouroboros/core/errors.h"
+#include "ouroboros/core/presets.h"
 #include "ouroboros/plan/partition.h"
 #include "ouroboros/plan/planner.h"
 #include "ouroboros/plan/schedule.h"
@@ -239,12 +240,7 @@ TEST(LinkCost, TrafficAndSeconds) {
   EXPECT_DOUBLE_EQ(link.seconds(125e6, 0), 1.0);  // 1 Gbit in 1 s
   EXPECT_DOUBLE_EQ(link.seconds(0, 3), 0.003);
 
-  Config cfg;
-  cfg.model.n_layer = 6;
-  cfg.model.n_embd = 256;
-  cfg.model.block_size = 128;
-  cfg.train.batch_size = 8;
-  cfg.engine.modules = 3;
+  const Config cfg = benchmark_config();
   link.latency_s = 0.0;
   const std::string s = link_summary(cfg, 4837376, link);
   EXPECT_NE(s.find("ouroboros K = 3: 2.000 MiB per worker per tick (2 messages): +0.017 s per "

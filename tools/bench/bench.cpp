@@ -227,78 +227,65 @@ std::string plot_bench(const json& report, const std::string& png_path) {
   return err;
 }
 
-json run_bench(const BenchOptions& opts, std::ostream& log) {
-  namespace fs = std::filesystem;
-  std::vector<BenchEntry> entries = bench_entries(opts);
-  fs::create_directories(opts.out_dir);
-  Config shown = entries.front().cfg;
-  if (shown.model.vocab_size == 0) shown.model.vocab_size = 256;
+namespace {
+
+std::string model_description(const Config& shown) {
   const ModelConfig& m = shown.model;
   std::ostringstream desc;
   desc << (m.model == "gpt" ? "GPT" : m.model) << " L=" << m.n_layer << " H=" << m.n_head
        << " C=" << m.n_embd << " T=" << m.block_size << " B=" << shown.train.batch_size
        << " V=" << m.vocab_size;
+  return desc.str();
+}
 
-  log << "bench: " << desc.str() << ", " << opts.warmup << " warm-up + " << opts.steps
-      << " timed steps per method, each method in its own process"
-      << (opts.processes ? " (the parallel ones in one process per worker)" : "") << std::endl;
-  log << "measuring the matmul peak (1 thread) ..." << std::endl;
-  const double peak = matmul_peak_per_core(opts.peak_seconds);
-  log << "matmul peak: " << std::fixed << std::setprecision(1) << peak << " GFLOP/s per core"
-      << std::endl;
-
-  json runs = json::array();
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const BenchEntry& e = entries[i];
-    log << "[" << (i + 1) << "/" << entries.size() << "] " << e.name << " on "
-        << plural(e.cores, "core") << std::endl;
-    const fs::path cfg_file =
-        fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
-    std::ofstream(cfg_file) << e.cfg.to_json().dump();
-    std::string cmd = shell_quote(opts.executable);
-    if (e.processes > 1) {
-      cmd += " launch --nproc " + std::to_string(e.processes) + " --master-port " +
-             std::to_string(unused_tcp_port()) + " --";
-    }
-    cmd += " bench-child --config " + shell_quote(cfg_file.string()) + " --warmup " +
-           std::to_string(opts.warmup) + " --steps " + std::to_string(opts.steps);
-    FILE* pipe = popen(cmd.c_str(), "r");  // the child's progress goes to our stderr
-    if (!pipe) throw Error("bench: cannot start " + opts.executable);
-    std::string out;
-    char buf[4096];
-    while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
-    const int status = pclose(pipe);
-    fs::remove(cfg_file);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      throw Error("bench: " + e.name + " failed (exit status " + std::to_string(status) + ")",
-                  "its error is printed above");
-    }
-    json r;
-    try {
-      r = json::parse(out.substr(out.rfind('{')));
-    } catch (const std::exception&) {
-      throw Error("bench: " + e.name + " printed no result");
-    }
-    r["name"] = e.name;
-    r["mode"] = e.cfg.dist.replicas > 1 ? "data-parallel" : resolved_mode(e.cfg.engine);
-    r["cores"] = e.cores;
-    r["threads_per_worker"] = e.cfg.train.threads;
-    r["processes"] = e.processes;
-    r["modules"] = e.cfg.engine.modules;
-    if (r["mode"] == "gpipe") r["micro_batches"] = e.cfg.engine.micro_batches;
-    if (r["mode"] == "data-parallel") {
-      r["workers"] = std::max(e.cfg.engine.workers, e.cfg.dist.replicas);
-    }
-    const double flops = r["flop_per_step"].get<double>();
-    r["gflops"] = flops / (r["ms_per_step"].get<double>() / 1e3) / 1e9;
-    r["peak_share"] = r["gflops"].get<double>() / (peak * static_cast<double>(e.cores));
-    log << "  " << std::fixed << std::setprecision(0) << r["tokens_per_s"].get<double>()
-        << " tokens/s, " << std::setprecision(1) << r["ms_per_step"].get<double>()
-        << " ms/step, peak RSS " << std::setprecision(0) << r["peak_rss_mib"].get<double>()
-        << " MiB" << std::endl;
-    runs.push_back(r);
+// Runs entry i in a child process of its own (through `launch` when it takes several) and returns
+// the result it printed, with the entry's description and its speed against the matmul peak.
+json run_entry(const BenchOptions& opts, const BenchEntry& e, size_t i, double peak) {
+  namespace fs = std::filesystem;
+  const fs::path cfg_file = fs::path(opts.out_dir) / ("bench_child_" + std::to_string(i) + ".json");
+  std::ofstream(cfg_file) << e.cfg.to_json().dump();
+  std::string cmd = shell_quote(opts.executable);
+  if (e.processes > 1) {
+    cmd += " launch --nproc " + std::to_string(e.processes) + " --master-port " +
+           std::to_string(unused_tcp_port()) + " --";
   }
-  // Ratios to sequential at the same core count and at one thread, where those were run.
+  cmd += " bench-child --config " + shell_quote(cfg_file.string()) + " --warmup " +
+         std::to_string(opts.warmup) + " --steps " + std::to_string(opts.steps);
+  FILE* pipe = popen(cmd.c_str(), "r");  // the child's progress goes to our stderr
+  if (!pipe) throw Error("bench: cannot start " + opts.executable);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  fs::remove(cfg_file);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw Error("bench: " + e.name + " failed (exit status " + std::to_string(status) + ")",
+                "its error is printed above");
+  }
+  json r;
+  try {
+    r = json::parse(out.substr(out.rfind('{')));
+  } catch (const std::exception&) {
+    throw Error("bench: " + e.name + " printed no result");
+  }
+  r["name"] = e.name;
+  r["mode"] = e.cfg.dist.replicas > 1 ? "data-parallel" : resolved_mode(e.cfg.engine);
+  r["cores"] = e.cores;
+  r["threads_per_worker"] = e.cfg.train.threads;
+  r["processes"] = e.processes;
+  r["modules"] = e.cfg.engine.modules;
+  if (r["mode"] == "gpipe") r["micro_batches"] = e.cfg.engine.micro_batches;
+  if (r["mode"] == "data-parallel") {
+    r["workers"] = std::max(e.cfg.engine.workers, e.cfg.dist.replicas);
+  }
+  const double flops = r["flop_per_step"].get<double>();
+  r["gflops"] = flops / (r["ms_per_step"].get<double>() / 1e3) / 1e9;
+  r["peak_share"] = r["gflops"].get<double>() / (peak * static_cast<double>(e.cores));
+  return r;
+}
+
+// Ratios to sequential at the same core count and at one thread, where those were run.
+void add_ratios_to_sequential(json& runs) {
   auto sequential_at = [&](int64_t cores) -> json {
     for (const auto& r : runs) {
       if (r["mode"] == "sequential" && r["cores"] == cores) return r["tokens_per_s"];
@@ -312,33 +299,69 @@ json run_bench(const BenchOptions& opts, std::ostream& log) {
     r["ratio_to_sequential_1_thread"] =
         one.is_null() ? json(nullptr) : json(r["tokens_per_s"].get<double>() / one.get<double>());
   }
-  json report = {
-      {"date", utc_now()},
-      {"machine",
-       {{"cpu", cpu_model()},
-        {"cores", static_cast<int64_t>(std::thread::hardware_concurrency())},
-        {"blas", check_blas().library}}},
-      {"model",
-       {{"description", desc.str()},
-        {"n_layer", m.n_layer},
-        {"n_head", m.n_head},
-        {"n_embd", m.n_embd},
-        {"block_size", m.block_size},
-        {"vocab_size", m.vocab_size},
-        {"batch_size", shown.train.batch_size},
-        {"optimizer", shown.train.optimizer}}},
-      {"steps", opts.steps},
-      {"warmup", opts.warmup},
-      {"flop_per_step", runs.empty() ? json(nullptr) : runs.front()["flop_per_step"]},
-      {"matmul_peak_gflops_per_core", peak},
-      {"peak_rss_note",
-       opts.processes
-           ? "peak resident set size of the processes that ran only this method, summed over "
-             "its processes (libtorch included in each)"
-           : "peak resident set size of a separate process that ran only this method (libtorch "
-             "included)"},
-      {"processes", opts.processes},
-      {"runs", runs}};
+}
+
+json bench_report(const BenchOptions& opts, const Config& shown, double peak, json runs) {
+  const ModelConfig& m = shown.model;
+  return {{"date", utc_now()},
+          {"machine",
+           {{"cpu", cpu_model()},
+            {"cores", static_cast<int64_t>(std::thread::hardware_concurrency())},
+            {"blas", check_blas().library}}},
+          {"model",
+           {{"description", model_description(shown)},
+            {"n_layer", m.n_layer},
+            {"n_head", m.n_head},
+            {"n_embd", m.n_embd},
+            {"block_size", m.block_size},
+            {"vocab_size", m.vocab_size},
+            {"batch_size", shown.train.batch_size},
+            {"optimizer", shown.train.optimizer}}},
+          {"steps", opts.steps},
+          {"warmup", opts.warmup},
+          {"flop_per_step", runs.empty() ? json(nullptr) : runs.front()["flop_per_step"]},
+          {"matmul_peak_gflops_per_core", peak},
+          {"peak_rss_note",
+           opts.processes
+               ? "peak resident set size of the processes that ran only this method, summed over "
+                 "its processes (libtorch included in each)"
+               : "peak resident set size of a separate process that ran only this method "
+                 "(libtorch included)"},
+          {"processes", opts.processes},
+          {"runs", std::move(runs)}};
+}
+
+}  // namespace
+
+json run_bench(const BenchOptions& opts, std::ostream& log) {
+  namespace fs = std::filesystem;
+  std::vector<BenchEntry> entries = bench_entries(opts);
+  fs::create_directories(opts.out_dir);
+  Config shown = entries.front().cfg;
+  if (shown.model.vocab_size == 0) shown.model.vocab_size = 256;
+
+  log << "bench: " << model_description(shown) << ", " << opts.warmup << " warm-up + " << opts.steps
+      << " timed steps per method, each method in its own process"
+      << (opts.processes ? " (the parallel ones in one process per worker)" : "") << std::endl;
+  log << "measuring the matmul peak (1 thread) ..." << std::endl;
+  const double peak = matmul_peak_per_core(opts.peak_seconds);
+  log << "matmul peak: " << std::fixed << std::setprecision(1) << peak << " GFLOP/s per core"
+      << std::endl;
+
+  json runs = json::array();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const BenchEntry& e = entries[i];
+    log << "[" << (i + 1) << "/" << entries.size() << "] " << e.name << " on "
+        << plural(e.cores, "core") << std::endl;
+    const json r = run_entry(opts, e, i, peak);
+    log << "  " << std::fixed << std::setprecision(0) << r["tokens_per_s"].get<double>()
+        << " tokens/s, " << std::setprecision(1) << r["ms_per_step"].get<double>()
+        << " ms/step, peak RSS " << std::setprecision(0) << r["peak_rss_mib"].get<double>()
+        << " MiB" << std::endl;
+    runs.push_back(r);
+  }
+  add_ratios_to_sequential(runs);
+  const json report = bench_report(opts, shown, peak, std::move(runs));
   const fs::path json_path = fs::path(opts.out_dir) / "bench.json";
   std::ofstream(json_path) << report.dump(2) << std::endl;
   const std::string png = (fs::path(opts.out_dir) / "bench.png").string();

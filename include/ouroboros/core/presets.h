@@ -22,4 +22,9 @@ void apply_preset(const std::string& name, Config& cfg);
 // "enwik8-base | text8-base | wt103-base | demo-xl"
 std::string preset_list();
 
+// The engine benchmark model, on which speed and the delay study are measured: GPT, 6 layers of
+// 4 heads, 256 wide, 128 tokens, a byte vocabulary (256), batches of 8, K = 3 modules. The
+// default of `ouroboros bench`.
+Config benchmark_config();
+
 }  // namespace ouroboros

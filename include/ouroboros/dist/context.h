@@ -20,6 +20,7 @@
 
 namespace c10d {
 class Store;
+struct TCPStoreOptions;
 }  // namespace c10d
 
 namespace ouroboros {
@@ -91,6 +92,11 @@ class DistContext {
   void finish();
 
  private:
+  c10d::TCPStoreOptions store_options(bool server) const;
+  void open_store();
+  void check_fingerprints(const Config& cfg);
+  void start_heartbeat();
+
   DistEnv env_;
   int64_t workers_ = 1, replicas_ = 1;
   std::chrono::milliseconds timeout_;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Experiment "delay_study": which delay-tolerant setting lets Ouroboros reach plain backprop's
-# loss, and how soon (docs/STALENESS.md). Every arm trains the engine benchmark model (GPT L=6,
+# loss, and how soon (docs/DELAY.md). Every arm trains the engine benchmark model (GPT L=6,
 # C=256, T=128, B=8, byte level, fortunes) for the same tokens from the same seed and data order.
 #   1. Training: each arm of ARMS; plain-backprop arms run on 1 core, Ouroboros arms (K = 3) on 2
 #      worker threads; arms are packed onto the machine's cores, so their losses (deterministic

@@ -43,7 +43,7 @@ inline ouroboros::Config tiny_config(int64_t K = 1, const std::string& optimizer
   c.train.grad_clip = 0.5;
   c.engine.modules = K;
   c.engine.partition = "even";
-  c.engine.weight_predict = "none";  // the plain delayed update of ALGORITHM.md section 3
+  c.engine.weight_predict = "none";  // the plain delayed update of docs/ALGORITHM.md section 3
   return c;
 }
 

@@ -1,5 +1,5 @@
-// Cutting L Transformer blocks into K modules on K-1 workers (ALGORITHM.md section 2): explicit
-// and "even" cuts, checked; the "auto" search is in planner.cpp.
+// Cutting L Transformer blocks into K modules on K-1 workers (docs/ALGORITHM.md section 2):
+// explicit and "even" cuts, checked; the "auto" search is in planner.cpp.
 #include "ouroboros/plan/partition.h"
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// The per-tick schedule as a value (ALGORITHM.md section 5): built by a pure function, printed,
-// parsed, validated by symbolic execution and simulated on a cost model. No tensors here.
+// The per-tick schedule as a value (docs/ALGORITHM.md section 5): built by a pure function,
+// printed, parsed, validated by symbolic execution and simulated on a cost model. No tensors here.
 #include "ouroboros/plan/schedule.h"
 
 #include <algorithm>

@@ -1,6 +1,7 @@
 // label: equivalence
-// The Ouroboros runtime against its oracles (ALGORITHM.md section 6): the serial simulator bit for
-// bit, the reference trainer for K = 1 and synchronous mode, and the transport's exact traffic.
+// The Ouroboros runtime against its oracles (docs/ALGORITHM.md section 6): the serial simulator
+// bit for bit, the reference trainer for K = 1 and synchronous mode, and the transport's exact
+// traffic.
 #include <gtest/gtest.h>
 
 #include "engine_util.h"
@@ -122,7 +123,7 @@ TEST(Engine, SynchronousModeEqualsReferenceTrainer) {
   }
 }
 
-// ALGORITHM.md section 3, step 4, by hand: with plain SGD, wte at tick t moves by
+// docs/ALGORITHM.md section 3, step 4, by hand: with plain SGD, wte at tick t moves by
 // -lr_t * (output-side gradient of batch t at w^t + input-side gradient of batch t-K+1 at
 // w^(t-K+1)).
 TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
@@ -163,9 +164,9 @@ TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
   EXPECT_FALSE(torch::allclose(actual, out_only, 0.0, 1e-7));
 }
 
-// ALGORITHM.md section 3, step 2, by hand for a block of every module: with plain SGD, module k's
-// weights at tick t move by -lr_t * (gradient of the whole model's loss on batch s = t - (K - k),
-// evaluated at the weights w^s that batch was forwarded with).
+// docs/ALGORITHM.md section 3, step 2, by hand for a block of every module: with plain SGD,
+// module k's weights at tick t move by -lr_t * (gradient of the whole model's loss on batch
+// s = t - (K - k), evaluated at the weights w^s that batch was forwarded with).
 TEST(Engine, EveryModuleGetsTheExactDelayedGradient) {
   at::set_num_threads(1);
   const int64_t K = 3, t = 6;

@@ -1,5 +1,5 @@
 // label: equivalence
-// The delay-tolerant options (docs/STALENESS.md) against the serial simulator, which implements
+// The delay-tolerant options (docs/DELAY.md) against the serial simulator, which implements
 // each on its own: QHAdam, NAdam, weight prediction, the PipeMare learning rate, and their
 // combinations, with dropout and a synchronous warm-up; and what each option changes.
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
 // label: unit
-// The schedule as a value (ALGORITHM.md section 5): exact staircases, parse/print round trips,
+// The schedule as a value (docs/ALGORITHM.md section 5): exact staircases, parse/print round trips,
 // validation by symbolic execution, and the discrete-event simulation.
 #include <gtest/gtest.h>
 

@@ -52,7 +52,7 @@ struct TrainConfig {
   std::string optimizer = "adam";   // sgd | adam | adamw | qhadam | nadam
   double lr = 1e-3;                 // peak learning rate
   double min_lr = 1e-4;             // learning rate at the end of the cosine decay
-  int64_t warmup_steps = 200;       // linear learning-rate warm-up, in steps (README, Convergence)
+  int64_t warmup_steps = 200;       // linear learning-rate warm-up, in steps (docs/BENCHMARKS.md)
   std::string schedule = "cosine";  // cosine | constant
   double momentum = 0.9;            // SGD momentum
   double beta1 = 0.9;               // Adam beta1

@@ -1,6 +1,6 @@
-// The serial simulator: the Ouroboros update rule (ALGORITHM.md section 3) executed on one thread,
-// one module after the other, with an explicit weight version per module and batch. Short, slow
-// and obviously right: the oracle the parallel runtime must match bit for bit.
+// The serial simulator: the Ouroboros update rule (docs/ALGORITHM.md section 3) executed on one
+// thread, one module after the other, with an explicit weight version per module and batch.
+// Short, slow and obviously right: the oracle the parallel runtime must match bit for bit.
 #pragma once
 
 #include <map>

@@ -1,5 +1,5 @@
 // The GPT-2 style language model, written as functions of an explicit set of named weights, so a
-// module of the model can run forward with any weight version (ALGORITHM.md section 7).
+// module of the model can run forward with any weight version (docs/ALGORITHM.md section 7).
 #pragma once
 
 #include <string>

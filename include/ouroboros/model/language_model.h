@@ -1,8 +1,8 @@
 // The language-model interface the trainer, the Ouroboros engine, evaluation, sampling,
 // checkpoints and the planner are written against, with the named-weight set and the per-module
 // forward context every model shares. Models are pure functions of named weights, so a module can
-// run forward with any weight version (ALGORITHM.md section 7). Implementations: GPT (model.h) and
-// TransformerXL (transformer_xl.h); make_model picks one from the config.
+// run forward with any weight version (docs/ALGORITHM.md section 7). Implementations: GPT
+// (gpt.h) and TransformerXL (transformer_xl.h); make_model picks one from the config.
 #pragma once
 
 #include <cstdint>

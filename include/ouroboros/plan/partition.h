@@ -1,4 +1,4 @@
-// Cutting L Transformer blocks into K modules on K-1 workers (ALGORITHM.md section 2): the
+// Cutting L Transformer blocks into K modules on K-1 workers (docs/ALGORITHM.md section 2): the
 // partition as a value, built from explicit or even boundaries and checked.
 #pragma once
 

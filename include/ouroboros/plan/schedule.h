@@ -1,6 +1,6 @@
 // The schedule is data: for K modules on W workers, the ordered operations each worker runs in one
 // tick. It is built by a pure function, printed, parsed back, validated and simulated on a cost
-// model before any tensor exists; the executor only walks it (ALGORITHM.md section 5).
+// model before any tensor exists; the executor only walks it (docs/ALGORITHM.md section 5).
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,7 @@
 // One Optimizer per worker: each parameter keeps its own moments and step count, so a module's
 // bias correction counts the updates that module has made. SGD, Adam and AdamW run the same
 // tensor operations as libtorch's torch::optim classes (bit for bit, tested); NAdam follows
-// torch.optim.NAdam of torch >= 2.0; QHAdam is Ma and Yarats (ICLR 2019). docs/STALENESS.md says
+// torch.optim.NAdam of torch >= 2.0; QHAdam is Ma and Yarats (ICLR 2019). docs/DELAY.md says
 // why the delay-tolerant options exist.
 #pragma once
 

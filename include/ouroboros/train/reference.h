@@ -1,5 +1,5 @@
-// The reference trainer: the whole model on one worker with plain backprop (ALGORITHM.md sec. 6),
-// the oracle every other method is checked against.
+// The reference trainer: the whole model on one worker with plain backprop (docs/ALGORITHM.md
+// section 6), the oracle every other method is checked against.
 #pragma once
 
 #include <utility>

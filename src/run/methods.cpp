@@ -3,12 +3,12 @@
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
-#include "ouroboros/dist/engine.h"
-#include "ouroboros/dist/gpipe.h"
-#include "ouroboros/engine/data_parallel.h"
-#include "ouroboros/engine/gpipe.h"
-#include "ouroboros/engine/ouroboros_engine.h"
-#include "ouroboros/train/reference.h"
+#include "ouroboros/dist/gpipe_processes.h"
+#include "ouroboros/dist/ouroboros_processes.h"
+#include "ouroboros/engine/data_parallel_threads.h"
+#include "ouroboros/engine/gpipe_threads.h"
+#include "ouroboros/engine/ouroboros_threads.h"
+#include "ouroboros/train/sequential_backprop.h"
 
 namespace ouroboros {
 
@@ -16,14 +16,14 @@ std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& mode
                                     ParamSet params) {
   keep_freed_memory();
   const std::string mode = resolved_mode(cfg.engine);
-  if (mode == "gpipe") return std::make_unique<GPipeTrainer>(model, std::move(params), cfg);
+  if (mode == "gpipe") return std::make_unique<GPipeThreads>(model, std::move(params), cfg);
   if (mode == "data-parallel") {
-    return std::make_unique<DataParallelTrainer>(model, std::move(params), cfg);
+    return std::make_unique<DataParallelThreads>(model, std::move(params), cfg);
   }
   if (mode == "sequential") {
-    return std::make_unique<ReferenceTrainer>(model, std::move(params), cfg.train);
+    return std::make_unique<SequentialBackprop>(model, std::move(params), cfg.train);
   }
-  return std::make_unique<OuroborosEngine>(model, std::move(params), cfg);
+  return std::make_unique<OuroborosThreads>(model, std::move(params), cfg);
 }
 
 void check_process_mode(const Config& cfg) {
@@ -50,11 +50,11 @@ std::unique_ptr<Method> make_process_method(const Config& cfg, const LanguageMod
   check_process_mode(cfg);
   keep_freed_memory();  // as every threaded method does
   if (resolved_mode(cfg.engine) == "gpipe") {
-    auto gpipe = std::make_unique<DistributedGPipe>(model, std::move(params), cfg, ctx);
+    auto gpipe = std::make_unique<GPipeProcesses>(model, std::move(params), cfg, ctx);
     gpipe->set_stats_sink(stats);
     return gpipe;
   }
-  auto engine = std::make_unique<DistributedEngine>(model, std::move(params), cfg, ctx);
+  auto engine = std::make_unique<OuroborosProcesses>(model, std::move(params), cfg, ctx);
   engine->set_stats_sink(stats);
   return engine;
 }

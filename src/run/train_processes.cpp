@@ -9,7 +9,7 @@
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
 #include "ouroboros/dist/context.h"
-#include "ouroboros/dist/engine.h"
+#include "ouroboros/dist/ouroboros_processes.h"
 #include "ouroboros/run/methods.h"
 #include "ouroboros/run/train.h"
 

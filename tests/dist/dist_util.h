@@ -23,7 +23,7 @@
 #include "ouroboros/core/system.h"
 #include "ouroboros/dist/c10d_transport.h"
 #include "ouroboros/dist/env.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"

@@ -19,7 +19,7 @@
 #include "ouroboros/core/errors.h"
 #include "ouroboros/dist/c10d_transport.h"
 #include "ouroboros/dist/env.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
 #include "test_util.h"

@@ -20,7 +20,7 @@
 #include "ouroboros/dist/c10d_transport.h"
 #include "ouroboros/dist/context.h"
 #include "ouroboros/dist/env.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
 #include "test_util.h"
@@ -66,7 +66,7 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   simulated.train.out_dir = (dir.path() / "simulator").string();
   TrainOptions sim = quiet;
   sim.method_factory = [](const Config& c, const LanguageModel& model, ParamSet params) {
-    return std::make_unique<SerialSimulator>(model, std::move(params), c);
+    return std::make_unique<OuroborosSimulator>(model, std::move(params), c);
   };
   train(simulated, sim);
 

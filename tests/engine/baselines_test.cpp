@@ -17,8 +17,8 @@
 #include <random>
 
 #include "ouroboros/core/errors.h"
-#include "ouroboros/engine/data_parallel.h"
-#include "ouroboros/engine/gpipe.h"
+#include "ouroboros/engine/data_parallel_threads.h"
+#include "ouroboros/engine/gpipe_threads.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/methods.h"
 #include "ouroboros/run/train.h"
@@ -159,7 +159,7 @@ TEST(GPipeTest, TrafficIsExactlyTheMicroBatchesAtEachBoundary) {
   Config c = gpipe(tiny_config("adam"), 4, 2);
   c.validate();
   GPT model(c.model);
-  GPipeTrainer g(model, model.init_params(1), c);
+  GPipeThreads g(model, model.init_params(1), c);
   BatchFn batch = [&](int64_t t) { return batch_for(c, t); };
   LossFn loss = [](int64_t, double) {};
   const int64_t steps = 3, M = 2;

@@ -6,11 +6,11 @@
 
 #include "engine_util.h"
 #include "ouroboros/core/errors.h"
-#include "ouroboros/engine/ouroboros_engine.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
-#include "ouroboros/train/reference.h"
+#include "ouroboros/train/sequential_backprop.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -64,8 +64,8 @@ TEST_P(RuntimeVsSimulator, BitForBitEveryTick) {
   Config cfg = tiny_config(c.K, c.optimizer);
   GPT model(cfg.model);
   const int64_t ticks = 3 * c.K + 3;  // module 1 updates 2K+4 times
-  OuroborosEngine engine(model, model.init_params(7), cfg);
-  SerialSimulator sim(model, model.init_params(7), cfg);
+  OuroborosThreads engine(model, model.init_params(7), cfg);
+  OuroborosSimulator sim(model, model.init_params(7), cfg);
   Recording a = record(engine, cfg, ticks);
   Recording b = record(sim, cfg, ticks);
   expect_identical(a, b, engine.params().names());
@@ -92,8 +92,8 @@ TEST(Engine, DropoutAndSyncWarmupMatchSimulator) {
   cfg.model.dropout = 0.1;
   cfg.engine.sync_warmup = 4;
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(3), cfg);
-  SerialSimulator sim(model, model.init_params(3), cfg);
+  OuroborosThreads engine(model, model.init_params(3), cfg);
+  OuroborosSimulator sim(model, model.init_params(3), cfg);
   expect_identical(record(engine, cfg, 10), record(sim, cfg, 10), engine.params().names());
 }
 
@@ -102,8 +102,8 @@ TEST(Engine, SingleModuleEqualsReferenceTrainer) {
   at::set_num_threads(1);
   Config cfg = tiny_config(1, "adam");
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(5), cfg);
-  ReferenceTrainer ref(model, model.init_params(5), cfg.train);
+  OuroborosThreads engine(model, model.init_params(5), cfg);
+  SequentialBackprop ref(model, model.init_params(5), cfg.train);
   expect_identical(record(engine, cfg, 8), record(ref, cfg, 8), ref.params().names());
 }
 
@@ -116,8 +116,8 @@ TEST(Engine, SynchronousModeEqualsReferenceTrainer) {
     if (K > 2) cfg.train.grad_clip = 0.0;
     cfg.engine.sync_warmup = 1000;
     GPT model(cfg.model);
-    OuroborosEngine engine(model, model.init_params(9), cfg);
-    ReferenceTrainer ref(model, model.init_params(9), cfg.train);
+    OuroborosThreads engine(model, model.init_params(9), cfg);
+    SequentialBackprop ref(model, model.init_params(9), cfg.train);
     SCOPED_TRACE("K = " + std::to_string(K));
     expect_identical(record(engine, cfg, 6), record(ref, cfg, 6), ref.params().names());
   }
@@ -131,7 +131,7 @@ TEST(Engine, TiedEmbeddingGetsFreshOutputAndStaleInputGradient) {
   const int64_t K = 3, t = 5;
   Config cfg = plain_sgd_config(K);
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(4), cfg);
+  OuroborosThreads engine(model, model.init_params(4), cfg);
   Recording r = record(engine, cfg, t + 1);
   const ParamSet names = model.init_params(4);
   // Gradient of loss(w; x(s)) w.r.t. the input-side (embed = true) or output-side use of wte.
@@ -172,7 +172,7 @@ TEST(Engine, EveryModuleGetsTheExactDelayedGradient) {
   const int64_t K = 3, t = 6;
   Config cfg = plain_sgd_config(K);  // even: module 1 = block 0, 2 = blocks 1-2, 3 = block 3
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(4), cfg);
+  OuroborosThreads engine(model, model.init_params(4), cfg);
   Recording r = record(engine, cfg, t + 1);
   const ParamSet init = model.init_params(4);
   for (auto [name, k] : std::vector<std::pair<std::string, int64_t>>{
@@ -197,7 +197,7 @@ TEST(Engine, FirstTicksUpdateOnlyFilledModules) {
   at::set_num_threads(1);
   Config cfg = tiny_config(4, "sgd");
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(1), cfg);
+  OuroborosThreads engine(model, model.init_params(1), cfg);
   ParamSet init = model.init_params(1);
   Recording r = record(engine, cfg, 4);
   const Partition& p = engine.plan().partition;
@@ -222,7 +222,7 @@ TEST(Engine, TransportCarriesExactlyTheBoundaryTensors) {
   for (int64_t K : {2, 3, 4}) {
     Config cfg = tiny_config(K, "sgd");
     GPT model(cfg.model);
-    OuroborosEngine engine(model, model.init_params(2), cfg);
+    OuroborosThreads engine(model, model.init_params(2), cfg);
     const int64_t N = 9;
     BatchFn batch = [&](int64_t t) { return batch_for(cfg, t); };
     LossFn loss = [](int64_t, double) {};
@@ -261,7 +261,7 @@ TEST(Engine, BatchesInFlightPerModule) {
   const int64_t K = 4;
   Config cfg = tiny_config(K, "sgd");
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(2), cfg);
+  OuroborosThreads engine(model, model.init_params(2), cfg);
   BatchFn batch = [&](int64_t t) { return batch_for(cfg, t); };
   engine.run(0, 10, batch, [](int64_t, double) {});
   EXPECT_EQ(engine.worker(0).peak_in_flight(1), K);
@@ -295,7 +295,7 @@ TEST(Engine, WorkerFailureStopsEveryWorkerWithTheCause) {
   at::set_num_threads(1);
   Config cfg = tiny_config(3, "sgd");
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(2), cfg);
+  OuroborosThreads engine(model, model.init_params(2), cfg);
   BatchFn bad = [&](int64_t t) -> Batch {
     if (t == 3) throw DataError("batch 3 is unreadable");
     return batch_for(cfg, t);

@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "engine_util.h"
-#include "ouroboros/engine/ouroboros_engine.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 #include "ouroboros/model/gpt.h"
 #include "test_util.h"
 
@@ -56,8 +56,8 @@ TEST_P(DelayTolerance, RuntimeEqualsSimulatorBitForBit) {
   const Config cfg = config_of(GetParam());
   GPT model(cfg.model);
   const int64_t ticks = 3 * cfg.engine.modules + 4;
-  OuroborosEngine engine(model, model.init_params(11), cfg);
-  SerialSimulator sim(model, model.init_params(11), cfg);
+  OuroborosThreads engine(model, model.init_params(11), cfg);
+  OuroborosSimulator sim(model, model.init_params(11), cfg);
   Recording a = record(engine, cfg, ticks);
   Recording b = record(sim, cfg, ticks);
   expect_identical(a, b, engine.params().names());
@@ -96,8 +96,8 @@ TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
                            : base;
     const Config a_cfg = config_of(from), b_cfg = config_of(c);
     GPT model(a_cfg.model);
-    OuroborosEngine a(model, model.init_params(5), a_cfg);
-    OuroborosEngine b(model, model.init_params(5), b_cfg);
+    OuroborosThreads a(model, model.init_params(5), a_cfg);
+    OuroborosThreads b(model, model.init_params(5), b_cfg);
     Recording ra = record(a, a_cfg, 10), rb = record(b, b_cfg, 10);
     for (size_t t = 0; t < 4; ++t)
       EXPECT_EQ(ra.losses[t], rb.losses[t]) << "synchronous tick " << t;
@@ -117,8 +117,8 @@ TEST(DelayTolerance, AutoPredictsInModeOuroborosOnly) {
   Config explicit_on = tiny_config(3, "adam");
   explicit_on.engine.weight_predict = "optimizer";
   GPT model(automatic.model);
-  OuroborosEngine a(model, model.init_params(5), automatic);
-  OuroborosEngine b(model, model.init_params(5), explicit_on);
+  OuroborosThreads a(model, model.init_params(5), automatic);
+  OuroborosThreads b(model, model.init_params(5), explicit_on);
   expect_identical(record(a, automatic, 8), record(b, explicit_on, 8), a.params().names());
   EXPECT_TRUE(predicts_weights(automatic.engine));
   Config one = Config{};
@@ -135,7 +135,7 @@ TEST(DelayTolerance, DiagnosticsReportEveryModule) {
   Config cfg = tiny_config(3, "adam");
   cfg.train.diagnostics_interval = 2;
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(5), cfg);
+  OuroborosThreads engine(model, model.init_params(5), cfg);
   Recording r = record(engine, cfg, 8);
   const std::vector<ModuleStats> d = engine.take_diagnostics();
   // A record at every even step a module updates: module 1 (delay 2) first updates at step 3;
@@ -159,7 +159,7 @@ TEST(DelayTolerance, DiagnosticsReportEveryModule) {
   // Tracking changes no number.
   Config plain = cfg;
   plain.train.diagnostics_interval = 0;
-  OuroborosEngine quiet(model, model.init_params(5), plain);
+  OuroborosThreads quiet(model, model.init_params(5), plain);
   expect_identical(r, record(quiet, plain, 8), engine.params().names());
 }
 

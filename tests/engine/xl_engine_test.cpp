@@ -11,12 +11,12 @@
 #include "engine_util.h"
 #include "test_util.h"
 
-#include "ouroboros/engine/ouroboros_engine.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 #include "ouroboros/model/transformer_xl.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
-#include "ouroboros/train/reference.h"
+#include "ouroboros/train/sequential_backprop.h"
 
 using namespace ouroboros;
 
@@ -65,8 +65,8 @@ TEST(XLEngine, RuntimeEqualsSimulatorBitForBitK3) {
   Config cfg = xl_config(3);
   TransformerXL model(cfg.model);
   const int64_t ticks = 12;
-  OuroborosEngine engine(model, model.init_params(5), cfg);
-  SerialSimulator sim(model, model.init_params(5), cfg);
+  OuroborosThreads engine(model, model.init_params(5), cfg);
+  OuroborosSimulator sim(model, model.init_params(5), cfg);
   Recording a = record(engine, cfg, ticks);
   Recording b = record(sim, cfg, ticks);
   expect_identical(a, b, engine.params(), cfg.model.n_layer);
@@ -91,8 +91,8 @@ TEST(XLEngine, RuntimeEqualsSimulatorWithSyncWarmupK4) {
   cfg.model.pre_lnorm = 1;
   cfg.model.same_length = 1;
   TransformerXL model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(6), cfg);
-  SerialSimulator sim(model, model.init_params(6), cfg);
+  OuroborosThreads engine(model, model.init_params(6), cfg);
+  OuroborosSimulator sim(model, model.init_params(6), cfg);
   expect_identical(record(engine, cfg, 10), record(sim, cfg, 10), engine.params(),
                    cfg.model.n_layer);
 }
@@ -108,8 +108,8 @@ TEST(XLEngine, SynchronousModeEqualsReferenceTrainer) {
   cfg.train.grad_clip = 0.0;
   cfg.engine.sync_warmup = 1000;
   TransformerXL model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(8), cfg);
-  ReferenceTrainer ref(model, model.init_params(8), cfg.train);
+  OuroborosThreads engine(model, model.init_params(8), cfg);
+  SequentialBackprop ref(model, model.init_params(8), cfg.train);
   expect_identical(record(engine, cfg, 8), record(ref, cfg, 8), engine.params(), cfg.model.n_layer);
 }
 

@@ -10,12 +10,12 @@
 
 #include "../engine/engine_util.h"
 #include "ouroboros/core/system.h"
-#include "ouroboros/engine/ouroboros_engine.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
-#include "ouroboros/train/reference.h"
+#include "ouroboros/train/sequential_backprop.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -47,7 +47,7 @@ struct Trained {
 
 Trained train_reference(Config c, const c10::Device& device, int64_t steps) {
   GPT model(c.model);
-  ReferenceTrainer trainer(model, model.init_params(4).to(device), c.train);
+  SequentialBackprop trainer(model, model.init_params(4).to(device), c.train);
   Trained r;
   trainer.run(
       0, steps, [&](int64_t t) { return random_batch(c, 100 + static_cast<uint64_t>(t % 3)); },
@@ -91,8 +91,8 @@ TEST(Gpu, RuntimeEqualsSimulatorOnCuda) {
   cfg.train.device = "cuda:0";  // both workers on one GPU
   GPT model(cfg.model);
   const c10::Device cuda = run_device("cuda");
-  OuroborosEngine engine(model, model.init_params(7).to(cuda), cfg);
-  SerialSimulator sim(model, model.init_params(7).to(cuda), cfg);
+  OuroborosThreads engine(model, model.init_params(7).to(cuda), cfg);
+  OuroborosSimulator sim(model, model.init_params(7).to(cuda), cfg);
   auto batch = [&](int64_t t) { return random_batch(cfg, 1000 + static_cast<uint64_t>(t)); };
   ouroboros_test::expect_identical(ouroboros_test::record(engine, batch, 12),
                                    ouroboros_test::record(sim, batch, 12), engine.params().names());
@@ -113,13 +113,13 @@ TEST(Gpu, ThreadsSpreadOverGpusEqualTheSimulatorOnOne) {
   cfg.train.device = "cuda";
   GPT model(cfg.model);
   const c10::Device first(c10::kCUDA, 0);
-  OuroborosEngine engine(model, model.init_params(7).to(first), cfg);
+  OuroborosThreads engine(model, model.init_params(7).to(first), cfg);
   EXPECT_EQ(engine.worker(1).params().tensors().front().device(), c10::Device(c10::kCUDA, 1));
   EXPECT_NE(engine.describe().find("workers on cuda:0, cuda:1"), std::string::npos)
       << engine.describe();
   Config one = cfg;
   one.train.device = "cuda:0";
-  SerialSimulator sim(model, model.init_params(7).to(first), one);
+  OuroborosSimulator sim(model, model.init_params(7).to(first), one);
   auto batch = [&](int64_t t) { return random_batch(cfg, 1000 + static_cast<uint64_t>(t)); };
   ouroboros_test::expect_identical(ouroboros_test::record(engine, batch, 12),
                                    ouroboros_test::record(sim, batch, 12), engine.params().names());
@@ -135,7 +135,7 @@ TEST(Gpu, Bfloat16OnCudaFollowsFloat32) {
     Config c = cfg;
     c.model.dtype = i == 0 ? "float32" : "bfloat16";
     GPT model(c.model);
-    ReferenceTrainer trainer(model, model.init_params(4).to(run_device("cuda")), c.train);
+    SequentialBackprop trainer(model, model.init_params(4).to(run_device("cuda")), c.train);
     trainer.run(
         0, 20, [&](int64_t) { return random_batch(c, 100); },
         [&](int64_t, double loss) { losses[i].push_back(loss); });

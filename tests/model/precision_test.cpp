@@ -6,12 +6,12 @@
 #include <gtest/gtest.h>
 
 #include "../engine/engine_util.h"
-#include "ouroboros/engine/ouroboros_engine.h"
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/model/precision.h"
 #include "ouroboros/model/transformer_xl.h"
-#include "ouroboros/train/reference.h"
+#include "ouroboros/train/sequential_backprop.h"
 #include "test_util.h"
 
 using namespace ouroboros;
@@ -131,7 +131,7 @@ TEST(Precision, Bfloat16TrainingFollowsFloat32) {
     Config c = cfg;
     c.model.dtype = i == 0 ? "float32" : "bfloat16";
     GPT model(c.model);
-    ReferenceTrainer trainer(model, model.init_params(4), c.train);
+    SequentialBackprop trainer(model, model.init_params(4), c.train);
     trainer.run(
         0, 20, [&](int64_t) { return random_batch(c, 100); },
         [&](int64_t, double loss) { losses[i].push_back(loss); });
@@ -153,8 +153,8 @@ TEST(Precision, RuntimeEqualsSimulatorInBfloat16) {
   cfg.model.dtype = "bfloat16";
   cfg.model.dropout = 0.1;
   GPT model(cfg.model);
-  OuroborosEngine engine(model, model.init_params(7), cfg);
-  SerialSimulator sim(model, model.init_params(7), cfg);
+  OuroborosThreads engine(model, model.init_params(7), cfg);
+  OuroborosSimulator sim(model, model.init_params(7), cfg);
   auto batch = [&](int64_t t) { return random_batch(cfg, 1000 + static_cast<uint64_t>(t)); };
   ouroboros_test::expect_identical(ouroboros_test::record(engine, batch, 12),
                                    ouroboros_test::record(sim, batch, 12), engine.params().names());

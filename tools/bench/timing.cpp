@@ -11,7 +11,7 @@
 
 #include "ouroboros/core/system.h"
 #include "ouroboros/dist/context.h"
-#include "ouroboros/engine/ouroboros_engine.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 #include "ouroboros/run/methods.h"
 
 namespace ouroboros {
@@ -93,7 +93,7 @@ Timing time_method(const Config& cfg_in, const TimingOptions& opts) {
   r.tokens_per_s = static_cast<double>(replicas * B * T) / (r.ms_per_step / 1e3);
   r.flop_per_step = static_cast<double>(replicas) * model->train_step_flops(B);
   r.peak_rss_mib = peak_rss_mib();
-  if (const auto* engine = dynamic_cast<const OuroborosEngine*>(method.get())) {
+  if (const auto* engine = dynamic_cast<const OuroborosThreads*>(method.get())) {
     for (int64_t w = 0; w < engine->plan().partition.num_workers(); ++w) {
       r.transport_wait_share.push_back(static_cast<double>(engine->transport(w).stats().wait_ns) /
                                        1e6 / (r.ms_per_step * static_cast<double>(total)));

@@ -20,8 +20,8 @@ std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& mode
 // --replicas R (one process per replica, DDP).
 void check_process_mode(const Config& cfg);
 
-// This rank's part of the config's method across processes: DistributedGPipe for GPipe, else
-// DistributedEngine (Ouroboros, and plain backprop in R rings of one worker). `stats` (may be
+// This rank's part of the config's method across processes: GPipeProcesses for GPipe, else
+// OuroborosProcesses (Ouroboros, and plain backprop in R rings of one worker). `stats` (may be
 // null) receives the rank's traffic when the method is destroyed.
 std::unique_ptr<Method> make_process_method(const Config& cfg, const LanguageModel& model,
                                             ParamSet params, DistContext& ctx, RankStats* stats);

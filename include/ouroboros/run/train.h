@@ -88,7 +88,7 @@ TrainResult train(Config cfg, const TrainOptions& opts);
 // activations of the batches in flight. train() refuses a run that needs more than the machine.
 double estimated_memory_bytes(const Config& cfg, const LanguageModel& model);
 
-// One rank of `ouroboros train` in a process group: train() with a DistributedEngine on every
+// One rank of `ouroboros train` in a process group: train() with a OuroborosProcesses on every
 // rank, rank 0 leading; then rank 0 reports every rank's traffic. Returns rank 0's result.
 TrainResult train_distributed(const Config& cfg, const TrainOptions& opts, const DistEnv& env);
 

@@ -18,10 +18,10 @@ namespace ouroboros {
 // sequential backprop on the whole batch up to the order of floating-point sums (bit for bit for
 // W = 1). The average is split across the workers; the optimizer step runs once, on the caller's
 // thread, which costs what each replica's own update costs in an all-reduce data-parallel run.
-class DataParallelTrainer : public Method {
+class DataParallelThreads : public Method {
  public:
-  DataParallelTrainer(const LanguageModel& model, ParamSet params, const Config& cfg);
-  ~DataParallelTrainer() override;
+  DataParallelThreads(const LanguageModel& model, ParamSet params, const Config& cfg);
+  ~DataParallelThreads() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override {}

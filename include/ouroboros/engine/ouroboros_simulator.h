@@ -13,11 +13,11 @@
 
 namespace ouroboros {
 
-class SerialSimulator : public Method {
+class OuroborosSimulator : public Method {
  public:
   // Builds its own partition from cfg.engine.partition, which must be "even" or explicit
   // boundaries (the "auto" search is the planner's, which this oracle does not use).
-  SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg);
+  OuroborosSimulator(const LanguageModel& model, ParamSet params, const Config& cfg);
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;

@@ -20,10 +20,10 @@ namespace ouroboros {
 // backward and update (at the last tick's learning rate) without new forwards (engine/clock.h). A
 // checkpoint keeps them instead (state() holds the pipeline, train/pipeline_state.h), so a run
 // resumed from it continues exactly as the same run without interruption.
-class OuroborosEngine : public Method {
+class OuroborosThreads : public Method {
  public:
-  OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg);
-  ~OuroborosEngine() override;
+  OuroborosThreads(const LanguageModel& model, ParamSet params, const Config& cfg);
+  ~OuroborosThreads() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override;

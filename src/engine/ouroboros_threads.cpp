@@ -1,6 +1,6 @@
 // The threaded Ouroboros engine: workers 1..W-1 on threads of the team, worker 0 on the caller's,
 // each walking its schedule row tick after tick with no barrier between ticks.
-#include "ouroboros/engine/ouroboros_engine.h"
+#include "ouroboros/engine/ouroboros_threads.h"
 
 #include <algorithm>
 
@@ -9,7 +9,7 @@
 
 namespace ouroboros {
 
-OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, const Config& cfg)
+OuroborosThreads::OuroborosThreads(const LanguageModel& model, ParamSet params, const Config& cfg)
     : model_(model),
       cfg_(cfg),
       params_(std::move(params)),
@@ -33,9 +33,9 @@ OuroborosEngine::OuroborosEngine(const LanguageModel& model, ParamSet params, co
       std::make_unique<ThreadTeam>(W, cfg.train.threads, [this] { hub_.abort("a worker failed"); });
 }
 
-OuroborosEngine::~OuroborosEngine() = default;
+OuroborosThreads::~OuroborosThreads() = default;
 
-void OuroborosEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
+void OuroborosThreads::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
   gathered_ = false;
   team_->run([&](int64_t w) {
     // Tensors made without a device index land on the worker's GPU.
@@ -51,7 +51,7 @@ void OuroborosEngine::run_job(const ClockJob& job, const BatchFn* batch, const L
   clock_.finished(job);
 }
 
-const ParamSet& OuroborosEngine::params() const {
+const ParamSet& OuroborosThreads::params() const {
   if (gathered_) return params_;
   torch::NoGradGuard no_grad;
   for (size_t w = 0; w < workers_.size(); ++w) {
@@ -65,7 +65,7 @@ const ParamSet& OuroborosEngine::params() const {
   return params_;
 }
 
-std::string OuroborosEngine::describe() const {
+std::string OuroborosThreads::describe() const {
   std::string s = plan_.summary();
   if (std::any_of(devices_.begin(), devices_.end(),
                   [&](const c10::Device& d) { return d != devices_.front(); })) {
@@ -76,12 +76,12 @@ std::string OuroborosEngine::describe() const {
   return s;
 }
 
-void OuroborosEngine::run(int64_t first, int64_t count, const BatchFn& batch,
-                          const LossFn& on_loss) {
+void OuroborosThreads::run(int64_t first, int64_t count, const BatchFn& batch,
+                           const LossFn& on_loss) {
   run_job(clock_.run(first, count), &batch, &on_loss);
 }
 
-std::vector<ModuleStats> OuroborosEngine::take_diagnostics() {
+std::vector<ModuleStats> OuroborosThreads::take_diagnostics() {
   std::vector<ModuleStats> all;
   for (auto& w : workers_) {
     for (const ModuleStats& m : w->take_diagnostics()) all.push_back(m);
@@ -92,12 +92,12 @@ std::vector<ModuleStats> OuroborosEngine::take_diagnostics() {
   return all;
 }
 
-void OuroborosEngine::drain() {
+void OuroborosThreads::drain() {
   const ClockJob job = clock_.drain();
   if (job.count > 0) run_job(job, nullptr, nullptr);
 }
 
-MethodState OuroborosEngine::state() const {
+MethodState OuroborosThreads::state() const {
   MethodState s;
   s.generators.resize(static_cast<size_t>(plan_.partition.K));
   for (const auto& w : workers_) w->collect_state(s);
@@ -106,7 +106,7 @@ MethodState OuroborosEngine::state() const {
   return s;
 }
 
-void OuroborosEngine::restore(const MethodState& s, int64_t tick) {
+void OuroborosThreads::restore(const MethodState& s, int64_t tick) {
   check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
   gathered_ = false;
   for (auto& w : workers_) w->restore_state(s);

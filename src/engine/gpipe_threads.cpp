@@ -1,6 +1,7 @@
 // GPipe: one stage per worker, micro-batches through the Ouroboros ring placement, one flush and
-// one update per step; the trainer runs the stages on worker threads (dist/gpipe.h on processes).
-#include "ouroboros/engine/gpipe.h"
+// one update per step; the trainer runs the stages on worker threads (dist/gpipe_processes.h on
+// processes).
+#include "ouroboros/engine/gpipe_threads.h"
 
 #include <map>
 
@@ -36,7 +37,7 @@ void GPipeStage::restore_state(const MethodState& s) {
     ctx.generator->set_state(s.generators[static_cast<size_t>(k - 1)]);
 }
 
-GPipeTrainer::GPipeTrainer(const LanguageModel& model, ParamSet params, const Config& cfg)
+GPipeThreads::GPipeThreads(const LanguageModel& model, ParamSet params, const Config& cfg)
     : model_(model),
       cfg_(cfg),
       params_(std::move(params)),
@@ -50,7 +51,7 @@ GPipeTrainer::GPipeTrainer(const LanguageModel& model, ParamSet params, const Co
                                        [this] { hub_.abort("a gpipe worker failed"); });
 }
 
-GPipeTrainer::~GPipeTrainer() = default;
+GPipeThreads::~GPipeThreads() = default;
 
 void GPipeStage::run(Transport& tr, int64_t first, int64_t count, const BatchFn* batch,
                      const LossFn* on_loss) {
@@ -118,26 +119,26 @@ void GPipeStage::run(Transport& tr, int64_t first, int64_t count, const BatchFn*
   }
 }
 
-void GPipeTrainer::run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) {
+void GPipeThreads::run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) {
   team_->run([&](int64_t w) {
     const auto i = static_cast<size_t>(w);
     stages_[i]->run(*transports_[i], first, count, &batch, &on_loss);
   });
 }
 
-MethodState GPipeTrainer::state() const {
+MethodState GPipeThreads::state() const {
   MethodState s;
   s.generators.resize(static_cast<size_t>(plan_.partition.K));
   for (const auto& st : stages_) st->collect_state(s);
   return s;
 }
 
-void GPipeTrainer::restore(const MethodState& s, int64_t /*tick*/) {
+void GPipeThreads::restore(const MethodState& s, int64_t /*tick*/) {
   check_generator_count(s, static_cast<size_t>(plan_.partition.K), "modules");
   for (auto& st : stages_) st->restore_state(s);
 }
 
-std::string GPipeTrainer::describe() const {
+std::string GPipeThreads::describe() const {
   return "gpipe: " + std::to_string(cfg_.engine.micro_batches) + " micro-batches per step\n" +
          plan_.partition.describe(plan_.cost);
 }

@@ -10,9 +10,9 @@
 
 namespace ouroboros {
 
-class ReferenceTrainer : public Method {
+class SequentialBackprop : public Method {
  public:
-  ReferenceTrainer(const LanguageModel& model, ParamSet params, const TrainConfig& cfg);
+  SequentialBackprop(const LanguageModel& model, ParamSet params, const TrainConfig& cfg);
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override {}
   const ParamSet& params() const override { return params_; }

@@ -1,10 +1,10 @@
 // Data parallelism on worker threads: each replica's gradient on its rows, averaged in a fixed
 // order, one update.
-#include "ouroboros/engine/data_parallel.h"
+#include "ouroboros/engine/data_parallel_threads.h"
 
 namespace ouroboros {
 
-DataParallelTrainer::DataParallelTrainer(const LanguageModel& model, ParamSet params,
+DataParallelThreads::DataParallelThreads(const LanguageModel& model, ParamSet params,
                                          const Config& cfg)
     : model_(model), cfg_(cfg), params_(std::move(params)), optimizer_(cfg.train, params_) {
   const int64_t W = cfg.engine.workers;
@@ -19,9 +19,9 @@ DataParallelTrainer::DataParallelTrainer(const LanguageModel& model, ParamSet pa
   team_ = std::make_unique<ThreadTeam>(W, cfg.train.threads);
 }
 
-DataParallelTrainer::~DataParallelTrainer() = default;
+DataParallelThreads::~DataParallelThreads() = default;
 
-void DataParallelTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
+void DataParallelThreads::run(int64_t first, int64_t count, const BatchFn& batch,
                               const LossFn& on_loss) {
   const int64_t W = cfg_.engine.workers, Br = cfg_.train.batch_size / W;
   const int64_t P = static_cast<int64_t>(params_.size());
@@ -61,21 +61,21 @@ void DataParallelTrainer::run(int64_t first, int64_t count, const BatchFn& batch
   }
 }
 
-MethodState DataParallelTrainer::state() const {
+MethodState DataParallelThreads::state() const {
   MethodState s;
   s.optimizer = optimizer_.state_dict();
   for (const auto& ctx : contexts_) s.generators.push_back(ctx.generator->get_state());
   return s;
 }
 
-void DataParallelTrainer::restore(const MethodState& s, int64_t /*tick*/) {
+void DataParallelThreads::restore(const MethodState& s, int64_t /*tick*/) {
   check_generator_count(s, contexts_.size(), "replicas");
   optimizer_.load_state_dict(s.optimizer);
   for (size_t r = 0; r < s.generators.size(); ++r)
     contexts_[r].generator->set_state(s.generators[r]);
 }
 
-std::string DataParallelTrainer::describe() const {
+std::string DataParallelThreads::describe() const {
   return "data-parallel: " + std::to_string(cfg_.engine.workers) + " replicas x " +
          std::to_string(cfg_.train.batch_size / cfg_.engine.workers) + " sequences\n";
 }

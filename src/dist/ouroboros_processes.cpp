@@ -1,6 +1,6 @@
 // The Ouroboros engine with one worker per process: ticks walked on the shared pipeline clock,
 // the gradient all-reduce across rings, and rank 0's view of ring 0's whole state.
-#include "ouroboros/dist/engine.h"
+#include "ouroboros/dist/ouroboros_processes.h"
 
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
@@ -16,115 +16,8 @@ namespace ouroboros {
 
 using namespace dist_detail;
 
-ProcessMethod::ProcessMethod(const LanguageModel& model, ParamSet params, const Config& cfg,
-                             DistContext& ctx)
-    : model_(model),
-      cfg_(cfg),
-      ctx_(ctx),
-      params_(std::move(params)),
-      plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      transport_(ctx.nccl()
-                     ? std::unique_ptr<Transport>(std::make_unique<PairTransport>(ctx, *ctx.nccl()))
-                     : std::make_unique<C10dTransport>(ctx)) {
-  for (int64_t g = 1; g <= plan_.partition.K * ctx_.replicas(); ++g) {
-    peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
-  }
-}
-
-MethodState ProcessMethod::peers_state() const {
-  MethodState s = peers_;
-  s.optimizer = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
-  merge_optimizer_state(s.optimizer, peers_.optimizer);
-  return s;
-}
-
-ProcessMethod::~ProcessMethod() {
-  if (!sink_) return;
-  const TransportStats& st = transport_->stats();
-  sink_->messages = st.messages;
-  sink_->bytes = st.bytes;
-  sink_->wait_s = static_cast<double>(st.wait_ns) * 1e-9;
-  sink_->allreduce_s = static_cast<double>(allreduce_ns_) * 1e-9;
-  sink_->ticks = ticks_run_;
-}
-
-std::string ProcessMethod::processes_line(const std::string& layout) const {
-  return "processes: " + std::to_string(ctx_.world_size()) + " (" + layout + "), c10d " +
-         ctx_.backend() + ", store " + ctx_.env().master_addr + ":" +
-         std::to_string(ctx_.env().master_port) + "\n";
-}
-
-void ProcessMethod::collect_params() {
-  if (ctx_.ring() != 0 || ctx_.workers_per_ring() == 1) return;
-  constexpr int kTag = 0xff;
-  torch::NoGradGuard no_grad;
-  const auto flat = [](const ParamSet& p) {
-    std::vector<Tensor> parts;
-    for (const Tensor& t : p.tensors()) parts.push_back(t.detach().reshape({-1}));
-    return torch::cat(parts).cpu();  // Gloo carries host memory
-  };
-  try {
-    if (!ctx_.is_lead()) {
-      std::vector<at::Tensor> v{flat(own_params())};
-      ctx_.world().send(v, 0, kTag)->wait(ctx_.wait_limit());
-      return;
-    }
-    for (int64_t w = 1; w < ctx_.workers_per_ring(); ++w) {
-      const ParamSet theirs =
-          params_.subset(worker_param_names(model_, plan_.partition, params_, w));
-      std::vector<at::Tensor> v{torch::empty({theirs.numel()})};
-      ctx_.world().recv(v, static_cast<int>(w), kTag)->wait(ctx_.wait_limit());
-      int64_t offset = 0;
-      for (const Tensor& t : theirs.tensors()) {
-        t.detach().copy_(v[0].narrow(0, offset, t.numel()).view(t.sizes()));
-        offset += t.numel();
-      }
-    }
-  } catch (const std::exception& e) {
-    throw TransportError(
-        ctx_.lost_peer(ctx_.is_lead() ? -1 : 0, std::string("collecting the weights: ") + e.what()),
-        ctx_.resume_hint());
-  }
-}
-
-std::optional<LossSumFn> ProcessMethod::ring_loss_sum() {
-  if (ctx_.ring() != 0 || ctx_.workers_per_ring() == 1) return std::nullopt;
-  struct Modules {  // this worker's modules: weights and evaluation contexts (memories)
-    std::map<int64_t, ParamSet> params;
-    std::map<int64_t, ForwardContext> contexts;
-    int64_t batch = 0;
-  };
-  auto mine = std::make_shared<Modules>();
-  const Partition& part = plan_.partition;
-  for (int64_t k : part.modules_of_worker(ctx_.worker())) {
-    mine->params[k] = own_params().subset(model_.module_param_names(part.module(k)));
-    mine->contexts[k].sum_loss = part.module(k).head;
-  }
-  return LossSumFn([this, mine](const Tensor& x, const Tensor& y, ForwardContext& loop) {
-    const Partition& part = plan_.partition;
-    const int64_t K = part.K, w = ctx_.worker();
-    const std::vector<int64_t> shape = {x.size(0), x.size(1), cfg_.model.n_embd};
-    const int64_t b = mine->batch++;
-    const auto key = [b](int64_t boundary) { return MessageKey{true, boundary, b}; };
-    const auto forward = [&](int64_t k, const Tensor& input, const Tensor& targets) {
-      ForwardContext& c = mine->contexts.at(k);
-      c.lengths = loop.lengths;
-      return model_.forward_module(mine->params.at(k), part.module(k), input, targets, c);
-    };
-    if (w == 0) {
-      transport_->send(module_worker(K, 2), key(1), forward(1, x, Tensor()));
-      return forward(K, transport_->recv(module_worker(K, K - 1), key(K - 1), shape), y);
-    }
-    const int64_t k = w + 1;  // the middle module this worker holds
-    transport_->send(
-        module_worker(K, k + 1), key(k),
-        forward(k, transport_->recv(module_worker(K, k - 1), key(k - 1), shape), Tensor()));
-    return torch::zeros({}, torch::kFloat64);  // the lead's result is the one reported
-  });
-}
-
-DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params, const Config& cfg,
-                                     DistContext& ctx)
+OuroborosProcesses::OuroborosProcesses(const LanguageModel& model, ParamSet params,
+                                       const Config& cfg, DistContext& ctx)
     : ProcessMethod(model, std::move(params), cfg, ctx), clock_(cfg) {
   worker_ =
       std::make_unique<Worker>(model_, plan_.partition, ctx_.worker(), params_, cfg_, *transport_);
@@ -140,9 +33,9 @@ DistributedEngine::DistributedEngine(const LanguageModel& model, ParamSet params
   }
 }
 
-DistributedEngine::~DistributedEngine() = default;
+OuroborosProcesses::~OuroborosProcesses() = default;
 
-void DistributedEngine::average_gradients(const ParamSet& params) {
+void OuroborosProcesses::average_gradients(const ParamSet& params) {
   std::vector<Tensor> grads;
   for (const auto& p : params.tensors()) {
     if (p.grad().defined()) grads.push_back(p.grad());
@@ -174,7 +67,7 @@ void DistributedEngine::average_gradients(const ParamSet& params) {
           .count();
 }
 
-void DistributedEngine::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
+void OuroborosProcesses::run_job(const ClockJob& job, const BatchFn* batch, const LossFn* on_loss) {
   ctx_.open_job(jobs_);  // rank 0 may have been evaluating
   if (job.drain) fault_point("drain");
   for (int64_t t = job.first; t < job.first + job.count; ++t) {
@@ -190,8 +83,8 @@ void DistributedEngine::run_job(const ClockJob& job, const BatchFn* batch, const
   end_job();
 }
 
-void DistributedEngine::run(int64_t first, int64_t count, const BatchFn& batch,
-                            const LossFn& on_loss) {
+void OuroborosProcesses::run(int64_t first, int64_t count, const BatchFn& batch,
+                             const LossFn& on_loss) {
   const ClockJob job = clock_.run(first, count);
   const int64_t B = cfg_.train.batch_size, R = ctx_.replicas(), ring = ctx_.ring();
   // A tick's batch has R*B rows; ring r trains on rows [rB, (r+1)B).
@@ -219,25 +112,25 @@ void DistributedEngine::run(int64_t first, int64_t count, const BatchFn& batch,
 }
 
 // Every rank counts the same jobs, so a drain with nothing in flight is still one.
-void DistributedEngine::drain() { run_job(clock_.drain(), nullptr, nullptr); }
+void OuroborosProcesses::drain() { run_job(clock_.drain(), nullptr, nullptr); }
 
-std::string DistributedEngine::describe() const {
+std::string OuroborosProcesses::describe() const {
   return plan_.summary() + processes_line(std::to_string(ctx_.replicas()) + " ring(s) of " +
                                           std::to_string(ctx_.workers_per_ring()) + " worker(s)");
 }
 
-void DistributedEngine::end_job() { ++jobs_; }
+void OuroborosProcesses::end_job() { ++jobs_; }
 
-const ParamSet& DistributedEngine::own_params() const { return worker_->params(); }
+const ParamSet& OuroborosProcesses::own_params() const { return worker_->params(); }
 
-MethodState DistributedEngine::own_state() const {
+MethodState OuroborosProcesses::own_state() const {
   MethodState mine;
   mine.generators.resize(static_cast<size_t>(plan_.partition.K));
   worker_->collect_state(mine);
   return mine;
 }
 
-MethodState DistributedEngine::state() const {
+MethodState OuroborosProcesses::state() const {
   const int64_t K = plan_.partition.K;
   const MethodState mine = own_state();
   MethodState s = peers_state();
@@ -250,7 +143,7 @@ MethodState DistributedEngine::state() const {
   return s;
 }
 
-std::optional<CheckpointShard> DistributedEngine::shard() const {
+std::optional<CheckpointShard> OuroborosProcesses::shard() const {
   CheckpointShard out;
   out.rank = ctx_.rank();
   out.world = ctx_.world_size();
@@ -268,7 +161,7 @@ std::optional<CheckpointShard> DistributedEngine::shard() const {
   return out;
 }
 
-void DistributedEngine::restore(const MethodState& given, int64_t tick) {
+void OuroborosProcesses::restore(const MethodState& given, int64_t tick) {
   const int64_t K = plan_.partition.K, R = ctx_.replicas();
   check_generator_count(given, static_cast<size_t>(K * R),
                         R > 1 ? "modules in all rings" : "modules");

@@ -1,5 +1,5 @@
 // Serial simulator of the Ouroboros update rule, written straight from the specification.
-#include "ouroboros/engine/simulator.h"
+#include "ouroboros/engine/ouroboros_simulator.h"
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/engine/worker.h"
@@ -20,7 +20,8 @@ Partition own_partition(const Config& cfg) {
 
 }  // namespace
 
-SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, const Config& cfg)
+OuroborosSimulator::OuroborosSimulator(const LanguageModel& model, ParamSet params,
+                                       const Config& cfg)
     : model_(model), cfg_(cfg), params_(std::move(params)), partition_(own_partition(cfg)) {
   const int64_t K = partition_.K;
   for (int64_t k = 1; k <= K; ++k) {
@@ -49,15 +50,15 @@ SerialSimulator::SerialSimulator(const LanguageModel& model, ParamSet params, co
   }
 }
 
-std::vector<double> SerialSimulator::lr_scale(size_t worker, int64_t t, bool synchronous) const {
+std::vector<double> OuroborosSimulator::lr_scale(size_t worker, int64_t t, bool synchronous) const {
   std::vector<double> f;
   if (synchronous || cfg_.engine.stale_lr == "none") return f;
   for (int64_t d : param_delay_[worker]) f.push_back(stale_lr_factor(cfg_.engine, d, t));
   return f;
 }
 
-void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double lr,
-                           const BatchFn* batch, const LossFn* on_loss) {
+void OuroborosSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double lr,
+                              const BatchFn* batch, const LossFn* on_loss) {
   const int64_t K = partition_.K;
   // 1. Forward batch t with the current weights w^t; each module keeps its weight version.
   if (t < horizon) {
@@ -114,8 +115,8 @@ void SerialSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double 
   }
 }
 
-void SerialSimulator::run(int64_t first, int64_t count, const BatchFn& batch,
-                          const LossFn& on_loss) {
+void OuroborosSimulator::run(int64_t first, int64_t count, const BatchFn& batch,
+                             const LossFn& on_loss) {
   if (first != next_tick_) throw Error("simulator expected tick " + std::to_string(next_tick_));
   for (int64_t t = first; t < first + count; ++t) {
     const bool sync = t < cfg_.engine.sync_warmup;
@@ -125,7 +126,7 @@ void SerialSimulator::run(int64_t first, int64_t count, const BatchFn& batch,
   next_tick_ = first + count;
 }
 
-void SerialSimulator::drain() {
+void OuroborosSimulator::drain() {
   const int64_t end = next_tick_;
   if (end <= pipeline_start_) return;
   const double lr = learning_rate(cfg_.train, end - 1);
@@ -133,7 +134,7 @@ void SerialSimulator::drain() {
   pipeline_start_ = end;
 }
 
-MethodState SerialSimulator::state() const {
+MethodState OuroborosSimulator::state() const {
   MethodState s;
   for (const auto& o : optimizers_) merge_optimizer_state(s.optimizer, o->state_dict());
   for (const auto& ctx : contexts_) {
@@ -143,7 +144,7 @@ MethodState SerialSimulator::state() const {
   return s;
 }
 
-void SerialSimulator::restore(const MethodState& s, int64_t tick) {
+void OuroborosSimulator::restore(const MethodState& s, int64_t tick) {
   check_generator_count(s, contexts_.size(), "modules");
   for (auto& o : optimizers_) o->load_state_dict(s.optimizer);
   for (int64_t k = 1; k <= partition_.K; ++k) {

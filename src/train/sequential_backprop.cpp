@@ -1,10 +1,10 @@
 // The reference trainer: forward, backward and update of the whole model, tick after tick.
-#include "ouroboros/train/reference.h"
+#include "ouroboros/train/sequential_backprop.h"
 
 namespace ouroboros {
 
-ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params,
-                                   const TrainConfig& cfg)
+SequentialBackprop::SequentialBackprop(const LanguageModel& model, ParamSet params,
+                                       const TrainConfig& cfg)
     : model_(model),
       params_(std::move(params)),
       cfg_(cfg),
@@ -13,8 +13,8 @@ ReferenceTrainer::ReferenceTrainer(const LanguageModel& model, ParamSet params,
   if (cfg.diagnostics_interval > 0) optimizer_.set_tracking(true);
 }
 
-void ReferenceTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
-                           const LossFn& on_loss) {
+void SequentialBackprop::run(int64_t first, int64_t count, const BatchFn& batch,
+                             const LossFn& on_loss) {
   for (int64_t t = first; t < first + count; ++t) {
     auto [x, y] = batch(t);
     Tensor loss = model_.loss(params_, x, y, ctx_);
@@ -32,7 +32,7 @@ void ReferenceTrainer::run(int64_t first, int64_t count, const BatchFn& batch,
   }
 }
 
-MethodState ReferenceTrainer::state() const {
+MethodState SequentialBackprop::state() const {
   MethodState s;
   s.optimizer = optimizer_.state_dict();
   s.generators = {ctx_.generator->get_state()};
@@ -40,7 +40,7 @@ MethodState ReferenceTrainer::state() const {
   return s;
 }
 
-void ReferenceTrainer::restore(const MethodState& s, int64_t /*tick*/) {
+void SequentialBackprop::restore(const MethodState& s, int64_t /*tick*/) {
   check_generator_count(s, 1, "modules");
   optimizer_.load_state_dict(s.optimizer);
   ctx_.generator->set_state(s.generators[0]);

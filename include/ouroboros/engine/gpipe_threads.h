@@ -15,7 +15,7 @@
 namespace ouroboros {
 
 // One GPipe worker: its modules' weights, optimizer and dropout generators, and its part of each
-// step (GPipeTrainer below), over any transport: a thread's channels or a process's c10d group.
+// step (GPipeThreads below), over any transport: a thread's channels or a process's c10d group.
 class GPipeStage {
  public:
   GPipeStage(const LanguageModel& model, const Plan& plan, int64_t worker, const ParamSet& all,
@@ -48,10 +48,10 @@ class GPipeStage {
 // flushes: one update per step on the mean gradient at the step's weights, exactly as sequential
 // backprop on the whole batch (up to the order of floating-point sums). Clipping is per worker, as
 // in the Ouroboros engine (docs/DESIGN.md), so it equals global clipping for K = 2 only.
-class GPipeTrainer : public Method {
+class GPipeThreads : public Method {
  public:
-  GPipeTrainer(const LanguageModel& model, ParamSet params, const Config& cfg);
-  ~GPipeTrainer() override;
+  GPipeThreads(const LanguageModel& model, ParamSet params, const Config& cfg);
+  ~GPipeThreads() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;
   void drain() override {}  // every step flushes

@@ -10,6 +10,7 @@
 
 #include "bench/timing.h"
 #include "ouroboros/core/config.h"
+#include "ouroboros/core/errors.h"
 #include "ouroboros/core/presets.h"
 #include "ouroboros/core/system.h"
 
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
   cfg.model.n_layer = 4;
   cfg.engine.modules = 1;
   // Constant learning rate 1e-3, as the PyTorch side's torch.optim.Adam; clipping stays at 1.0.
-  cfg.train.schedule = "constant";
+  cfg.train.schedule = ouroboros::LrSchedule::kConstant;
   cfg.train.warmup_steps = 0;
 
   CLI::App app{"Time training steps of the ouroboros method on random byte batches"};
@@ -53,7 +54,10 @@ int main(int argc, char** argv) {
   app.add_option("--block-size", cfg.model.block_size, "T");
   app.add_option("--batch-size", cfg.train.batch_size, "B");
   app.add_option("--vocab", cfg.model.vocab_size, "V");
-  app.add_option("--model", cfg.model.model, "gpt | transformer-xl");
+  // Options by name, parsed by the config's field table once the flags are read.
+  std::string model = ouroboros::name_of(cfg.model.model),
+              mode = ouroboros::name_of(cfg.engine.mode);
+  app.add_option("--model", model, ouroboros::option_names<ouroboros::ModelKind>());
   app.add_option("--mem-len", cfg.model.mem_len, "transformer-xl memory length");
   app.add_option("--d-inner", cfg.model.d_inner, "transformer-xl feed-forward width; 0 = 4C");
   app.add_option("--adaptive-cutoffs", cfg.model.adaptive_cutoffs,
@@ -61,8 +65,7 @@ int main(int argc, char** argv) {
   app.add_option("--dropout", cfg.model.dropout, "dropout probability");
   app.add_option("--modules", cfg.engine.modules, "K; 1 = reference trainer");
   app.add_option("--partition", cfg.engine.partition, "even | auto | a1,a2,...");
-  app.add_option("--mode", cfg.engine.mode,
-                 "auto | sequential | ouroboros | gpipe | data-parallel");
+  app.add_option("--mode", mode, ouroboros::option_names<ouroboros::Mode>());
   app.add_option("--micro-batches", cfg.engine.micro_batches, "gpipe: micro-batches per step");
   app.add_option("--workers", cfg.engine.workers, "data-parallel: replicas");
   bool whole = false;
@@ -75,6 +78,13 @@ int main(int argc, char** argv) {
                  "write a Chrome trace (chrome://tracing, or bench/profile_summary.py) of the "
                  "timed steps to this file");
   CLI11_PARSE(app, argc, argv);
+  try {
+    cfg.set_from_string("model.model", model);
+    cfg.set_from_string("engine.mode", mode);
+  } catch (const ouroboros::ConfigError& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
 
   at::set_num_threads(threads);
   if (peak) {

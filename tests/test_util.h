@@ -33,7 +33,7 @@ inline ouroboros::Config tiny_config(int64_t K = 1, const std::string& optimizer
   c.model.block_size = 8;
   c.model.vocab_size = 13;
   c.train.batch_size = 2;
-  c.train.optimizer = optimizer;
+  c.train.optimizer = ouroboros::parse_option<ouroboros::OptimizerKind>(optimizer);
   c.train.lr = 1e-2;
   c.train.min_lr = 1e-3;
   c.train.warmup_steps = 3;
@@ -43,7 +43,8 @@ inline ouroboros::Config tiny_config(int64_t K = 1, const std::string& optimizer
   c.train.grad_clip = 0.5;
   c.engine.modules = K;
   c.engine.partition = "even";
-  c.engine.weight_predict = "none";  // the plain delayed update of docs/ALGORITHM.md section 3
+  // The plain delayed update of docs/ALGORITHM.md section 3.
+  c.engine.weight_predict = ouroboros::WeightPredict::kNone;
   return c;
 }
 
@@ -53,8 +54,8 @@ inline ouroboros::Config on_corpus(ouroboros::Config c, const fs::path& file,
                                    const std::string& tokenizer = "auto") {
   c.model.vocab_size = 0;
   c.data.data = file.string();
-  c.data.format = "text";
-  c.data.tokenizer = tokenizer;
+  c.data.format = ouroboros::DataFormat::kText;
+  c.data.tokenizer = ouroboros::parse_option<ouroboros::TokenizerChoice>(tokenizer);
   c.train.eval_interval = 0;
   c.train.log_interval = 1;
   return c;

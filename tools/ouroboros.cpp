@@ -120,11 +120,11 @@ ModelConfig eval_model(const Config& ck, const Config& asked) {
                         "drop it (from --config too); eval takes --dtype, --eval-tgt-len, "
                         "--eval-mem-len, --eval-clamp-len and --eval-same-length");
     }
-    if (key.rfind("model.eval_", 0) == 0 && ck.model.model != "transformer-xl") {
+    if (key.rfind("model.eval_", 0) == 0 && ck.model.model != ModelKind::kTransformerXl) {
       throw ConfigError("eval: " + flag +
                             " applies to transformer-xl checkpoints; this one "
                             "holds a " +
-                            ck.model.model + " model",
+                            name_of(ck.model.model) + " model",
                         "drop " + flag);
     }
   }
@@ -138,7 +138,7 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
   Config cfg = flags.apply(ck.config);
   const ModelConfig model_cfg = eval_model(ck.config, cfg);
   at::set_num_threads(static_cast<int>(cfg.train.threads));
-  Dataset ds = load_dataset(cfg.data.data, cfg.data.format, ck.tokenizer);
+  Dataset ds = load_dataset(cfg.data.data, name_of(cfg.data.format), ck.tokenizer);
   std::unique_ptr<LanguageModel> model = make_model(model_cfg);
   const ParamSet params = ck.model.to(run_device(device));
   std::vector<std::string> splits = split == "all"

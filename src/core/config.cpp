@@ -9,11 +9,63 @@
 #include <iterator>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "ouroboros/core/errors.h"
 
 namespace ouroboros {
+
+template <typename E>
+E parse_option(const std::string& name) {
+  if (const std::optional<E> v = option_named<E>(name)) return *v;
+  const std::string names = option_names<E>(", ");
+  const size_t last = names.rfind(", ");
+  throw ConfigError(std::string("unknown ") + OptionSet<E>::what() + " '" + name + "'",
+                    "use " + (last == std::string::npos
+                                  ? names
+                                  : names.substr(0, last) + " or " + names.substr(last + 2)));
+}
+
+#define OUROBOROS_OPTION_SET(E, WHAT, ...)                                     \
+  template <>                                                                  \
+  const char* OptionSet<E>::what() {                                           \
+    return WHAT;                                                               \
+  }                                                                            \
+  template <>                                                                  \
+  const std::vector<std::pair<E, const char*>>& OptionSet<E>::names() {        \
+    static const std::vector<std::pair<E, const char*>> table = {__VA_ARGS__}; \
+    return table;                                                              \
+  }                                                                            \
+  template E parse_option<E>(const std::string& name);
+
+OUROBOROS_OPTION_SET(ModelKind, "model", {ModelKind::kGpt, "gpt"},
+                     {ModelKind::kTransformerXl, "transformer-xl"})
+OUROBOROS_OPTION_SET(DType, "dtype", {DType::kFloat32, "float32"}, {DType::kBfloat16, "bfloat16"})
+OUROBOROS_OPTION_SET(DataFormat, "data format", {DataFormat::kAuto, "auto"},
+                     {DataFormat::kText, "text"}, {DataFormat::kEnwik8, "enwik8"},
+                     {DataFormat::kText8, "text8"}, {DataFormat::kWikitext103, "wikitext103"},
+                     {DataFormat::kFortunes, "fortunes"})
+OUROBOROS_OPTION_SET(TokenizerChoice, "tokenizer", {TokenizerChoice::kAuto, "auto"},
+                     {TokenizerChoice::kByte, "byte"}, {TokenizerChoice::kChar, "char"},
+                     {TokenizerChoice::kWord, "word"}, {TokenizerChoice::kBpe, "bpe"},
+                     {TokenizerChoice::kUnigram, "unigram"})
+OUROBOROS_OPTION_SET(OptimizerKind, "optimizer", {OptimizerKind::kSgd, "sgd"},
+                     {OptimizerKind::kAdam, "adam"}, {OptimizerKind::kAdamW, "adamw"},
+                     {OptimizerKind::kQhAdam, "qhadam"}, {OptimizerKind::kNAdam, "nadam"})
+OUROBOROS_OPTION_SET(LrSchedule, "schedule", {LrSchedule::kCosine, "cosine"},
+                     {LrSchedule::kConstant, "constant"})
+OUROBOROS_OPTION_SET(Mode, "mode", {Mode::kAuto, "auto"}, {Mode::kSequential, "sequential"},
+                     {Mode::kOuroboros, "ouroboros"}, {Mode::kGPipe, "gpipe"},
+                     {Mode::kDataParallel, "data-parallel"})
+OUROBOROS_OPTION_SET(WeightPredict, "weight_predict", {WeightPredict::kAuto, "auto"},
+                     {WeightPredict::kNone, "none"}, {WeightPredict::kOptimizer, "optimizer"})
+OUROBOROS_OPTION_SET(StaleLr, "stale_lr", {StaleLr::kNone, "none"},
+                     {StaleLr::kPipeMare, "pipemare"})
+OUROBOROS_OPTION_SET(Backend, "backend", {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"},
+                     {Backend::kNccl, "nccl"})
+#undef OUROBOROS_OPTION_SET
+
 namespace {
 
 // A number as the user would write it: 1.5, 1e-08.
@@ -47,6 +99,12 @@ T convert(const std::string& key, const json& v) {
     if (!v.is_string())
       throw ConfigError("config key " + key + " must be a string, got " + v.dump());
     return v.get<std::string>();
+  } else if constexpr (std::is_enum_v<T>) {
+    if (!v.is_string()) {
+      throw ConfigError("config key " + key + " must be a string (" + option_names<T>(", ") +
+                        "), got " + v.dump());
+    }
+    return parse_option<T>(v.get<std::string>());
   } else if constexpr (std::is_same_v<T, int64_t>) {
     if (!v.is_number_integer())
       throw ConfigError("config key " + key + " must be an integer, got " + v.dump());
@@ -58,9 +116,20 @@ T convert(const std::string& key, const json& v) {
   }
 }
 
+// The help line of a field; an option's names come first, from its set.
+template <typename T>
+std::string help_of(const std::string& help) {
+  if constexpr (std::is_enum_v<T>) {
+    return option_names<T>() + (help.empty() ? "" : ": " + help);
+  } else {
+    return help;
+  }
+}
+
 #define OUROBOROS_FIELD(section, name, help)                                                 \
   Field {                                                                                    \
-    ConfigField{#section "." #name, flag_of(#section "." #name), help},                      \
+    ConfigField{#section "." #name, flag_of(#section "." #name),                             \
+                help_of<decltype(Config{}.section.name)>(help)},                             \
         [](const Config& c) { return json(c.section.name); }, [](Config& c, const json& v) { \
           c.section.name = convert<decltype(c.section.name)>(#section "." #name, v);         \
         }                                                                                    \
@@ -68,7 +137,7 @@ T convert(const std::string& key, const json& v) {
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      OUROBOROS_FIELD(model, model, "model family: gpt | transformer-xl"),
+      OUROBOROS_FIELD(model, model, "model family"),
       OUROBOROS_FIELD(model, n_layer, "Transformer blocks (L)"),
       OUROBOROS_FIELD(model, n_head, "attention heads; n_embd must be divisible by it"),
       OUROBOROS_FIELD(model, n_embd, "residual stream width (C)"),
@@ -78,8 +147,8 @@ const std::vector<Field>& fields() {
                       "pieces and need it"),
       OUROBOROS_FIELD(model, dropout, "dropout probability"),
       OUROBOROS_FIELD(model, dtype,
-                      "float32 | bfloat16: matrix products of the forward in bfloat16 (autocast); "
-                      "weights and optimizer state stay float32"),
+                      "matrix products of the forward in bfloat16 (autocast); weights and "
+                      "optimizer state stay float32"),
       OUROBOROS_FIELD(model, d_inner, "transformer-xl: feed-forward width; 0 = 4 n_embd"),
       OUROBOROS_FIELD(model, attn_dropout, "transformer-xl: dropout on attention probabilities"),
       OUROBOROS_FIELD(model, pre_lnorm, "transformer-xl: 1 = pre-LayerNorm, 0 = post-LayerNorm"),
@@ -99,17 +168,15 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(model, div_val,
                       "transformer-xl: adaptive embedding width divisor per cluster"),
       OUROBOROS_FIELD(data, data, "corpus file or directory (ignored for --format fortunes)"),
-      OUROBOROS_FIELD(data, format, "auto | text | enwik8 | text8 | wikitext103 | fortunes"),
-      OUROBOROS_FIELD(data, tokenizer,
-                      "auto | byte | char | word | bpe | unigram (bpe, unigram: sentencepiece, "
-                      "need --vocab-size)"),
+      OUROBOROS_FIELD(data, format, "corpus layout; auto = from the path"),
+      OUROBOROS_FIELD(data, tokenizer, "bpe and unigram are sentencepiece's and need --vocab-size"),
       OUROBOROS_FIELD(train, steps, "training steps (ticks)"),
       OUROBOROS_FIELD(train, batch_size, "sequences per step (B)"),
-      OUROBOROS_FIELD(train, optimizer, "sgd | adam | adamw | qhadam | nadam"),
+      OUROBOROS_FIELD(train, optimizer, ""),
       OUROBOROS_FIELD(train, lr, "peak learning rate"),
       OUROBOROS_FIELD(train, min_lr, "learning rate at the end of the cosine decay"),
       OUROBOROS_FIELD(train, warmup_steps, "linear learning-rate warm-up steps"),
-      OUROBOROS_FIELD(train, schedule, "learning-rate schedule after warm-up: cosine | constant"),
+      OUROBOROS_FIELD(train, schedule, "learning-rate schedule after warm-up"),
       OUROBOROS_FIELD(train, momentum, "SGD momentum"),
       OUROBOROS_FIELD(train, beta1, "Adam beta1"),
       OUROBOROS_FIELD(train, beta2, "Adam beta2"),
@@ -140,20 +207,19 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(engine, partition, "even | auto | a1,a2,... block boundaries"),
       OUROBOROS_FIELD(engine, sync_warmup, "first M ticks without delay (synchronous)"),
       OUROBOROS_FIELD(engine, weight_predict,
-                      "auto | none | optimizer: delayed modules forward at weights predicted along "
-                      "the optimizer's direction; auto = optimizer in mode ouroboros"),
+                      "delayed modules forward at weights predicted along the optimizer's "
+                      "direction; auto = optimizer in mode ouroboros"),
       OUROBOROS_FIELD(engine, predict_scale,
                       "weight prediction: horizon in updates per tick of delay"),
-      OUROBOROS_FIELD(engine, stale_lr, "none | pipemare: learning rate scaled down by delay"),
+      OUROBOROS_FIELD(engine, stale_lr, "learning rate scaled down by delay"),
       OUROBOROS_FIELD(engine, stale_lr_ticks, "pipemare: ticks until the delay scaling fades out"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
       OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
       OUROBOROS_FIELD(dist, backend,
-                      "auto | gloo | nccl between processes; auto = nccl on GPUs where built, "
+                      "what carries messages between processes; auto = nccl on GPUs where built, "
                       "else gloo"),
       OUROBOROS_FIELD(engine, mode,
-                      "auto | sequential | ouroboros | gpipe | data-parallel; auto = sequential "
-                      "for --modules 1, else ouroboros"),
+                      "training method; auto = sequential for --modules 1, else ouroboros"),
       OUROBOROS_FIELD(engine, micro_batches, "gpipe: micro-batches per step; divides batch_size"),
       OUROBOROS_FIELD(engine, workers, "data-parallel: replicas (threads); divides batch_size"),
   };
@@ -171,23 +237,18 @@ const Field& find_field(const std::string& key) {
 // The method and its shape options must agree: pipelines cut the model into --modules >= 2,
 // sequential and data-parallel keep it whole (--modules 1).
 void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfig& m) {
-  static const std::set<std::string> modes = {"auto", "sequential", "ouroboros", "gpipe",
-                                              "data-parallel"};
-  if (!modes.count(e.mode)) {
-    throw ConfigError("unknown mode '" + e.mode + "'",
-                      "use auto, sequential, ouroboros, gpipe or data-parallel");
-  }
-  const std::string mode = resolved_mode(e);
+  const Mode mode = resolved_mode(e);
+  const std::string name = name_of(mode);
   const std::string K = std::to_string(e.modules);
-  if ((mode == "ouroboros" || mode == "gpipe") && e.modules < 2) {
-    throw ConfigError("mode " + mode + " needs --modules >= 2 (K modules on K-1 workers), got " + K,
+  if ((mode == Mode::kOuroboros || mode == Mode::kGPipe) && e.modules < 2) {
+    throw ConfigError("mode " + name + " needs --modules >= 2 (K modules on K-1 workers), got " + K,
                       "use e.g. --modules 3");
   }
-  if ((mode == "sequential" || mode == "data-parallel") && e.modules != 1) {
-    throw ConfigError("mode " + mode + " trains the whole model per worker, but --modules is " + K,
+  if ((mode == Mode::kSequential || mode == Mode::kDataParallel) && e.modules != 1) {
+    throw ConfigError("mode " + name + " trains the whole model per worker, but --modules is " + K,
                       "use --modules 1, or --mode ouroboros / gpipe");
   }
-  if (mode == "gpipe") {
+  if (mode == Mode::kGPipe) {
     if (e.micro_batches < 1 || t.batch_size % e.micro_batches != 0) {
       throw ConfigError("gpipe: --micro-batches " + std::to_string(e.micro_batches) +
                             " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
@@ -198,23 +259,20 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
                         "drop --sync-warmup");
     }
   }
-  if (mode == "data-parallel") {
+  if (mode == Mode::kDataParallel) {
     if (e.workers < 1 || t.batch_size % e.workers != 0) {
       throw ConfigError("data-parallel: --workers " + std::to_string(e.workers) +
                             " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
                         "choose a divisor of the batch size");
     }
   }
-  if ((mode == "gpipe" || mode == "data-parallel") && m.model != "gpt") {
-    throw ConfigError("mode " + mode + " runs the gpt model only, not " + m.model,
-                      "train " + m.model + " with --mode sequential or ouroboros");
+  if ((mode == Mode::kGPipe || mode == Mode::kDataParallel) && m.model != ModelKind::kGpt) {
+    const std::string model = name_of(m.model);
+    throw ConfigError("mode " + name + " runs the gpt model only, not " + model,
+                      "train " + model + " with --mode sequential or ouroboros");
   }
-  if (mode == "data-parallel" && e.sync_warmup != 0) {
+  if (mode == Mode::kDataParallel && e.sync_warmup != 0) {
     throw ConfigError("--sync-warmup applies to mode ouroboros only", "drop --sync-warmup");
-  }
-  if (e.weight_predict != "none" && e.weight_predict != "optimizer" && e.weight_predict != "auto") {
-    throw ConfigError("unknown weight_predict '" + e.weight_predict + "'",
-                      "use auto, none or optimizer");
   }
   if (!(e.predict_scale > 0.0) || !std::isfinite(e.predict_scale)) {
     throw ConfigError("predict_scale must be > 0, got " + num(e.predict_scale),
@@ -226,19 +284,19 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
         "not use",
         "use --weight-predict optimizer in mode ouroboros, or drop --predict-scale");
   }
-  if (e.stale_lr != "none" && e.stale_lr != "pipemare") {
-    throw ConfigError("unknown stale_lr '" + e.stale_lr + "'", "use none or pipemare");
-  }
   if (e.stale_lr_ticks < 1) {
     throw ConfigError("stale_lr_ticks must be >= 1, got " + std::to_string(e.stale_lr_ticks));
   }
   // Both act on delayed gradients, which only mode ouroboros has.
-  for (const auto& [flag, value] :
-       {std::pair<std::string, std::string>{"--weight-predict", e.weight_predict},
-        {"--stale-lr", e.stale_lr}}) {
-    if (value != "none" && value != "auto" && mode != "ouroboros") {
+  const bool predicts = e.weight_predict == WeightPredict::kOptimizer;
+  const bool scales = e.stale_lr != StaleLr::kNone;
+  for (const auto& [flag, value, set] :
+       {std::tuple<std::string, std::string, bool>{"--weight-predict", name_of(e.weight_predict),
+                                                   predicts},
+        {"--stale-lr", name_of(e.stale_lr), scales}}) {
+    if (set && mode != Mode::kOuroboros) {
       throw ConfigError(
-          flag + " " + value + " acts on delayed gradients, which mode " + mode + " does not have",
+          flag + " " + value + " acts on delayed gradients, which mode " + name + " does not have",
           "use --mode ouroboros (--modules K >= 2) or drop " + flag);
     }
   }
@@ -300,8 +358,6 @@ void require(bool ok, const std::string& what, const std::string& hint = "") {
 }
 
 void validate_model(const ModelConfig& m) {
-  require(m.model == "gpt" || m.model == "transformer-xl", "unknown model '" + m.model + "'",
-          "use --model gpt or --model transformer-xl");
   require(m.n_layer >= 1, "n_layer must be >= 1, got " + std::to_string(m.n_layer));
   require(m.n_head >= 1, "n_head must be >= 1, got " + std::to_string(m.n_head));
   require(m.n_embd >= 1, "n_embd must be >= 1, got " + std::to_string(m.n_embd));
@@ -311,8 +367,6 @@ void validate_model(const ModelConfig& m) {
           "choose n_embd a multiple of n_head");
   require(m.block_size >= 1, "block_size must be >= 1, got " + std::to_string(m.block_size));
   require(m.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(m.vocab_size));
-  require(m.dtype == "float32" || m.dtype == "bfloat16", "unknown dtype '" + m.dtype + "'",
-          "use --dtype float32 or --dtype bfloat16");
   require(m.dropout >= 0.0 && m.dropout < 1.0,
           "dropout must be in [0, 1), got " + std::to_string(m.dropout));
   require(m.attn_dropout >= 0.0 && m.attn_dropout < 1.0,
@@ -329,34 +383,22 @@ void validate_model(const ModelConfig& m) {
 }
 
 void validate_data(const DataConfig& d, const ModelConfig& m) {
-  static const std::set<std::string> formats = {"auto",  "text",        "enwik8",
-                                                "text8", "wikitext103", "fortunes"};
-  require(formats.count(d.format) > 0, "unknown data format '" + d.format + "'",
-          "use auto, text, enwik8, text8, wikitext103 or fortunes");
-  static const std::set<std::string> tokenizers = {"auto", "byte", "char",
-                                                   "word", "bpe",  "unigram"};
-  require(tokenizers.count(d.tokenizer) > 0, "unknown tokenizer '" + d.tokenizer + "'",
-          "use auto, byte, char, word, bpe or unigram");
   // A subword vocabulary is learned to a size, which nothing else gives.
-  require(!(d.tokenizer == "bpe" || d.tokenizer == "unigram") || m.vocab_size > 0,
-          "tokenizer " + d.tokenizer + " needs a vocabulary size",
+  require(!(d.tokenizer == TokenizerChoice::kBpe || d.tokenizer == TokenizerChoice::kUnigram) ||
+              m.vocab_size > 0,
+          std::string("tokenizer ") + name_of(d.tokenizer) + " needs a vocabulary size",
           "pass --vocab-size N, e.g. --vocab-size 4000");
 }
 
 void validate_train(const TrainConfig& t) {
   require(t.steps >= 0, "steps must be >= 0, got " + std::to_string(t.steps));
   require(t.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(t.batch_size));
-  static const std::set<std::string> optimizers = {"sgd", "adam", "adamw", "qhadam", "nadam"};
-  require(optimizers.count(t.optimizer) > 0, "unknown optimizer '" + t.optimizer + "'",
-          "use sgd, adam, adamw, qhadam or nadam");
   require(t.qh_nu >= 0.0 && t.qh_nu <= 1.0, "qh_nu must be in [0, 1], got " + num(t.qh_nu),
           "set --qh-nu, e.g. 0.7");
   require(t.momentum_decay >= 0.0, "momentum_decay must be >= 0, got " + num(t.momentum_decay),
           "set --momentum-decay, e.g. 0.004");
   require(t.diagnostics_interval >= 0,
           "diagnostics_interval must be >= 0, got " + std::to_string(t.diagnostics_interval));
-  require(t.schedule == "cosine" || t.schedule == "constant",
-          "unknown schedule '" + t.schedule + "'", "use cosine or constant");
   require(t.lr > 0.0, "lr must be > 0, got " + std::to_string(t.lr));
   require(t.min_lr >= 0.0 && t.min_lr <= t.lr,
           "min_lr must be in [0, lr], got " + std::to_string(t.min_lr));
@@ -395,8 +437,6 @@ void validate_layout(const EngineConfig& e, const DistConfig& dist) {
           "add --modules K or drop --partition");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
   require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
-  require(dist.backend == "auto" || dist.backend == "gloo" || dist.backend == "nccl",
-          "unknown backend '" + dist.backend + "'", "use --backend auto, gloo or nccl");
 }
 
 }  // namespace
@@ -422,8 +462,8 @@ double prediction_horizon(const EngineConfig& e, int64_t delay) {
 }
 
 bool predicts_weights(const EngineConfig& e) {
-  return e.weight_predict == "optimizer" ||
-         (e.weight_predict == "auto" && resolved_mode(e) == "ouroboros");
+  return e.weight_predict == WeightPredict::kOptimizer ||
+         (e.weight_predict == WeightPredict::kAuto && resolved_mode(e) == Mode::kOuroboros);
 }
 
 bool is_device_name(const std::string& s) {
@@ -432,8 +472,8 @@ bool is_device_name(const std::string& s) {
           s.find_first_not_of("0123456789", 5) == std::string::npos && s.size() < 10);
 }
 
-std::string resolved_mode(const EngineConfig& e) {
-  if (e.mode == "auto") return e.modules == 1 ? "sequential" : "ouroboros";
+Mode resolved_mode(const EngineConfig& e) {
+  if (e.mode == Mode::kAuto) return e.modules == 1 ? Mode::kSequential : Mode::kOuroboros;
   return e.mode;
 }
 

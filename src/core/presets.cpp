@@ -9,14 +9,14 @@ namespace {
 
 // Adam (0.9, 0.999, 1e-8), lr 2.5e-4 with cosine decay to 0 and no warm-up, clip 0.25.
 void paper_optimizer(Config& c) {
-  c.train.optimizer = "adam";
+  c.train.optimizer = OptimizerKind::kAdam;
   c.train.beta1 = 0.9;
   c.train.beta2 = 0.999;
   c.train.eps = 1e-8;
   c.train.lr = 2.5e-4;
   c.train.min_lr = 0.0;
   c.train.warmup_steps = 0;
-  c.train.schedule = "cosine";
+  c.train.schedule = LrSchedule::kCosine;
   c.train.grad_clip = 0.25;
   c.train.weight_decay = 0.0;
 }
@@ -24,7 +24,7 @@ void paper_optimizer(Config& c) {
 // 12 layers, d_model 512, 8 heads of 64, inner 2048, tgt_len = mem_len = 512; evaluation with
 // tgt_len 80, mem_len 2100, clamp_len 820, same_length.
 void character_base(Config& c) {
-  c.model.model = "transformer-xl";
+  c.model.model = ModelKind::kTransformerXl;
   c.model.n_layer = 12;
   c.model.n_embd = 512;
   c.model.n_head = 8;
@@ -50,21 +50,21 @@ void character_base(Config& c) {
 
 void enwik8_base(Config& c) {
   character_base(c);
-  c.data.format = "enwik8";
-  c.data.tokenizer = "byte";
+  c.data.format = DataFormat::kEnwik8;
+  c.data.tokenizer = TokenizerChoice::kByte;
 }
 
 void text8_base(Config& c) {
   character_base(c);
-  c.data.format = "text8";
-  c.data.tokenizer = "char";
+  c.data.format = DataFormat::kText8;
+  c.data.tokenizer = TokenizerChoice::kChar;
 }
 
 // 16 layers, d_model 410, 10 heads of 41, inner 2100, tgt_len = mem_len = 150, adaptive softmax
 // (cutoffs 20000, 40000, 200000, div_val 1) tied to the adaptive input; evaluation with tgt_len
 // 64, mem_len 640, clamp_len 400, same_length.
 void wt103_base(Config& c) {
-  c.model.model = "transformer-xl";
+  c.model.model = ModelKind::kTransformerXl;
   c.model.n_layer = 16;
   c.model.n_embd = 410;
   c.model.n_head = 10;
@@ -82,8 +82,8 @@ void wt103_base(Config& c) {
   c.model.eval_same_length = 1;
   c.model.adaptive_cutoffs = "20000,40000,200000";
   c.model.div_val = 1;
-  c.data.format = "wikitext103";
-  c.data.tokenizer = "word";
+  c.data.format = DataFormat::kWikitext103;
+  c.data.tokenizer = TokenizerChoice::kWord;
   c.train.batch_size = 60;
   c.train.steps = 200000;
   c.train.eval_interval = 4000;
@@ -95,7 +95,7 @@ void wt103_base(Config& c) {
 // A small Transformer-XL on the fortunes corpus, byte level, trained with Ouroboros (K = 3 on 2
 // workers); a few minutes on 2 cores.
 void demo_xl(Config& c) {
-  c.model.model = "transformer-xl";
+  c.model.model = ModelKind::kTransformerXl;
   c.model.n_layer = 4;
   c.model.n_embd = 128;
   c.model.n_head = 4;
@@ -106,15 +106,15 @@ void demo_xl(Config& c) {
   c.model.eval_tgt_len = 64;
   c.model.eval_mem_len = 128;
   c.model.eval_same_length = 1;
-  c.data.format = "fortunes";
-  c.data.tokenizer = "byte";
+  c.data.format = DataFormat::kFortunes;
+  c.data.tokenizer = TokenizerChoice::kByte;
   c.train.batch_size = 16;
   c.train.steps = 600;
-  c.train.optimizer = "adam";
+  c.train.optimizer = OptimizerKind::kAdam;
   c.train.lr = 1e-3;
   c.train.min_lr = 1e-4;
   c.train.warmup_steps = 200;
-  c.train.schedule = "cosine";
+  c.train.schedule = LrSchedule::kCosine;
   c.train.grad_clip = 0.25;
   c.train.eval_interval = 200;
   c.train.eval_batches = 20;

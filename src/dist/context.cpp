@@ -121,7 +121,7 @@ DistContext::DistContext(const DistEnv& env, const Config& cfg) : env_(env) {
     if (replicas_ > 1) {
       replica_group_ = gloo_group("replicas/" + std::to_string(worker()), ring(), replicas_);
     }
-    if (backend_ == "nccl") {
+    if (backend_ == Backend::kNccl) {
       nccl_ = std::make_unique<PairGroups>(nccl_groups(store_, device_, timeout_), env.rank,
                                            ring_layout(env.rank, workers_, replicas_));
     }
@@ -165,7 +165,7 @@ void DistContext::open_store() {
 void DistContext::check_fingerprints(const Config& cfg) {
   json mine = config_fingerprint(cfg);
   // Each rank resolves dist.backend for its own device; all must end up on the same one.
-  mine["dist.backend (resolved)"] = backend_;
+  mine["dist.backend (resolved)"] = name_of(backend_);
   store_set("fingerprint/" + std::to_string(env_.rank), bytes_of(mine.dump()), timeout_);
   std::string diff;
   for (int64_t r = 0; r < env_.world_size && diff.empty(); ++r) {
@@ -229,9 +229,9 @@ c10::intrusive_ptr<CommGroup> DistContext::gloo_group(const std::string& name, i
       static_cast<int>(size), options);
 }
 
-std::string resolve_backend(const std::string& backend, const c10::Device& device) {
-  if (backend == "gloo") return "gloo";
-  if (backend == "nccl") {
+Backend resolve_backend(Backend backend, const c10::Device& device) {
+  if (backend == Backend::kGloo) return Backend::kGloo;
+  if (backend == Backend::kNccl) {
     if (!nccl_built()) {
       throw ConfigError("--backend nccl: this build has no NCCL (it needs a CUDA libtorch 2.x)",
                         "build with scripts/build-torch2.sh, or use --backend gloo");
@@ -240,9 +240,9 @@ std::string resolve_backend(const std::string& backend, const c10::Device& devic
       throw ConfigError("--backend nccl carries GPU memory, but this process trains on the CPU",
                         "use --device cuda, or --backend gloo");
     }
-    return "nccl";
+    return Backend::kNccl;
   }
-  return nccl_built() && device.is_cuda() ? "nccl" : "gloo";  // auto (Config::validate checks)
+  return nccl_built() && device.is_cuda() ? Backend::kNccl : Backend::kGloo;  // auto
 }
 
 DistContext::~DistContext() {

@@ -53,7 +53,7 @@ ProcessMethod::~ProcessMethod() {
 
 std::string ProcessMethod::processes_line(const std::string& layout) const {
   return "processes: " + std::to_string(ctx_.world_size()) + " (" + layout + "), c10d " +
-         ctx_.backend() + ", store " + ctx_.env().master_addr + ":" +
+         name_of(ctx_.backend()) + ", store " + ctx_.env().master_addr + ":" +
          std::to_string(ctx_.env().master_port) + "\n";
 }
 

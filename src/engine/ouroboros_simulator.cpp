@@ -52,7 +52,7 @@ OuroborosSimulator::OuroborosSimulator(const LanguageModel& model, ParamSet para
 
 std::vector<double> OuroborosSimulator::lr_scale(size_t worker, int64_t t, bool synchronous) const {
   std::vector<double> f;
-  if (synchronous || cfg_.engine.stale_lr == "none") return f;
+  if (synchronous || cfg_.engine.stale_lr == StaleLr::kNone) return f;
   for (int64_t d : param_delay_[worker]) f.push_back(stale_lr_factor(cfg_.engine, d, t));
   return f;
 }

@@ -60,7 +60,7 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
 std::vector<ModuleStats> Worker::take_diagnostics() { return std::exchange(diagnostics_, {}); }
 
 std::vector<double> Worker::lr_scale(const TickWindow& w) const {
-  if (w.synchronous || engine_cfg_.stale_lr == "none") return {};
+  if (w.synchronous || engine_cfg_.stale_lr == StaleLr::kNone) return {};
   std::vector<double> scale;
   for (int64_t d : param_delay_) scale.push_back(stale_lr_factor(engine_cfg_, d, w.tick));
   return scale;

@@ -1,6 +1,8 @@
 // What every model shares: the named weight set, dropout generators, and the model factory.
 #include "ouroboros/model/language_model.h"
 
+#include <stdexcept>
+
 #include "ouroboros/core/errors.h"
 #include "ouroboros/model/gpt.h"
 #include "ouroboros/model/transformer_xl.h"
@@ -72,10 +74,13 @@ at::Generator make_generator(uint64_t seed) {
 }
 
 std::unique_ptr<LanguageModel> make_model(const ModelConfig& cfg) {
-  if (cfg.model == "gpt") return std::make_unique<GPT>(cfg);
-  if (cfg.model == "transformer-xl") return std::make_unique<TransformerXL>(cfg);
-  throw ConfigError("unknown model '" + cfg.model + "'",
-                    "use --model gpt or --model transformer-xl");
+  switch (cfg.model) {
+    case ModelKind::kGpt:
+      return std::make_unique<GPT>(cfg);
+    case ModelKind::kTransformerXl:
+      return std::make_unique<TransformerXL>(cfg);
+  }
+  throw std::logic_error("make_model: a model kind without a class");
 }
 
 }  // namespace ouroboros

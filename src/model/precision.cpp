@@ -12,8 +12,8 @@ using compat::autocast_enabled;
 using compat::set_autocast;
 using compat::set_autocast_dtype;
 
-PrecisionScope::PrecisionScope(const std::string& dtype) {
-  if (dtype != "bfloat16") return;
+PrecisionScope::PrecisionScope(DType dtype) {
+  if (dtype != DType::kBfloat16) return;
   active_ = true;
   for (size_t i = 0; i < kDevices.size(); ++i) {
     was_enabled_[i] = autocast_enabled(kDevices[i]);

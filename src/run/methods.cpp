@@ -15,30 +15,35 @@ namespace ouroboros {
 std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model,
                                     ParamSet params) {
   keep_freed_memory();
-  const std::string mode = resolved_mode(cfg.engine);
-  if (mode == "gpipe") return std::make_unique<GPipeThreads>(model, std::move(params), cfg);
-  if (mode == "data-parallel") {
-    return std::make_unique<DataParallelThreads>(model, std::move(params), cfg);
-  }
-  if (mode == "sequential") {
-    return std::make_unique<SequentialBackprop>(model, std::move(params), cfg.train);
+  switch (resolved_mode(cfg.engine)) {
+    case Mode::kGPipe:
+      return std::make_unique<GPipeThreads>(model, std::move(params), cfg);
+    case Mode::kDataParallel:
+      return std::make_unique<DataParallelThreads>(model, std::move(params), cfg);
+    case Mode::kSequential:
+      return std::make_unique<SequentialBackprop>(model, std::move(params), cfg.train);
+    case Mode::kAuto:
+    case Mode::kOuroboros:
+      break;
   }
   return std::make_unique<OuroborosThreads>(model, std::move(params), cfg);
 }
 
 void check_process_mode(const Config& cfg) {
-  const std::string mode = resolved_mode(cfg.engine);
-  const bool ddp = mode == "sequential" && cfg.dist.replicas > 1;
-  if (mode != "ouroboros" && mode != "gpipe" && !ddp) {
+  const Mode mode = resolved_mode(cfg.engine);
+  const std::string name = name_of(mode);
+  const bool ddp = mode == Mode::kSequential && cfg.dist.replicas > 1;
+  if (mode != Mode::kOuroboros && mode != Mode::kGPipe && !ddp) {
     throw ConfigError(
         "processes run --mode ouroboros or gpipe, or data parallelism as --modules 1 "
         "--replicas R, not " +
-            mode,
-        mode == "data-parallel" ? "one process per replica: --modules 1 --replicas R (batch B each)"
-                                : "use --modules K >= 2 with the default mode, or run " + mode +
-                                      " on threads of one process");
+            name,
+        mode == Mode::kDataParallel
+            ? "one process per replica: --modules 1 --replicas R (batch B each)"
+            : "use --modules K >= 2 with the default mode, or run " + name +
+                  " on threads of one process");
   }
-  if (mode == "gpipe" && cfg.dist.replicas > 1) {
+  if (mode == Mode::kGPipe && cfg.dist.replicas > 1) {
     throw ConfigError("--mode gpipe runs one ring across processes, not --replicas " +
                           std::to_string(cfg.dist.replicas),
                       "drop --replicas, or use the default mode (Ouroboros) for several rings");
@@ -49,7 +54,7 @@ std::unique_ptr<Method> make_process_method(const Config& cfg, const LanguageMod
                                             ParamSet params, DistContext& ctx, RankStats* stats) {
   check_process_mode(cfg);
   keep_freed_memory();  // as every threaded method does
-  if (resolved_mode(cfg.engine) == "gpipe") {
+  if (resolved_mode(cfg.engine) == Mode::kGPipe) {
     auto gpipe = std::make_unique<GPipeProcesses>(model, std::move(params), cfg, ctx);
     gpipe->set_stats_sink(stats);
     return gpipe;

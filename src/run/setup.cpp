@@ -27,11 +27,11 @@ std::string gib(double bytes) {
 // The layout a checkpoint's per-module state belongs to: the method, its modules (or the
 // replicas of data parallelism), the partition and the rings.
 std::string layout(const Config& c) {
-  const std::string mode = resolved_mode(c.engine);
-  std::string s = "--mode " + mode;
-  if (mode == "data-parallel") {
+  const Mode mode = resolved_mode(c.engine);
+  std::string s = std::string("--mode ") + name_of(mode);
+  if (mode == Mode::kDataParallel) {
     s += " --workers " + std::to_string(c.engine.workers);
-  } else if (mode != "sequential") {
+  } else if (mode != Mode::kSequential) {
     s += " --modules " + std::to_string(c.engine.modules) + " --partition " + c.engine.partition;
   }
   if (c.dist.replicas > 1) s += " --replicas " + std::to_string(c.dist.replicas);

@@ -59,11 +59,12 @@ int64_t fresh_checkpoint_id() {
 
 double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
   const double P = static_cast<double>(model.param_count());
-  const std::string mode = resolved_mode(cfg.engine);
+  const Mode mode = resolved_mode(cfg.engine);
   const double K = static_cast<double>(cfg.engine.modules);
-  const double state = cfg.train.optimizer == "sgd" ? (cfg.train.momentum > 0 ? 1.0 : 0.0) : 2.0;
+  const double state =
+      cfg.train.optimizer == OptimizerKind::kSgd ? (cfg.train.momentum > 0 ? 1.0 : 0.0) : 2.0;
   // Module k keeps K - k weight versions of its own weights: (K - 1) / 2 copies on average.
-  const double versions = mode == "ouroboros" ? (K - 1.0) / 2.0 : 0.0;
+  const double versions = mode == Mode::kOuroboros ? (K - 1.0) / 2.0 : 0.0;
   const ModelConfig& m = model.config();
   const double B = static_cast<double>(cfg.train.batch_size), T = static_cast<double>(m.block_size),
                C = static_cast<double>(m.n_embd), H = static_cast<double>(m.n_head),
@@ -71,7 +72,7 @@ double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
   const double keys = model.recurrent() ? T + static_cast<double>(m.mem_len) : T;
   // Saved tensors of one block per sequence (attention scores, MLP, LayerNorms), and the logits.
   const double per_block = T * C * 34.0 + H * T * keys * 5.0;
-  const double in_flight = mode == "ouroboros" ? (K + 1.0) / 2.0 : 1.0;  // batches per module
+  const double in_flight = mode == Mode::kOuroboros ? (K + 1.0) / 2.0 : 1.0;  // batches per module
   const double activations = B * (L * per_block * in_flight + T * V * 3.0);
   return 4.0 * (P * (2.0 + state + versions) + activations);
 }
@@ -175,8 +176,8 @@ void Run::refuse_what_needs_processes() const {
                           " needs one process per worker of every ring",
                       "start R*(K-1) processes, e.g. ouroboros launch --nproc N -- train ...");
   }
-  if (cfg_.dist.backend != "auto") {
-    throw ConfigError("--backend " + cfg_.dist.backend +
+  if (cfg_.dist.backend != Backend::kAuto) {
+    throw ConfigError(std::string("--backend ") + name_of(cfg_.dist.backend) +
                           " picks what carries messages between processes; the workers of one "
                           "process pass them in memory",
                       "drop --backend, or start processes (ouroboros launch --nproc N -- train)");
@@ -188,8 +189,8 @@ void Run::refuse_what_needs_processes() const {
 void Run::load_inputs() {
   if (!opts_.resume.empty()) ck_ = load_checkpoint(opts_.resume);
   if (role_.draws_batches) {
-    ds_ =
-        load_dataset(cfg_.data.data, cfg_.data.format, cfg_.data.tokenizer, cfg_.model.vocab_size);
+    ds_ = load_dataset(cfg_.data.data, name_of(cfg_.data.format), name_of(cfg_.data.tokenizer),
+                       cfg_.model.vocab_size);
   }
   // One process writes one file; processes each write a shard into a directory.
   ckpt_path_ =
@@ -223,7 +224,7 @@ void Run::build_method() {
                 : model_->init_params(cfg_.train.seed).to(device_);
   if (talk_ && !device_.is_cpu()) log_ << "device " << describe_device(device_) << std::endl;
   if (talk_) {
-    log_ << "model " << cfg_.model.model << ": " << cfg_.model.n_layer << " layers, "
+    log_ << "model " << name_of(cfg_.model.model) << ": " << cfg_.model.n_layer << " layers, "
          << cfg_.model.n_embd << " wide, " << params_.numel() << " parameters" << std::endl;
   }
   method_ = opts_.method_factory ? opts_.method_factory(cfg_, *model_, params_)

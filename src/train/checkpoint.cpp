@@ -535,9 +535,9 @@ void check_compatible(const Checkpoint& ck, const ModelConfig& model, const Toke
   differs("block_size", m.block_size, model.block_size);
   differs("vocab_size", m.vocab_size, model.vocab_size);
   if (m.model != model.model) {
-    throw CheckpointError(
-        "checkpoint " + path + " holds a " + m.model + " model but the run asks for " + model.model,
-        "drop --model or start a fresh run");
+    throw CheckpointError("checkpoint " + path + " holds a " + name_of(m.model) +
+                              " model but the run asks for " + name_of(model.model),
+                          "drop --model or start a fresh run");
   }
   if (ck.tokenizer.kind() != tok.kind() || ck.tokenizer.vocab() != tok.vocab() ||
       ck.tokenizer.model_proto() != tok.model_proto()) {

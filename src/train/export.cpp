@@ -166,9 +166,10 @@ void write_safetensors(const std::string& path, const std::vector<std::string>& 
 
 ExportResult export_huggingface(const Checkpoint& ck, const std::string& dir, bool overwrite) {
   const ModelConfig& m = ck.config.model;
-  if (m.model != "gpt") {
-    throw ConfigError("export --format hf: a " + m.model + " model has no GPT-2 form",
-                      "export a checkpoint of --model gpt");
+  if (m.model != ModelKind::kGpt) {
+    throw ConfigError(
+        std::string("export --format hf: a ") + name_of(m.model) + " model has no GPT-2 form",
+        "export a checkpoint of --model gpt");
   }
   const fs::path out(dir);
   if (fs::exists(out) && !fs::is_directory(out)) {

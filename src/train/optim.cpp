@@ -10,13 +10,7 @@
 #include "ouroboros/core/errors.h"
 
 namespace ouroboros {
-namespace {
-
-bool adam_family(const std::string& type) {
-  return type == "adam" || type == "adamw" || type == "qhadam" || type == "nadam";
-}
-
-}  // namespace
+namespace {}  // namespace
 
 bool decays(const std::string& name) {
   const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
@@ -52,10 +46,6 @@ ModuleStats summarize(int64_t module, const std::vector<UpdateStats>& stats,
 
 Optimizer::Optimizer(const TrainConfig& cfg, const ParamSet& params)
     : cfg_(cfg), skip_budget_(cfg.skip_nonfinite), params_(params) {
-  if (cfg.optimizer != "sgd" && !adam_family(cfg.optimizer)) {
-    throw ConfigError("unknown optimizer '" + cfg.optimizer + "'",
-                      "use sgd, adam, adamw, qhadam or nadam");
-  }
   for (const auto& name : params.names()) {
     weight_decay_.push_back(decays(name) ? cfg.weight_decay : 0.0);
   }
@@ -66,9 +56,9 @@ void Optimizer::step_one(size_t i, double lr) {
   Tensor p = params_.tensors()[i];
   Tensor grad = p.grad();
   const double wd = weight_decay_[i];
-  const std::string& type = cfg_.optimizer;
+  const OptimizerKind type = cfg_.optimizer;
   std::optional<State>& st = state_[i];
-  if (type == "sgd") {  // torch::optim::SGD, dampening 0, no Nesterov
+  if (type == OptimizerKind::kSgd) {  // torch::optim::SGD, dampening 0, no Nesterov
     Tensor d_p = grad;
     if (wd != 0) d_p = d_p.add(p, wd);
     if (cfg_.momentum != 0) {
@@ -87,21 +77,22 @@ void Optimizer::step_one(size_t i, double lr) {
     st.emplace();
     st->exp_avg = torch::zeros_like(p, at::MemoryFormat::Preserve);
     st->exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Preserve);
-    if (type == "nadam") st->mu_product = torch::ones({}, p.options().dtype(torch::kFloat32));
+    if (type == OptimizerKind::kNAdam)
+      st->mu_product = torch::ones({}, p.options().dtype(torch::kFloat32));
   }
   st->step += 1;
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
   const double n = static_cast<double>(st->step);
   const double bias_correction1 = 1 - std::pow(b1, n);
   const double bias_correction2 = 1 - std::pow(b2, n);
-  if (type == "adamw") {
+  if (type == OptimizerKind::kAdamW) {
     if (wd != 0) p.mul_(1 - lr * wd);  // decoupled
   } else if (wd != 0) {
     grad = grad.add(p, wd);
   }
   st->exp_avg.mul_(b1).add_(grad, 1 - b1);
   st->exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
-  if (type == "nadam") {
+  if (type == OptimizerKind::kNAdam) {
     const double psi = cfg_.momentum_decay;
     const double mu = b1 * (1. - 0.5 * std::pow(0.96, n * psi));
     const double mu_next = b1 * (1. - 0.5 * std::pow(0.96, (n + 1) * psi));
@@ -114,7 +105,7 @@ void Optimizer::step_one(size_t i, double lr) {
     return;
   }
   Tensor denom = (st->exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(cfg_.eps);
-  if (type == "qhadam") {
+  if (type == OptimizerKind::kQhAdam) {
     const double nu = cfg_.qh_nu;
     p.addcdiv_(st->exp_avg, denom, -lr * nu / bias_correction1);
     p.addcdiv_(grad, denom, -lr * (1 - nu));
@@ -219,7 +210,7 @@ ParamSet Optimizer::predict(const ParamSet& weights, double step,
     Tensor hat;
     if (!st || s == 0.0) {
       hat = w.detach().clone();
-    } else if (cfg_.optimizer == "sgd") {
+    } else if (cfg_.optimizer == OptimizerKind::kSgd) {
       hat = w.detach().add(st->momentum_buffer, -s);
     } else {
       const double n = static_cast<double>(st->step);
@@ -239,7 +230,7 @@ c10::impl::GenericDict Optimizer::state_dict() const {
     const std::optional<State>& st = state_[i];
     if (!st) continue;
     c10::impl::GenericDict s(c10::StringType::get(), c10::AnyType::get());
-    if (cfg_.optimizer == "sgd") {
+    if (cfg_.optimizer == OptimizerKind::kSgd) {
       s.insert("momentum_buffer", st->momentum_buffer);
     } else {
       s.insert("step", st->step);
@@ -270,13 +261,13 @@ void Optimizer::load_state_dict(const c10::impl::GenericDict& d) {
       return need(key).toTensor().to(device, /*non_blocking=*/false, /*copy=*/true);
     };
     State st;
-    if (cfg_.optimizer == "sgd") {
+    if (cfg_.optimizer == OptimizerKind::kSgd) {
       st.momentum_buffer = tensor("momentum_buffer");
     } else {
       st.step = need("step").toInt();
       st.exp_avg = tensor("exp_avg");
       st.exp_avg_sq = tensor("exp_avg_sq");
-      if (cfg_.optimizer == "nadam") st.mu_product = tensor("mu_product");
+      if (cfg_.optimizer == OptimizerKind::kNAdam) st.mu_product = tensor("mu_product");
     }
     state_[i] = std::move(st);
   }
@@ -286,14 +277,14 @@ double learning_rate(const TrainConfig& cfg, int64_t step) {
   if (cfg.warmup_steps > 0 && step < cfg.warmup_steps) {
     return cfg.lr * static_cast<double>(step + 1) / static_cast<double>(cfg.warmup_steps);
   }
-  if (cfg.schedule == "constant") return cfg.lr;
+  if (cfg.schedule == LrSchedule::kConstant) return cfg.lr;
   const double span = static_cast<double>(std::max<int64_t>(1, cfg.steps - cfg.warmup_steps));
   const double progress = std::min(1.0, static_cast<double>(step - cfg.warmup_steps) / span);
   return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 
 double stale_lr_factor(const EngineConfig& e, int64_t delay, int64_t tick) {
-  if (e.stale_lr == "none" || delay <= 0) return 1.0;
+  if (e.stale_lr == StaleLr::kNone || delay <= 0) return 1.0;
   const double since = static_cast<double>(std::max<int64_t>(0, tick - e.sync_warmup));
   const double T = static_cast<double>(std::max<int64_t>(1, e.stale_lr_ticks));
   return 1.0 / std::pow(static_cast<double>(delay), 1.0 - std::min(since / T, 1.0));

@@ -27,7 +27,7 @@ namespace {
 std::pair<Checkpoint, std::vector<double>> run_on_gpus(const TempDir& dir, Config cfg,
                                                        const std::string& backend, int world) {
   cfg.train.device = "cuda";
-  cfg.dist.backend = backend;
+  cfg.dist.backend = parse_option<Backend>(backend);
   cfg.train.out_dir = (dir.path() / backend).string();
   auto codes =
       run_processes(dir, write_config(dir, backend + ".json", cfg), world, backend, {}, 120);
@@ -75,7 +75,7 @@ TEST(Nccl, KilledRankIsNamedWithinTheTimeout) {
   TempDir dir;
   Config cfg = endless_config(dir.write("corpus.txt", corpus()), dir.path() / "out", 3, 10);
   cfg.train.device = "cuda";
-  cfg.dist.backend = "nccl";
+  cfg.dist.backend = Backend::kNccl;
   const fs::path file = write_config(dir, "cfg.json", cfg);
   const int port = free_port();
   std::vector<pid_t> pids;

@@ -143,10 +143,10 @@ TEST(PairTransport, HeadersRoundTrip) {
 }
 
 TEST(PairTransport, BackendIsRefusedWhereItCannotTakeEffect) {
-  EXPECT_EQ(resolve_backend("auto", c10::Device(c10::kCPU)), "gloo");
-  EXPECT_EQ(resolve_backend("gloo", c10::Device(c10::kCPU)), "gloo");
+  EXPECT_EQ(resolve_backend(Backend::kAuto, c10::Device(c10::kCPU)), Backend::kGloo);
+  EXPECT_EQ(resolve_backend(Backend::kGloo, c10::Device(c10::kCPU)), Backend::kGloo);
   try {
-    resolve_backend("nccl", c10::Device(c10::kCPU));
+    resolve_backend(Backend::kNccl, c10::Device(c10::kCPU));
     ADD_FAILURE() << "nccl on the CPU was accepted";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find(nccl_built() ? "trains on the CPU" : "has no NCCL"),
@@ -156,14 +156,13 @@ TEST(PairTransport, BackendIsRefusedWhereItCannotTakeEffect) {
   // One process: its workers pass messages in memory, so --backend cannot take effect.
   TempDir dir;
   Config cfg = tiny_config(dir.write("corpus.txt", corpus()), 3, "adam");
-  cfg.dist.backend = "gloo";
+  cfg.dist.backend = Backend::kGloo;
   cfg.train.out_dir = (dir.path() / "out").string();
   TrainOptions quiet;
   quiet.quiet = true;
   EXPECT_THROW(train(cfg, quiet), ConfigError);
   EXPECT_FALSE(fs::exists(dir.path() / "out"));
-  cfg.dist.backend = "mpi";
-  EXPECT_THROW(cfg.validate(), ConfigError);
+  EXPECT_THROW(cfg.set_from_string("dist.backend", "mpi"), ConfigError);
 }
 
 }  // namespace

@@ -51,8 +51,8 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   Config cfg = tiny_config(data, K, GetParam().delay_tolerant ? "nadam" : "adam");
   cfg.model.dropout = 0.1;  // the dropout generators must line up too
   if (GetParam().delay_tolerant) {
-    cfg.engine.weight_predict = "optimizer";
-    cfg.engine.stale_lr = "pipemare";
+    cfg.engine.weight_predict = WeightPredict::kOptimizer;
+    cfg.engine.stale_lr = StaleLr::kPipeMare;
     cfg.engine.stale_lr_ticks = 10;
   }
 
@@ -137,7 +137,7 @@ TEST(Distributed, DataParallelProcessesEqualThreads) {
   cfg.model.dropout = 0.1;
 
   Config threads = with_rings(cfg, 4, 1, dir.path() / "threads");
-  threads.engine.mode = "data-parallel";
+  threads.engine.mode = Mode::kDataParallel;
   threads.engine.workers = 2;
   Config ddp = with_rings(cfg, 2, 2, dir.path() / "ddp");
   const TrainResult t = run_threads_and_processes(dir, threads, ddp, 2, "d");
@@ -168,7 +168,7 @@ TEST_P(GPipeProcesses, EqualThreadsAlsoAcrossAKill) {
   const int world = static_cast<int>(K - 1);
   TempDir dir;
   Config cfg = tiny_config(dir.write("corpus.txt", corpus()), K, "adam");
-  cfg.engine.mode = "gpipe";
+  cfg.engine.mode = Mode::kGPipe;
   cfg.engine.micro_batches = 2;
   cfg.model.dropout = 0.1;
   Config threads = with_rings(cfg, cfg.train.batch_size, 1, dir.path() / "threads");

@@ -24,11 +24,11 @@ class ResumeAfterKill : public ::testing::TestWithParam<std::tuple<int64_t, std:
 
 Config shard_config(const fs::path& data, int64_t K, const std::string& model = "gpt") {
   Config cfg = tiny_config(data, K, "adam");
-  cfg.model.model = model;
+  cfg.model.model = parse_option<ModelKind>(model);
   cfg.model.mem_len = 8;  // Transformer-XL: each module's memories travel in its shard
   cfg.model.dropout = 0.1;
-  cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
-  cfg.train.eval_interval = 10;     // rank 0 collects the weights mid-run
+  cfg.train.schedule = LrSchedule::kConstant;  // the learning rate does not depend on train.steps
+  cfg.train.eval_interval = 10;                // rank 0 collects the weights mid-run
   cfg.train.steps = 24;
   return cfg;
 }
@@ -244,7 +244,7 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
     return std::string("no error");
   };
   Config gpipe = shard_config(data, 3);
-  gpipe.engine.mode = "gpipe";
+  gpipe.engine.mode = Mode::kGPipe;
   gpipe.engine.micro_batches = 2;
   gpipe.dist.replicas = 2;
   EXPECT_EQ(refusal(gpipe),
@@ -252,7 +252,7 @@ TEST(Distributed, ProcessesRefuseWhatTheyCannotRun) {
             "(hint: drop --replicas, or use the default mode (Ouroboros) for "
             "several rings)");
   Config dp = shard_config(data, 1);
-  dp.engine.mode = "data-parallel";
+  dp.engine.mode = Mode::kDataParallel;
   EXPECT_EQ(refusal(dp),
             "processes run --mode ouroboros or gpipe, or data parallelism as "
             "--modules 1 --replicas R, not data-parallel (hint: one process per "
@@ -266,7 +266,7 @@ TEST(Distributed, TwoRingsOfTransformerXLEqualOneRingOfTwiceTheStreams) {
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
   Config cfg = shard_config(data, 3, "transformer-xl");
-  cfg.train.optimizer = "sgd";
+  cfg.train.optimizer = OptimizerKind::kSgd;
   cfg.train.lr = 0.05;
   cfg.train.min_lr = 0.01;
   cfg.model.dropout = 0.0;  // each ring draws its own masks, one ring of 2B others again

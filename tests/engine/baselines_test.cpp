@@ -103,20 +103,20 @@ void expect_identical(const Recording& a, const Recording& b) {
 }
 
 Config sequential(Config c) {
-  c.engine.mode = "sequential";
+  c.engine.mode = Mode::kSequential;
   c.engine.modules = 1;
   return c;
 }
 
 Config gpipe(Config c, int64_t K, int64_t M) {
-  c.engine.mode = "gpipe";
+  c.engine.mode = Mode::kGPipe;
   c.engine.modules = K;
   c.engine.micro_batches = M;
   return c;
 }
 
 Config data_parallel(Config c, int64_t W) {
-  c.engine.mode = "data-parallel";
+  c.engine.mode = Mode::kDataParallel;
   c.engine.modules = 1;
   c.engine.workers = W;
   return c;
@@ -251,12 +251,12 @@ TEST(BaselinesLoopTest, ResumeIsExactForGPipeAndDataParallel) {
   TempDir dir;
   const fs::path corpus = dir.write("corpus.txt", tiny_corpus(3000));
   Config g = loop_config(corpus);
-  g.engine.mode = "gpipe";
+  g.engine.mode = Mode::kGPipe;
   g.engine.modules = 3;
   g.engine.micro_batches = 2;
   expect_exact_resume(g, dir.path() / "gpipe");
   Config d = loop_config(corpus);
-  d.engine.mode = "data-parallel";
+  d.engine.mode = Mode::kDataParallel;
   d.engine.workers = 2;
   expect_exact_resume(d, dir.path() / "dp");
 }
@@ -274,11 +274,11 @@ std::string config_error(const Config& c) {
 
 TEST(ModeConfigTest, DefaultModeFollowsModules) {
   Config c;
-  EXPECT_EQ(resolved_mode(c.engine), "sequential");
+  EXPECT_EQ(resolved_mode(c.engine), Mode::kSequential);
   c.engine.modules = 3;
-  EXPECT_EQ(resolved_mode(c.engine), "ouroboros");
-  c.engine.mode = "gpipe";
-  EXPECT_EQ(resolved_mode(c.engine), "gpipe");
+  EXPECT_EQ(resolved_mode(c.engine), Mode::kOuroboros);
+  c.engine.mode = Mode::kGPipe;
+  EXPECT_EQ(resolved_mode(c.engine), Mode::kGPipe);
 }
 
 TEST(ModeConfigTest, ImpossibleCombinationsAreOneLineErrors) {
@@ -300,21 +300,26 @@ TEST(ModeConfigTest, ImpossibleCombinationsAreOneLineErrors) {
   };
   for (const auto& k : cases) {
     Config c;
-    c.engine.mode = k.mode;
     c.engine.modules = k.modules;
     c.engine.micro_batches = k.micro_batches;
     c.engine.workers = k.workers;
     c.train.batch_size = k.batch;
-    const std::string msg = config_error(c);
+    std::string msg;
+    try {  // as from a flag or a config file: the name is read first, then the whole is checked
+      c.set_from_string("engine.mode", k.mode);
+      msg = config_error(c);
+    } catch (const ConfigError& e) {
+      msg = e.what();
+    }
     EXPECT_NE(msg.find(k.expected), std::string::npos) << k.mode << ": " << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
   }
   // Valid combinations pass.
   Config ok;
-  ok.engine.mode = "gpipe";
+  ok.engine.mode = Mode::kGPipe;
   ok.engine.modules = 3;
   EXPECT_EQ(config_error(ok), "");
-  ok.engine.mode = "data-parallel";
+  ok.engine.mode = Mode::kDataParallel;
   ok.engine.modules = 1;
   EXPECT_EQ(config_error(ok), "");
 }

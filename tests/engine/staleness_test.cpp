@@ -40,8 +40,8 @@ void PrintTo(const Case& c, std::ostream* os) {
 Config config_of(const Case& c) {
   Config cfg = tiny_config(c.K, c.optimizer);
   cfg.train.beta1 = 0.95;
-  cfg.engine.weight_predict = c.predict;
-  cfg.engine.stale_lr = c.stale_lr;
+  cfg.engine.weight_predict = parse_option<WeightPredict>(c.predict);
+  cfg.engine.stale_lr = parse_option<StaleLr>(c.stale_lr);
   cfg.engine.stale_lr_ticks = 8;
   cfg.engine.sync_warmup = c.sync_warmup;
   cfg.engine.predict_scale = c.predict_scale;
@@ -113,9 +113,9 @@ TEST(DelayTolerance, AutoPredictsInModeOuroborosOnly) {
   at::set_num_threads(1);
   Config automatic = tiny_config(3, "adam");
   automatic.engine.weight_predict = Config{}.engine.weight_predict;
-  ASSERT_EQ(automatic.engine.weight_predict, "auto");
+  ASSERT_EQ(automatic.engine.weight_predict, WeightPredict::kAuto);
   Config explicit_on = tiny_config(3, "adam");
-  explicit_on.engine.weight_predict = "optimizer";
+  explicit_on.engine.weight_predict = WeightPredict::kOptimizer;
   GPT model(automatic.model);
   OuroborosThreads a(model, model.init_params(5), automatic);
   OuroborosThreads b(model, model.init_params(5), explicit_on);
@@ -124,7 +124,7 @@ TEST(DelayTolerance, AutoPredictsInModeOuroborosOnly) {
   Config one = Config{};
   EXPECT_FALSE(predicts_weights(one.engine));  // sequential: nothing is delayed
   one.engine.modules = 3;
-  one.engine.mode = "gpipe";
+  one.engine.mode = Mode::kGPipe;
   EXPECT_FALSE(predicts_weights(one.engine));
   EXPECT_NO_THROW(one.validate());
 }

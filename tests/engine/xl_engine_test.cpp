@@ -26,7 +26,7 @@ using ouroboros_test::Recording;
 
 Config xl_config(int64_t K) {
   Config c = ouroboros_test::tiny_config(K);
-  c.model.model = "transformer-xl";
+  c.model.model = ModelKind::kTransformerXl;
   c.model.d_inner = 24;
   c.model.block_size = 6;
   c.model.mem_len = 6;
@@ -126,7 +126,7 @@ TEST(XLEngine, ResumeIsExactWithMemories) {
     Config cfg = xl_config(K);
     cfg.model.vocab_size = 0;
     cfg.data.data = corpus.string();
-    cfg.data.format = "text";
+    cfg.data.format = DataFormat::kText;
     cfg.train.steps = 12;
     cfg.train.checkpoint_interval = 5;  // the straight run drains where the other stops
     cfg.train.eval_interval = 0;

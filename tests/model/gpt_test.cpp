@@ -206,8 +206,10 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
   EXPECT_NO_THROW(Config{}.validate());
   auto invalid = [](const std::function<void(Config&)>& change, const std::string& expected) {
     Config c;
-    change(c);
-    const std::string m = error_of([&] { c.validate(); });
+    const std::string m = error_of([&] {
+      change(c);
+      c.validate();
+    });
     EXPECT_NE(m.find(expected), std::string::npos) << "expected '" << expected << "' in: " << m;
   };
   invalid([](Config& c) { c.model.n_layer = 0; }, "n_layer must be >= 1, got 0");
@@ -217,8 +219,9 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
   invalid([](Config& c) { c.train.batch_size = 0; }, "batch_size must be >= 1, got 0");
   invalid([](Config& c) { c.train.lr = -1.0; }, "lr must be > 0");
   invalid([](Config& c) { c.train.min_lr = 1.0; }, "min_lr must be in [0, lr]");
-  invalid([](Config& c) { c.train.optimizer = "lion"; }, "unknown optimizer 'lion'");
-  invalid([](Config& c) { c.data.format = "csv"; }, "unknown data format 'csv'");
+  invalid([](Config& c) { c.set_from_string("train.optimizer", "lion"); },
+          "unknown optimizer 'lion'");
+  invalid([](Config& c) { c.set_from_string("data.format", "csv"); }, "unknown data format 'csv'");
   invalid([](Config& c) { c.engine.modules = 0; }, "modules must be >= 1, got 0");
   invalid([](Config& c) { c.train.qh_nu = 1.5; }, "qh_nu must be in [0, 1], got 1.5");
   invalid([](Config& c) { c.train.diagnostics_interval = -1; },
@@ -226,17 +229,17 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
   invalid(
       [](Config& c) {
         c.engine.modules = 3;
-        c.engine.weight_predict = "adam";
+        c.set_from_string("engine.weight_predict", "adam");
       },
       "unknown weight_predict 'adam'");
   invalid(
-      [](Config& c) { c.engine.weight_predict = "optimizer"; },
+      [](Config& c) { c.engine.weight_predict = WeightPredict::kOptimizer; },
       "--weight-predict optimizer acts on delayed gradients, which mode sequential does not have");
   invalid(
       [](Config& c) {
         c.engine.modules = 3;
-        c.engine.mode = "gpipe";
-        c.engine.stale_lr = "pipemare";
+        c.engine.mode = Mode::kGPipe;
+        c.engine.stale_lr = StaleLr::kPipeMare;
       },
       "--stale-lr pipemare acts on delayed gradients, which mode gpipe does not have");
   invalid(
@@ -250,16 +253,16 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
   invalid(
       [](Config& c) {
         c.engine.modules = 3;
-        c.engine.weight_predict = "none";
+        c.engine.weight_predict = WeightPredict::kNone;
         c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0;
       },
       "--predict-scale sets the horizon of weight prediction, which this run does not use");
   Config tolerant;
   tolerant.engine.predict_scale = 2.0;
   tolerant.engine.modules = 3;
-  tolerant.train.optimizer = "qhadam";
-  tolerant.engine.weight_predict = "optimizer";
-  tolerant.engine.stale_lr = "pipemare";
+  tolerant.train.optimizer = OptimizerKind::kQhAdam;
+  tolerant.engine.weight_predict = WeightPredict::kOptimizer;
+  tolerant.engine.stale_lr = StaleLr::kPipeMare;
   EXPECT_NO_THROW(tolerant.validate());
 }
 

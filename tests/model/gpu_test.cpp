@@ -133,7 +133,7 @@ TEST(Gpu, Bfloat16OnCudaFollowsFloat32) {
   std::vector<double> losses[2];
   for (int i = 0; i < 2; ++i) {
     Config c = cfg;
-    c.model.dtype = i == 0 ? "float32" : "bfloat16";
+    c.model.dtype = i == 0 ? DType::kFloat32 : DType::kBfloat16;
     GPT model(c.model);
     SequentialBackprop trainer(model, model.init_params(4).to(run_device("cuda")), c.train);
     trainer.run(

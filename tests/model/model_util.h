@@ -13,7 +13,7 @@ using namespace ouroboros;
 
 inline ModelConfig tiny_xl(int64_t pre_lnorm = 0) {
   ModelConfig cfg = ouroboros_test::tiny_config().model;
-  cfg.model = "transformer-xl";
+  cfg.model = ModelKind::kTransformerXl;
   cfg.n_layer = 2;
   cfg.n_embd = 8;  // C, 2 heads: D = 4
   cfg.d_inner = 12;

@@ -27,14 +27,14 @@ at::ScalarType matmul_dtype() { return at::mm(at::ones({2, 2}), at::ones({2, 2})
 TEST(Precision, ScopeTurnsAutocastOnAndRestoresIt) {
   EXPECT_EQ(matmul_dtype(), at::kFloat);
   {
-    PrecisionScope fp32("float32");
+    PrecisionScope fp32(DType::kFloat32);
     EXPECT_EQ(matmul_dtype(), at::kFloat);
   }
   {
-    PrecisionScope outer("bfloat16");
+    PrecisionScope outer(DType::kBfloat16);
     EXPECT_EQ(matmul_dtype(), at::kBFloat16);
     {
-      PrecisionScope inner("bfloat16");
+      PrecisionScope inner(DType::kBfloat16);
       EXPECT_EQ(matmul_dtype(), at::kBFloat16);
     }
     EXPECT_EQ(matmul_dtype(), at::kBFloat16) << "an inner scope switched the outer one off";
@@ -65,7 +65,7 @@ void expect_close_to_float32(Config cfg,
                              std::unique_ptr<LanguageModel> (*make)(const ModelConfig&)) {
   const Batch b = random_batch(cfg, 5);
   const auto fp32 = make(cfg.model);
-  cfg.model.dtype = "bfloat16";
+  cfg.model.dtype = DType::kBfloat16;
   const auto bf16 = make(cfg.model);
   const ParamSet init = fp32->init_params(3);
   const Pass a = forward_backward(*fp32, init, b), c = forward_backward(*bf16, init, b);
@@ -93,7 +93,7 @@ TEST(Precision, Bfloat16ForwardAndGradientsStayCloseToFloat32) {
   gpt.model.n_embd = 32;
   expect_close_to_float32(gpt, make_gpt);
   Config xl = gpt;
-  xl.model.model = "transformer-xl";
+  xl.model.model = ModelKind::kTransformerXl;
   xl.model.mem_len = 8;
   expect_close_to_float32(xl, make_xl);
 }
@@ -103,7 +103,7 @@ TEST(Precision, Bfloat16ForwardAndGradientsStayCloseToFloat32) {
 TEST(Precision, WeightsUpdatedInPlaceAreNotReadThroughAStaleCast) {
   at::set_num_threads(1);
   Config cfg = tiny_config();
-  cfg.model.dtype = "bfloat16";
+  cfg.model.dtype = DType::kBfloat16;
   GPT model(cfg.model);
   const Batch b = random_batch(cfg, 1);
   ParamSet p = model.init_params(2).snapshot();
@@ -129,7 +129,7 @@ TEST(Precision, Bfloat16TrainingFollowsFloat32) {
   std::vector<double> losses[2];
   for (int i = 0; i < 2; ++i) {
     Config c = cfg;
-    c.model.dtype = i == 0 ? "float32" : "bfloat16";
+    c.model.dtype = i == 0 ? DType::kFloat32 : DType::kBfloat16;
     GPT model(c.model);
     SequentialBackprop trainer(model, model.init_params(4), c.train);
     trainer.run(
@@ -150,7 +150,7 @@ TEST(Precision, Bfloat16TrainingFollowsFloat32) {
 TEST(Precision, RuntimeEqualsSimulatorInBfloat16) {
   at::set_num_threads(1);
   Config cfg = tiny_config(3, "adam");
-  cfg.model.dtype = "bfloat16";
+  cfg.model.dtype = DType::kBfloat16;
   cfg.model.dropout = 0.1;
   GPT model(cfg.model);
   OuroborosThreads engine(model, model.init_params(7), cfg);

@@ -42,14 +42,14 @@ TEST(TransformerXLTest, PresetsBuildThePapersShapes) {
     apply_preset(w.name, c);
     c.model.vocab_size = w.V;
     c.validate();
-    EXPECT_EQ(c.model.model, "transformer-xl");
+    EXPECT_EQ(c.model.model, ModelKind::kTransformerXl);
     EXPECT_EQ(c.model.block_size, w.T);
     EXPECT_EQ(c.model.mem_len, w.mem);
     EXPECT_EQ(c.model.dropout, 0.1);
     EXPECT_EQ(c.train.lr, 2.5e-4);
     EXPECT_EQ(c.train.grad_clip, 0.25);
-    EXPECT_EQ(c.train.optimizer, "adam");
-    EXPECT_EQ(c.train.schedule, "cosine");
+    EXPECT_EQ(c.train.optimizer, OptimizerKind::kAdam);
+    EXPECT_EQ(c.train.schedule, LrSchedule::kCosine);
     auto model = make_model(c.model);
     ASSERT_TRUE(model->recurrent());
     const auto& xl = dynamic_cast<const TransformerXL&>(*model);
@@ -236,9 +236,8 @@ TEST(TransformerXLTest, ParamCountEqualsTheWeightsMade) {
 
 TEST(TransformerXLTest, ConfigErrorsAreOneLine) {
   Config c;
-  c.model.model = "xl";
-  EXPECT_THROW(c.validate(), ConfigError);
-  c.model.model = "transformer-xl";
+  EXPECT_THROW(c.set_from_string("model.model", "xl"), ConfigError);
+  c.model.model = ModelKind::kTransformerXl;
   c.model.mem_len = -1;
   EXPECT_THROW(c.validate(), ConfigError);
   ModelConfig m = tiny_xl();

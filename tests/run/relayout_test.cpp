@@ -19,7 +19,7 @@ namespace {
 Config relayout_config(const fs::path& data) {
   Config cfg = tiny_config(data, 3, "adam");
   cfg.model.dropout = 0.1;
-  cfg.train.schedule = "constant";  // the learning rate does not depend on train.steps
+  cfg.train.schedule = LrSchedule::kConstant;  // the learning rate does not depend on train.steps
   cfg.train.eval_interval = 0;
   return cfg;
 }

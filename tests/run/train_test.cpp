@@ -164,14 +164,14 @@ void expect_exact_resume(Config cfg, const fs::path& root) {
 TEST(TrainerTest, ResumeIsExactWithAdam) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
-  cfg.train.optimizer = "adam";
+  cfg.train.optimizer = OptimizerKind::kAdam;
   expect_exact_resume(cfg, dir.path());
 }
 
 TEST(TrainerTest, ResumeIsExactWithAdamWAndWeightDecay) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
-  cfg.train.optimizer = "adamw";
+  cfg.train.optimizer = OptimizerKind::kAdamW;
   cfg.train.weight_decay = 0.1;
   expect_exact_resume(cfg, dir.path());
 }
@@ -179,7 +179,7 @@ TEST(TrainerTest, ResumeIsExactWithAdamWAndWeightDecay) {
 TEST(TrainerTest, ResumeIsExactWithSgdMomentum) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
-  cfg.train.optimizer = "sgd";
+  cfg.train.optimizer = OptimizerKind::kSgd;
   cfg.train.momentum = 0.9;
   cfg.train.lr = 0.1;
   cfg.train.min_lr = 0.01;
@@ -198,7 +198,7 @@ TEST(TrainerTest, ResumeIsExactWithOuroboros) {
   expect_exact_resume(cfg, dir.path() / "k3");
   cfg.engine.modules = 4;
   cfg.engine.sync_warmup = 3;
-  cfg.engine.weight_predict = "auto";
+  cfg.engine.weight_predict = WeightPredict::kAuto;
   expect_exact_resume(cfg, dir.path() / "k4");
 }
 
@@ -206,7 +206,7 @@ TEST(TrainerTest, ResumeIsExactWithOuroboros) {
 TEST(TrainerTest, ResumeIsExactWithOuroborosTransformerXL) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
-  cfg.model.model = "transformer-xl";
+  cfg.model.model = ModelKind::kTransformerXl;
   cfg.model.mem_len = 8;
   cfg.model.dropout = 0.1;
   cfg.engine.modules = 3;

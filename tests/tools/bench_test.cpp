@@ -116,7 +116,7 @@ TEST(BenchTest, EntriesPairParallelModesWithSequentialAtTheirCoreCount) {
   EXPECT_EQ(e[1].name, "sequential 4 threads");  // data-parallel: 2 replicas x 2 threads
   EXPECT_EQ(e[2].name, "sequential 6 threads");  // ouroboros K=4: 3 workers x 2 threads
   EXPECT_EQ(e[3].cores, 6);
-  EXPECT_EQ(e[3].cfg.engine.mode, "ouroboros");
+  EXPECT_EQ(e[3].cfg.engine.mode, ouroboros::Mode::kOuroboros);
   EXPECT_EQ(e[4].cores, 4);
   EXPECT_EQ(e[4].cfg.engine.modules, 1);
   o.modes = {"gpipe"};
@@ -134,7 +134,7 @@ TEST(BenchTest, EntriesPairParallelModesWithSequentialAtTheirCoreCount) {
 // FLOPs (relative attention over memory + segment, r_net, feed-forward, tied head).
 TEST(BenchTest, MeasureTimesTheConfiguredModelFamily) {
   ouroboros::Config c = ouroboros_test::tiny_config(3);
-  c.model.model = "transformer-xl";
+  c.model.model = ouroboros::ModelKind::kTransformerXl;
   c.model.n_layer = 2;
   c.model.d_inner = 24;
   c.model.block_size = 6;

@@ -278,7 +278,7 @@ TEST_F(CliTest, ResumeAsPlainBackpropLeavesTheCheckpointsDelayOptions) {
                  " --stale-lr-ticks 7 --sync-warmup 2");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto saved = ouroboros::load_checkpoint((out / "ckpt.pt").string()).config.engine;
-  EXPECT_EQ(saved.stale_lr, "pipemare");
+  EXPECT_EQ(saved.stale_lr, ouroboros::StaleLr::kPipeMare);
   EXPECT_EQ(saved.sync_warmup, 2);
   const std::string resume = " --resume " + (out / "ckpt.pt").string();
   for (const auto& [again, says] : std::vector<std::pair<std::string, std::string>>{
@@ -293,7 +293,7 @@ TEST_F(CliTest, ResumeAsPlainBackpropLeavesTheCheckpointsDelayOptions) {
   ASSERT_EQ(r.code, 0) << r.output;
   const auto resumed = ouroboros::load_checkpoint((out / "ckpt.pt").string());
   EXPECT_EQ(resumed.step, 6);
-  EXPECT_EQ(resumed.config.engine.stale_lr, "none");
+  EXPECT_EQ(resumed.config.engine.stale_lr, ouroboros::StaleLr::kNone);
   EXPECT_EQ(resumed.config.engine.sync_warmup, 0);
   EXPECT_EQ(resumed.config.engine.predict_scale, ouroboros::EngineConfig{}.predict_scale);
 }

@@ -25,7 +25,7 @@ inline Checkpoint make_checkpoint() {
   ck.config.model.n_head = 2;
   ck.config.model.n_embd = 8;
   ck.config.model.block_size = 6;
-  ck.config.train.optimizer = "adam";
+  ck.config.train.optimizer = OptimizerKind::kAdam;
   ck.config.train.lr = 0.003;
   ck.config.data.data = "some/corpus.txt";
   ck.tokenizer = Tokenizer::build("char", "hello world, héllo");

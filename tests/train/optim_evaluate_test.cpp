@@ -29,12 +29,12 @@ TEST(OptimTest, LearningRateWarmsUpThenFollowsTheCosine) {
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 500), 1e-3);              // and stays there
   EXPECT_GT(learning_rate(cfg, 30), learning_rate(cfg, 31));
 
-  cfg.schedule = "constant";
+  cfg.schedule = LrSchedule::kConstant;
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 0), 1e-3);
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 10), 1e-2);
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 110), 1e-2);
 
-  cfg.schedule = "cosine";
+  cfg.schedule = LrSchedule::kCosine;
   cfg.warmup_steps = 0;
   EXPECT_DOUBLE_EQ(learning_rate(cfg, 0), 1e-2);
 }
@@ -85,7 +85,7 @@ TEST(EvaluateTest, EvaluateIsTheMeanCrossEntropyOverEvalWindows) {
 // the skip budget lasts; the next one stops with the parameter named.
 TEST(OptimTest, NonFiniteGradientsAreSkippedThenStop) {
   TrainConfig cfg;
-  cfg.optimizer = "adam";
+  cfg.optimizer = OptimizerKind::kAdam;
   cfg.skip_nonfinite = 1;
   ParamSet p;
   p.add("h.0.mlp.c_fc.weight", torch::ones({3}).requires_grad_(true));

@@ -50,7 +50,7 @@ double lr_at(int64_t t) { return 1e-2 * (1.0 + 0.1 * static_cast<double>(t)); }
 
 TrainConfig optim_config(const std::string& type) {
   TrainConfig c;
-  c.optimizer = type;
+  c.optimizer = parse_option<OptimizerKind>(type);
   c.beta1 = 0.9;
   c.beta2 = 0.99;
   c.eps = 1e-8;
@@ -68,13 +68,13 @@ std::unique_ptr<torch::optim::Optimizer> libtorch_optimizer(const TrainConfig& c
     return OptimizerParamGroup({p.tensors()[i]}, std::make_unique<decltype(options)>(options));
   };
   std::vector<OptimizerParamGroup> g;
-  if (c.optimizer == "sgd") {
+  if (c.optimizer == OptimizerKind::kSgd) {
     auto o = torch::optim::SGDOptions(1.0).momentum(c.momentum);
     g.push_back(group(o, 0, c.weight_decay));
     g.push_back(group(o, 1, 0.0));
     return std::make_unique<torch::optim::SGD>(std::move(g), o);
   }
-  if (c.optimizer == "adam") {
+  if (c.optimizer == OptimizerKind::kAdam) {
     auto o = torch::optim::AdamOptions(1.0).betas({c.beta1, c.beta2}).eps(c.eps);
     g.push_back(group(o, 0, c.weight_decay));
     g.push_back(group(o, 1, 0.0));
@@ -284,9 +284,9 @@ TEST(Optim, PredictExtrapolatesAlongTheUpdateDirection) {
 
 TEST(Optim, StaleLearningRateFollowsPipeMare) {
   EngineConfig e;
-  e.stale_lr = "none";
+  e.stale_lr = StaleLr::kNone;
   EXPECT_EQ(stale_lr_factor(e, 2, 0), 1.0);
-  e.stale_lr = "pipemare";
+  e.stale_lr = StaleLr::kPipeMare;
   e.stale_lr_ticks = 100;
   e.sync_warmup = 20;
   EXPECT_EQ(stale_lr_factor(e, 0, 20), 1.0);          // no delay, no scaling

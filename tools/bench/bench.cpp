@@ -47,9 +47,11 @@ std::string utc_now() {
 
 // Parallel modes occupy their workers' intra-op threads.
 int64_t cores_of(const Config& c) {
-  const std::string mode = resolved_mode(c.engine);
-  if (mode == "ouroboros" || mode == "gpipe") return (c.engine.modules - 1) * c.train.threads;
-  if (mode == "data-parallel") return c.engine.workers * c.train.threads;
+  const Mode mode = resolved_mode(c.engine);
+  if (mode == Mode::kOuroboros || mode == Mode::kGPipe) {
+    return (c.engine.modules - 1) * c.train.threads;
+  }
+  if (mode == Mode::kDataParallel) return c.engine.workers * c.train.threads;
   return c.train.threads;
 }
 
@@ -62,9 +64,9 @@ std::string plural(int64_t n, const std::string& word) {
 // replicas of batch B/W each (--modules 1 --replicas W), the rows per step of the threaded form.
 void as_processes(BenchEntry& e) {
   Config& c = e.cfg;
-  if (resolved_mode(c.engine) == "data-parallel") {
+  if (resolved_mode(c.engine) == Mode::kDataParallel) {
     const int64_t w = c.engine.workers;
-    c.engine.mode = "sequential";
+    c.engine.mode = Mode::kSequential;
     c.engine.workers = 1;
     c.dist.replicas = w;
     c.train.batch_size /= w;  // validate() has checked that W divides B
@@ -84,29 +86,29 @@ double matmul_peak_per_core(double seconds) {
 }
 
 std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
-  static const std::set<std::string> known = {"sequential", "ouroboros", "gpipe", "data-parallel"};
   if (opts.modes.empty())
     throw ConfigError("bench: no modes given", "use e.g. --modes sequential,ouroboros");
   std::vector<BenchEntry> parallel;
   bool with_sequential = false;
   for (const auto& m : opts.modes) {
-    if (!known.count(m)) {
+    const std::optional<Mode> mode = option_named<Mode>(m);
+    if (!mode || *mode == Mode::kAuto) {
       throw ConfigError("bench: unknown mode '" + m + "'",
                         "use sequential, ouroboros, gpipe or data-parallel");
     }
-    if (m == "sequential") {
+    if (*mode == Mode::kSequential) {
       with_sequential = true;
       continue;
     }
     BenchEntry e;
     e.cfg = opts.base;
-    e.cfg.engine.mode = m;
-    if (m == "data-parallel") {
+    e.cfg.engine.mode = *mode;
+    if (*mode == Mode::kDataParallel) {
       e.cfg.engine.modules = 1;
       e.name = "data-parallel W=" + std::to_string(e.cfg.engine.workers);
     } else {
       e.name = m + " K=" + std::to_string(e.cfg.engine.modules);
-      if (m == "gpipe") e.name += " M=" + std::to_string(e.cfg.engine.micro_batches);
+      if (*mode == Mode::kGPipe) e.name += " M=" + std::to_string(e.cfg.engine.micro_batches);
     }
     e.cfg.engine.sync_warmup = 0;
     e.cfg.validate();  // the threaded form first: its errors name the flags the user gave
@@ -133,7 +135,7 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
       if (t < 1) throw ConfigError("bench: --threads must be >= 1, got " + std::to_string(t));
       BenchEntry e;
       e.cfg = opts.base;
-      e.cfg.engine.mode = "sequential";
+      e.cfg.engine.mode = Mode::kSequential;
       e.cfg.engine.modules = 1;
       e.cfg.engine.sync_warmup = 0;
       e.cfg.train.threads = t;
@@ -232,9 +234,9 @@ namespace {
 std::string model_description(const Config& shown) {
   const ModelConfig& m = shown.model;
   std::ostringstream desc;
-  desc << (m.model == "gpt" ? "GPT" : m.model) << " L=" << m.n_layer << " H=" << m.n_head
-       << " C=" << m.n_embd << " T=" << m.block_size << " B=" << shown.train.batch_size
-       << " V=" << m.vocab_size;
+  desc << (m.model == ModelKind::kGpt ? "GPT" : name_of(m.model)) << " L=" << m.n_layer
+       << " H=" << m.n_head << " C=" << m.n_embd << " T=" << m.block_size
+       << " B=" << shown.train.batch_size << " V=" << m.vocab_size;
   return desc.str();
 }
 
@@ -269,7 +271,7 @@ json run_entry(const BenchOptions& opts, const BenchEntry& e, size_t i, double p
     throw Error("bench: " + e.name + " printed no result");
   }
   r["name"] = e.name;
-  r["mode"] = e.cfg.dist.replicas > 1 ? "data-parallel" : resolved_mode(e.cfg.engine);
+  r["mode"] = e.cfg.dist.replicas > 1 ? "data-parallel" : name_of(resolved_mode(e.cfg.engine));
   r["cores"] = e.cores;
   r["threads_per_worker"] = e.cfg.train.threads;
   r["processes"] = e.processes;

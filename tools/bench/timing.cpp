@@ -88,7 +88,7 @@ Timing time_method(const Config& cfg_in, const TimingOptions& opts) {
     }
   }
   recording.reset();  // writes the trace
-  r.mode = resolved_mode(cfg.engine);
+  r.mode = name_of(resolved_mode(cfg.engine));
   r.ms_per_step = median(ms);
   r.tokens_per_s = static_cast<double>(replicas * B * T) / (r.ms_per_step / 1e3);
   r.flop_per_step = static_cast<double>(replicas) * model->train_step_flops(B);

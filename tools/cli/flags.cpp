@@ -77,7 +77,7 @@ Config ConfigFlags::apply(Config base) const {
 Config ConfigFlags::apply_to_resumed(Config checkpoint) const {
   // Resetting the checkpoint's value under the flags leaves whatever the user gave in place.
   const EngineConfig d;
-  if (resolved_mode(apply(checkpoint).engine) != "ouroboros") {
+  if (resolved_mode(apply(checkpoint).engine) != Mode::kOuroboros) {
     checkpoint.engine.weight_predict = d.weight_predict;
     checkpoint.engine.stale_lr = d.stale_lr;
     checkpoint.engine.stale_lr_ticks = d.stale_lr_ticks;

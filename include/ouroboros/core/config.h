@@ -4,27 +4,95 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 namespace ouroboros {
 
+// The closed option sets. Each value has one name, the one a config file, a flag and a
+// checkpoint use; the field table (config.cpp) parses a name once, refusing any other, and lists
+// the names in --help.
+enum class ModelKind { kGpt, kTransformerXl };
+enum class DType { kFloat32, kBfloat16 };
+enum class DataFormat { kAuto, kText, kEnwik8, kText8, kWikitext103, kFortunes };
+enum class TokenizerChoice { kAuto, kByte, kChar, kWord, kBpe, kUnigram };
+enum class OptimizerKind { kSgd, kAdam, kAdamW, kQhAdam, kNAdam };
+enum class LrSchedule { kCosine, kConstant };
+enum class Mode { kAuto, kSequential, kOuroboros, kGPipe, kDataParallel };
+enum class WeightPredict { kAuto, kNone, kOptimizer };
+enum class StaleLr { kNone, kPipeMare };
+enum class Backend { kAuto, kGloo, kNccl };
+
+// Each set's values with their names, in the order --help lists them, and what the set is called
+// in an error ("mode", "data format").
+template <typename E>
+struct OptionSet {
+  static const char* what();
+  static const std::vector<std::pair<E, const char*>>& names();
+};
+
+template <typename E>
+const char* name_of(E value) {
+  for (const auto& [v, name] : OptionSet<E>::names()) {
+    if (v == value) return name;
+  }
+  return "?";
+}
+// The value of a name; nothing for a name that is not in the set.
+template <typename E>
+std::optional<E> option_named(const std::string& name) {
+  for (const auto& [v, n] : OptionSet<E>::names()) {
+    if (name == n) return v;
+  }
+  return std::nullopt;
+}
+// "a | b | c" for help lines, or with a separator of choice.
+template <typename E>
+std::string option_names(const std::string& separator = " | ") {
+  std::string out;
+  for (const auto& [v, n] : OptionSet<E>::names()) out += (out.empty() ? "" : separator) + n;
+  return out;
+}
+// The value of a name, or a ConfigError "unknown <what> '<name>'" listing the names.
+template <typename E>
+E parse_option(const std::string& name);
+
+// In JSON (config files, checkpoints, bench reports) an option is its name, never a number.
+#define OUROBOROS_OPTION_JSON(E)                                  \
+  inline void to_json(nlohmann::json& j, E v) { j = name_of(v); } \
+  inline void from_json(const nlohmann::json& j, E& v) {          \
+    v = parse_option<E>(j.get<std::string>());                    \
+  }
+OUROBOROS_OPTION_JSON(ModelKind)
+OUROBOROS_OPTION_JSON(DType)
+OUROBOROS_OPTION_JSON(DataFormat)
+OUROBOROS_OPTION_JSON(TokenizerChoice)
+OUROBOROS_OPTION_JSON(OptimizerKind)
+OUROBOROS_OPTION_JSON(LrSchedule)
+OUROBOROS_OPTION_JSON(Mode)
+OUROBOROS_OPTION_JSON(WeightPredict)
+OUROBOROS_OPTION_JSON(StaleLr)
+OUROBOROS_OPTION_JSON(Backend)
+#undef OUROBOROS_OPTION_JSON
+
 // Shape letters used across the code base:
 //   B batch, T time (block_size), C channels (n_embd), V vocabulary, L layers, K modules, W
 //   workers.
 struct ModelConfig {
-  std::string model = "gpt";  // model family: gpt (GPT-2 style) | transformer-xl
-  int64_t n_layer = 4;        // L, Transformer blocks
-  int64_t n_head = 4;         // attention heads; n_embd must be divisible by it
-  int64_t n_embd = 128;       // C, residual stream width
-  int64_t block_size = 128;   // T, context length in tokens
-  int64_t vocab_size = 0;     // V; 0 = taken from the tokenizer
-  double dropout = 0.0;       // dropout probability on attention/residual paths
+  ModelKind model = ModelKind::kGpt;  // model family: gpt (GPT-2 style) | transformer-xl
+  int64_t n_layer = 4;                // L, Transformer blocks
+  int64_t n_head = 4;                 // attention heads; n_embd must be divisible by it
+  int64_t n_embd = 128;               // C, residual stream width
+  int64_t block_size = 128;           // T, context length in tokens
+  int64_t vocab_size = 0;             // V; 0 = taken from the tokenizer
+  double dropout = 0.0;               // dropout probability on attention/residual paths
   // float32 | bfloat16: the forward's matrix products under autocast; weights, gradients and
   // optimizer state stay float32 (model/precision.h).
-  std::string dtype = "float32";
+  DType dtype = DType::kFloat32;
   // Transformer-XL only (docs/TRANSFORMER_XL.md); block_size is its training segment (tgt_len).
   int64_t d_inner = 0;            // feed-forward width; 0 = 4 n_embd
   double attn_dropout = 0.0;      // dropout on attention probabilities
@@ -41,30 +109,30 @@ struct ModelConfig {
 };
 
 struct DataConfig {
-  std::string data = "fortunes";   // path of a file or directory; ignored by format "fortunes"
-  std::string format = "auto";     // auto | text | enwik8 | text8 | wikitext103 | fortunes
-  std::string tokenizer = "auto";  // auto | byte | char | word
+  std::string data = "fortunes";  // path of a file or directory; ignored by format "fortunes"
+  DataFormat format = DataFormat::kAuto;               // auto | text | enwik8 | text8 | ...
+  TokenizerChoice tokenizer = TokenizerChoice::kAuto;  // auto | byte | char | word | bpe | unigram
 };
 
 struct TrainConfig {
-  int64_t steps = 600;              // training iterations (ticks)
-  int64_t batch_size = 8;           // B, sequences per step
-  std::string optimizer = "adam";   // sgd | adam | adamw | qhadam | nadam
-  double lr = 1e-3;                 // peak learning rate
-  double min_lr = 1e-4;             // learning rate at the end of the cosine decay
-  int64_t warmup_steps = 200;       // linear learning-rate warm-up, in steps (docs/BENCHMARKS.md)
-  std::string schedule = "cosine";  // cosine | constant
-  double momentum = 0.9;            // SGD momentum
-  double beta1 = 0.9;               // Adam beta1
-  double beta2 = 0.999;             // Adam beta2
-  double eps = 1e-8;                // Adam epsilon
-  double qh_nu = 0.7;               // QHAdam: weight of the momentum against the raw gradient
-  double momentum_decay = 0.004;    // NAdam: psi of the momentum schedule mu_t
-  double weight_decay = 0.0;        // on matrices and embeddings only (not biases, LayerNorm)
-  double grad_clip = 1.0;           // max global gradient norm per update; 0 disables
-  int64_t skip_nonfinite = 0;       // updates with an inf/nan gradient to skip before stopping
-  int64_t seed = 1337;              // seeds initialisation, batches and dropout
-  int64_t threads = 1;              // libtorch intra-op threads (per worker)
+  int64_t steps = 600;                             // training iterations (ticks)
+  int64_t batch_size = 8;                          // B, sequences per step
+  OptimizerKind optimizer = OptimizerKind::kAdam;  // sgd | adam | adamw | qhadam | nadam
+  double lr = 1e-3;                                // peak learning rate
+  double min_lr = 1e-4;                            // learning rate at the end of the cosine decay
+  int64_t warmup_steps = 200;  // linear learning-rate warm-up, in steps (docs/BENCHMARKS.md)
+  LrSchedule schedule = LrSchedule::kCosine;  // after the warm-up: cosine | constant
+  double momentum = 0.9;                      // SGD momentum
+  double beta1 = 0.9;                         // Adam beta1
+  double beta2 = 0.999;                       // Adam beta2
+  double eps = 1e-8;                          // Adam epsilon
+  double qh_nu = 0.7;             // QHAdam: weight of the momentum against the raw gradient
+  double momentum_decay = 0.004;  // NAdam: psi of the momentum schedule mu_t
+  double weight_decay = 0.0;      // on matrices and embeddings only (not biases, LayerNorm)
+  double grad_clip = 1.0;         // max global gradient norm per update; 0 disables
+  int64_t skip_nonfinite = 0;     // updates with an inf/nan gradient to skip before stopping
+  int64_t seed = 1337;            // seeds initialisation, batches and dropout
+  int64_t threads = 1;            // libtorch intra-op threads (per worker)
   // auto | cpu | cuda | cuda:N: where a process trains (auto = cuda when a GPU is visible).
   // Processes take cuda:LOCAL_RANK. Ouroboros worker threads spread over the GPUs (worker w on
   // cuda:(w mod n)) with cuda or auto; an explicit cuda:N keeps every worker on it.
@@ -88,15 +156,15 @@ struct EngineConfig {
   // Delay tolerance (docs/DESIGN.md). weight_predict: none | optimizer (a delayed module
   // forwards at its weights extrapolated delay ticks along the optimizer's update direction) |
   // auto (optimizer in mode ouroboros; the other methods have no delay).
-  std::string weight_predict = "auto";
+  WeightPredict weight_predict = WeightPredict::kAuto;
   // The prediction's horizon in updates per tick of delay: a module with delay d forwards at its
   // weights moved predict_scale * d updates ahead (bench/delay_study.sh: 1.5 beat 1, 2 and 3).
   double predict_scale = 1.5;
-  std::string stale_lr = "none";  // none | pipemare: lr / delay^(1 - min(u / T, 1))
-  int64_t stale_lr_ticks = 500;   // pipemare: T, ticks after the delays start
+  StaleLr stale_lr = StaleLr::kNone;  // none | pipemare: lr / delay^(1 - min(u / T, 1))
+  int64_t stale_lr_ticks = 500;       // pipemare: T, ticks after the delays start
   // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
   // gpipe | data-parallel. docs/BENCHMARKS.md compares them.
-  std::string mode = "auto";
+  Mode mode = Mode::kAuto;
   int64_t micro_batches = 4;  // gpipe: micro-batches per step (must divide batch_size)
   int64_t workers = 2;        // data-parallel: replicas, one thread each (divide batch_size)
 };
@@ -107,13 +175,13 @@ struct DistConfig {
   double timeout = 60.0;  // seconds a process waits on a silent peer before giving up
   // auto | gloo | nccl: what carries the messages and the all-reduce between processes. auto =
   // nccl for processes on GPUs when the build has it, else gloo (host memory).
-  std::string backend = "auto";
+  Backend backend = Backend::kAuto;
 };
 // Whether s names a device train.device accepts: auto, cpu, cuda or cuda:N.
 bool is_device_name(const std::string& s);
-// The method a config runs after resolving mode "auto": "sequential", "ouroboros", "gpipe" or
-// "data-parallel".
-std::string resolved_mode(const EngineConfig& e);
+// The method a config runs after resolving mode "auto": sequential, ouroboros, gpipe or
+// data-parallel.
+Mode resolved_mode(const EngineConfig& e);
 // Whether delayed modules forward at predicted weights (weight_predict after resolving "auto").
 bool predicts_weights(const EngineConfig& e);
 // How many of its updates ahead a module with `delay` forwards when predicting weights.

@@ -57,7 +57,7 @@ class DistContext {
   const c10::Device& device() const { return device_; }
   // "gloo" or "nccl": dist.backend resolved for this process's device. Every rank checks that the
   // others resolved it alike.
-  const std::string& backend() const { return backend_; }
+  Backend backend() const { return backend_; }
   // The NCCL groups (null with Gloo): the pipeline's messages and the gradient all-reduce go
   // through them.
   PairGroups* nccl() { return nccl_.get(); }
@@ -111,7 +111,7 @@ class DistContext {
   std::shared_ptr<std::atomic<bool>> heartbeat_done_ = std::make_shared<std::atomic<bool>>(false);
   std::string checkpoint_;  // <out_dir>/ckpt.pt, for the hint of a lost-peer line
   c10::Device device_ = c10::Device(c10::kCPU);
-  std::string backend_ = "gloo";
+  Backend backend_ = Backend::kGloo;
   // Store operations that give up after `limit` (a frozen rank 0 never answers).
   bool store_check(const std::string& key, std::chrono::milliseconds limit);
   std::vector<uint8_t> store_get(const std::string& key, std::chrono::milliseconds limit);
@@ -133,6 +133,6 @@ class DistContext {
 
 // dist.backend for a process on `device`: auto = nccl on a GPU where the build has it, else
 // gloo. Throws ConfigError for nccl without NCCL or on the CPU.
-std::string resolve_backend(const std::string& backend, const c10::Device& device);
+Backend resolve_backend(Backend backend, const c10::Device& device);
 
 }  // namespace ouroboros

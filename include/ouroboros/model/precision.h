@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include "ouroboros/core/config.h"
+
 namespace ouroboros {
 
 // For the lifetime of the scope, this thread's forward ops run in `dtype`: "bfloat16" turns on
@@ -17,7 +19,7 @@ namespace ouroboros {
 // weight updated in place is never read through a stale bfloat16 copy.
 class PrecisionScope {
  public:
-  explicit PrecisionScope(const std::string& dtype);
+  explicit PrecisionScope(DType dtype);
   ~PrecisionScope();
   PrecisionScope(const PrecisionScope&) = delete;
   PrecisionScope& operator=(const PrecisionScope&) = delete;

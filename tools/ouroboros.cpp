@@ -55,14 +55,26 @@ void on_stop_signal(int sig) {
 // the cut in the pipeline at each look (about one tick) stays near 1% of the time.
 constexpr double kStopCheckSeconds = 10.0;
 
+// The config a resumed run starts from: the checkpoint's, but never its paths. A checkpoint is
+// data from anywhere, so the run writes next to it (the folder holding ckpt.pt or ckpt/) unless
+// --out-dir or --metrics say otherwise.
+Config resumable_config(const std::string& resume) {
+  Config cfg = load_checkpoint(resume).config;
+  std::filesystem::path at = std::filesystem::path(resume).lexically_normal();
+  if (!at.has_filename()) at = at.parent_path();  // "runs/x/ckpt/"
+  cfg.train.out_dir = at.has_parent_path() ? at.parent_path().string() : ".";
+  cfg.train.metrics = Config{}.train.metrics;
+  return cfg;
+}
+
 int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrite,
               const DistEnv& env_flags) {
   if (overwrite && !resume.empty()) {
     throw ConfigError("--overwrite has no effect with --resume (a resumed run continues its files)",
                       "drop --overwrite");
   }
-  const Config cfg = resume.empty() ? flags.apply(Config{})
-                                    : flags.apply_to_resumed(load_checkpoint(resume).config);
+  const Config cfg =
+      resume.empty() ? flags.apply(Config{}) : flags.apply_to_resumed(resumable_config(resume));
   TrainOptions opts;
   opts.resume = resume;
   opts.overwrite = overwrite;
@@ -389,6 +401,7 @@ struct PlotCommand : Command {
 };
 
 struct PlanCommand : Command {
+  static constexpr int64_t kMaxTicks = 10000;
   ConfigFlags flags;
   int64_t ticks = 6;
   Link link;
@@ -407,6 +420,11 @@ struct PlanCommand : Command {
         ->check(positive(true));
   }
   int run() override {
+    if (ticks > kMaxTicks) {
+      throw ConfigError(
+          "plan: --ticks " + std::to_string(ticks) + " is more than " + std::to_string(kMaxTicks),
+          "the grid has a line per tick; show at most " + std::to_string(kMaxTicks));
+    }
     if (link_ms > 0 && link.gbit_per_s == 0) {
       throw ConfigError("--link-latency-ms needs --link-gbps", "add --link-gbps, e.g. 1");
     }

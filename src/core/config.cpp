@@ -2,6 +2,7 @@
 // and checkpoints all read and write through it.
 #include "ouroboros/core/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +10,7 @@
 #include <iterator>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -357,6 +359,24 @@ void require(bool ok, const std::string& what, const std::string& hint = "") {
   if (!ok) throw ConfigError(what, hint);
 }
 
+// Upper bounds of the sizes, far above any model this code can train, so that a mistyped value
+// is refused before it is allocated or overflows (a plan of 2e9 layers, a 1e300-second timeout).
+constexpr int64_t kMaxLayers = 1 << 20, kMaxHeads = 4096, kMaxWidth = 1 << 17, kMaxTokens = 1 << 20,
+                  kMaxVocab = 1 << 24, kMaxModules = 256, kMaxReplicas = 4096;
+constexpr double kMaxTimeoutSeconds = 1e6;
+
+void require_at_most(const char* key, int64_t value, int64_t most) {
+  require(value <= most,
+          std::string(key) + " " + std::to_string(value) + " is more than " + std::to_string(most) +
+              ", the most this build accepts",
+          "check the value of " + std::string(key));
+}
+
+// Intra-op threads per worker: a small multiple of the cores is the most that can help.
+int64_t max_threads() {
+  return std::max<int64_t>(4, 4 * static_cast<int64_t>(std::thread::hardware_concurrency()));
+}
+
 void validate_model(const ModelConfig& m) {
   require(m.n_layer >= 1, "n_layer must be >= 1, got " + std::to_string(m.n_layer));
   require(m.n_head >= 1, "n_head must be >= 1, got " + std::to_string(m.n_head));
@@ -365,7 +385,21 @@ void validate_model(const ModelConfig& m) {
           "n_embd " + std::to_string(m.n_embd) + " is not divisible by n_head " +
               std::to_string(m.n_head),
           "choose n_embd a multiple of n_head");
+  require_at_most("n_layer", m.n_layer, kMaxLayers);
+  require_at_most("n_head", m.n_head, kMaxHeads);
+  require_at_most("n_embd", m.n_embd, kMaxWidth);
   require(m.block_size >= 1, "block_size must be >= 1, got " + std::to_string(m.block_size));
+  require_at_most("block_size", m.block_size, kMaxTokens);
+  require_at_most("vocab_size", m.vocab_size, kMaxVocab);
+  require_at_most("d_inner", m.d_inner, kMaxWidth * 8);
+  for (const auto& [key, v] : {std::pair<const char*, int64_t>{"mem_len", m.mem_len},
+                               {"clamp_len", m.clamp_len},
+                               {"eval_tgt_len", m.eval_tgt_len},
+                               {"eval_mem_len", m.eval_mem_len},
+                               {"eval_clamp_len", m.eval_clamp_len},
+                               {"div_val", m.div_val}}) {
+    require_at_most(key, v, kMaxTokens);
+  }
   require(m.vocab_size >= 0, "vocab_size must be >= 0, got " + std::to_string(m.vocab_size));
   require(m.dropout >= 0.0 && m.dropout < 1.0,
           "dropout must be in [0, 1), got " + std::to_string(m.dropout));
@@ -393,6 +427,7 @@ void validate_data(const DataConfig& d, const ModelConfig& m) {
 void validate_train(const TrainConfig& t) {
   require(t.steps >= 0, "steps must be >= 0, got " + std::to_string(t.steps));
   require(t.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(t.batch_size));
+  require_at_most("batch_size", t.batch_size, kMaxTokens);
   require(t.qh_nu >= 0.0 && t.qh_nu <= 1.0, "qh_nu must be in [0, 1], got " + num(t.qh_nu),
           "set --qh-nu, e.g. 0.7");
   require(t.momentum_decay >= 0.0, "momentum_decay must be >= 0, got " + num(t.momentum_decay),
@@ -416,6 +451,10 @@ void validate_train(const TrainConfig& t) {
   require(t.weight_decay >= 0.0, "weight_decay must be >= 0, got " + num(t.weight_decay),
           "set --weight-decay to 0 or a small positive value");
   require(t.threads >= 1, "threads must be >= 1, got " + std::to_string(t.threads));
+  require(t.threads <= max_threads(),
+          "threads " + std::to_string(t.threads) + " is more than this machine can use (" +
+              std::to_string(std::thread::hardware_concurrency()) + " cores)",
+          "use at most " + std::to_string(max_threads()) + " (--threads is per worker)");
   require(is_device_name(t.device), "unknown device '" + t.device + "'",
           "use --device auto, cpu, cuda or cuda:N");
   require(t.tf32 == 0 || t.tf32 == 1, "tf32 must be 0 or 1, got " + std::to_string(t.tf32));
@@ -430,13 +469,22 @@ void validate_train(const TrainConfig& t) {
 
 void validate_layout(const EngineConfig& e, const DistConfig& dist) {
   require(e.modules >= 1, "modules must be >= 1, got " + std::to_string(e.modules));
+  require_at_most("modules", e.modules, kMaxModules);
+  require_at_most("micro_batches", e.micro_batches, kMaxTokens);
+  require_at_most("workers", e.workers, kMaxReplicas);
+  require_at_most("sync_warmup", e.sync_warmup, int64_t{1} << 40);
+  require_at_most("stale_lr_ticks", e.stale_lr_ticks, int64_t{1} << 40);
   require(e.sync_warmup >= 0, "sync_warmup must be >= 0");
   // Explicit cut boundaries mean nothing to one module: refused rather than ignored.
   require(e.modules > 1 || e.partition == "auto" || e.partition == "even" || e.partition.empty(),
           "partition '" + e.partition + "' needs modules >= 2, got modules 1",
           "add --modules K or drop --partition");
   require(dist.replicas >= 1, "replicas must be >= 1, got " + std::to_string(dist.replicas));
-  require(dist.timeout > 0.0, "timeout must be > 0 seconds, got " + std::to_string(dist.timeout));
+  require_at_most("replicas", dist.replicas, kMaxReplicas);
+  require(dist.timeout > 0.0 && dist.timeout <= kMaxTimeoutSeconds,
+          "timeout must be > 0 and at most " + num(kMaxTimeoutSeconds) + " seconds, got " +
+              num(dist.timeout),
+          "set --timeout in seconds, e.g. 60");
 }
 
 }  // namespace

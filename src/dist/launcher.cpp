@@ -1,6 +1,7 @@
 // `ouroboros launch`: one child process per local rank with the torchrun variables set, supervised
 // until all exit. Ctrl-C (SIGINT) or SIGTERM is forwarded; one failing child stops the others.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,11 +54,16 @@ void check_options(const LaunchOptions& o) {
 // torchrun variables set. Returns its pid.
 pid_t start_child(const LaunchOptions& o, const std::string& program, int64_t local) {
   const int64_t rank = o.node_rank * o.nproc + local;
+  const pid_t launcher = getpid();
   pid_t pid = fork();
   if (pid < 0) throw Error(std::string("fork failed: ") + strerror(errno));
   if (pid > 0) return pid;
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
+  // A rank dies with its launcher: SIGTERM when it goes, however it goes (killed too), so the
+  // ranks stop together with a checkpoint and free the port and the out-dir. The launcher may
+  // already be gone by the time this is set.
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != launcher) _exit(128 + SIGTERM);
   setenv("RANK", std::to_string(rank).c_str(), 1);
   setenv("LOCAL_RANK", std::to_string(local).c_str(), 1);
   setenv("WORLD_SIZE", std::to_string(o.nnodes * o.nproc).c_str(), 1);

@@ -2,7 +2,9 @@
 #include "reporter.h"
 
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
+#include <iterator>
 #include <sstream>
 #include <vector>
 
@@ -33,6 +35,28 @@ void keep_records_up_to(const std::string& path, int64_t step) {
 }
 
 }  // namespace
+
+void check_is_metrics(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return;
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream lines(text);
+  size_t read = 0;
+  for (std::string line; std::getline(lines, line);) {
+    read += line.size() + 1;
+    if (line.empty()) continue;
+    const bool last_and_cut = read > text.size();
+    bool object = false;
+    try {
+      object = nlohmann::json::parse(line).is_object();
+    } catch (const std::exception&) {
+    }
+    if (!object && !last_and_cut) {
+      throw ConfigError("metrics file " + path + " holds something other than a run's metrics",
+                        "give --metrics a new file, or the metrics.jsonl of this run");
+    }
+  }
+}
 
 std::string metrics_path(const Config& cfg) {
   return cfg.train.metrics.empty()

@@ -15,6 +15,9 @@
 namespace ouroboros {
 
 // The metrics file of a run: train.metrics, else out_dir/metrics.jsonl.
+// A file a run may write its metrics over: none yet, empty, or JSON objects one per line (the last
+// one may be cut by a crash). Anything else is a ConfigError: it is never truncated.
+void check_is_metrics(const std::string& path);
 std::string metrics_path(const Config& cfg);
 
 class Reporter {

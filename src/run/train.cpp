@@ -202,7 +202,10 @@ void Run::load_inputs() {
   device_ = run_device(cfg_.train.device, role_.local_rank);
   set_tf32(cfg_.train.tf32 != 0, device_);
   if (role_.lead && role_.single_process && device_.is_cpu()) check_fits_memory(cfg_, *model_);
-  if (role_.lead) check_out_dir(cfg_, ckpt_path_, ck_.has_value(), opts_.overwrite);
+  if (role_.lead) {
+    check_out_dir(cfg_, ckpt_path_, ck_.has_value(), opts_.overwrite);
+    check_is_metrics(metrics_path(cfg_));
+  }
 
   at::set_num_threads(static_cast<int>(cfg_.train.threads));
   if (ds_) valid_bytes_per_token_ = bytes_per_token(ds_->tokenizer, ds_->valid);

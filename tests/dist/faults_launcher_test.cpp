@@ -197,6 +197,45 @@ TEST(Launcher, StopsAllChildren) {
   }
 }
 
+// Whether a process has exited (gone, or a zombie whose parent is gone).
+bool exited(pid_t pid) {
+  if (kill(pid, 0) != 0) return true;
+  const std::string stat = read_bytes("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  return close == std::string::npos || (close + 2 < stat.size() && stat[close + 2] == 'Z');
+}
+
+// A launcher killed outright (no chance to forward a signal) takes its ranks with it: they stop
+// together with a checkpoint instead of training on, holding the port and the out-dir.
+TEST(Launcher, RanksDieWithAKilledLauncher) {
+  TempDir dir;
+  const fs::path data = dir.write("corpus.txt", corpus());
+  Config cfg = tiny_config(data, 3, "adam");
+  cfg.train.steps = 100000;
+  cfg.train.eval_interval = 0;
+  cfg.train.out_dir = (dir.path() / "out").string();
+  const fs::path file = write_config(dir, "cfg.json", cfg);
+  pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()), "--",
+                   "train", "--config", file.string()},
+                  {}, dir.path() / "launch.log");
+  ASSERT_TRUE(wait_for_file(dir.path() / "out" / "metrics.jsonl", 60));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const std::vector<pid_t> kids = children_of(p);
+  ASSERT_EQ(kids.size(), 2u);
+  kill(p, SIGKILL);
+  waitpid(p, nullptr, 0);
+  const auto start = std::chrono::steady_clock::now();
+  for (pid_t k : kids) {
+    while (!exited(k) && std::chrono::steady_clock::now() - start < std::chrono::seconds(40)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_TRUE(exited(k)) << "rank process " << k << " outlived its launcher by 40 s";
+  }
+  // They stopped as on Ctrl-C: with a checkpoint that resumes.
+  const Checkpoint ck = load_checkpoint((dir.path() / "out" / "ckpt").string());
+  EXPECT_GT(ck.step, 0);
+}
+
 TEST(RankDiscovery, TorchrunAndMpirunVariablesAndOverrides) {
   auto clear = [] {
     for (const char* v :

@@ -202,6 +202,37 @@ TEST_F(CliTest, ImpossibleSizesAreRefusedUpFront) {
   CliRun plan = cli("plan --modules 3 --n-layer 100000 --ticks 0");
   EXPECT_EQ(plan.code, 0) << plan.output;
   EXPECT_NE(plan.output.find("module 2  blocks ["), std::string::npos) << plan.output;
+  // Past any model, or past what the machine can run: refused before anything grows.
+  expect_failure("plan --modules 3 --n-layer 2000000000", "n_layer 2000000000 is more than");
+  expect_failure("plan --modules 3 --ticks 2000000000", "--ticks 2000000000 is more than 10000");
+  expect_failure(train_args(corpus_.string(), {{"--threads", "100000"}}),
+                 "threads 100000 is more than this machine can use");
+  expect_failure(train_args(corpus_.string(), {{"--timeout", "1e300"}}),
+                 "timeout must be > 0 and at most 1e+06 seconds, got 1e+300");
+}
+
+// A checkpoint is data from anywhere: resuming one writes next to it (or where the command line
+// says), never where its stored config points, and never over a file that is not a metrics file.
+TEST_F(CliTest, ResumeTakesNoPathFromTheCheckpoint) {
+  const fs::path run = train_good("run");
+  const std::string ckpt = (run / "ckpt.pt").string();
+  ouroboros::Checkpoint crafted = ouroboros::load_checkpoint(ckpt);
+  const fs::path victim = dir_.write("victim.txt", "a file of the user's\n");
+  const fs::path elsewhere = dir_.path() / "elsewhere";
+  crafted.config.train.metrics = victim.string();
+  crafted.config.train.out_dir = elsewhere.string();
+  ouroboros::save_checkpoint(ckpt, crafted);
+  const std::string more = std::to_string(crafted.step + 2);
+  expect_failure("train --resume " + ckpt + " --steps " + more + " --metrics " + victim.string(),
+                 "metrics file " + victim.string() + " holds something other than a run's");
+  EXPECT_EQ(read_bytes(victim), "a file of the user's\n");
+  CliRun r = cli("train --resume " + ckpt + " --steps " + more);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_bytes(victim), "a file of the user's\n");
+  EXPECT_FALSE(fs::exists(elsewhere));
+  EXPECT_EQ(ouroboros::load_checkpoint(ckpt).step, crafted.step + 2);
+  EXPECT_NE(read_bytes(run / "metrics.jsonl").find("\"step\":" + more), std::string::npos)
+      << read_bytes(run / "metrics.jsonl");
 }
 
 TEST_F(CliTest, ConfigFileWithTrailingContentIsRefused) {

@@ -271,13 +271,15 @@ json run_entry(const BenchOptions& opts, const BenchEntry& e, size_t i, double p
     throw Error("bench: " + e.name + " printed no result");
   }
   r["name"] = e.name;
-  r["mode"] = e.cfg.dist.replicas > 1 ? "data-parallel" : name_of(resolved_mode(e.cfg.engine));
+  // Data parallelism on processes runs as --modules 1 --replicas W.
+  const Mode mode = e.cfg.dist.replicas > 1 ? Mode::kDataParallel : resolved_mode(e.cfg.engine);
+  r["mode"] = mode;
   r["cores"] = e.cores;
   r["threads_per_worker"] = e.cfg.train.threads;
   r["processes"] = e.processes;
   r["modules"] = e.cfg.engine.modules;
-  if (r["mode"] == "gpipe") r["micro_batches"] = e.cfg.engine.micro_batches;
-  if (r["mode"] == "data-parallel") {
+  if (mode == Mode::kGPipe) r["micro_batches"] = e.cfg.engine.micro_batches;
+  if (mode == Mode::kDataParallel) {
     r["workers"] = std::max(e.cfg.engine.workers, e.cfg.dist.replicas);
   }
   const double flops = r["flop_per_step"].get<double>();

@@ -85,6 +85,7 @@ void OuroborosProcesses::run_job(const ClockJob& job, const BatchFn* batch, cons
 
 void OuroborosProcesses::run(int64_t first, int64_t count, const BatchFn& batch,
                              const LossFn& on_loss) {
+  pipeline_saved_ = false;
   const ClockJob job = clock_.run(first, count);
   const int64_t B = cfg_.train.batch_size, R = ctx_.replicas(), ring = ctx_.ring();
   // A tick's batch has R*B rows; ring r trains on rows [rB, (r+1)B).
@@ -112,7 +113,10 @@ void OuroborosProcesses::run(int64_t first, int64_t count, const BatchFn& batch,
 }
 
 // Every rank counts the same jobs, so a drain with nothing in flight is still one.
-void OuroborosProcesses::drain() { run_job(clock_.drain(), nullptr, nullptr); }
+void OuroborosProcesses::drain() {
+  pipeline_saved_ = false;
+  run_job(clock_.drain(), nullptr, nullptr);
+}
 
 std::string OuroborosProcesses::describe() const {
   return plan_.summary() + processes_line(std::to_string(ctx_.replicas()) + " ring(s) of " +
@@ -144,6 +148,7 @@ MethodState OuroborosProcesses::state() const {
 }
 
 std::optional<CheckpointShard> OuroborosProcesses::shard() const {
+  pipeline_saved_ = true;
   CheckpointShard out;
   out.rank = ctx_.rank();
   out.world = ctx_.world_size();

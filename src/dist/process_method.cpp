@@ -26,9 +26,9 @@ ProcessMethod::ProcessMethod(const LanguageModel& model, ParamSet params, const 
       ctx_(ctx),
       params_(std::move(params)),
       plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      transport_(ctx.nccl()
-                     ? std::unique_ptr<Transport>(std::make_unique<PairTransport>(ctx, *ctx.nccl()))
-                     : std::make_unique<C10dTransport>(ctx)) {
+      transport_(ctx.nccl() ? std::unique_ptr<ProcessTransport>(
+                                  std::make_unique<PairTransport>(ctx, *ctx.nccl()))
+                            : std::make_unique<C10dTransport>(ctx)) {
   for (int64_t g = 1; g <= plan_.partition.K * ctx_.replicas(); ++g) {
     peers_.generators.push_back(training_context(cfg.train.seed, g).generator->get_state());
   }
@@ -42,6 +42,7 @@ MethodState ProcessMethod::peers_state() const {
 }
 
 ProcessMethod::~ProcessMethod() {
+  if (pipeline_saved_) transport_->release_sends();
   if (!sink_) return;
   const TransportStats& st = transport_->stats();
   sink_->messages = st.messages;

@@ -77,6 +77,8 @@ void ProcessTransport::begin_tick(int64_t tick) {
   wait_sends(tick - 1);
 }
 
+void ProcessTransport::release_sends() { sends_->abandon(); }
+
 void ProcessTransport::flush() { wait_sends(std::numeric_limits<int64_t>::max()); }
 
 }  // namespace ouroboros

@@ -10,6 +10,7 @@
 
 #include "ouroboros/core/config.h"
 #include "ouroboros/dist/context.h"
+#include "ouroboros/dist/process_transport.h"
 #include "ouroboros/engine/transport.h"
 #include "ouroboros/plan/planner.h"
 #include "ouroboros/train/method.h"
@@ -41,7 +42,7 @@ class ProcessMethod : public Method {
   // for other rings and for rings of one worker (the lead holds the whole model there).
   std::optional<LossSumFn> ring_loss_sum() override;
   const Plan& plan() const { return plan_; }
-  const Transport& transport() const { return *transport_; }
+  const ProcessTransport& transport() const { return *transport_; }
   // Filled in when the method is destroyed.
   void set_stats_sink(RankStats* sink) { sink_ = sink; }
 
@@ -61,8 +62,12 @@ class ProcessMethod : public Method {
   DistContext& ctx_;
   ParamSet params_;
   Plan plan_;
-  std::unique_ptr<Transport> transport_;  // C10dTransport, or PairTransport over NCCL
-  int64_t jobs_ = 0;                      // run() and drain() calls so far (DistContext::open_job)
+  std::unique_ptr<ProcessTransport> transport_;  // C10dTransport, or PairTransport over NCCL
+  // The last thing done was a checkpoint that keeps the batches in flight (shard()); if the
+  // method ends here, every rank stopped at that tick, and the messages still on their way are in
+  // the checkpoint: they are released, not waited for (no peer will take them).
+  mutable bool pipeline_saved_ = false;
+  int64_t jobs_ = 0;  // run() and drain() calls so far (DistContext::open_job)
   int64_t ticks_run_ = 0;
   int64_t allreduce_ns_ = 0;
   RankStats* sink_ = nullptr;

@@ -27,6 +27,9 @@ class ProcessTransport : public Transport {
   void abort(const std::string& why) override;
   void begin_tick(int64_t tick) override;
   void flush() override;
+  // The sends still on their way are dropped rather than waited for when the transport goes:
+  // their receivers stopped, and a checkpoint holds the messages to send again.
+  void release_sends();
 
  protected:
   // `on_lost` runs when a send fails and on abort() (PairTransport aborts its groups there).

@@ -159,22 +159,29 @@ TEST(Launcher, RunsTheGroupToCompletion) {
                          load_checkpoint((dir.path() / "threads" / "ckpt.pt").string()));
 }
 
-// A child that dies makes the launcher stop the other and exit non-zero naming the rank; Ctrl-C
-// (SIGINT) on the launcher stops every child.
-TEST(Launcher, StopsAllChildren) {
-  TempDir dir;
-  const fs::path data = dir.write("corpus.txt", corpus());
-  Config cfg = tiny_config(data, 3, "adam");
+// `launch --nproc 2` of a K = 3 run far too long to finish, into dir/out; returns the launcher
+// once the run is training (its metrics exist).
+pid_t launch_endless_run(const TempDir& dir) {
+  Config cfg = tiny_config(dir.path() / "corpus.txt", 3, "adam");
   cfg.train.steps = 100000;
   cfg.train.eval_interval = 0;
   cfg.train.out_dir = (dir.path() / "out").string();
   const fs::path file = write_config(dir, "cfg.json", cfg);
+  const pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()),
+                         "--", "train", "--config", file.string()},
+                        {}, dir.path() / "launch.log");
+  EXPECT_TRUE(wait_for_file(dir.path() / "out" / "metrics.jsonl", 60));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  return p;
+}
+
+// A child that dies makes the launcher stop the other and exit non-zero naming the rank; Ctrl-C
+// (SIGINT) on the launcher stops every child.
+TEST(Launcher, StopsAllChildren) {
+  TempDir dir;
+  dir.write("corpus.txt", corpus());
   for (int sig : {0, SIGINT}) {
-    pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()), "--",
-                     "train", "--config", file.string()},
-                    {}, dir.path() / "launch.log");
-    ASSERT_TRUE(wait_for_file(dir.path() / "out" / "metrics.jsonl", 60));
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const pid_t p = launch_endless_run(dir);
     std::vector<pid_t> kids = children_of(p);
     ASSERT_EQ(kids.size(), 2u);
     if (sig == 0) {
@@ -209,17 +216,8 @@ bool exited(pid_t pid) {
 // together with a checkpoint instead of training on, holding the port and the out-dir.
 TEST(Launcher, RanksDieWithAKilledLauncher) {
   TempDir dir;
-  const fs::path data = dir.write("corpus.txt", corpus());
-  Config cfg = tiny_config(data, 3, "adam");
-  cfg.train.steps = 100000;
-  cfg.train.eval_interval = 0;
-  cfg.train.out_dir = (dir.path() / "out").string();
-  const fs::path file = write_config(dir, "cfg.json", cfg);
-  pid_t p = spawn({"launch", "--nproc", "2", "--master-port", std::to_string(free_port()), "--",
-                   "train", "--config", file.string()},
-                  {}, dir.path() / "launch.log");
-  ASSERT_TRUE(wait_for_file(dir.path() / "out" / "metrics.jsonl", 60));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  dir.write("corpus.txt", corpus());
+  const pid_t p = launch_endless_run(dir);
   const std::vector<pid_t> kids = children_of(p);
   ASSERT_EQ(kids.size(), 2u);
   kill(p, SIGKILL);

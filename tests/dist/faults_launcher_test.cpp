@@ -1,4 +1,4 @@
-// label: distributed
+// label: distributed serial
 // Processes that fail: lost and silent peers end every rank within the timeout naming the lost
 // rank; the launcher runs a group and stops it; rank discovery and the config fingerprint.
 #include <gtest/gtest.h>

@@ -11,7 +11,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-#include <tuple>
 #include <utility>
 
 #include "ouroboros/core/errors.h"
@@ -290,18 +289,15 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
     throw ConfigError("stale_lr_ticks must be >= 1, got " + std::to_string(e.stale_lr_ticks));
   }
   // Both act on delayed gradients, which only mode ouroboros has.
-  const bool predicts = e.weight_predict == WeightPredict::kOptimizer;
-  const bool scales = e.stale_lr != StaleLr::kNone;
-  for (const auto& [flag, value, set] :
-       {std::tuple<std::string, std::string, bool>{"--weight-predict", name_of(e.weight_predict),
-                                                   predicts},
-        {"--stale-lr", name_of(e.stale_lr), scales}}) {
-    if (set && mode != Mode::kOuroboros) {
-      throw ConfigError(
-          flag + " " + value + " acts on delayed gradients, which mode " + name + " does not have",
-          "use --mode ouroboros (--modules K >= 2) or drop " + flag);
-    }
-  }
+  const auto needs_delays = [&](bool set, const std::string& flag, const std::string& value) {
+    if (!set || mode == Mode::kOuroboros) return;
+    throw ConfigError(
+        flag + " " + value + " acts on delayed gradients, which mode " + name + " does not have",
+        "use --mode ouroboros (--modules K >= 2) or drop " + flag);
+  };
+  needs_delays(e.weight_predict == WeightPredict::kOptimizer, "--weight-predict",
+               name_of(e.weight_predict));
+  needs_delays(e.stale_lr != StaleLr::kNone, "--stale-lr", name_of(e.stale_lr));
 }
 
 }  // namespace

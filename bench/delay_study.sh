@@ -22,7 +22,10 @@
 #      PHASE (train = stop after the training runs, e.g. to time later on an idle machine),
 #      PLOT_ARMS (comma-separated arms to plot; default the six below),
 #      EXTRA (flags for every run, the timing baselines too, e.g. "--model transformer-xl
-#      --mem-len 128" for the small Transformer-XL).
+#      --mem-len 128" for the small Transformer-XL),
+#      MODEL (the model and data flags in place of the benchmark model's, e.g. the demo's shape
+#      on the held-out corpus: "--n-layer 6 --n-head 4 --n-embd 128 --block-size 128
+#      --batch-size 8 --format text --data $(bench/heldout_corpus.sh) --tokenizer char").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${BUILD_DIR:-build}"
@@ -76,8 +79,9 @@ binary="${BINARY:-$build_dir/ouroboros}"
 [ -n "${BINARY:-}" ] || cmake --build "$build_dir" -j2 --target ouroboros >/dev/null
 mkdir -p "$out" "$work"
 
-model="--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --format fortunes
---tokenizer byte --lr $lr --threads 1 --seed $seed ${EXTRA:-}"
+model_flags="${MODEL:---n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --format fortunes
+--tokenizer byte}"
+model="$model_flags --lr $lr --threads 1 --seed $seed ${EXTRA:-}"
 schedule="--steps $steps --warmup-steps $warmup --eval-interval 100 --eval-batches 16 --log-interval 10"
 "$python" - "$binary" "$work" "$out" "$arms" "$model" "$schedule" "$target" "$timing_steps" <<'PY'
 import datetime, json, math, os, shlex, subprocess, sys, time
@@ -195,7 +199,7 @@ def steps_to(points, loss):
             return prev[0] + (s - prev[0]) * (prev[1] - loss) / (prev[1] - l)
         prev = (s, l)
     return None
-own = lambda n: "sync" + n[len("ouro"):].replace("_predict", "").replace("_pipemare", "").replace("_warm", "")
+own = lambda n: "sync" + n[len("ouro"):].replace("_predict", "").replace("_correct", "").replace("_pipemare", "").replace("_warm", "")
 rows = []
 for name, flags, _ in arms:
     s = steps_to(runs[name], goal)
@@ -223,7 +227,8 @@ result = {"date": date, "machine": f"{cpu}, {cores} cores", "common": " ".join(c
 json.dump(result, open(f"{out}/delay_study.json", "w"), indent=1)
 
 lines = ["# delay_study\n",
-         f"{'Transformer-XL' if 'transformer-xl' in model else 'GPT'} L=6, H=4, C=256, T=128, B=8, byte level, fortunes"
+         f"{'Transformer-XL' if 'transformer-xl' in model else 'GPT'}, "
+         f"`{os.environ.get('MODEL', '--n-layer 6 --n-head 4 --n-embd 256 --block-size 128 --batch-size 8 --format fortunes --tokenizer byte')}`"
          f"{' (extra flags: `' + os.environ['EXTRA'] + '`)' if os.environ.get('EXTRA') else ''}; "
          f"{common[common.index('--steps')+1]} steps "
          f"from seed {common[common.index('--seed')+1]}; lr {common[common.index('--lr')+1]}, "

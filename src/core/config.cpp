@@ -53,7 +53,10 @@ OUROBOROS_OPTION_SET(TokenizerChoice, "tokenizer", {TokenizerChoice::kAuto, "aut
                      {TokenizerChoice::kUnigram, "unigram"})
 OUROBOROS_OPTION_SET(OptimizerKind, "optimizer", {OptimizerKind::kSgd, "sgd"},
                      {OptimizerKind::kAdam, "adam"}, {OptimizerKind::kAdamW, "adamw"},
-                     {OptimizerKind::kQhAdam, "qhadam"}, {OptimizerKind::kNAdam, "nadam"})
+                     {OptimizerKind::kQhAdam, "qhadam"}, {OptimizerKind::kNAdam, "nadam"},
+                     {OptimizerKind::kMuon, "muon"})
+OUROBOROS_OPTION_SET(MuonLrAdjust, "muon_adjust_lr", {MuonLrAdjust::kOriginal, "original"},
+                     {MuonLrAdjust::kMatchRmsAdamW, "match_rms_adamw"})
 OUROBOROS_OPTION_SET(LrSchedule, "schedule", {LrSchedule::kCosine, "cosine"},
                      {LrSchedule::kConstant, "constant"})
 OUROBOROS_OPTION_SET(Mode, "mode", {Mode::kAuto, "auto"}, {Mode::kSequential, "sequential"},
@@ -63,6 +66,8 @@ OUROBOROS_OPTION_SET(WeightPredict, "weight_predict", {WeightPredict::kAuto, "au
                      {WeightPredict::kNone, "none"}, {WeightPredict::kOptimizer, "optimizer"})
 OUROBOROS_OPTION_SET(StaleLr, "stale_lr", {StaleLr::kNone, "none"},
                      {StaleLr::kPipeMare, "pipemare"})
+OUROBOROS_OPTION_SET(DelayCorrection, "delay_correction", {DelayCorrection::kNone, "none"},
+                     {DelayCorrection::kExtrapolate, "extrapolate"})
 OUROBOROS_OPTION_SET(Backend, "backend", {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"},
                      {Backend::kNccl, "nccl"})
 #undef OUROBOROS_OPTION_SET
@@ -185,6 +190,12 @@ const std::vector<Field>& fields() {
       OUROBOROS_FIELD(train, qh_nu, "qhadam: weight of the momentum against the raw gradient"),
       OUROBOROS_FIELD(train, momentum_decay, "nadam: momentum schedule decay psi"),
       OUROBOROS_FIELD(train, weight_decay, "weight decay on matrices and embeddings"),
+      OUROBOROS_FIELD(train, muon_lr, "muon: learning rate of the block matrices; 0 = --lr"),
+      OUROBOROS_FIELD(train, muon_momentum, "muon: momentum"),
+      OUROBOROS_FIELD(train, muon_nesterov, "muon: 1 = Nesterov momentum, 0 = plain"),
+      OUROBOROS_FIELD(train, muon_ns_steps, "muon: Newton-Schulz iterations"),
+      OUROBOROS_FIELD(train, muon_adjust_lr,
+                      "muon: per-shape learning-rate scale; match_rms_adamw keeps AdamW's lr"),
       OUROBOROS_FIELD(train, grad_clip, "max gradient norm per update; 0 disables"),
       OUROBOROS_FIELD(train, skip_nonfinite,
                       "updates with an inf/nan gradient to skip (per worker); more stop the run"),
@@ -214,6 +225,10 @@ const std::vector<Field>& fields() {
                       "weight prediction: horizon in updates per tick of delay"),
       OUROBOROS_FIELD(engine, stale_lr, "learning rate scaled down by delay"),
       OUROBOROS_FIELD(engine, stale_lr_ticks, "pipemare: ticks until the delay scaling fades out"),
+      OUROBOROS_FIELD(engine, delay_correction,
+                      "extrapolate: a delayed module extrapolates its updates over its delay"),
+      OUROBOROS_FIELD(engine, correction_scale,
+                      "extrapolate: extrapolation per tick of delay, in updates"),
       OUROBOROS_FIELD(dist, replicas, "R rings of K-1 worker processes, gradients averaged"),
       OUROBOROS_FIELD(dist, timeout, "seconds to wait on a silent peer process before exiting"),
       OUROBOROS_FIELD(dist, backend,
@@ -298,6 +313,17 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
   needs_delays(e.weight_predict == WeightPredict::kOptimizer, "--weight-predict",
                name_of(e.weight_predict));
   needs_delays(e.stale_lr != StaleLr::kNone, "--stale-lr", name_of(e.stale_lr));
+  needs_delays(e.delay_correction != DelayCorrection::kNone, "--delay-correction",
+               name_of(e.delay_correction));
+  if (!(e.correction_scale > 0.0 && e.correction_scale <= 16.0)) {
+    throw ConfigError("correction_scale must be in (0, 16], got " + num(e.correction_scale),
+                      "use a few updates per tick of delay, e.g. --correction-scale 1");
+  }
+  if (e.correction_scale != EngineConfig{}.correction_scale &&
+      e.delay_correction == DelayCorrection::kNone) {
+    throw ConfigError("--correction-scale sets the delay correction, which this run does not use",
+                      "add --delay-correction extrapolate, or drop --correction-scale");
+  }
 }
 
 }  // namespace
@@ -420,6 +446,28 @@ void validate_data(const DataConfig& d, const ModelConfig& m) {
           "pass --vocab-size N, e.g. --vocab-size 4000");
 }
 
+// Muon's options: in range, and refused with another optimizer (they could not take effect).
+void validate_muon(const TrainConfig& t) {
+  require(t.muon_lr >= 0.0 && std::isfinite(t.muon_lr),
+          "muon_lr must be >= 0, got " + num(t.muon_lr), "set --muon-lr, or 0 for --lr");
+  require(t.muon_momentum >= 0.0 && t.muon_momentum < 1.0,
+          "muon_momentum must be in [0, 1), got " + num(t.muon_momentum),
+          "set --muon-momentum, e.g. 0.95");
+  require(t.muon_nesterov == 0 || t.muon_nesterov == 1,
+          "muon_nesterov must be 0 or 1, got " + std::to_string(t.muon_nesterov));
+  require(t.muon_ns_steps >= 1 && t.muon_ns_steps < 100,
+          "muon_ns_steps must be in [1, 99], got " + std::to_string(t.muon_ns_steps),
+          "set --muon-ns-steps, e.g. 5");
+  if (t.optimizer == OptimizerKind::kMuon) return;
+  const TrainConfig d;
+  const bool set = t.muon_lr != d.muon_lr || t.muon_momentum != d.muon_momentum ||
+                   t.muon_nesterov != d.muon_nesterov || t.muon_ns_steps != d.muon_ns_steps ||
+                   t.muon_adjust_lr != d.muon_adjust_lr;
+  require(!set,
+          std::string("a --muon-* option is set but the optimizer is ") + name_of(t.optimizer),
+          "add --optimizer muon, or drop the --muon-* options");
+}
+
 void validate_train(const TrainConfig& t) {
   require(t.steps >= 0, "steps must be >= 0, got " + std::to_string(t.steps));
   require(t.batch_size >= 1, "batch_size must be >= 1, got " + std::to_string(t.batch_size));
@@ -446,6 +494,7 @@ void validate_train(const TrainConfig& t) {
   require(t.eps > 0.0, "eps must be > 0, got " + num(t.eps), "set --eps, e.g. 1e-8");
   require(t.weight_decay >= 0.0, "weight_decay must be >= 0, got " + num(t.weight_decay),
           "set --weight-decay to 0 or a small positive value");
+  validate_muon(t);
   require(t.threads >= 1, "threads must be >= 1, got " + std::to_string(t.threads));
   require(t.threads <= max_threads(),
           "threads " + std::to_string(t.threads) + " is more than this machine can use (" +

@@ -31,7 +31,8 @@ OuroborosSimulator::OuroborosSimulator(const LanguageModel& model, ParamSet para
   stored_.resize(static_cast<size_t>(K));
   for (int64_t w = 0; w < partition_.num_workers(); ++w) {
     optimizers_.push_back(std::make_unique<Optimizer>(
-        cfg.train, params_.subset(worker_param_names(model, partition_, params_, w))));
+        cfg.train, params_.subset(worker_param_names(model, partition_, params_, w)),
+        delay_correction_scale(cfg.engine)));
   }
   pipeline_start_ = cfg.engine.sync_warmup;
   // Module k runs on worker 0 when k is 1 or K, else on worker k-1. A parameter's staleness is
@@ -111,7 +112,8 @@ void OuroborosSimulator::tick(int64_t t, bool synchronous, int64_t horizon, doub
     }
   }
   for (size_t w = 0; w < optimizers_.size(); ++w) {
-    optimizers_[w]->apply(lr, cfg_.train.grad_clip, lr_scale(w, t, synchronous));
+    optimizers_[w]->apply(lr, cfg_.train.grad_clip, lr_scale(w, t, synchronous),
+                          synchronous ? std::vector<int64_t>{} : param_delay_[w]);
   }
 }
 

@@ -32,7 +32,7 @@ Worker::Worker(const LanguageModel& model, const Partition& partition, int64_t r
       engine_cfg_(cfg.engine),
       transport_(transport),
       params_(all.subset(worker_param_names(model, partition, all, rank))),
-      optimizer_(cfg.train, params_) {
+      optimizer_(cfg.train, params_, delay_correction_scale(cfg.engine)) {
   for (int64_t k : partition.modules_of_worker(rank)) {
     module_params_[k] = all.subset(model.module_param_names(partition.module(k)));
     contexts_[k] = training_context(cfg.train.seed, k);
@@ -238,7 +238,8 @@ void Worker::backward(int64_t k, int64_t s) {
 void Worker::update(const TickWindow& w) {
   if (before_update_) before_update_(params_);
   // A no-op until the pipeline has filled.
-  const bool applied = optimizer_.apply(w.lr, train_cfg_.grad_clip, lr_scale(w));
+  const bool applied = optimizer_.apply(w.lr, train_cfg_.grad_clip, lr_scale(w),
+                                        w.synchronous ? std::vector<int64_t>{} : param_delay_);
   const int64_t every = train_cfg_.diagnostics_interval;
   if (!applied || every <= 0 || (w.tick + 1) % every != 0) return;
   for (const auto& [k, idx] : module_index_) {

@@ -61,8 +61,10 @@ double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
   const double P = static_cast<double>(model.param_count());
   const Mode mode = resolved_mode(cfg.engine);
   const double K = static_cast<double>(cfg.engine.modules);
+  // Moments (Muon: momentum and its last update), and the delay correction's last change.
   const double state =
-      cfg.train.optimizer == OptimizerKind::kSgd ? (cfg.train.momentum > 0 ? 1.0 : 0.0) : 2.0;
+      (cfg.train.optimizer == OptimizerKind::kSgd ? (cfg.train.momentum > 0 ? 1.0 : 0.0) : 2.0) +
+      (delay_correction_scale(cfg.engine) > 0.0 ? 1.0 : 0.0);
   // Module k keeps K - k weight versions of its own weights: (K - 1) / 2 copies on average.
   const double versions = mode == Mode::kOuroboros ? (K - 1.0) / 2.0 : 0.0;
   const ModelConfig& m = model.config();

@@ -10,12 +10,42 @@
 #include "ouroboros/core/errors.h"
 
 namespace ouroboros {
-namespace {}  // namespace
-
 bool decays(const std::string& name) {
   const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-  const bool is_norm = name.find("ln_") != std::string::npos;
+  const bool is_norm =
+      name.find("ln_") != std::string::npos || name.find("layer_norm") != std::string::npos;
   return !is_bias && !is_norm;
+}
+
+bool muon_matrix(const std::string& name, const Tensor& p) {
+  const bool in_block = name.rfind("h.", 0) == 0 || name.rfind("layers.", 0) == 0;
+  const bool weight = name.size() >= 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+  return p.dim() == 2 && in_block && weight && decays(name);
+}
+
+int64_t muon_slices(const std::string& name) {
+  const bool fused = name.find("attn.c_attn.") != std::string::npos ||
+                     name.find("attn.qkv_net.") != std::string::npos;
+  return fused ? 3 : 1;
+}
+
+Tensor newton_schulz(const Tensor& g, int64_t steps, double eps) {
+  const double a = 3.4445, b = -4.775, c = 2.0315;
+  const bool tall = g.size(0) > g.size(1);
+  Tensor x = tall ? g.t() : g;
+  x = x.div(x.norm().clamp_min(eps));
+  for (int64_t i = 0; i < steps; ++i) {
+    Tensor gram = x.mm(x.t());
+    Tensor poly = gram * b + gram.mm(gram) * c;
+    x = x * a + poly.mm(x);
+  }
+  return tall ? x.t().contiguous() : x;
+}
+
+double muon_lr_factor(MuonLrAdjust adjust, int64_t rows, int64_t cols) {
+  const double r = static_cast<double>(rows), c = static_cast<double>(cols);
+  if (adjust == MuonLrAdjust::kOriginal) return std::sqrt(std::max(1.0, r / c));
+  return 0.2 * std::sqrt(std::max(r, c));
 }
 
 ModuleStats summarize(int64_t module, const std::vector<UpdateStats>& stats,
@@ -44,45 +74,87 @@ ModuleStats summarize(int64_t module, const std::vector<UpdateStats>& stats,
   return m;
 }
 
-Optimizer::Optimizer(const TrainConfig& cfg, const ParamSet& params)
-    : cfg_(cfg), skip_budget_(cfg.skip_nonfinite), params_(params) {
-  for (const auto& name : params.names()) {
+Optimizer::Optimizer(const TrainConfig& cfg, const ParamSet& params, double correction_scale)
+    : cfg_(cfg),
+      skip_budget_(cfg.skip_nonfinite),
+      params_(params),
+      correction_scale_(correction_scale) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string& name = params.names()[i];
     weight_decay_.push_back(decays(name) ? cfg.weight_decay : 0.0);
+    muon_.push_back(cfg.optimizer == OptimizerKind::kMuon &&
+                    muon_matrix(name, params.tensors()[i]));
   }
+  if (cfg.muon_lr > 0.0) muon_lr_ratio_ = cfg.muon_lr / cfg.lr;
   state_.resize(params.size());
 }
 
+Optimizer::State& Optimizer::state_of(size_t i) {
+  std::optional<State>& st = state_[i];
+  if (!st) st.emplace();
+  return *st;
+}
+
 void Optimizer::step_one(size_t i, double lr) {
+  if (muon_[i]) return step_muon(i, lr * muon_lr_ratio_);
+  const OptimizerKind type = cfg_.optimizer;
+  if (type == OptimizerKind::kMuon) return step_adam(i, lr, OptimizerKind::kAdamW);
+  if (type != OptimizerKind::kSgd) return step_adam(i, lr, type);
+  // torch::optim::SGD, dampening 0, no Nesterov
+  Tensor p = params_.tensors()[i];
+  Tensor d_p = p.grad();
+  const double wd = weight_decay_[i];
+  if (wd != 0) d_p = d_p.add(p, wd);
+  if (cfg_.momentum != 0) {
+    State& st = state_of(i);
+    if (!st.momentum_buffer.defined()) {
+      st.momentum_buffer = torch::clone(d_p).detach();
+    } else {
+      st.momentum_buffer.mul_(cfg_.momentum).add_(d_p, 1 - 0.0);
+    }
+    d_p = st.momentum_buffer;
+  }
+  p.add_(d_p, -1 * lr);
+}
+
+// torch.optim.Muon's step: B <- lerp(B, g, 1 - mu); U = lerp(g, B, mu) (Nesterov) or B;
+// W <- W (1 - lr wd) - lr factor NS(U), slice by slice for a fused query-key-value matrix.
+void Optimizer::step_muon(size_t i, double lr) {
+  Tensor p = params_.tensors()[i];
+  const Tensor& grad = p.grad();
+  State& st = state_of(i);
+  if (!st.momentum_buffer.defined()) {
+    st.momentum_buffer = torch::zeros_like(p, at::MemoryFormat::Preserve);
+  }
+  st.step += 1;
+  const double mu = cfg_.muon_momentum;
+  st.momentum_buffer.lerp_(grad, 1 - mu);
+  Tensor u = cfg_.muon_nesterov ? grad.lerp(st.momentum_buffer, mu) : st.momentum_buffer;
+  const int64_t slices = muon_slices(params_.names()[i]);
+  std::vector<Tensor> parts;
+  for (const Tensor& slice : u.chunk(slices, 0)) {
+    const double factor = muon_lr_factor(cfg_.muon_adjust_lr, slice.size(0), slice.size(1));
+    parts.push_back(newton_schulz(slice, cfg_.muon_ns_steps).mul_(factor));
+  }
+  st.last_update = slices == 1 ? parts[0] : torch::cat(parts, 0);
+  if (weight_decay_[i] != 0) p.mul_(1 - lr * weight_decay_[i]);
+  p.add_(st.last_update, -lr);
+}
+
+void Optimizer::step_adam(size_t i, double lr, OptimizerKind type) {
   Tensor p = params_.tensors()[i];
   Tensor grad = p.grad();
   const double wd = weight_decay_[i];
-  const OptimizerKind type = cfg_.optimizer;
-  std::optional<State>& st = state_[i];
-  if (type == OptimizerKind::kSgd) {  // torch::optim::SGD, dampening 0, no Nesterov
-    Tensor d_p = grad;
-    if (wd != 0) d_p = d_p.add(p, wd);
-    if (cfg_.momentum != 0) {
-      if (!st) {
-        st.emplace();
-        st->momentum_buffer = torch::clone(d_p).detach();
-      } else {
-        st->momentum_buffer.mul_(cfg_.momentum).add_(d_p, 1 - 0.0);
-      }
-      d_p = st->momentum_buffer;
-    }
-    p.add_(d_p, -1 * lr);
-    return;
-  }
-  if (!st) {
-    st.emplace();
-    st->exp_avg = torch::zeros_like(p, at::MemoryFormat::Preserve);
-    st->exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Preserve);
+  State& st = state_of(i);
+  if (!st.exp_avg.defined()) {
+    st.exp_avg = torch::zeros_like(p, at::MemoryFormat::Preserve);
+    st.exp_avg_sq = torch::zeros_like(p, at::MemoryFormat::Preserve);
     if (type == OptimizerKind::kNAdam)
-      st->mu_product = torch::ones({}, p.options().dtype(torch::kFloat32));
+      st.mu_product = torch::ones({}, p.options().dtype(torch::kFloat32));
   }
-  st->step += 1;
+  st.step += 1;
   const double b1 = cfg_.beta1, b2 = cfg_.beta2;
-  const double n = static_cast<double>(st->step);
+  const double n = static_cast<double>(st.step);
   const double bias_correction1 = 1 - std::pow(b1, n);
   const double bias_correction2 = 1 - std::pow(b2, n);
   if (type == OptimizerKind::kAdamW) {
@@ -90,39 +162,55 @@ void Optimizer::step_one(size_t i, double lr) {
   } else if (wd != 0) {
     grad = grad.add(p, wd);
   }
-  st->exp_avg.mul_(b1).add_(grad, 1 - b1);
-  st->exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
+  st.exp_avg.mul_(b1).add_(grad, 1 - b1);
+  st.exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2);
   if (type == OptimizerKind::kNAdam) {
     const double psi = cfg_.momentum_decay;
     const double mu = b1 * (1. - 0.5 * std::pow(0.96, n * psi));
     const double mu_next = b1 * (1. - 0.5 * std::pow(0.96, (n + 1) * psi));
-    st->mu_product.mul_(mu);
-    const double mu_product = st->mu_product.item<double>();
+    st.mu_product.mul_(mu);
+    const double mu_product = st.mu_product.item<double>();
     const double mu_product_next = mu_product * mu_next;
-    Tensor denom = st->exp_avg_sq.div(bias_correction2).sqrt().add_(cfg_.eps);
+    Tensor denom = st.exp_avg_sq.div(bias_correction2).sqrt().add_(cfg_.eps);
     p.addcdiv_(grad, denom, -lr * (1. - mu) / (1. - mu_product));
-    p.addcdiv_(st->exp_avg, denom, (-lr * mu_next) / (1. - mu_product_next));
+    p.addcdiv_(st.exp_avg, denom, (-lr * mu_next) / (1. - mu_product_next));
     return;
   }
-  Tensor denom = (st->exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(cfg_.eps);
+  Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(cfg_.eps);
   if (type == OptimizerKind::kQhAdam) {
     const double nu = cfg_.qh_nu;
-    p.addcdiv_(st->exp_avg, denom, -lr * nu / bias_correction1);
+    p.addcdiv_(st.exp_avg, denom, -lr * nu / bias_correction1);
     p.addcdiv_(grad, denom, -lr * (1 - nu));
     return;
   }
-  p.addcdiv_(st->exp_avg, denom, -lr / bias_correction1);
+  p.addcdiv_(st.exp_avg, denom, -lr / bias_correction1);
 }
 
-void Optimizer::step(double lr, const std::vector<double>& lr_scale) {
+// The delay correction: the update u_t just applied (the weight change since `before`) is
+// extrapolated over the parameter's delay, W += scale d (u_t - u_(t-1)).
+void Optimizer::correct(size_t i, const Tensor& before, int64_t delay) {
+  Tensor p = params_.tensors()[i];
+  Tensor change = p.detach() - before;
+  State& st = state_of(i);
+  if (st.last_change.defined()) {
+    p.add_(change - st.last_change, correction_scale_ * static_cast<double>(delay));
+  }
+  st.last_change = change;
+}
+
+void Optimizer::step(double lr, const std::vector<double>& lr_scale,
+                     const std::vector<int64_t>& delays) {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_.tensors()[i];
     if (tracking_) stats_[i].updated = false;
     if (!p.grad().defined()) continue;
+    const int64_t delay = delays.empty() ? 0 : delays.at(i);
+    const bool corrected = correction_scale_ > 0.0 && delay > 0;
     Tensor before;
-    if (tracking_) before = p.detach().clone();
+    if (tracking_ || corrected) before = p.detach().clone();
     step_one(i, lr_scale.empty() ? lr : lr * lr_scale.at(i));
+    if (corrected) correct(i, before, delay);
     if (!tracking_) continue;
     Tensor change = p.detach() - before;
     UpdateStats& s = stats_.at(i);
@@ -148,7 +236,8 @@ void Optimizer::zero_grad() {
   }
 }
 
-bool Optimizer::apply(double lr, double max_norm, const std::vector<double>& lr_scale) {
+bool Optimizer::apply(double lr, double max_norm, const std::vector<double>& lr_scale,
+                      const std::vector<int64_t>& delays) {
   bool any = false;
   for (const auto& p : params_.tensors()) any = any || p.grad().defined();
   if (!any) return false;
@@ -177,7 +266,7 @@ bool Optimizer::apply(double lr, double max_norm, const std::vector<double>& lr_
                        "lower --lr, keep --grad-clip on, or step over rare spikes with "
                        "--skip-nonfinite N");
   }
-  step(lr, lr_scale);
+  step(lr, lr_scale, delays);
   zero_grad();
   return true;
 }
@@ -207,10 +296,17 @@ ParamSet Optimizer::predict(const ParamSet& weights, double step,
     const std::optional<State>& st = state_[i];
     const Tensor& w = weights.tensors()[j];
     const double s = lr_scale.empty() ? step : step * lr_scale.at(i);
+    const bool sgd = cfg_.optimizer == OptimizerKind::kSgd;
+    const Tensor* direction = !st        ? nullptr
+                              : muon_[i] ? &st->last_update
+                              : sgd      ? &st->momentum_buffer
+                                         : &st->exp_avg;
     Tensor hat;
-    if (!st || s == 0.0) {
+    if (direction == nullptr || !direction->defined() || s == 0.0) {
       hat = w.detach().clone();
-    } else if (cfg_.optimizer == OptimizerKind::kSgd) {
+    } else if (muon_[i]) {
+      hat = w.detach().add(st->last_update, -s * muon_lr_ratio_);
+    } else if (sgd) {
       hat = w.detach().add(st->momentum_buffer, -s);
     } else {
       const double n = static_cast<double>(st->step);
@@ -231,14 +327,19 @@ c10::impl::GenericDict Optimizer::state_dict() const {
     if (!st) continue;
     c10::impl::GenericDict s(c10::StringType::get(), c10::AnyType::get());
     if (cfg_.optimizer == OptimizerKind::kSgd) {
+      if (st->momentum_buffer.defined()) s.insert("momentum_buffer", st->momentum_buffer);
+    } else if (muon_[i]) {
+      s.insert("step", st->step);
       s.insert("momentum_buffer", st->momentum_buffer);
+      s.insert("last_update", st->last_update);
     } else {
       s.insert("step", st->step);
       s.insert("exp_avg", st->exp_avg);
       s.insert("exp_avg_sq", st->exp_avg_sq);
       if (st->mu_product.defined()) s.insert("mu_product", st->mu_product);
     }
-    out.insert(params_.names()[i], s);
+    if (st->last_change.defined()) s.insert("last_change", st->last_change);
+    if (s.size() > 0) out.insert(params_.names()[i], s);
   }
   return out;
 }
@@ -262,13 +363,18 @@ void Optimizer::load_state_dict(const c10::impl::GenericDict& d) {
     };
     State st;
     if (cfg_.optimizer == OptimizerKind::kSgd) {
+      if (s.contains("momentum_buffer")) st.momentum_buffer = tensor("momentum_buffer");
+    } else if (muon_[i]) {
+      st.step = need("step").toInt();
       st.momentum_buffer = tensor("momentum_buffer");
+      st.last_update = tensor("last_update");
     } else {
       st.step = need("step").toInt();
       st.exp_avg = tensor("exp_avg");
       st.exp_avg_sq = tensor("exp_avg_sq");
       if (cfg_.optimizer == OptimizerKind::kNAdam) st.mu_product = tensor("mu_product");
     }
+    if (s.contains("last_change")) st.last_change = tensor("last_change");
     state_[i] = std::move(st);
   }
 }
@@ -281,6 +387,10 @@ double learning_rate(const TrainConfig& cfg, int64_t step) {
   const double span = static_cast<double>(std::max<int64_t>(1, cfg.steps - cfg.warmup_steps));
   const double progress = std::min(1.0, static_cast<double>(step - cfg.warmup_steps) / span);
   return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + std::cos(M_PI * progress));
+}
+
+double delay_correction_scale(const EngineConfig& e) {
+  return e.delay_correction == DelayCorrection::kExtrapolate ? e.correction_scale : 0.0;
 }
 
 double stale_lr_factor(const EngineConfig& e, int64_t delay, int64_t tick) {

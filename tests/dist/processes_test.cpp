@@ -30,14 +30,21 @@ using namespace ouroboros_test;
 
 namespace {
 
+// What tolerates the delays: nothing (Adam), NAdam with weight prediction and the PipeMare
+// learning rate, or Muon with weight prediction and the delay correction.
+enum class Tolerance { kNone, kNAdam, kMuon };
+
 struct Case {
   int64_t K;
-  bool delay_tolerant;  // NAdam, weight prediction and the PipeMare learning rate
+  Tolerance tolerance;
 };
 
-void PrintTo(const Case& c, std::ostream* os) {
-  *os << "K " << c.K << (c.delay_tolerant ? ", delay-tolerant" : "");
+std::string name_of(const Case& c) {
+  const char* names[] = {"", "_delay_tolerant", "_muon_corrected"};
+  return "K" + std::to_string(c.K) + names[static_cast<int>(c.tolerance)];
 }
+
+void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }
 
 class ProcessesThreadsSimulator : public ::testing::TestWithParam<Case> {};
 
@@ -48,13 +55,16 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   const int64_t K = GetParam().K;
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
-  Config cfg = tiny_config(data, K, GetParam().delay_tolerant ? "nadam" : "adam");
+  const Tolerance tolerance = GetParam().tolerance;
+  const char* optimizer[] = {"adam", "nadam", "muon"};
+  Config cfg = tiny_config(data, K, optimizer[static_cast<int>(tolerance)]);
   cfg.model.dropout = 0.1;  // the dropout generators must line up too
-  if (GetParam().delay_tolerant) {
-    cfg.engine.weight_predict = WeightPredict::kOptimizer;
+  if (tolerance != Tolerance::kNone) cfg.engine.weight_predict = WeightPredict::kOptimizer;
+  if (tolerance == Tolerance::kNAdam) {
     cfg.engine.stale_lr = StaleLr::kPipeMare;
     cfg.engine.stale_lr_ticks = 10;
   }
+  if (tolerance == Tolerance::kMuon) cfg.engine.delay_correction = DelayCorrection::kExtrapolate;
 
   Config threads = cfg;
   threads.train.out_dir = (dir.path() / "threads").string();
@@ -96,11 +106,9 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator,
-                         ::testing::Values(Case{3, false}, Case{4, false}, Case{3, true}),
-                         [](const auto& info) {
-                           return "K" + std::to_string(info.param.K) +
-                                  (info.param.delay_tolerant ? "_delay_tolerant" : "");
-                         });
+                         ::testing::Values(Case{3, Tolerance::kNone}, Case{4, Tolerance::kNone},
+                                           Case{3, Tolerance::kNAdam}, Case{4, Tolerance::kMuon}),
+                         [](const auto& info) { return name_of(info.param); });
 
 TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
   TempDir dir;

@@ -1,7 +1,8 @@
 // label: equivalence
 // The delay-tolerant options (docs/DELAY.md) against the serial simulator, which implements
-// each on its own: QHAdam, NAdam, weight prediction, the PipeMare learning rate, and their
-// combinations, with dropout and a synchronous warm-up; and what each option changes.
+// each on its own: QHAdam, NAdam, Muon, weight prediction, the PipeMare learning rate, the delay
+// correction, and their combinations, with dropout and a synchronous warm-up; and what each
+// option changes.
 #include <gtest/gtest.h>
 
 #include "engine_util.h"
@@ -30,11 +31,13 @@ struct Case {
   std::string optimizer, predict, stale_lr;
   int64_t sync_warmup;
   double predict_scale = EngineConfig{}.predict_scale;
+  double correction = 0.0;  // delay correction's scale; 0 = none
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
   *os << "K " << c.K << ", " << c.optimizer << ", predict " << c.predict << ", lr " << c.stale_lr
-      << ", sync " << c.sync_warmup << ", scale " << c.predict_scale;
+      << ", sync " << c.sync_warmup << ", scale " << c.predict_scale << ", correction "
+      << c.correction;
 }
 
 Config config_of(const Case& c) {
@@ -45,6 +48,10 @@ Config config_of(const Case& c) {
   cfg.engine.stale_lr_ticks = 8;
   cfg.engine.sync_warmup = c.sync_warmup;
   cfg.engine.predict_scale = c.predict_scale;
+  if (c.correction > 0.0) {
+    cfg.engine.delay_correction = DelayCorrection::kExtrapolate;
+    cfg.engine.correction_scale = c.correction;
+  }
   cfg.model.dropout = 0.1;
   return cfg;
 }
@@ -72,14 +79,20 @@ INSTANTIATE_TEST_SUITE_P(
         Case{3, "sgd", "optimizer", "none", 0}, Case{3, "adam", "none", "pipemare", 0},
         Case{4, "adamw", "none", "pipemare", 3}, Case{3, "qhadam", "optimizer", "pipemare", 3},
         Case{4, "nadam", "optimizer", "pipemare", 0}, Case{3, "adam", "optimizer", "none", 0, 1.0},
-        Case{4, "adam", "optimizer", "pipemare", 3, 2.0}),
+        Case{4, "adam", "optimizer", "pipemare", 3, 2.0}, Case{3, "muon", "optimizer", "none", 0},
+        Case{4, "muon", "optimizer", "none", 3, 1.5, 1.0},
+        Case{3, "muon", "none", "none", 0, 1.5, 0.5},
+        Case{4, "adam", "optimizer", "pipemare", 0, 1.5, 1.0}),
     [](const auto& info) {
       const Case& c = info.param;
       return "K" + std::to_string(c.K) + "_" + c.optimizer + "_predict_" + c.predict + "_lr_" +
              c.stale_lr + "_sync" + std::to_string(c.sync_warmup) +
              (c.predict == "none"
                   ? ""
-                  : "_scale" + std::to_string(static_cast<int>(c.predict_scale * 10)));
+                  : "_scale" + std::to_string(static_cast<int>(c.predict_scale * 10))) +
+             (c.correction > 0.0
+                  ? "_correction" + std::to_string(static_cast<int>(c.correction * 10))
+                  : "");
     });
 
 // Each option changes the trajectory (so the equalities above are not about a no-op), and the
@@ -87,13 +100,15 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
   at::set_num_threads(1);
   const Case base{3, "adam", "none", "none", 4};
-  for (const Case& c :
-       {Case{3, "adam", "optimizer", "none", 4}, Case{3, "adam", "none", "pipemare", 4},
-        Case{3, "adam", "optimizer", "none", 4, 2.0}}) {
-    // The prediction's horizon is measured against prediction at the other horizon.
-    const Case& from = c.predict_scale != EngineConfig{}.predict_scale
-                           ? Case{3, "adam", "optimizer", "none", 4}
-                           : base;
+  const Case predicting{3, "adam", "optimizer", "none", 4};
+  // Each option against the same run without it.
+  const std::vector<std::pair<Case, Case>> pairs = {
+      {base, predicting},
+      {base, Case{3, "adam", "none", "pipemare", 4}},
+      {predicting, Case{3, "adam", "optimizer", "none", 4, 2.0}},
+      {base, Case{3, "adam", "none", "none", 4, 1.5, 1.0}},
+      {Case{3, "muon", "none", "none", 4}, Case{3, "muon", "optimizer", "none", 4}}};
+  for (const auto& [from, c] : pairs) {
     const Config a_cfg = config_of(from), b_cfg = config_of(c);
     GPT model(a_cfg.model);
     OuroborosThreads a(model, model.init_params(5), a_cfg);
@@ -103,8 +118,8 @@ TEST(DelayTolerance, OptionsChangeTheRunOnlyOnceDelaysStart) {
       EXPECT_EQ(ra.losses[t], rb.losses[t]) << "synchronous tick " << t;
     bool differs = false;
     for (size_t t = 4; t < ra.losses.size(); ++t) differs = differs || ra.losses[t] != rb.losses[t];
-    EXPECT_TRUE(differs) << c.predict << " " << c.stale_lr << " scale " << c.predict_scale
-                         << " changed nothing";
+    EXPECT_TRUE(differs) << c.optimizer << " " << c.predict << " " << c.stale_lr << " scale "
+                         << c.predict_scale << " correction " << c.correction << " changed nothing";
   }
 }
 

@@ -97,6 +97,22 @@ TEST(XLEngine, RuntimeEqualsSimulatorWithSyncWarmupK4) {
                    cfg.model.n_layer);
 }
 
+// Muon (the qkv_net and r_net matrices among its own), weight prediction along its update and
+// the delay correction: still the simulator, bit for bit.
+TEST(XLEngine, RuntimeEqualsSimulatorWithMuonAndCorrectionK3) {
+  at::set_num_threads(1);
+  Config cfg = xl_config(3);
+  cfg.train.optimizer = OptimizerKind::kMuon;
+  cfg.engine.weight_predict = WeightPredict::kOptimizer;
+  cfg.engine.delay_correction = DelayCorrection::kExtrapolate;
+  TransformerXL model(cfg.model);
+  OuroborosThreads engine(model, model.init_params(7), cfg);
+  OuroborosSimulator sim(model, model.init_params(7), cfg);
+  Recording a = record(engine, cfg, 10);
+  expect_identical(a, record(sim, cfg, 10), engine.params(), cfg.model.n_layer);
+  EXPECT_NE(a.losses.front(), a.losses.back());
+}
+
 // Without dropout (whose masks come from per-module generators) and clipping (per worker in the
 // engine), synchronous Ouroboros is plain backprop on the same segments: the reference trainer,
 // bit for bit, memories included.

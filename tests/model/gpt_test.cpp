@@ -257,6 +257,38 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
         c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0;
       },
       "--predict-scale sets the horizon of weight prediction, which this run does not use");
+  invalid([](Config& c) { c.train.muon_momentum = 0.95 - 0.5; },
+          "a --muon-* option is set but the optimizer is adam");
+  invalid(
+      [](Config& c) {
+        c.train.optimizer = OptimizerKind::kMuon;
+        c.train.muon_ns_steps = 0;
+      },
+      "muon_ns_steps must be in [1, 99], got 0");
+  invalid([](Config& c) { c.engine.delay_correction = DelayCorrection::kExtrapolate; },
+          "--delay-correction extrapolate acts on delayed gradients, which mode sequential does "
+          "not have");
+  invalid(
+      [](Config& c) {
+        c.engine.modules = 3;
+        c.engine.correction_scale = 2.0;
+      },
+      "--correction-scale sets the delay correction, which this run does not use");
+  invalid(
+      [](Config& c) {
+        c.engine.modules = 3;
+        c.engine.delay_correction = DelayCorrection::kExtrapolate;
+        c.engine.correction_scale = 1e300;
+      },
+      "correction_scale must be in (0, 16], got 1e+300");
+  Config muon;
+  muon.engine.modules = 4;
+  muon.train.optimizer = OptimizerKind::kMuon;
+  muon.train.muon_lr = 0.02;
+  muon.train.muon_adjust_lr = MuonLrAdjust::kOriginal;
+  muon.engine.delay_correction = DelayCorrection::kExtrapolate;
+  muon.engine.correction_scale = 0.5;
+  EXPECT_NO_THROW(muon.validate());
   Config tolerant;
   tolerant.engine.predict_scale = 2.0;
   tolerant.engine.modules = 3;

@@ -20,11 +20,13 @@ enum class ModelKind { kGpt, kTransformerXl };
 enum class DType { kFloat32, kBfloat16 };
 enum class DataFormat { kAuto, kText, kEnwik8, kText8, kWikitext103, kFortunes };
 enum class TokenizerChoice { kAuto, kByte, kChar, kWord, kBpe, kUnigram };
-enum class OptimizerKind { kSgd, kAdam, kAdamW, kQhAdam, kNAdam };
+enum class OptimizerKind { kSgd, kAdam, kAdamW, kQhAdam, kNAdam, kMuon };
+enum class MuonLrAdjust { kOriginal, kMatchRmsAdamW };
 enum class LrSchedule { kCosine, kConstant };
 enum class Mode { kAuto, kSequential, kOuroboros, kGPipe, kDataParallel };
 enum class WeightPredict { kAuto, kNone, kOptimizer };
 enum class StaleLr { kNone, kPipeMare };
+enum class DelayCorrection { kNone, kExtrapolate };
 enum class Backend { kAuto, kGloo, kNccl };
 
 // Each set's values with their names, in the order --help lists them, and what the set is called
@@ -72,10 +74,12 @@ OUROBOROS_OPTION_JSON(DType)
 OUROBOROS_OPTION_JSON(DataFormat)
 OUROBOROS_OPTION_JSON(TokenizerChoice)
 OUROBOROS_OPTION_JSON(OptimizerKind)
+OUROBOROS_OPTION_JSON(MuonLrAdjust)
 OUROBOROS_OPTION_JSON(LrSchedule)
 OUROBOROS_OPTION_JSON(Mode)
 OUROBOROS_OPTION_JSON(WeightPredict)
 OUROBOROS_OPTION_JSON(StaleLr)
+OUROBOROS_OPTION_JSON(DelayCorrection)
 OUROBOROS_OPTION_JSON(Backend)
 #undef OUROBOROS_OPTION_JSON
 
@@ -117,7 +121,7 @@ struct DataConfig {
 struct TrainConfig {
   int64_t steps = 600;                             // training iterations (ticks)
   int64_t batch_size = 8;                          // B, sequences per step
-  OptimizerKind optimizer = OptimizerKind::kAdam;  // sgd | adam | adamw | qhadam | nadam
+  OptimizerKind optimizer = OptimizerKind::kAdam;  // sgd | adam | adamw | qhadam | nadam | muon
   double lr = 1e-3;                                // peak learning rate
   double min_lr = 1e-4;                            // learning rate at the end of the cosine decay
   int64_t warmup_steps = 200;  // linear learning-rate warm-up, in steps (docs/BENCHMARKS.md)
@@ -129,10 +133,20 @@ struct TrainConfig {
   double qh_nu = 0.7;             // QHAdam: weight of the momentum against the raw gradient
   double momentum_decay = 0.004;  // NAdam: psi of the momentum schedule mu_t
   double weight_decay = 0.0;      // on matrices and embeddings only (not biases, LayerNorm)
-  double grad_clip = 1.0;         // max global gradient norm per update; 0 disables
-  int64_t skip_nonfinite = 0;     // updates with an inf/nan gradient to skip before stopping
-  int64_t seed = 1337;            // seeds initialisation, batches and dropout
-  int64_t threads = 1;            // libtorch intra-op threads (per worker)
+  // Muon (torch.optim.Muon's names and defaults): the blocks' weight matrices take Muon's
+  // orthogonalized momentum; embeddings, LayerNorm and biases take AdamW with lr, beta1, beta2,
+  // eps and weight_decay (decoupled for both).
+  double muon_lr = 0.0;         // Muon's peak learning rate; 0 = lr (same schedule)
+  double muon_momentum = 0.95;  // Muon's momentum mu
+  int64_t muon_nesterov = 1;    // 1 = Nesterov update (1 - mu) g + mu B; 0 = B
+  int64_t muon_ns_steps = 5;    // Newton-Schulz iterations
+  // original: lr sqrt(max(1, rows / cols)); match_rms_adamw: lr 0.2 sqrt(max(rows, cols)), so
+  // AdamW's learning rate carries over (Moonshot 2025).
+  MuonLrAdjust muon_adjust_lr = MuonLrAdjust::kMatchRmsAdamW;
+  double grad_clip = 1.0;      // max global gradient norm per update; 0 disables
+  int64_t skip_nonfinite = 0;  // updates with an inf/nan gradient to skip before stopping
+  int64_t seed = 1337;         // seeds initialisation, batches and dropout
+  int64_t threads = 1;         // libtorch intra-op threads (per worker)
   // auto | cpu | cuda | cuda:N: where a process trains (auto = cuda when a GPU is visible).
   // Processes take cuda:LOCAL_RANK. Ouroboros worker threads spread over the GPUs (worker w on
   // cuda:(w mod n)) with cuda or auto; an explicit cuda:N keeps every worker on it.
@@ -162,6 +176,10 @@ struct EngineConfig {
   double predict_scale = 1.5;
   StaleLr stale_lr = StaleLr::kNone;  // none | pipemare: lr / delay^(1 - min(u / T, 1))
   int64_t stale_lr_ticks = 500;       // pipemare: T, ticks after the delays start
+  // none | extrapolate: a module with delay d applies u_t + correction_scale d (u_t - u_(t-1)),
+  // u its optimizer's update, extrapolating the update sequence over the delay (docs/DELAY.md).
+  DelayCorrection delay_correction = DelayCorrection::kNone;
+  double correction_scale = 1.0;
   // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
   // gpipe | data-parallel. docs/BENCHMARKS.md compares them.
   Mode mode = Mode::kAuto;

@@ -10,7 +10,7 @@ packages=(
   python3-torch python3-numpy python3-venv python3-sentencepiece
   gnuplot-nox
   clang clang-format libclang-rt-14-dev
-  fortunes fortunes-min
+  fortunes fortunes-min bible-kjv
   iproute2
 )
 

@@ -362,7 +362,10 @@ struct GenerateCommand : Command {
         ->check(at_least(0));
     app->add_option("--seed", sample.seed, "sampling seed [1]");
   }
-  int run() override { return cmd_generate(checkpoint, sample, device); }
+  int run() override {
+    validate(sample);  // before the checkpoint is read
+    return cmd_generate(checkpoint, sample, device);
+  }
 };
 
 struct ExportCommand : Command {

@@ -2,21 +2,29 @@
 #include "ouroboros/model/generate.h"
 
 #include <limits>
+#include <sstream>
 
 #include "ouroboros/core/errors.h"
 
 namespace ouroboros {
 
-std::string generate(const LanguageModel& model, const ParamSet& params, const Tokenizer& tok,
-                     const SampleOptions& opts) {
-  if (opts.temperature <= 0.0) {
-    throw ConfigError("temperature must be > 0, got " + std::to_string(opts.temperature));
+void validate(const SampleOptions& opts) {
+  if (!(opts.temperature > 0.0 && opts.temperature <= 1e6)) {  // refuses nan and inf too
+    std::ostringstream got;
+    got << opts.temperature;
+    throw ConfigError("temperature must be > 0 and at most 1e6, got " + got.str(),
+                      "use e.g. --temperature 0.8 (lower is more conservative)");
   }
   if (opts.tokens < 0) throw ConfigError("tokens must be >= 0, got " + std::to_string(opts.tokens));
   if (opts.top_k < 0) {
     throw ConfigError("top_k must be >= 0, got " + std::to_string(opts.top_k),
                       "use --top-k 0 to sample among all tokens");
   }
+}
+
+std::string generate(const LanguageModel& model, const ParamSet& params, const Tokenizer& tok,
+                     const SampleOptions& opts) {
+  validate(opts);
   torch::NoGradGuard no_grad;
   std::vector<int32_t> ids = tok.encode(opts.prompt);
   if (opts.prompt.empty()) ids.push_back(0);  // an empty prompt starts from token 0

@@ -253,6 +253,12 @@ TEST_F(CliTest, BadFlagsAreOneLineErrors) {
                  "must be an integer >= 1, got 0");
   expect_failure("generate --checkpoint " + ckpt_.string() + " --top-k -3",
                  "must be an integer >= 0, got -3");
+  for (const char* t : {"nan", "inf", "-1"}) {
+    expect_failure("generate --checkpoint " + ckpt_.string() + " --temperature " + t,
+                   std::string("temperature must be > 0 and at most 1e6, got ") + t);
+  }
+  expect_failure(train_args(missing, {{"--muon-lr", "0.02"}}),
+                 "a --muon-* option is set but the optimizer is adam");
   expect_failure("plan --ticks -1", "must be an integer >= 0, got -1");
   expect_failure("plan --link-gbps 0", "--link-gbps: must be a number > 0, got 0");
   expect_failure("plan --link-gbps 1 --link-latency-ms -2", "must be a number >= 0, got -2");

@@ -19,6 +19,8 @@ struct SampleOptions {
 
 // Returns the prompt followed by the generated text. The context is cropped to the model's
 // max_context() (block_size for GPT).
+// Throws ConfigError naming the first option out of range (temperature, tokens, top_k).
+void validate(const SampleOptions& opts);
 std::string generate(const LanguageModel& model, const ParamSet& params, const Tokenizer& tok,
                      const SampleOptions& opts);
 

@@ -210,6 +210,9 @@ CostModel GPT::cost_model(int64_t batch_size) const {
   cost.backward_ratio = 2.0;
   cost.update_per_block = 12 * C * C * 10 / kElementwisePerSecond;
   cost.update_embed_head = (V * C + T * C) * 10 / kElementwisePerSecond;
+  // q, k, v and the projection (C x C each), the MLP's 4C x C and C x 4C.
+  cost.newton_schulz_per_block =
+      (4 * newton_schulz_flops(C, C) + 2 * newton_schulz_flops(4 * C, C)) / kMatmulFlopsPerSecond;
   return cost;
 }
 

@@ -76,6 +76,9 @@ CostModel TransformerXL::cost_model(int64_t batch_size) const {
   const double layer_params = 4.0 * C * C + 2.0 * C * D;
   cost.update_per_block = layer_params * 10.0 / kElementwisePerSecond;
   cost.update_embed_head = V * C * 10.0 / kElementwisePerSecond;
+  // q, k, v, r_net and o_net (C x C each, for n_head * d_head = C), the feed-forward's two.
+  cost.newton_schulz_per_block =
+      (5 * newton_schulz_flops(C, C) + 2 * newton_schulz_flops(D, C)) / kMatmulFlopsPerSecond;
   return cost;
 }
 

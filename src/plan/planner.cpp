@@ -167,7 +167,11 @@ Partition plan_partition(int64_t n_layer, int64_t K, const std::string& spec,
 Plan make_plan(const Config& cfg, const CostModel& cost) {
   Plan p;
   p.cost = cost;
-  p.partition = plan_partition(cfg.model.n_layer, cfg.engine.modules, cfg.engine.partition, cost);
+  if (cfg.train.optimizer == OptimizerKind::kMuon) {
+    p.cost.update_per_block +=
+        static_cast<double>(cfg.train.muon_ns_steps) * cost.newton_schulz_per_block;
+  }
+  p.partition = plan_partition(cfg.model.n_layer, cfg.engine.modules, cfg.engine.partition, p.cost);
   p.delayed = build_schedule(p.partition, false);
   p.synchronous = build_schedule(p.partition, true);
   p.delayed.validate();

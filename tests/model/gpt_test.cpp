@@ -257,8 +257,12 @@ TEST(ModelTest, ImpossibleConfigsAreConfigErrors) {
         c.engine.predict_scale = EngineConfig{}.predict_scale + 1.0;
       },
       "--predict-scale sets the horizon of weight prediction, which this run does not use");
-  invalid([](Config& c) { c.train.muon_momentum = 0.95 - 0.5; },
-          "a --muon-* option is set but the optimizer is adam");
+  invalid(
+      [](Config& c) {
+        c.train.optimizer = OptimizerKind::kAdam;
+        c.train.muon_momentum = 0.9;
+      },
+      "a --muon-* option is set but the optimizer is adam");
   invalid(
       [](Config& c) {
         c.train.optimizer = OptimizerKind::kMuon;

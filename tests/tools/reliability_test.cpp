@@ -257,7 +257,7 @@ TEST_F(CliTest, BadFlagsAreOneLineErrors) {
     expect_failure("generate --checkpoint " + ckpt_.string() + " --temperature " + t,
                    std::string("temperature must be > 0 and at most 1e6, got ") + t);
   }
-  expect_failure(train_args(missing, {{"--muon-lr", "0.02"}}),
+  expect_failure(train_args(missing, {{"--optimizer", "adam"}, {"--muon-lr", "0.02"}}),
                  "a --muon-* option is set but the optimizer is adam");
   expect_failure("plan --ticks -1", "must be an integer >= 0, got -1");
   expect_failure("plan --link-gbps 0", "--link-gbps: must be a number > 0, got 0");

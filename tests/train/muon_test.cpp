@@ -42,7 +42,8 @@ Tensor grad_at(const Tensor& p, size_t i, int64_t t) {
 }
 
 void set_grads(const ParamSet& p, int64_t t) {
-  for (size_t i = 0; i < p.size(); ++i) p.tensors()[i].mutable_grad() = grad_at(p.tensors()[i], i, t);
+  for (size_t i = 0; i < p.size(); ++i)
+    p.tensors()[i].mutable_grad() = grad_at(p.tensors()[i], i, t);
 }
 
 ParamSet clone_of(const ParamSet& p) {
@@ -59,6 +60,7 @@ TrainConfig muon_config() {
   TrainConfig c;
   c.optimizer = OptimizerKind::kMuon;
   c.lr = 1e-2;
+  c.muon_lr = 0.0;  // the same learning rate as AdamW's
   c.weight_decay = 0.1;
   return c;
 }
@@ -128,7 +130,7 @@ TEST(Muon, FollowsItsFormulaInFloat64) {
       ParamSet q = clone_of(p);
       TrainConfig adamw = c;
       adamw.optimizer = OptimizerKind::kAdamW;
-      adamw.muon_lr = 0.0;
+      adamw.muon_lr = TrainConfig{}.muon_lr;
       adamw.muon_adjust_lr = TrainConfig{}.muon_adjust_lr;
       adamw.muon_nesterov = 1;
       Optimizer opt(c, p), reference(adamw, q);
@@ -239,7 +241,8 @@ TEST(Muon, PredictsAlongTheLastAppliedUpdate) {
   ParamSet p = muon_params();
   Optimizer opt(c, p);
   ParamSet fresh = opt.predict(p, 0.5);
-  for (size_t i = 0; i < p.size(); ++i) EXPECT_TRUE(torch::equal(fresh.tensors()[i], p.tensors()[i]));
+  for (size_t i = 0; i < p.size(); ++i)
+    EXPECT_TRUE(torch::equal(fresh.tensors()[i], p.tensors()[i]));
   set_grads(p, 0);
   opt.step(0.01);
   ParamSet before = clone_of(p);

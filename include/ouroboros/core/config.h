@@ -121,7 +121,7 @@ struct DataConfig {
 struct TrainConfig {
   int64_t steps = 600;                             // training iterations (ticks)
   int64_t batch_size = 8;                          // B, sequences per step
-  OptimizerKind optimizer = OptimizerKind::kAdam;  // sgd | adam | adamw | qhadam | nadam | muon
+  OptimizerKind optimizer = OptimizerKind::kMuon;  // sgd | adam | adamw | qhadam | nadam | muon
   double lr = 1e-3;                                // peak learning rate
   double min_lr = 1e-4;                            // learning rate at the end of the cosine decay
   int64_t warmup_steps = 200;  // linear learning-rate warm-up, in steps (docs/BENCHMARKS.md)
@@ -133,15 +133,15 @@ struct TrainConfig {
   double qh_nu = 0.7;             // QHAdam: weight of the momentum against the raw gradient
   double momentum_decay = 0.004;  // NAdam: psi of the momentum schedule mu_t
   double weight_decay = 0.0;      // on matrices and embeddings only (not biases, LayerNorm)
-  // Muon (torch.optim.Muon's names and defaults): the blocks' weight matrices take Muon's
+  // Muon (torch.optim.Muon's names; docs/DELAY.md): the blocks' weight matrices take Muon's
   // orthogonalized momentum; embeddings, LayerNorm and biases take AdamW with lr, beta1, beta2,
   // eps and weight_decay (decoupled for both).
-  double muon_lr = 0.0;         // Muon's peak learning rate; 0 = lr (same schedule)
+  double muon_lr = 8e-3;        // Muon's peak learning rate, on lr's schedule; 0 = lr
   double muon_momentum = 0.95;  // Muon's momentum mu
   int64_t muon_nesterov = 1;    // 1 = Nesterov update (1 - mu) g + mu B; 0 = B
   int64_t muon_ns_steps = 5;    // Newton-Schulz iterations
-  // original: lr sqrt(max(1, rows / cols)); match_rms_adamw: lr 0.2 sqrt(max(rows, cols)), so
-  // AdamW's learning rate carries over (Moonshot 2025).
+  // original: lr sqrt(max(1, rows / cols)); match_rms_adamw: lr 0.2 sqrt(max(rows, cols)), the
+  // update RMS of AdamW (Moonshot 2025).
   MuonLrAdjust muon_adjust_lr = MuonLrAdjust::kMatchRmsAdamW;
   double grad_clip = 1.0;      // max global gradient norm per update; 0 disables
   int64_t skip_nonfinite = 0;  // updates with an inf/nan gradient to skip before stopping

@@ -21,6 +21,9 @@ struct CostModel {
   double backward_ratio = 2.0;        // backward / forward compute
   double update_per_block = 0.0;      // optimizer update of one block's weights
   double update_embed_head = 0.0;     // optimizer update of wte, wpe, ln_f
+  // One Newton-Schulz iteration over one block's matrices (Muon), added to update_per_block
+  // once per iteration when the run's optimizer is Muon (make_plan).
+  double newton_schulz_per_block = 0.0;
 
   double module_forward(int64_t first_block, int64_t end_block, bool embed, bool head) const;
 
@@ -29,6 +32,13 @@ struct CostModel {
   // when the model is built and not changed after.
   mutable std::vector<double> prefix_;
 };
+
+// Matmul FLOPs of one Newton-Schulz iteration on a rows x cols matrix: X X^T, its square and
+// the product with X on the small side m <= n, 4 m^2 n + 2 m^3.
+inline double newton_schulz_flops(double rows, double cols) {
+  const double m = rows < cols ? rows : cols, n = rows < cols ? cols : rows;
+  return 4 * m * m * n + 2 * m * m * m;
+}
 
 // A network link between machines. A message of n bytes costs latency + n / bandwidth on it.
 struct Link {

@@ -40,14 +40,6 @@ std::string layout(const Config& c) {
 
 }  // namespace
 
-ParamSet trainable_copy(const ParamSet& p) {
-  ParamSet out;
-  for (size_t i = 0; i < p.size(); ++i) {
-    out.add(p.names()[i], p.tensors()[i].detach().clone().requires_grad_(true));
-  }
-  return out;
-}
-
 void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>& ck,
                 const std::string& resume) {
   const int64_t V = ds.tokenizer.vocab_size();
@@ -131,7 +123,7 @@ std::string carry_to_layout(Checkpoint& ck, const Config& cfg, const LanguageMod
     }
     Config old = ck.config;
     old.train.threads = cfg.train.threads;
-    std::unique_ptr<Method> m = make_method(old, model, trainable_copy(ck.model));
+    std::unique_ptr<Method> m = make_method(old, model, ck.model.snapshot());
     m->restore(s, ck.step);
     m->drain();
     const MethodState drained = m->state();

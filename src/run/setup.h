@@ -14,9 +14,6 @@
 
 namespace ouroboros {
 
-// A copy of p whose tensors require gradients: trainable weights from a checkpoint's.
-ParamSet trainable_copy(const ParamSet& p);
-
 // Fails before out_dir is touched when the data cannot serve the run: another vocabulary than a
 // resumed checkpoint's, or a valid split too short for the final evaluation. Sets a vocab_size
 // of 0 to the tokenizer's.

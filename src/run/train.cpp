@@ -225,7 +225,7 @@ void Run::build_method() {
   if (talk_ && !relayout.empty()) log_ << relayout << std::endl;
   // Initialised on the CPU (the same weights wherever the run trains), then moved.
   // A checkpoint's weights are copied once, to where the run trains (ParamSet::to copies).
-  params_ = ck_ ? (device_.is_cpu() ? trainable_copy(ck_->model) : ck_->model.to(device_))
+  params_ = ck_ ? (device_.is_cpu() ? ck_->model.snapshot() : ck_->model.to(device_))
                 : model_->init_params(cfg_.train.seed).to(device_);
   if (talk_ && !device_.is_cpu()) log_ << "device " << describe_device(device_) << std::endl;
   if (talk_) {

@@ -157,10 +157,7 @@ TEST(TransformerXLTest, AdaptiveEmbeddingIsTiedAndDifferentiable) {
   loss().backward();
   // Input side alone (the head reads a detached copy): a strict part of the tied gradient.
   {
-    ParamSet q;
-    for (size_t i = 0; i < p.size(); ++i) {
-      q.add(p.names()[i], p.tensors()[i].detach().clone().requires_grad_(true));
-    }
+    ParamSet q = p.snapshot();
     ForwardContext ctx;
     Tensor h = model.hidden(q, x, ctx);
     ParamSet out;

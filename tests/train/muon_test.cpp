@@ -46,14 +46,6 @@ void set_grads(const ParamSet& p, int64_t t) {
     p.tensors()[i].mutable_grad() = grad_at(p.tensors()[i], i, t);
 }
 
-ParamSet clone_of(const ParamSet& p) {
-  ParamSet out;
-  for (size_t i = 0; i < p.size(); ++i) {
-    out.add(p.names()[i], p.tensors()[i].detach().clone().requires_grad_(true));
-  }
-  return out;
-}
-
 double lr_at(int64_t t) { return 2e-2 * (1.0 + 0.1 * static_cast<double>(t)); }
 
 TrainConfig muon_config() {
@@ -127,7 +119,7 @@ TEST(Muon, FollowsItsFormulaInFloat64) {
         w64.push_back(t.detach().to(torch::kFloat64));
         buf.push_back(torch::zeros_like(w64.back()));
       }
-      ParamSet q = clone_of(p);
+      ParamSet q = p.snapshot();
       TrainConfig adamw = c;
       adamw.optimizer = OptimizerKind::kAdamW;
       adamw.muon_lr = TrainConfig{}.muon_lr;
@@ -245,7 +237,7 @@ TEST(Muon, PredictsAlongTheLastAppliedUpdate) {
     EXPECT_TRUE(torch::equal(fresh.tensors()[i], p.tensors()[i]));
   set_grads(p, 0);
   opt.step(0.01);
-  ParamSet before = clone_of(p);
+  ParamSet before = p.snapshot();
   set_grads(p, 1);
   opt.step(0.01);
   ParamSet hat = opt.predict(p, 0.03);
@@ -279,7 +271,7 @@ TEST(DelayCorrection, ExtrapolatesTheUpdateSequence) {
     }
   }
   // Without delays (a synchronous tick) nothing is extrapolated.
-  ParamSet q = clone_of(p), r = clone_of(p);
+  ParamSet q = p.snapshot(), r = p.snapshot();
   Optimizer with(c, q, 0.5), without(c, r);
   set_grads(q, 0);
   set_grads(r, 0);
@@ -300,7 +292,7 @@ TEST(Muon, StateDictRoundTripContinuesExactly) {
       set_grads(a, t);
       whole.step(lr_at(t), {}, delays);
     }
-    ParamSet b = clone_of(a);
+    ParamSet b = a.snapshot();
     Optimizer resumed(c, b, scale);
     resumed.load_state_dict(whole.state_dict());
     ParamSet ha = whole.predict(a, 0.05), hb = resumed.predict(b, 0.05);

@@ -25,14 +25,6 @@ ParamSet two_params() {
   return p;
 }
 
-ParamSet clone_of(const ParamSet& p) {
-  ParamSet out;
-  for (size_t i = 0; i < p.size(); ++i) {
-    out.add(p.names()[i], p.tensors()[i].detach().clone().requires_grad_(true));
-  }
-  return out;
-}
-
 // The gradient of parameter i at step t: the same numbers in C++ and in the Python oracle.
 Tensor grad_at(const Tensor& p, size_t i, int64_t t) {
   Tensor a = torch::arange(p.numel()).to(torch::kFloat32);
@@ -119,7 +111,7 @@ TEST(Optim, QHAdamFollowsItsFormula) {
   c.qh_nu = 0.8;
   ParamSet p = two_params();
   Optimizer opt(c, p);
-  const ParamSet start = clone_of(p);
+  const ParamSet start = p.snapshot();
   std::vector<std::vector<double>> w(2), m(2), v(2);
   for (size_t i = 0; i < 2; ++i) {
     Tensor t = start.tensors()[i].detach().to(torch::kFloat64).flatten();
@@ -257,7 +249,7 @@ TEST(Optim, PredictExtrapolatesAlongTheUpdateDirection) {
       set_grads(p, t);
       opt.step(lr_at(t));
     }
-    const ParamSet before = clone_of(p);
+    const ParamSet before = p.snapshot();
     const auto sd = opt.state_dict();
     ParamSet hat = opt.predict(p, 0.3);
     for (size_t i = 0; i < p.size(); ++i) {
@@ -352,7 +344,7 @@ TEST(Optim, StateDictRoundTripContinuesExactly) {
       set_grads(a, t);
       whole.step(lr_at(t));
     }
-    ParamSet b = clone_of(a);
+    ParamSet b = a.snapshot();
     Optimizer resumed(c, b);
     resumed.load_state_dict(whole.state_dict());
     for (int64_t t = 3; t < 6; ++t) {

@@ -37,7 +37,8 @@ class ParamSet {
   int64_t numel() const;
   // The named subset, sharing storage with this set.
   ParamSet subset(const std::vector<std::string>& names) const;
-  // Detached copies that require grad: a frozen weight version for a delayed backward.
+  // Detached copies that require grad: a frozen weight version for a delayed backward, or
+  // trainable weights of their own (a checkpoint's weights, a test's second run).
   ParamSet snapshot() const;
   // The set on `device`: this very set when every tensor is there, else copies that require
   // grad as trainable weights.

@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
   app.add_option("--modules", cfg.engine.modules, "K; 1 = reference trainer");
   app.add_option("--partition", cfg.engine.partition, "even | auto | a1,a2,...");
   app.add_option("--mode", mode, ouroboros::option_names<ouroboros::Mode>());
-  app.add_option("--micro-batches", cfg.engine.micro_batches, "gpipe: micro-batches per step");
+  app.add_option("--micro-batches", cfg.engine.micro_batches,
+                 "gpipe, ouroboros: micro-batches per step; 0 = auto");
   app.add_option("--workers", cfg.engine.workers, "data-parallel: replicas");
   bool whole = false;
   app.add_flag("--whole", whole,

@@ -132,6 +132,30 @@ std::string help_of(const std::string& help) {
   }
 }
 
+// engine.micro_batches: "auto" (stored as 0) or a whole number, as JSON or as the flag's text.
+int64_t micro_batches_value(const json& v) {
+  const std::string key = "engine.micro_batches";
+  if (v.is_number_integer()) {
+    const int64_t m = v.get<int64_t>();
+    if (m < 1)
+      throw ConfigError(key + " must be auto or >= 1, got " + std::to_string(m),
+                        "use auto, or a divisor of the batch size");
+    return m;
+  }
+  if (v.is_string()) {
+    const std::string text = v.get<std::string>();
+    if (text == "auto") return 0;
+    json parsed;
+    try {
+      parsed = json::parse(text);
+    } catch (const json::exception&) {
+    }
+    if (parsed.is_number_integer()) return micro_batches_value(parsed);
+  }
+  throw ConfigError(key + " must be auto or a whole number, got " + v.dump(),
+                    "use auto, or a divisor of the batch size");
+}
+
 #define OUROBOROS_FIELD(section, name, help)                                                 \
   Field {                                                                                    \
     ConfigField{#section "." #name, flag_of(#section "." #name),                             \
@@ -237,7 +261,14 @@ const std::vector<Field>& fields() {
                       "else gloo"),
       OUROBOROS_FIELD(engine, mode,
                       "training method; auto = sequential for --modules 1, else ouroboros"),
-      OUROBOROS_FIELD(engine, micro_batches, "gpipe: micro-batches per step; divides batch_size"),
+      Field{{"engine.micro_batches", "--micro-batches",
+             "auto | M: micro-batches per step through the ring (gpipe, ouroboros); M divides "
+             "batch_size; auto = 4 for gpipe, the cost model's choice for ouroboros"},
+            [](const Config& c) {
+              const int64_t m = c.engine.micro_batches;
+              return m == 0 ? json("auto") : json(m);
+            },
+            [](Config& c, const json& v) { c.engine.micro_batches = micro_batches_value(v); }},
       OUROBOROS_FIELD(engine, workers, "data-parallel: replicas (threads); divides batch_size"),
   };
   return table;
@@ -265,12 +296,23 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
     throw ConfigError("mode " + name + " trains the whole model per worker, but --modules is " + K,
                       "use --modules 1, or --mode ouroboros / gpipe");
   }
+  if ((mode == Mode::kGPipe || mode == Mode::kOuroboros) && e.micro_batches != 0 &&
+      (e.micro_batches < 1 || t.batch_size % e.micro_batches != 0)) {
+    throw ConfigError(name + ": --micro-batches " + std::to_string(e.micro_batches) +
+                          " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
+                      "choose a divisor of the batch size, or auto");
+  }
+  if ((mode == Mode::kSequential || mode == Mode::kDataParallel) && e.micro_batches != 0) {
+    throw ConfigError("--micro-batches applies to modes gpipe and ouroboros, not " + name,
+                      "drop --micro-batches, or use --mode ouroboros / gpipe");
+  }
+  // Message tags tell 4095 micro-batches apart (engine/transport.h).
+  if (mode == Mode::kOuroboros && e.micro_batches > 4095) {
+    throw ConfigError("ouroboros: --micro-batches " + std::to_string(e.micro_batches) +
+                          " is more than 4095, the most the message tags tell apart",
+                      "use fewer micro-batches");
+  }
   if (mode == Mode::kGPipe) {
-    if (e.micro_batches < 1 || t.batch_size % e.micro_batches != 0) {
-      throw ConfigError("gpipe: --micro-batches " + std::to_string(e.micro_batches) +
-                            " must be >= 1 and divide --batch-size " + std::to_string(t.batch_size),
-                        "choose a divisor of the batch size");
-    }
     if (e.sync_warmup != 0) {
       throw ConfigError("--sync-warmup applies to mode ouroboros only (gpipe is synchronous)",
                         "drop --sync-warmup");
@@ -371,6 +413,12 @@ void Config::set_from_string(const std::string& key, const std::string& value) {
   try {
     parsed = json::parse(value);
   } catch (const json::exception&) {
+    // A number field that also takes a word (--micro-batches auto) takes it as a string.
+    try {
+      f.set(*this, json(value));
+      return;
+    } catch (const ConfigError&) {
+    }
     throw ConfigError(f.info.flag + " expects a number, got '" + value + "'");
   }
   f.set(*this, parsed);

@@ -51,7 +51,7 @@ void GPipeProcesses::restore(const MethodState& s, int64_t /*tick*/) {
 }
 
 std::string GPipeProcesses::describe() const {
-  return "gpipe: " + std::to_string(cfg_.engine.micro_batches) + " micro-batches per step\n" +
+  return "gpipe: " + std::to_string(plan_.micro_batches) + " micro-batches per step\n" +
          plan_.partition.describe(plan_.cost) + processes_line("one worker each");
 }
 

@@ -19,8 +19,7 @@ using namespace dist_detail;
 OuroborosProcesses::OuroborosProcesses(const LanguageModel& model, ParamSet params,
                                        const Config& cfg, DistContext& ctx)
     : ProcessMethod(model, std::move(params), cfg, ctx), clock_(cfg) {
-  worker_ =
-      std::make_unique<Worker>(model_, plan_.partition, ctx_.worker(), params_, cfg_, *transport_);
+  worker_ = std::make_unique<Worker>(model_, plan_, ctx_.worker(), params_, cfg_, *transport_);
   if (ctx_.replicas() > 1) {
     worker_->set_before_update([this](const ParamSet& p) { average_gradients(p); });
   }

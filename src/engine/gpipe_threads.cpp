@@ -57,7 +57,7 @@ void GPipeStage::run(Transport& tr, int64_t first, int64_t count, const BatchFn*
                      const LossFn* on_loss) {
   const int64_t w = worker_;
   const Partition& part = plan_.partition;
-  const int64_t K = part.K, M = cfg_.engine.micro_batches;
+  const int64_t K = part.K, M = plan_.micro_batches;
   const int64_t Bm = cfg_.train.batch_size / M;
   const std::vector<int64_t> shape = {Bm, cfg_.model.block_size, cfg_.model.n_embd};
   auto worker_of = [&](int64_t k) { return module_worker(K, k); };
@@ -139,7 +139,7 @@ void GPipeThreads::restore(const MethodState& s, int64_t /*tick*/) {
 }
 
 std::string GPipeThreads::describe() const {
-  return "gpipe: " + std::to_string(cfg_.engine.micro_batches) + " micro-batches per step\n" +
+  return "gpipe: " + std::to_string(plan_.micro_batches) + " micro-batches per step\n" +
          plan_.partition.describe(plan_.cost);
 }
 

@@ -3,6 +3,7 @@
 
 #include "ouroboros/core/errors.h"
 #include "ouroboros/engine/worker.h"
+#include "ouroboros/plan/planner.h"
 
 namespace ouroboros {
 namespace {
@@ -29,6 +30,8 @@ OuroborosSimulator::OuroborosSimulator(const LanguageModel& model, ParamSet para
     contexts_.push_back(training_context(cfg.train.seed, k));
   }
   stored_.resize(static_cast<size_t>(K));
+  // The micro-batch count the runtime's plan takes (the cut here is the config's own).
+  micro_batches_ = make_plan(cfg, model.cost_model(cfg.train.batch_size)).micro_batches;
   for (int64_t w = 0; w < partition_.num_workers(); ++w) {
     optimizers_.push_back(std::make_unique<Optimizer>(
         cfg.train, params_.subset(worker_param_names(model, partition_, params_, w)),
@@ -58,15 +61,30 @@ std::vector<double> OuroborosSimulator::lr_scale(size_t worker, int64_t t, bool 
   return f;
 }
 
+std::vector<int64_t> OuroborosSimulator::micros() const {
+  if (micro_batches_ == 1) return {0};
+  std::vector<int64_t> out;
+  for (int64_t m = 1; m <= micro_batches_; ++m) out.push_back(m);
+  return out;
+}
+
+Tensor OuroborosSimulator::rows(const Tensor& t, int64_t micro) const {
+  if (micro == 0) return t;
+  const int64_t n = t.size(0) / micro_batches_;
+  return t.narrow(0, (micro - 1) * n, n);
+}
+
 void OuroborosSimulator::tick(int64_t t, bool synchronous, int64_t horizon, double lr,
                               const BatchFn* batch, const LossFn* on_loss) {
   const int64_t K = partition_.K;
-  // 1. Forward batch t with the current weights w^t; each module keeps its weight version.
+  // 1. Forward batch t with the current weights w^t; each module keeps its weight version. With
+  //    M micro-batches the batch goes through in M pieces of B / M rows, one after the other; a
+  //    recurrent model's pieces read and advance their own rows of the memories.
   if (t < horizon) {
     auto [x, y] = (*batch)(t);
-    Tensor h = x;
+    std::vector<std::map<int64_t, Tensor>> memory_before;
+    std::vector<std::vector<std::map<int64_t, Tensor>>> memory_after(static_cast<size_t>(K));
     for (int64_t k = 1; k <= K; ++k) {
-      const ModulePlan& m = partition_.module(k);
       Stored s;
       const int64_t delay = synchronous ? 0 : K - k;
       const size_t w = static_cast<size_t>(worker_of_[k - 1]);
@@ -75,14 +93,45 @@ void OuroborosSimulator::tick(int64_t t, bool synchronous, int64_t horizon, doub
                                                 prediction_horizon(cfg_.engine, delay) * lr,
                                                 lr_scale(w, t, synchronous))
                       : module_params_[k - 1].snapshot();
-      if (!m.embed) s.input = h.detach().requires_grad_(true);
-      s.output = model_.forward_module(s.weights, m, m.embed ? x : s.input, y, contexts_[k - 1]);
-      h = s.output;
       stored_[k - 1].emplace(t, std::move(s));
+      memory_before.push_back(contexts_[k - 1].memory);
     }
-    if (on_loss) (*on_loss)(t, h.item<double>());
+    const bool split_memory = micro_batches_ > 1 && model_.recurrent();
+    double loss_sum = 0.0;
+    for (int64_t m : micros()) {
+      Tensor h = rows(x, m);
+      for (int64_t k = 1; k <= K; ++k) {
+        const ModulePlan& mod = partition_.module(k);
+        ForwardContext& ctx = contexts_[k - 1];
+        if (split_memory) {
+          ctx.memory.clear();
+          for (const auto& [layer, mem] : memory_before[k - 1]) ctx.memory[layer] = rows(mem, m);
+        }
+        Stored& s = stored_[k - 1].at(t);
+        Piece p;
+        if (!mod.embed) p.input = h.detach().requires_grad_(true);
+        p.output = model_.forward_module(s.weights, mod, mod.embed ? h : p.input, rows(y, m), ctx);
+        if (split_memory) memory_after[k - 1].push_back(ctx.memory);
+        h = p.output;
+        s.pieces.emplace(m, std::move(p));
+      }
+      loss_sum += h.item<double>();
+    }
+    if (split_memory) {
+      for (int64_t k = 1; k <= K; ++k) {
+        std::map<int64_t, Tensor>& memory = contexts_[k - 1].memory;
+        memory.clear();
+        for (const auto& [layer, first] : memory_after[k - 1].front()) {
+          std::vector<Tensor> parts;
+          for (const auto& piece : memory_after[k - 1]) parts.push_back(piece.at(layer));
+          memory[layer] = at::cat(parts, 0);
+        }
+      }
+    }
+    if (on_loss) (*on_loss)(t, loss_sum / static_cast<double>(micro_batches_));
   }
-  // 2. Module k back-propagates batch s = t - (K - k) with the error module k+1 produced for s.
+  // 2. Module k back-propagates batch s = t - (K - k) with the error module k+1 produced for s,
+  //    piece by piece; module K's loss is the batch's mean, 1/M of each piece's.
   std::vector<ParamSet> grads(static_cast<size_t>(K));
   std::vector<bool> has_grad(static_cast<size_t>(K), false);
   for (int64_t k = K; k >= 1; --k) {
@@ -90,13 +139,17 @@ void OuroborosSimulator::tick(int64_t t, bool synchronous, int64_t horizon, doub
     if (s < (synchronous ? t : pipeline_start_) || s >= horizon) continue;
     Stored st = std::move(stored_[k - 1].at(s));
     stored_[k - 1].erase(s);
-    if (k == K) {
-      st.output.backward();
-    } else {
-      torch::autograd::backward({st.output}, {errors_.at({k, s})});
-      errors_.erase({k, s});
+    for (int64_t m : micros()) {
+      Piece& p = st.pieces.at(m);
+      if (k == K) {
+        (m == 0 ? p.output : p.output / static_cast<double>(micro_batches_)).backward();
+      } else {
+        torch::autograd::backward({p.output}, {errors_.at({k, s, m})});
+        errors_.erase({k, s, m});
+      }
+      if (k > 1) errors_[{k - 1, s, m}] = p.input.grad();
+      p = Piece();
     }
-    if (k > 1) errors_[{k - 1, s}] = st.input.grad();
     grads[k - 1] = st.weights;
     has_grad[k - 1] = true;
   }

@@ -26,8 +26,7 @@ OuroborosThreads::OuroborosThreads(const LanguageModel& model, ParamSet params, 
             ? params_
             : params_.subset(worker_param_names(model_, plan_.partition, params_, w))
                   .to(devices_[w]);
-    workers_.push_back(
-        std::make_unique<Worker>(model_, plan_.partition, w, own, cfg_, *transports_[w]));
+    workers_.push_back(std::make_unique<Worker>(model_, plan_, w, own, cfg_, *transports_[w]));
   }
   team_ =
       std::make_unique<ThreadTeam>(W, cfg.train.threads, [this] { hub_.abort("a worker failed"); });

@@ -9,7 +9,7 @@ namespace ouroboros {
 
 std::string MessageKey::to_string() const {
   return std::string(error ? "E" : "A") + std::to_string(boundary) + "(" + std::to_string(batch) +
-         ")";
+         ")" + (micro > 0 ? "[" + std::to_string(micro) + "]" : "");
 }
 
 namespace {

@@ -83,6 +83,12 @@ std::vector<int64_t> parse_boundaries(const std::string& raw) {
 
 int64_t ModulePlan::delay() const { return K - index; }
 
+int64_t delayed_block_ticks(const Partition& partition) {
+  int64_t n = 0;
+  for (const ModulePlan& m : partition.modules) n += (m.end_block - m.first_block) * m.delay();
+  return n;
+}
+
 int64_t module_worker(int64_t K, int64_t k) {
   if (k < 1 || k > K)
     throw PlanError("module " + str(k) + " does not exist with K=" + str(K),

@@ -14,19 +14,27 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-Op fwd(int64_t k, int64_t lag) { return Op{OpKind::Forward, k, lag, -1}; }
-Op bwd(int64_t k, int64_t lag) { return Op{OpKind::Backward, k, lag, -1}; }
-Op send_act(int64_t b, int64_t lag, int64_t peer) { return Op{OpKind::SendAct, b, lag, peer}; }
-Op recv_act(int64_t b, int64_t lag, int64_t peer) { return Op{OpKind::RecvAct, b, lag, peer}; }
-Op send_err(int64_t b, int64_t lag, int64_t peer) { return Op{OpKind::SendErr, b, lag, peer}; }
-Op recv_err(int64_t b, int64_t lag, int64_t peer) { return Op{OpKind::RecvErr, b, lag, peer}; }
-Op update() { return Op{OpKind::Update, 0, 0, -1}; }
+Op fwd(int64_t k, int64_t lag, int64_t m = 0) { return Op{OpKind::Forward, k, lag, -1, m}; }
+Op bwd(int64_t k, int64_t lag, int64_t m = 0) { return Op{OpKind::Backward, k, lag, -1, m}; }
+Op send_act(int64_t b, int64_t lag, int64_t peer, int64_t m = 0) {
+  return Op{OpKind::SendAct, b, lag, peer, m};
+}
+Op recv_act(int64_t b, int64_t lag, int64_t peer, int64_t m = 0) {
+  return Op{OpKind::RecvAct, b, lag, peer, m};
+}
+Op send_err(int64_t b, int64_t lag, int64_t peer, int64_t m = 0) {
+  return Op{OpKind::SendErr, b, lag, peer, m};
+}
+Op recv_err(int64_t b, int64_t lag, int64_t peer, int64_t m = 0) {
+  return Op{OpKind::RecvErr, b, lag, peer, m};
+}
+Op update() { return Op{OpKind::Update, 0, 0, -1, 0}; }
 
 bool is_module_op(OpKind k) { return k == OpKind::Forward || k == OpKind::Backward; }
 
 // An op with its batch written out: "t-2" symbolically, "3" on a concrete tick.
 std::string op_text(const Op& op, const std::string& batch) {
-  const std::string b = "(" + batch + ")";
+  const std::string b = "(" + batch + ")" + (op.micro > 0 ? "[" + str(op.micro) + "]" : "");
   const std::string peer = ":w" + str(op.peer);
   switch (op.kind) {
     case OpKind::Forward:
@@ -51,31 +59,62 @@ int64_t workers_for(int64_t K) { return K == 1 ? 1 : K - 1; }
 
 // ---- building ---------------------------------------------------------------------------------
 
+// The ops of one tick are runs of a few ops repeated for every micro-batch: each(M, run) appends
+// run(m) for m = 1..M, or run(0) (the whole batch) when M = 1.
+class Row {
+ public:
+  explicit Row(int64_t M) : M_(M) {}
+  template <typename Run>
+  Row& each(Run run) {
+    for (int64_t m = M_ == 1 ? 0 : 1; m <= (M_ == 1 ? 0 : M_); ++m) {
+      for (const Op& op : run(m)) ops_.push_back(op);
+    }
+    return *this;
+  }
+  std::vector<Op> done() {
+    ops_.push_back(update());
+    return std::move(ops_);
+  }
+
+ private:
+  int64_t M_;
+  std::vector<Op> ops_;
+};
+
+using Ops = std::vector<Op>;
+
 // Worker 0 holds modules 1 and K; boundary K-1 connects it to the worker of module K-1.
-std::vector<Op> worker0_ops(int64_t K, bool sync) {
+std::vector<Op> worker0_ops(int64_t K, bool sync, int64_t M) {
   const int64_t prev = module_worker(K, K - 1);
-  if (sync)
-    return {fwd(1, 0),         send_act(1, 0, 1), recv_act(K - 1, 0, prev),
-            fwd(K, 0),         bwd(K, 0),         send_err(K - 1, 0, prev),
-            recv_err(1, 0, 1), bwd(1, 0),         update()};
-  return {fwd(1, 0),     send_act(1, 0, 1),        recv_err(1, K - 1, 1),
-          bwd(1, K - 1), recv_act(K - 1, 0, prev), fwd(K, 0),
-          bwd(K, 0),     send_err(K - 1, 0, prev), update()};
+  Row row(M);
+  row.each([&](int64_t m) { return Ops{fwd(1, 0, m), send_act(1, 0, 1, m)}; });
+  const int64_t d = sync ? 0 : K - 1;
+  const auto module1_back = [&](int64_t m) { return Ops{recv_err(1, d, 1, m), bwd(1, d, m)}; };
+  if (!sync) row.each(module1_back);
+  row.each([&](int64_t m) {
+    return Ops{recv_act(K - 1, 0, prev, m), fwd(K, 0, m), bwd(K, 0, m),
+               send_err(K - 1, 0, prev, m)};
+  });
+  if (sync) row.each(module1_back);
+  return row.done();
 }
 
-// Middle module m (2..K-1) on worker m-1: the delayed order forwards this tick's batch as soon as
-// it arrives (the forward chain is the critical path), then back-propagates the error that came
-// in during the previous tick while the batch travels on.
-std::vector<Op> middle_ops(int64_t K, int64_t m, bool sync) {
-  const int64_t prev = module_worker(K, m - 1), next = module_worker(K, m + 1);
-  if (sync)
-    return {
-        recv_act(m - 1, 0, prev), fwd(m, 0), send_act(m, 0, next), recv_err(m, 0, next), bwd(m, 0),
-        send_err(m - 1, 0, prev), update()};
-  const int64_t d = K - m;
-  return {
-      recv_act(m - 1, 0, prev), fwd(m, 0), send_act(m, 0, next), recv_err(m, d, next), bwd(m, d),
-      send_err(m - 1, d, prev), update()};
+// Middle module m (2..K-1) on worker m-1: forwards this tick's batch (every piece) as soon as it
+// arrives, since the forward chain is the critical path, then back-propagates: the error that came
+// in during the previous tick in the delayed order (the same op order as GPipe's, one tick apart),
+// this tick's in the synchronous one. Putting a piece's backward between two forwards instead
+// delays every later piece of the chain (the cost model: 4.80x against 5.18x at W = 8, M = 8).
+std::vector<Op> middle_ops(int64_t K, int64_t k, bool sync, int64_t M) {
+  const int64_t prev = module_worker(K, k - 1), next = module_worker(K, k + 1);
+  const int64_t d = sync ? 0 : K - k;
+  return Row(M)
+      .each([&](int64_t m) {
+        return Ops{recv_act(k - 1, 0, prev, m), fwd(k, 0, m), send_act(k, 0, next, m)};
+      })
+      .each([&](int64_t m) {
+        return Ops{recv_err(k, d, next, m), bwd(k, d, m), send_err(k - 1, d, prev, m)};
+      })
+      .done();
 }
 
 // ---- parsing ----------------------------------------------------------------------------------
@@ -92,15 +131,16 @@ struct Cursor {
     v = std::stoll(s.substr(start, i - start));
     return true;
   }
-  bool batch(int64_t& lag) {  // "(t)" or "(t-<n>)"
+  bool batch(int64_t& lag, int64_t& micro) {  // "(t)" or "(t-<n>)", then "[<m>]" or nothing
     lag = 0;
+    micro = 0;
     if (!eat('(') || !eat('t')) return false;
-    if (eat(')')) return true;
-    return eat('-') && number(lag) && eat(')');
+    if (!eat(')') && !(eat('-') && number(lag) && eat(')'))) return false;
+    return !eat('[') || (number(micro) && micro >= 1 && eat(']'));
   }
 };
 
-const char* kOpHint = "ops look like F1(t), B1(t-2), >A1(t):w1, <E2(t-1):w0, U";
+const char* kOpHint = "ops look like F1(t), B1(t-2), >A1(t):w1, <E2(t-1)[3]:w0, U";
 
 Op parse_op(const std::string& tok, int64_t K, int64_t W) {
   if (tok == "U") return update();
@@ -109,13 +149,13 @@ Op parse_op(const std::string& tok, int64_t K, int64_t W) {
   bool ok = false;
   if (c.eat('F') || c.eat('B')) {
     op.kind = tok[0] == 'F' ? OpKind::Forward : OpKind::Backward;
-    ok = c.number(op.index) && c.batch(op.lag) && c.end();
+    ok = c.number(op.index) && c.batch(op.lag, op.micro) && c.end();
   } else if (c.eat('>') || c.eat('<')) {
     const bool send = tok[0] == '>', act = c.eat('A'), err = !act && c.eat('E');
     if (act) op.kind = send ? OpKind::SendAct : OpKind::RecvAct;
     if (err) op.kind = send ? OpKind::SendErr : OpKind::RecvErr;
-    ok = (act || err) && c.number(op.index) && c.batch(op.lag) && c.eat(':') && c.eat('w') &&
-         c.number(op.peer) && c.end();
+    ok = (act || err) && c.number(op.index) && c.batch(op.lag, op.micro) && c.eat(':') &&
+         c.eat('w') && c.number(op.peer) && c.end();
   }
   if (!ok) throw PlanError("bad schedule op '" + tok + "'", kOpHint);
   if (is_module_op(op.kind) && (op.index < 1 || op.index > K))
@@ -148,12 +188,19 @@ void check_structure(const Schedule& s) {
     throw PlanError("schedule for K=" + str(s.K) + " has " + str(s.workers.size()) +
                         " worker lists (num_workers=" + str(s.num_workers) + ")",
                     "K modules need " + str(W) + " workers");
-  std::vector<int> forwards(s.K + 1), backwards(s.K + 1);
+  const int64_t M = s.micro_batches;
+  if (M < 1) throw PlanError("schedule has " + str(M) + " micro-batches", "M must be >= 1");
+  // forwards[k][m], backwards[k][m]: ops of module k on micro-batch m (0 = the whole batch).
+  std::vector<std::vector<int>> forwards(s.K + 1, std::vector<int>(M + 1)), backwards = forwards;
   for (int64_t w = 0; w < W; ++w) {
     int updates = 0;
     for (const Op& op : s.workers[w]) {
       const std::string where = op.to_string() + " on w" + str(w);
       if (op.lag < 0) throw PlanError(where + " has negative lag " + str(op.lag), kOpHint);
+      if (op.kind != OpKind::Update && (M == 1 ? op.micro != 0 : op.micro < 1 || op.micro > M))
+        throw PlanError(where + " names micro-batch " + str(op.micro) + " but M=" + str(M),
+                        M == 1 ? "a schedule of whole batches names no micro-batch"
+                               : "every op names one of the micro-batches 1.." + str(M));
       if (op.kind == OpKind::Update) {
         ++updates;
       } else if (is_module_op(op.kind)) {
@@ -170,7 +217,7 @@ void check_structure(const Schedule& s) {
           throw PlanError(where + " has lag " + str(op.lag) + " but needs " + str(want),
                           "forwards run batch t; module k back-propagates batch t-(K-k) "
                           "(t when synchronous)");
-        ++(forward ? forwards : backwards)[op.index];
+        ++(forward ? forwards : backwards)[op.index][op.micro];
       } else {
         if (op.index < 1 || op.index > s.K - 1)
           throw PlanError(where + " names boundary " + str(op.index) + " but K=" + str(s.K),
@@ -185,10 +232,13 @@ void check_structure(const Schedule& s) {
                       "each worker updates exactly once per tick");
   }
   for (int64_t k = 1; k <= s.K; ++k)
-    if (forwards[k] != 1 || backwards[k] != 1)
-      throw PlanError("module " + str(k) + " has " + str(forwards[k]) + " forward and " +
-                          str(backwards[k]) + " backward ops per tick",
-                      "each module needs exactly one F and one B per tick");
+    for (int64_t m = M == 1 ? 0 : 1; m <= (M == 1 ? 0 : M); ++m)
+      if (forwards[k][m] != 1 || backwards[k][m] != 1)
+        throw PlanError("module " + str(k) + " has " + str(forwards[k][m]) + " forward and " +
+                            str(backwards[k][m]) + " backward ops per tick" +
+                            (m > 0 ? " on micro-batch " + str(m) : ""),
+                        M == 1 ? "each module needs exactly one F and one B per tick"
+                               : "each module needs exactly one F and one B per micro-batch");
 }
 
 // Cost of each op of each worker under `cost`; messages are free.
@@ -205,7 +255,9 @@ std::vector<std::vector<double>> op_costs(const Schedule& s, const Partition& p,
       double c = 0.0;
       if (is_module_op(op.kind)) {
         const ModulePlan& m = p.module(op.index);
-        c = cost.module_forward(m.first_block, m.end_block, m.embed, m.head);
+        // A micro-batch's op costs its share of the batch's.
+        c = cost.module_forward(m.first_block, m.end_block, m.embed, m.head) /
+            static_cast<double>(s.micro_batches);
         if (op.kind == OpKind::Backward) c *= cost.backward_ratio;
       } else if (op.kind == OpKind::Update) {
         c = upd;
@@ -219,33 +271,38 @@ std::vector<std::vector<double>> op_costs(const Schedule& s, const Partition& p,
 }  // namespace
 
 bool Op::operator==(const Op& o) const {
-  return kind == o.kind && index == o.index && lag == o.lag && peer == o.peer;
+  return kind == o.kind && index == o.index && lag == o.lag && peer == o.peer && micro == o.micro;
 }
 
 std::string Op::to_string() const { return op_text(*this, lag == 0 ? "t" : "t-" + str(lag)); }
 
 bool Schedule::operator==(const Schedule& o) const {
   return K == o.K && num_workers == o.num_workers && synchronous == o.synchronous &&
-         workers == o.workers;
+         micro_batches == o.micro_batches && workers == o.workers;
 }
 
-Schedule build_schedule(const Partition& partition, bool synchronous) {
-  const int64_t K = partition.K;
+Schedule build_schedule(const Partition& partition, bool synchronous, int64_t micro_batches) {
+  const int64_t K = partition.K, M = micro_batches;
   if (K < 1) throw PlanError("partition has K=" + str(K), "K must be >= 1");
+  if (M < 1) throw PlanError("schedule with " + str(M) + " micro-batches", "M must be >= 1");
   Schedule s;
   s.K = K;
   s.num_workers = workers_for(K);
   s.synchronous = synchronous;
+  s.micro_batches = M;
+  Row row(M);
   if (K == 1) {
-    s.workers = {{fwd(1, 0), bwd(1, 0), update()}};
+    s.workers = {row.each([](int64_t m) { return Ops{fwd(1, 0, m), bwd(1, 0, m)}; }).done()};
   } else if (K == 2) {  // one worker, boundary 1 is local: no messages
-    if (synchronous)
-      s.workers = {{fwd(1, 0), fwd(2, 0), bwd(2, 0), bwd(1, 0), update()}};
-    else
-      s.workers = {{fwd(1, 0), bwd(1, 1), fwd(2, 0), bwd(2, 0), update()}};
+    row.each([](int64_t m) { return Ops{fwd(1, 0, m)}; });
+    const auto module1_back = [&](int64_t m) { return Ops{bwd(1, synchronous ? 0 : 1, m)}; };
+    if (!synchronous) row.each(module1_back);
+    row.each([](int64_t m) { return Ops{fwd(2, 0, m), bwd(2, 0, m)}; });
+    if (synchronous) row.each(module1_back);
+    s.workers = {row.done()};
   } else {
-    s.workers.push_back(worker0_ops(K, synchronous));
-    for (int64_t m = 2; m < K; ++m) s.workers.push_back(middle_ops(K, m, synchronous));
+    s.workers.push_back(worker0_ops(K, synchronous, M));
+    for (int64_t m = 2; m < K; ++m) s.workers.push_back(middle_ops(K, m, synchronous, M));
   }
   return s;
 }
@@ -285,7 +342,10 @@ Schedule Schedule::parse(const std::string& text, int64_t K, bool synchronous) {
                       "K=" + str(K) + " has workers w0..w" + str(s.num_workers - 1));
     seen[w] = true;
     std::istringstream ops(line.substr(colon + 1));
-    for (std::string tok; ops >> tok;) s.workers[w].push_back(parse_op(tok, K, s.num_workers));
+    for (std::string tok; ops >> tok;) {
+      s.workers[w].push_back(parse_op(tok, K, s.num_workers));
+      s.micro_batches = std::max(s.micro_batches, s.workers[w].back().micro);
+    }
   }
   for (int64_t w = 0; w < s.num_workers; ++w)
     if (!seen[w])

@@ -53,11 +53,14 @@ class Machine {
  private:
   struct Item {
     char what;  // 'A' activation, 'E' error, 'F' stored forward
-    int64_t index, batch;
+    int64_t index, batch, micro;
     bool operator==(const Item& o) const {
-      return what == o.what && index == o.index && batch == o.batch;
+      return what == o.what && index == o.index && batch == o.batch && micro == o.micro;
     }
-    std::string text() const { return std::string(1, what) + str(index) + "(" + str(batch) + ")"; }
+    std::string text() const {
+      return std::string(1, what) + str(index) + "(" + str(batch) + ")" +
+             (micro > 0 ? "[" + str(micro) + "]" : "");
+    }
   };
   struct Message {
     int64_t src, dst;
@@ -101,30 +104,30 @@ class Machine {
   bool step(int64_t w) {
     WorkerState& st = state_[w];
     const Op& op = current(w);
-    const int64_t t = tick(w), batch = t - op.lag, k = op.index;
+    const int64_t t = tick(w), batch = t - op.lag, k = op.index, m = op.micro;
     if (op.kind != OpKind::Update && batch < 0) return ++st.pc, true;  // pipeline fill
     switch (op.kind) {
       case OpKind::Forward:
-        if (k > 1 && !take(st.mailbox, {'A', k - 1, batch}))
-          fail(w, "has no input A" + str(k - 1) + "(" + str(batch) + ") in the mailbox",
+        if (k > 1 && !take(st.mailbox, {'A', k - 1, batch, m}))
+          fail(w, "has no input " + Item{'A', k - 1, batch, m}.text() + " in the mailbox",
                "receive or compute the activation before the forward");
-        if (k < s_.K) st.mailbox.push_back({'A', k, batch});
-        st.stored.push_back({'F', k, batch});
+        if (k < s_.K) st.mailbox.push_back({'A', k, batch, m});
+        st.stored.push_back({'F', k, batch, m});
         run_compute(w);
         break;
       case OpKind::Backward:
-        if (!take(st.stored, {'F', k, batch}))
-          fail(w, "runs before F" + str(k) + "(" + str(batch) + ") (no stored forward)",
+        if (!take(st.stored, {'F', k, batch, m}))
+          fail(w, "runs before " + Item{'F', k, batch, m}.text() + " (no stored forward)",
                "a backward needs its own forward earlier");
-        if (k < s_.K && !take(st.mailbox, {'E', k, batch}))
-          fail(w, "has no input E" + str(k) + "(" + str(batch) + ") in the mailbox",
+        if (k < s_.K && !take(st.mailbox, {'E', k, batch, m}))
+          fail(w, "has no input " + Item{'E', k, batch, m}.text() + " in the mailbox",
                "receive or compute the error before the backward");
-        if (k > 1) st.mailbox.push_back({'E', k - 1, batch});
+        if (k > 1) st.mailbox.push_back({'E', k - 1, batch, m});
         run_compute(w);
         break;
       case OpKind::SendAct:
       case OpKind::SendErr: {
-        const Item item{carried(op.kind), k, batch};
+        const Item item{carried(op.kind), k, batch, m};
         if (!take(st.mailbox, item))
           fail(w, "has nothing to send: " + item.text() + " is not in the mailbox",
                "send only after the op that produces it");
@@ -133,7 +136,7 @@ class Machine {
       }
       case OpKind::RecvAct:
       case OpKind::RecvErr: {
-        const Item item{carried(op.kind), k, batch};
+        const Item item{carried(op.kind), k, batch, m};
         auto it = std::find_if(channel_.begin(), channel_.end(), [&](const Message& m) {
           return m.src == op.peer && m.dst == w && m.item == item;
         });
@@ -158,7 +161,7 @@ class Machine {
     for (int64_t w = 0; w < static_cast<int64_t>(s_.workers.size()); ++w) {
       if (done(w)) continue;
       const Op& op = current(w);
-      const Item item{carried(op.kind), op.index, tick(w) - op.lag};
+      const Item item{carried(op.kind), op.index, tick(w) - op.lag, op.micro};
       const auto& peer_ops = s_.workers[op.peer];
       const bool has_send = std::any_of(peer_ops.begin(), peer_ops.end(), [&](const Op& p) {
         return is_send(p.kind) && carried(p.kind) == item.what && p.index == item.index &&

@@ -25,7 +25,7 @@ std::string gib(double bytes) {
 }
 
 // The layout a checkpoint's per-module state belongs to: the method, its modules (or the
-// replicas of data parallelism), the partition and the rings.
+// replicas of data parallelism), the partition, Ouroboros' micro-batches and the rings.
 std::string layout(const Config& c) {
   const Mode mode = resolved_mode(c.engine);
   std::string s = std::string("--mode ") + name_of(mode);
@@ -33,6 +33,11 @@ std::string layout(const Config& c) {
     s += " --workers " + std::to_string(c.engine.workers);
   } else if (mode != Mode::kSequential) {
     s += " --modules " + std::to_string(c.engine.modules) + " --partition " + c.engine.partition;
+  }
+  // Ouroboros keeps batches in flight between ticks, in its micro-batches' messages.
+  if (mode == Mode::kOuroboros) {
+    const int64_t M = c.engine.micro_batches;
+    s += " --micro-batches " + (M == 0 ? std::string("auto") : std::to_string(M));
   }
   if (c.dist.replicas > 1) s += " --replicas " + std::to_string(c.dist.replicas);
   return s;

@@ -170,6 +170,11 @@ void read_header(const std::string& path, const GenericDict& d, Checkpoint& ck) 
   } catch (const std::exception& e) {
     throw CheckpointError("checkpoint " + path + " has an unreadable config: " + e.what());
   }
+  // Before format 3, engine.micro_batches (always written, 4 by default) applied to GPipe only:
+  // Ouroboros ran whole batches, and the other methods ignored it.
+  if (version < 3 && resolved_mode(ck.config.engine) != Mode::kGPipe) {
+    ck.config.engine.micro_batches = resolved_mode(ck.config.engine) == Mode::kOuroboros ? 1 : 0;
+  }
   ck.step = field(path, "step", [&] { return d.at("step").toInt(); });
   field(path, "tokenizer", [&] {
     GenericDict t = d.at("tokenizer").toGenericDict();

@@ -4,7 +4,7 @@
 //   worker:   {"modules": {"k": [batch, ...]}, "targets": {"batch": T}, "mailbox": [message, ...],
 //              "sent": [message with "peer" and "recv_tick", ...]}
 //   batch:    {"batch", "snapshot", "weights": [T, ...], "input", "generator", "memory": {"l": T}}
-//   message:  {"error", "boundary", "batch", "tensor"}
+//   message:  {"error", "boundary", "batch", "tensor"}, and "micro" for a micro-batch's
 #include "checkpoint_detail.h"
 
 #include <string>
@@ -32,6 +32,7 @@ GenericDict message_dict(const PendingMessage& m, bool sent) {
   d.insert("error", m.error);
   d.insert("boundary", m.boundary);
   d.insert("batch", m.batch);
+  if (m.micro > 0) d.insert("micro", m.micro);
   d.insert("tensor", m.tensor);
   if (sent) {
     d.insert("peer", m.peer);
@@ -45,6 +46,7 @@ PendingMessage message_of(const GenericDict& d, bool sent) {
   m.error = d.at("error").toBool();
   m.boundary = d.at("boundary").toInt();
   m.batch = d.at("batch").toInt();
+  m.micro = d.contains("micro") ? d.at("micro").toInt() : 0;
   m.tensor = d.at("tensor").toTensor();
   if (sent) {
     m.peer = d.at("peer").toInt();

@@ -37,11 +37,13 @@ enum class Tolerance { kNone, kNAdam, kMuon };
 struct Case {
   int64_t K;
   Tolerance tolerance;
+  int64_t micro_batches = 1;
 };
 
 std::string name_of(const Case& c) {
   const char* names[] = {"", "_delay_tolerant", "_muon_corrected"};
-  return "K" + std::to_string(c.K) + names[static_cast<int>(c.tolerance)];
+  return "K" + std::to_string(c.K) + names[static_cast<int>(c.tolerance)] +
+         (c.micro_batches > 1 ? "_M" + std::to_string(c.micro_batches) : "");
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }
@@ -65,6 +67,7 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
     cfg.engine.stale_lr_ticks = 10;
   }
   if (tolerance == Tolerance::kMuon) cfg.engine.delay_correction = DelayCorrection::kExtrapolate;
+  cfg.engine.micro_batches = GetParam().micro_batches;
 
   Config threads = cfg;
   threads.train.out_dir = (dir.path() / "threads").string();
@@ -107,7 +110,8 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator,
                          ::testing::Values(Case{3, Tolerance::kNone}, Case{4, Tolerance::kNone},
-                                           Case{3, Tolerance::kNAdam}, Case{4, Tolerance::kMuon}),
+                                           Case{3, Tolerance::kNAdam}, Case{4, Tolerance::kMuon},
+                                           Case{4, Tolerance::kMuon, 2}),
                          [](const auto& info) { return name_of(info.param); });
 
 TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {
@@ -265,7 +269,9 @@ TEST(C10dTransport, TagsStayWithinGlooRange) {
   MessageKey k{true, 3, (int64_t{1} << 40) + 5};
   EXPECT_GE(C10dTransport::gloo_tag(k), 0);
   EXPECT_EQ(C10dTransport::gloo_tag(k) & 0xff, (3 << 1) | 1);
-  EXPECT_EQ(C10dTransport::gloo_tag(MessageKey{false, 2, 7}), (7 << 8) | (2 << 1));
+  EXPECT_EQ(C10dTransport::gloo_tag(MessageKey{false, 2, 7}), (7 << 20) | (2 << 1));
+  // A micro-batch's messages have tags of their own.
+  EXPECT_EQ(C10dTransport::gloo_tag(MessageKey{false, 2, 7, 3}), (7 << 20) | (3 << 8) | (2 << 1));
 }
 
 // A transport released right after its last send still delivers it: Gloo cancels a send whose

@@ -20,7 +20,9 @@ using namespace ouroboros_test;
 
 namespace {
 
-class ResumeAfterKill : public ::testing::TestWithParam<std::tuple<int64_t, std::string>> {};
+// K, model, micro-batches.
+class ResumeAfterKill : public ::testing::TestWithParam<std::tuple<int64_t, std::string, int64_t>> {
+};
 
 Config shard_config(const fs::path& data, int64_t K, const std::string& model = "gpt") {
   Config cfg = tiny_config(data, K, "adam");
@@ -34,11 +36,12 @@ Config shard_config(const fs::path& data, int64_t K, const std::string& model = 
 }
 
 TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
-  const auto [K, model] = GetParam();
+  const auto [K, model, M] = GetParam();
   const int world = static_cast<int>(K - 1);
   TempDir dir;
   const fs::path data = dir.write("corpus.txt", corpus());
   Config cfg = shard_config(data, K, model);
+  cfg.engine.micro_batches = M;
 
   Config plain = cfg;  // threads, no checkpoint before the last
   plain.train.out_dir = (dir.path() / "threads").string();
@@ -97,13 +100,17 @@ TEST_P(ResumeAfterKill, EqualsTheUninterruptedRunAndThreads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Distributed, ResumeAfterKill,
-                         ::testing::Combine(::testing::Values<int64_t>(3, 4),
-                                            ::testing::Values(std::string("gpt"),
-                                                              std::string("transformer-xl"))),
+                         ::testing::Values(std::make_tuple(3, "gpt", 1),
+                                           std::make_tuple(4, "gpt", 1),
+                                           std::make_tuple(3, "transformer-xl", 1),
+                                           std::make_tuple(4, "transformer-xl", 1),
+                                           std::make_tuple(4, "transformer-xl", 2)),
                          [](const auto& info) {
                            const std::string m = std::get<1>(info.param);
+                           const int64_t M = std::get<2>(info.param);
                            return (m == "gpt" ? "GPT" : "XL") + std::string("_K") +
-                                  std::to_string(std::get<0>(info.param));
+                                  std::to_string(std::get<0>(info.param)) +
+                                  (M > 1 ? "_M" + std::to_string(M) : "");
                          });
 
 // Rank 1 killed in the middle of writing its shard of the second checkpoint: the manifest still
@@ -217,13 +224,13 @@ TEST(Distributed, RingsInFlightUnderAnotherLayoutAreRefused) {
     train(k3, o);
     FAIL() << "resumed";
   } catch (const CheckpointError& e) {
-    EXPECT_EQ(
-        std::string(e.what()),
-        "checkpoint " + ckpt.string() +
-            " holds 2 batches in flight of 2 rings, which drain "
-            "only on processes of its layout (--mode ouroboros --modules 2 --partition even "
-            "--replicas 2) (hint: resume it once with its layout and --steps 12 (that writes a "
-            "drained checkpoint), then change the layout)");
+    EXPECT_EQ(std::string(e.what()),
+              "checkpoint " + ckpt.string() +
+                  " holds 2 batches in flight of 2 rings, which drain "
+                  "only on processes of its layout (--mode ouroboros --modules 2 --partition even "
+                  "--micro-batches auto --replicas 2) (hint: resume it once with its layout and "
+                  "--steps 12 (that writes a "
+                  "drained checkpoint), then change the layout)");
   }
   EXPECT_EQ(read_bytes(ckpt / "manifest.pt"), manifest);
 }

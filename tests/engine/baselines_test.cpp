@@ -294,9 +294,12 @@ TEST(ModeConfigTest, ImpossibleCombinationsAreOneLineErrors) {
       {"sequential", 3, 4, 2, 8, "mode sequential trains the whole model per worker"},
       {"data-parallel", 3, 4, 2, 8, "mode data-parallel trains the whole model per worker"},
       {"gpipe", 3, 3, 2, 8, "gpipe: --micro-batches 3 must be >= 1 and divide --batch-size 8"},
-      {"gpipe", 3, 0, 2, 8, "gpipe: --micro-batches 0"},
-      {"data-parallel", 1, 4, 3, 8, "data-parallel: --workers 3 must be >= 1 and divide"},
-      {"data-parallel", 1, 4, 0, 8, "data-parallel: --workers 0"},
+      {"ouroboros", 3, 3, 2, 8, "ouroboros: --micro-batches 3 must be >= 1 and divide"},
+      {"ouroboros", 3, 4096, 2, 4096, "ouroboros: --micro-batches 4096 is more than 4095"},
+      {"sequential", 1, 2, 2, 8, "--micro-batches applies to modes gpipe and ouroboros, not"},
+      {"data-parallel", 1, 0, 3, 8, "data-parallel: --workers 3 must be >= 1 and divide"},
+      {"data-parallel", 1, 0, 0, 8, "data-parallel: --workers 0"},
+      {"data-parallel", 1, 4, 2, 8, "--micro-batches applies to modes gpipe and ouroboros, not"},
   };
   for (const auto& k : cases) {
     Config c;

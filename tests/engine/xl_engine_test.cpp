@@ -113,6 +113,23 @@ TEST(XLEngine, RuntimeEqualsSimulatorWithMuonAndCorrectionK3) {
   EXPECT_NE(a.losses.front(), a.losses.back());
 }
 
+// With micro-batches each piece reads and advances its own streams' rows of the memories: the
+// simulator's own micro-batched run, bit for bit, with a synchronous warm-up and prediction.
+TEST(XLEngine, MicroBatchesEqualTheSimulatorK4) {
+  at::set_num_threads(1);
+  Config cfg = xl_config(4);
+  cfg.train.batch_size = 4;
+  cfg.engine.micro_batches = 2;
+  cfg.engine.sync_warmup = 2;
+  cfg.engine.weight_predict = WeightPredict::kOptimizer;
+  TransformerXL model(cfg.model);
+  OuroborosThreads engine(model, model.init_params(8), cfg);
+  OuroborosSimulator sim(model, model.init_params(8), cfg);
+  Recording a = record(engine, cfg, 10);
+  expect_identical(a, record(sim, cfg, 10), engine.params(), cfg.model.n_layer);
+  EXPECT_EQ(a.memory.back().at(0).size(0), 4);  // every stream's row
+}
+
 // Without dropout (whose masks come from per-module generators) and clipping (per worker in the
 // engine), synchronous Ouroboros is plain backprop on the same segments: the reference trainer,
 // bit for bit, memories included.
@@ -123,6 +140,7 @@ TEST(XLEngine, SynchronousModeEqualsReferenceTrainer) {
   cfg.model.attn_dropout = 0.0;
   cfg.train.grad_clip = 0.0;
   cfg.engine.sync_warmup = 1000;
+  cfg.engine.micro_batches = 1;  // whole batches: the reference's sums, in its order
   TransformerXL model(cfg.model);
   OuroborosThreads engine(model, model.init_params(8), cfg);
   SequentialBackprop ref(model, model.init_params(8), cfg.train);

@@ -272,3 +272,141 @@ TEST(Simulate, Errors) {
 
 }  // namespace
 }  // namespace ouroboros
+
+namespace ouroboros {
+namespace {
+
+// ---- micro-batches ------------------------------------------------------------------------------
+
+Schedule micro_schedule_for(int64_t K, int64_t M, bool sync = false) {
+  return build_schedule(plan_partition(2 * K, K, "even", CostModel{}), sync, M);
+}
+
+TEST(MicroBatches, DelayedK3TwoPieces) {
+  const Schedule s = micro_schedule_for(3, 2);
+  EXPECT_EQ(s.micro_batches, 2);
+  EXPECT_EQ(
+      s.to_string(),
+      "w0: F1(t)[1] >A1(t)[1]:w1 F1(t)[2] >A1(t)[2]:w1 <E1(t-2)[1]:w1 B1(t-2)[1] "
+      "<E1(t-2)[2]:w1 B1(t-2)[2] <A2(t)[1]:w1 F3(t)[1] B3(t)[1] >E2(t)[1]:w1 "
+      "<A2(t)[2]:w1 F3(t)[2] B3(t)[2] >E2(t)[2]:w1 U\n"
+      "w1: <A1(t)[1]:w0 F2(t)[1] >A2(t)[1]:w0 <A1(t)[2]:w0 F2(t)[2] >A2(t)[2]:w0 "
+      "<E2(t-1)[1]:w0 B2(t-1)[1] >E1(t-1)[1]:w0 <E2(t-1)[2]:w0 B2(t-1)[2] >E1(t-1)[2]:w0 U\n");
+}
+
+TEST(MicroBatches, SynchronousK3IsGPipeOrder) {
+  EXPECT_EQ(micro_schedule_for(3, 2, true).to_string(),
+            "w0: F1(t)[1] >A1(t)[1]:w1 F1(t)[2] >A1(t)[2]:w1 <A2(t)[1]:w1 F3(t)[1] B3(t)[1] "
+            ">E2(t)[1]:w1 <A2(t)[2]:w1 F3(t)[2] B3(t)[2] >E2(t)[2]:w1 <E1(t)[1]:w1 B1(t)[1] "
+            "<E1(t)[2]:w1 B1(t)[2] U\n"
+            "w1: <A1(t)[1]:w0 F2(t)[1] >A2(t)[1]:w0 <A1(t)[2]:w0 F2(t)[2] >A2(t)[2]:w0 "
+            "<E2(t)[1]:w0 B2(t)[1] >E1(t)[1]:w0 <E2(t)[2]:w0 B2(t)[2] >E1(t)[2]:w0 U\n");
+}
+
+TEST(MicroBatches, OnePieceIsTheWholeBatchSchedule) {
+  for (int64_t K = 1; K <= 6; ++K)
+    for (bool sync : {false, true})
+      EXPECT_EQ(micro_schedule_for(K, 1, sync), schedule_for(K, sync));
+}
+
+TEST(MicroBatches, EveryShapeValidatesAndRoundTrips) {
+  for (int64_t K = 1; K <= 6; ++K)
+    for (int64_t M : {2, 3, 4, 8})
+      for (bool sync : {false, true}) {
+        SCOPED_TRACE("K=" + std::to_string(K) + " M=" + std::to_string(M) +
+                     (sync ? " sync" : " delayed"));
+        const Schedule s = micro_schedule_for(K, M, sync);
+        EXPECT_NO_THROW(s.validate());
+        const Schedule back = Schedule::parse(s.to_string(), K, sync);
+        EXPECT_EQ(back, s);
+        EXPECT_EQ(back.micro_batches, M);
+      }
+}
+
+TEST(MicroBatches, GridNamesThePieces) {
+  const std::string g = micro_schedule_for(2, 2).grid(2);
+  EXPECT_NE(g.find("F1(0)[1] F1(0)[2] F2(0)[1] B2(0)[1] F2(0)[2] B2(0)[2] U"), std::string::npos)
+      << g;
+  EXPECT_NE(g.find("B1(0)[1] B1(0)[2]"), std::string::npos) << g;
+}
+
+TEST(MicroBatches, MalformedPiecesAreOneLineErrors) {
+  expect_plan_error([] { Schedule::parse("w0: F1(t)[0] B1(t)[1] U\n", 1); }, {"'F1(t)[0]'"});
+  expect_plan_error([] { Schedule::parse("w0: F1(t)[1 B1(t)[1] U\n", 1); }, {"'F1(t)[1'"});
+  // Piece 2 has a forward and no backward.
+  expect_plan_error([] { Schedule::parse("w0: F1(t)[1] F1(t)[2] B1(t)[1] U\n", 1).validate(); },
+                    {"module 1", "micro-batch 2", "one F and one B per micro-batch"});
+  // A whole-batch op among pieces.
+  expect_plan_error(
+      [] { Schedule::parse("w0: F1(t)[1] F1(t)[2] B1(t) B1(t)[2] U\n", 1).validate(); },
+      {"B1(t)", "micro-batch 0", "M=2"});
+  // A piece's error is sent before its backward made it.
+  expect_plan_error(
+      [] {
+        Schedule s = micro_schedule_for(3, 2);
+        std::swap(s.workers[1][7], s.workers[1][8]);  // B2(t-1)[1] and >E1(t-1)[1]
+        s.validate();
+      },
+      {"nothing to send", "E1(", ")[1]"});
+  expect_plan_error(
+      [] {
+        build_schedule(make_partition(4, 3, {2, 4}), false, 0);
+      },
+      {"0 micro-batches"});
+}
+
+// Each piece's op costs 1/M of the batch's; with free messages the forward lock goes away. The
+// benchmark model's blocks (C = 256, T = 128, V = 256) at 24 layers on W = 8 workers, each cut
+// planned for its M.
+TEST(MicroBatches, SimulatedSpeedupGrowsTowardTheWorkers) {
+  CostModel cost = ouroboros_test::gpt_cost_model(24, 256, 128, 256, 8);
+  cost.update_per_block = cost.update_embed_head = 0.0;
+  const auto speedup = [&](int64_t M) {
+    const Partition p = plan_partition(24, 9, "auto", cost, M);
+    return simulate(build_schedule(p, false, M), p, cost).speedup();
+  };
+  EXPECT_LT(speedup(1), 3.0);
+  EXPECT_GT(speedup(4), 6.0);
+  EXPECT_GT(speedup(8), 6.0);
+  EXPECT_LT(speedup(8), 8.0 + 1e-9);
+  // K = 3 on 2 workers: pieces help an unbalanced cut, but the best cut of whole batches already
+  // keeps both workers busy, so the best of either is the same.
+  CostModel c6 = ouroboros_test::gpt_cost_model(6, 256, 128, 256, 8);
+  c6.update_per_block = c6.update_embed_head = 0.0;
+  const Partition q = make_partition(6, 3, {1, 4});
+  EXPECT_LT(simulate(build_schedule(q, false, 4), q, c6).tick_time,
+            simulate(build_schedule(q, false, 1), q, c6).tick_time);
+  const Partition best1 = plan_partition(6, 3, "auto", c6, 1);
+  const Partition best4 = plan_partition(6, 3, "auto", c6, 4);
+  EXPECT_NEAR(simulate(build_schedule(best4, false, 4), best4, c6).tick_time,
+              simulate(build_schedule(best1, false, 1), best1, c6).tick_time, 1e-12);
+}
+
+// Blocks times their delay: what the accuracy-minded choice of a cut minimises.
+TEST(MicroBatches, DelayedBlockTicks) {
+  EXPECT_EQ(delayed_block_ticks(make_partition(6, 3, {2, 4})), 6);
+  EXPECT_EQ(delayed_block_ticks(make_partition(6, 3, {2, 5})), 7);
+  EXPECT_EQ(delayed_block_ticks(make_partition(6, 3, {0, 3})), 3);
+  EXPECT_EQ(delayed_block_ticks(make_partition(8, 4, {1, 3, 5})), 1 * 3 + 2 * 2 + 2 * 1);
+  EXPECT_EQ(delayed_block_ticks(make_partition(4, 1, {})), 0);
+}
+
+// With a tolerance the planner gives up a little speed for fewer delayed blocks: on the
+// benchmark model with 4 pieces, {0, 3} (3 block-ticks) is a few percent slower than the fastest.
+TEST(MicroBatches, ToleranceTradesSpeedForFewerDelayedBlocks) {
+  CostModel cost = ouroboros_test::gpt_cost_model(6, 256, 128, 256, 8);
+  const Partition fastest = plan_partition(6, 3, "auto", cost, 4);
+  const Partition accurate = plan_partition(6, 3, "auto", cost, 4, 0.08);
+  EXPECT_EQ(accurate.boundaries, (std::vector<int64_t>{0, 3}));
+  EXPECT_GT(delayed_block_ticks(fastest), delayed_block_ticks(accurate));
+  const double t_fast = simulate(build_schedule(fastest, false, 4), fastest, cost).tick_time;
+  const double t_acc = simulate(build_schedule(accurate, false, 4), accurate, cost).tick_time;
+  EXPECT_GT(t_acc, t_fast);
+  EXPECT_LE(t_acc, 1.08 * t_fast);
+  // Whole batches: no cut with fewer delayed blocks is within 1% of the fastest.
+  EXPECT_EQ(plan_partition(6, 3, "auto", cost, 1, 0.01).boundaries,
+            plan_partition(6, 3, "auto", cost, 1).boundaries);
+}
+
+}  // namespace
+}  // namespace ouroboros

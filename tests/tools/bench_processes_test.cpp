@@ -37,7 +37,8 @@ TEST(BenchProcesses, EachMethodAsProcessesTrainsAsItsThreadedForm) {
   EXPECT_EQ(procs["processes"], true);
   ASSERT_EQ(threads["runs"].size(), 3u);
   ASSERT_EQ(procs["runs"].size(), 3u);
-  const std::vector<std::string> names = {"ouroboros K=3", "gpipe K=3 M=2", "data-parallel W=2"};
+  const std::vector<std::string> names = {"ouroboros K=3 M=2", "gpipe K=3 M=2",
+                                          "data-parallel W=2"};
   const double B = 4, T = 16;
   for (size_t i = 0; i < names.size(); ++i) {
     const json& t = threads["runs"][i];

@@ -63,7 +63,8 @@ TEST(BenchTest, TinyBenchWritesConsistentJsonAndAPng) {
   EXPECT_GT(peak, 0.0);
   ASSERT_EQ(j["runs"].size(), 5u);
   const std::vector<std::string> names = {"sequential 1 thread", "sequential 2 threads",
-                                          "ouroboros K=3", "gpipe K=3 M=2", "data-parallel W=2"};
+                                          "ouroboros K=3 M=2", "gpipe K=3 M=2",
+                                          "data-parallel W=2"};
   const std::vector<int64_t> cores = {1, 2, 2, 2, 2};
   const double seq1 = j["runs"][0]["tokens_per_s"].get<double>();
   const double seq2 = j["runs"][1]["tokens_per_s"].get<double>();

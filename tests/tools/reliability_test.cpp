@@ -289,8 +289,9 @@ TEST_F(CliTest, ResumeUnderAnotherLayoutSaysWhatCarriesOver) {
   r = cli(flags("2", "8") + " --resume " + (out / "ckpt.pt").string());
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("resuming " + (out / "ckpt.pt").string() +
-                          " (--mode ouroboros --modules 3 --partition auto) as --mode ouroboros "
-                          "--modules 2 --partition auto; weights and optimizer moments carried "
+                          " (--mode ouroboros --modules 3 --partition auto --micro-batches auto)"
+                          " as --mode ouroboros --modules 2 --partition auto --micro-batches auto;"
+                          " weights and optimizer moments carried "
                           "by name, dropout generators afresh\n"),
             std::string::npos)
       << r.output;

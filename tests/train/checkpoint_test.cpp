@@ -167,7 +167,7 @@ TEST(CheckpointTest, PythonTorchLoadReadsIt) {
             "['checksums', 'config', 'format_version', 'model', 'optimizer', 'rng', 'step', "
             "'tokenizer']\n"
             "[24, 8]\n"
-            "2 2 28 char\n");
+            "3 2 28 char\n");
 }
 
 // Every tokenizer's vocabulary, including symbols that are not UTF-8 (all byte symbols above

@@ -105,10 +105,12 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
     e.cfg.engine.mode = *mode;
     if (*mode == Mode::kDataParallel) {
       e.cfg.engine.modules = 1;
+      e.cfg.engine.micro_batches = 0;  // the pipelines' option
       e.name = "data-parallel W=" + std::to_string(e.cfg.engine.workers);
     } else {
       e.name = m + " K=" + std::to_string(e.cfg.engine.modules);
-      if (*mode == Mode::kGPipe) e.name += " M=" + std::to_string(e.cfg.engine.micro_batches);
+      const int64_t M = e.cfg.engine.micro_batches;
+      if (*mode == Mode::kGPipe || M > 0) e.name += " M=" + (M > 0 ? std::to_string(M) : "auto");
     }
     e.cfg.engine.sync_warmup = 0;
     e.cfg.validate();  // the threaded form first: its errors name the flags the user gave
@@ -137,6 +139,7 @@ std::vector<BenchEntry> bench_entries(const BenchOptions& opts) {
       e.cfg = opts.base;
       e.cfg.engine.mode = Mode::kSequential;
       e.cfg.engine.modules = 1;
+      e.cfg.engine.micro_batches = 0;
       e.cfg.engine.sync_warmup = 0;
       e.cfg.train.threads = t;
       e.cores = t;
@@ -278,7 +281,10 @@ json run_entry(const BenchOptions& opts, const BenchEntry& e, size_t i, double p
   r["threads_per_worker"] = e.cfg.train.threads;
   r["processes"] = e.processes;
   r["modules"] = e.cfg.engine.modules;
-  if (mode == Mode::kGPipe) r["micro_batches"] = e.cfg.engine.micro_batches;
+  if (mode == Mode::kGPipe || mode == Mode::kOuroboros) {
+    r["micro_batches"] =
+        e.cfg.engine.micro_batches > 0 ? json(e.cfg.engine.micro_batches) : json("auto");
+  }
   if (mode == Mode::kDataParallel) {
     r["workers"] = std::max(e.cfg.engine.workers, e.cfg.dist.replicas);
   }

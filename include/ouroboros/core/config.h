@@ -183,8 +183,10 @@ struct EngineConfig {
   // Training method: auto (sequential for modules = 1, else ouroboros) | sequential | ouroboros |
   // gpipe | data-parallel. docs/BENCHMARKS.md compares them.
   Mode mode = Mode::kAuto;
-  int64_t micro_batches = 4;  // gpipe: micro-batches per step (must divide batch_size)
-  int64_t workers = 2;        // data-parallel: replicas, one thread each (divide batch_size)
+  // gpipe and ouroboros: M micro-batches per step (must divide batch_size); 0 = auto: GPipe's 4,
+  // Ouroboros' from the cost model (make_plan). Flag and config key take "auto" for 0.
+  int64_t micro_batches = 0;
+  int64_t workers = 2;  // data-parallel: replicas, one thread each (divide batch_size)
 };
 
 // Several processes (docs/DISTRIBUTED.md): one per worker, R rings of K-1 workers.

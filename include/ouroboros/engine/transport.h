@@ -17,14 +17,17 @@
 
 namespace ouroboros {
 
-// A message: activation A_b or error E_b of one batch.
+// A message: activation A_b or error E_b of one batch, or of one of its micro-batches.
 struct MessageKey {
   bool error = false;
   int64_t boundary = 0;  // 1 <= b <= K-1
   int64_t batch = 0;
-  int64_t tag() const { return (batch << 8) | (boundary << 1) | (error ? 1 : 0); }
-  std::string to_string() const;
+  int64_t micro = 0;  // 0: the whole batch; 1..M: a micro-batch (M <= kMaxTaggedMicroBatches)
+  int64_t tag() const { return (((batch << 12) | micro) << 8) | (boundary << 1) | (error ? 1 : 0); }
+  std::string to_string() const;  // "A1(3)", "E2(4)[2]"
 };
+// The most micro-batches a message tag tells apart.
+constexpr int64_t kMaxTaggedMicroBatches = (1 << 12) - 1;
 
 struct TransportStats {
   std::atomic<int64_t> messages{0};

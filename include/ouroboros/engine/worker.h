@@ -16,6 +16,7 @@
 #include "ouroboros/engine/transport.h"
 #include "ouroboros/model/language_model.h"
 #include "ouroboros/plan/partition.h"
+#include "ouroboros/plan/planner.h"
 #include "ouroboros/plan/schedule.h"
 #include "ouroboros/train/method.h"
 #include "ouroboros/train/optim.h"
@@ -29,7 +30,8 @@ std::vector<std::string> worker_param_names(const LanguageModel& model, const Pa
 class Worker {
  public:
   // all: every parameter of the model; the worker keeps (and updates in place) its own subset.
-  Worker(const LanguageModel& model, const Partition& partition, int64_t rank, const ParamSet& all,
+  // plan: the cut and the micro-batch count (its schedules are passed to run_tick).
+  Worker(const LanguageModel& model, const Plan& plan, int64_t rank, const ParamSet& all,
          const Config& cfg, Transport& transport);
 
   // Walks this worker's ops of one tick. batch/on_loss are used by worker 0 only.
@@ -71,14 +73,24 @@ class Worker {
   void restore_pipeline(const WorkerInFlight& saved);
 
  private:
+  // One micro-batch's forward (the whole batch's when M = 1).
+  struct Piece {
+    Tensor input;   // leaf for the module's input (undefined for module 1)
+    Tensor output;  // hidden state, or the loss for module K
+  };
   struct InFlight {
     ParamSet version;  // the weights the forward used
-    bool snapshot;     // version is a copy (delay > 0), so its gradients move to the live weights
-    Tensor input;      // leaf for the module's input (undefined for module 1)
-    Tensor output;     // hidden state, or the loss for module K
-    Tensor tokens;     // module 1: the batch's token ids
-    Tensor generator_before;                  // dropout generator state before the forward
-    std::map<int64_t, Tensor> memory_before;  // recurrent models: memories before the forward
+    // version is a copy (delay > 0) or, with micro-batches, a second leaf on the live weights:
+    // its gradients, summed over the pieces, move to the live weights after the last backward.
+    bool separate = false;
+    bool snapshot = false;                    // version is a copy of the weights (delay > 0)
+    Tensor tokens;                            // module 1: the batch's token ids
+    std::map<int64_t, Piece> pieces;          // micro-batch (0: the whole batch) -> forward
+    int64_t backwards = 0;                    // pieces back-propagated so far
+    double loss_sum = 0.0;                    // module K: the pieces' losses so far
+    Tensor generator_before;                  // dropout generator state before the first piece
+    std::map<int64_t, Tensor> memory_before;  // recurrent models: memories before the first piece
+    std::vector<std::map<int64_t, Tensor>> memory_after;  // each piece's rows of the new memories
   };
   struct Sent {
     int64_t peer;
@@ -86,17 +98,27 @@ class Worker {
     Tensor tensor;
     int64_t recv_tick;  // the tick whose ops receive it
   };
-  using LocalKey = std::tuple<bool, int64_t, int64_t>;  // error?, boundary, batch
+  using LocalKey = std::tuple<bool, int64_t, int64_t, int64_t>;  // error?, boundary, batch, micro
 
-  void forward(int64_t k, int64_t batch, const TickWindow& w, const BatchFn* batch_fn,
-               const LossFn* on_loss);
-  void backward(int64_t k, int64_t batch);
+  void forward(int64_t k, int64_t batch, int64_t micro, const TickWindow& w,
+               const BatchFn* batch_fn, const LossFn* on_loss);
+  void backward(int64_t k, int64_t batch, int64_t micro);
+  // The weights a forward of module k uses: the live ones, a second leaf on them (micro-batches),
+  // or `copy` (a snapshot or prediction, delay > 0).
+  void set_version(InFlight& rec, int64_t k, std::optional<ParamSet> copy) const;
+  // Runs piece `micro` of rec's batch through module k from its input (rows of the batch when
+  // micro > 0); a recurrent model reads and writes those rows of the memories.
+  Tensor forward_piece(InFlight& rec, int64_t k, int64_t micro, const Tensor& input,
+                       const Tensor& targets);
   void replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved);
   void update(const TickWindow& w);
   // Learning-rate factor per optimizer parameter at a tick (engine.stale_lr); empty = all 1.
   std::vector<double> lr_scale(const TickWindow& w) const;
   Tensor take_local(const LocalKey& key);
-  at::IntArrayRef message_shape() const { return message_shape_; }
+  // Rows of micro-batch `micro` (all rows for 0) of a batch-first tensor.
+  Tensor rows(const Tensor& t, int64_t micro) const;
+  int64_t pieces() const { return micro_batches_; }
+  std::vector<int64_t> message_shape(int64_t micro) const;
 
   const LanguageModel& model_;
   const Partition& partition_;
@@ -112,7 +134,8 @@ class Worker {
   std::map<int64_t, int64_t> peak_in_flight_;
   std::map<int64_t, Tensor> targets_;  // batch -> y, for module K
   std::map<LocalKey, Tensor> mailbox_;
-  std::vector<int64_t> message_shape_;
+  std::vector<int64_t> message_shape_;  // [B, T, C]
+  int64_t micro_batches_ = 1;           // M
   std::function<void(const ParamSet&)> before_update_;
   std::vector<int64_t> param_delay_;  // per optimizer parameter: the smallest delay using it
   std::map<int64_t, std::vector<size_t>> module_index_;  // k -> optimizer indices, for stats

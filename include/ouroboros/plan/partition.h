@@ -35,6 +35,11 @@ struct Partition {
   std::string describe(const CostModel& cost) const;
 };
 
+// Blocks times their delay, summed over the modules (module k's blocks wait K - k ticks for their
+// gradient): the share of the model that learns from stale errors, which the delays' accuracy
+// cost grows with (docs/DELAY.md). L = 6, K = 3: cut {2, 4} has 2*2 + 2*1 = 6, cut {0, 3} has 3.
+int64_t delayed_block_ticks(const Partition& partition);
+
 // The worker that holds module k (1 <= k <= K): 0 for modules 1 and K, k-1 for the middle ones.
 int64_t module_worker(int64_t K, int64_t k);
 

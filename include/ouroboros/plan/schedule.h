@@ -29,17 +29,23 @@ struct Op {
   int64_t index = 0;  // module k for Forward/Backward, boundary b for messages, 0 for Update
   int64_t lag = 0;    // the op concerns batch t - lag at tick t
   int64_t peer = -1;  // other worker for messages
+  // 0: the whole batch; m >= 1: its m-th micro-batch (rows (m-1)B/M .. mB/M - 1).
+  int64_t micro = 0;
   bool operator==(const Op& o) const;
-  std::string to_string() const;  // "F1(t)", "B1(t-2)", ">A1(t):w1", "<E2(t-1):w0", "U"
+  // "F1(t)", "B1(t-2)", ">A1(t):w1", "<E2(t-1):w0", "U"; a micro-batch's op: "F1(t)[2]",
+  // ">A1(t)[2]:w1".
+  std::string to_string() const;
 };
 
 struct Schedule {
   int64_t K = 1;
   int64_t num_workers = 1;
   bool synchronous = false;              // true: plain backprop order (no delay)
+  int64_t micro_batches = 1;             // M: each op names micro-batch 1..M (0 when M = 1)
   std::vector<std::vector<Op>> workers;  // ops of one tick t, per worker, in order
 
-  // "w0: F1(t) >A1(t):w1 ...\nw1: ...\n" (one line per worker); parse() reads it back.
+  // "w0: F1(t) >A1(t):w1 ...\nw1: ...\n" (one line per worker); parse() reads it back (M is
+  // the largest micro-batch an op names, 1 when none does).
   std::string to_string() const;
   static Schedule parse(const std::string& text, int64_t K, bool synchronous = false);
   // Ticks 0..ticks-1 as a grid (rows = ticks, columns = workers, concrete batch numbers; ops on
@@ -49,7 +55,8 @@ struct Schedule {
   // module's op sits on the wrong worker, or the workers deadlock (checked by symbolic execution
   // of several ticks with blocking receives and buffered sends). Also checks the shape: each
   // module has one F (batch t) and one B (batch t-(K-k), or t when synchronous) per tick, each
-  // worker one U, messages name a boundary 1..K-1 and another worker, and every send is received.
+  // worker one U, messages name a boundary 1..K-1 and another worker, and every send is received;
+  // with M micro-batches, each module has that F and B once for each micro-batch 1..M.
   void validate() const;
   bool operator==(const Schedule& o) const;
 };
@@ -59,7 +66,14 @@ struct Schedule {
 // E(K-1), and updates. Middle workers forward batch t as soon as it arrives, then back-propagate
 // the error that came in during the previous tick. synchronous = plain backprop order through the
 // same placement.
-Schedule build_schedule(const Partition& partition, bool synchronous = false);
+// With M > 1 micro-batches the batch travels the ring in M pieces: worker 0 forwards and sends
+// every piece through module 1 back to back, back-propagates module 1's delayed batch piece by
+// piece while the ring works, then runs FK and BK on each piece as it comes back. A middle worker
+// forwards each piece as it arrives, then back-propagates its delayed batch piece by piece (those
+// errors came in during the previous tick). Every module still updates once per tick, with the
+// gradient of the whole batch. M = 1 is the schedule above, op for op.
+Schedule build_schedule(const Partition& partition, bool synchronous = false,
+                        int64_t micro_batches = 1);
 
 struct SimResult {
   double tick_time = 0.0;        // steady-state time per tick under the cost model

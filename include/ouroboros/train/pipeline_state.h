@@ -12,7 +12,9 @@
 
 namespace ouroboros {
 
-// One forward of a module whose backward has not run yet.
+// One forward of a module whose backward has not run yet. With micro-batches, every piece of the
+// batch was forwarded (in order, from `generator` and `memory`) and none back-propagated yet: the
+// record holds the whole batch's input.
 struct BatchInFlight {
   int64_t batch = 0;  // the tick that drew the batch
   // Forwarded with a copy of the weights (a module with delay > 0): the copy is in `weights`, in
@@ -28,6 +30,7 @@ struct BatchInFlight {
 struct PendingMessage {
   bool error = false;  // an error signal going down the ring; else an activation going up
   int64_t boundary = 0, batch = 0;
+  int64_t micro = 0;  // 0: the whole batch; 1..M: one of its micro-batches
   at::Tensor tensor;
   int64_t peer = -1;       // sent messages: the receiving worker
   int64_t recv_tick = -1;  // sent messages: the tick whose ops receive it

@@ -15,7 +15,7 @@ namespace {
 // How much slower than the fastest cut (and micro-batch count) Ouroboros' plan may be to hold
 // fewer blocks at a delay. Measured at the demo's shape with Muon, 1000 steps (docs/DELAY.md
 // section 4.8): the cut with no block at delay 2 ends +0.7% above plain backprop where the
-// fastest cut ends +2.5%, for about 6% of step time.
+// fastest cut ends +2.5%, for 5-8% of step time.
 constexpr double kAccuracyTolerance = 0.08;
 
 std::string str(int64_t v) { return std::to_string(v); }

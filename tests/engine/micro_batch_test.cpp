@@ -31,7 +31,8 @@ Config micro_config(int64_t K, const std::string& optimizer, int64_t M) {
 
 Recording record(Method& m, const Config& c, int64_t ticks) {
   return ouroboros_test::record(
-      m, [&](int64_t t) { return ouroboros_test::random_batch(c, 1000 + static_cast<uint64_t>(t)); },
+      m,
+      [&](int64_t t) { return ouroboros_test::random_batch(c, 1000 + static_cast<uint64_t>(t)); },
       ticks);
 }
 
@@ -113,8 +114,8 @@ TEST(MicroBatches, SynchronousModeFollowsTheReferenceTrainer) {
   SequentialBackprop ref(model, model.init_params(9), cfg.train);
   const Recording a = record(engine, cfg, 6), b = record(ref, cfg, 6);
   for (size_t i = 0; i < b.params_after_tick.back().size(); ++i) {
-    EXPECT_TRUE(torch::allclose(a.params_after_tick.back()[i], b.params_after_tick.back()[i], 0,
-                                1e-6))
+    EXPECT_TRUE(
+        torch::allclose(a.params_after_tick.back()[i], b.params_after_tick.back()[i], 0, 1e-6))
         << ref.params().names()[i];
   }
 }

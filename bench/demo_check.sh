@@ -53,9 +53,10 @@ result["bpc_gap"] = o["test_bpc"] / p["test_bpc"] - 1
 json.dump(result, open(f"{out}/demo_check.json", "w"), indent=1)
 fmt = lambda v, f: "-" if v is None else format(v, f)
 lines = ["# demo_check\n",
-         "scripts/demo.sh's settings (GPT L=6, C=128, char level, batch 8 x 128, 3000 steps, Adam lr "
-         "6e-4)" + (f" with `{os.environ['FLAGS']}`" if os.environ.get("FLAGS") else "") +
-         " for Ouroboros K = 3 (the demo) and plain backprop (--modules 1). Machine: "
+         "scripts/demo.sh's settings (GPT L=6, C=128, char level, batch 8 x 128, 3000 steps, Muon "
+         "8e-3 for the blocks' matrices, AdamW 6e-4 for the rest)" +
+         (f" with `{os.environ['FLAGS']}`" if os.environ.get("FLAGS") else "") +
+         " for Ouroboros K = 3 (the demo: its default plan) and plain backprop (--modules 1). Machine: "
          f"{os.cpu_count()} cores; {result['date']}.\n",
          "Targets: test bpc within 2% of plain backprop's; 60% of the sample's words in the training text.\n",
          "| run | test bpc | vs plain backprop | training s | words in the training text |",

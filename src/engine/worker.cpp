@@ -265,12 +265,12 @@ void Worker::forward(int64_t k, int64_t s, int64_t micro, const TickWindow& w,
   if (plan.head) targets = rows(targets_.at(s), micro);
   piece.output = forward_piece(rec, k, micro, input, targets);
   if (plan.head) {
-    if (micro == 0 || micro == pieces()) targets_.erase(s);
+    const bool last = micro == 0 || micro == pieces();
+    if (last) targets_.erase(s);
     if (on_loss) {
       // The batch's loss is the mean of its pieces' (equal sizes), reported after the last.
       rec.loss_sum += piece.output.item<double>();
-      if (micro == 0 || micro == pieces())
-        (*on_loss)(s, rec.loss_sum / static_cast<double>(std::max<int64_t>(micro, 1)));
+      if (last) (*on_loss)(s, rec.loss_sum / static_cast<double>(pieces()));
     }
   } else {
     mailbox_[{false, k, s, micro}] = piece.output.detach();

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 clone="${1:-$(mktemp -d /tmp/ouroboros-ci.XXXXXX)}"
 git clone -q "$root" "$clone"
-mapfile -t steps < <(grep -E '^scripts/' "$clone/.ci/run")
+mapfile -t steps < <(sed -nE 's/^(stage )?(scripts\/.*)/\2/p' "$clone/.ci/run")
 table="| step | seconds |\n|---|---|\n"
 total=0
 for step in "${steps[@]}"; do

@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
   app.add_option("--vocab", cfg.model.vocab_size, "V");
   // Options by name, parsed by the config's field table once the flags are read.
   std::string model = ouroboros::name_of(cfg.model.model),
-              mode = ouroboros::name_of(cfg.engine.mode);
+              mode = ouroboros::name_of(cfg.engine.mode),
+              recompute = ouroboros::name_of(cfg.engine.recompute);
   app.add_option("--model", model, ouroboros::option_names<ouroboros::ModelKind>());
   app.add_option("--mem-len", cfg.model.mem_len, "transformer-xl memory length");
   app.add_option("--d-inner", cfg.model.d_inner, "transformer-xl feed-forward width; 0 = 4C");
@@ -69,6 +70,7 @@ int main(int argc, char** argv) {
   app.add_option("--micro-batches", cfg.engine.micro_batches,
                  "gpipe, ouroboros: micro-batches per step; 0 = auto");
   app.add_option("--workers", cfg.engine.workers, "data-parallel: replicas");
+  app.add_option("--recompute", recompute, ouroboros::option_names<ouroboros::Recompute>());
   bool whole = false;
   app.add_flag("--whole", whole,
                "time all steps in one run() call (mean per step); K > 1 needs it, since a call "
@@ -82,6 +84,7 @@ int main(int argc, char** argv) {
   try {
     cfg.set_from_string("model.model", model);
     cfg.set_from_string("engine.mode", mode);
+    cfg.set_from_string("engine.recompute", recompute);
   } catch (const ouroboros::ConfigError& e) {
     std::cerr << "error: " << e.what() << std::endl;
     return 1;
@@ -105,6 +108,7 @@ int main(int argc, char** argv) {
                                         {"threads", threads},
                                         {"modules", cfg.engine.modules},
                                         {"partition", cfg.engine.partition},
+                                        {"recompute", recompute},
                                         {"ms_per_step", t.ms_per_step},
                                         {"tokens_per_s", t.tokens_per_s},
                                         {"gflops", t.flop_per_step / (t.ms_per_step / 1e3) / 1e9},

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <iomanip>
@@ -222,6 +223,17 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks, const Link& link) {
   const std::unique_ptr<LanguageModel> model = make_model(cfg.model);
   Plan plan = make_plan(cfg, model->cost_model(cfg.train.batch_size));
   std::cout << plan.summary();
+  // The estimate that train checks against the machine's memory (all workers in one process).
+  const auto mib = [&](const Config& c) {
+    return std::to_string(std::llround(estimated_memory_bytes(c, *model) / (1024.0 * 1024.0)));
+  };
+  std::cout << "memory estimate: " << mib(cfg) << " MiB (all workers in one process)";
+  if (resolved_mode(cfg.engine) == Mode::kOuroboros && cfg.engine.recompute == Recompute::kNone) {
+    Config recomputed = cfg;
+    recomputed.engine.recompute = Recompute::kDelayed;
+    std::cout << "; " << mib(recomputed) << " MiB with --recompute delayed";
+  }
+  std::cout << "\n";
   if (ticks > 0) std::cout << "\nfirst " << ticks << " ticks:\n" << plan.delayed.grid(ticks);
   if (link.gbit_per_s > 0) std::cout << "\n" << link_summary(cfg, model->param_count(), link);
   return 0;

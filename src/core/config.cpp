@@ -68,6 +68,8 @@ OUROBOROS_OPTION_SET(StaleLr, "stale_lr", {StaleLr::kNone, "none"},
                      {StaleLr::kPipeMare, "pipemare"})
 OUROBOROS_OPTION_SET(DelayCorrection, "delay_correction", {DelayCorrection::kNone, "none"},
                      {DelayCorrection::kExtrapolate, "extrapolate"})
+OUROBOROS_OPTION_SET(Recompute, "recompute", {Recompute::kNone, "none"},
+                     {Recompute::kDelayed, "delayed"})
 OUROBOROS_OPTION_SET(Backend, "backend", {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"},
                      {Backend::kNccl, "nccl"})
 #undef OUROBOROS_OPTION_SET
@@ -269,6 +271,9 @@ const std::vector<Field>& fields() {
               return m == 0 ? json("auto") : json(m);
             },
             [](Config& c, const json& v) { c.engine.micro_batches = micro_batches_value(v); }},
+      OUROBOROS_FIELD(engine, recompute,
+                      "delayed: modules whose backward waits keep their input, not their "
+                      "activations, and run the forward again before it (ouroboros)"),
       OUROBOROS_FIELD(engine, workers, "data-parallel: replicas (threads); divides batch_size"),
   };
   return table;
@@ -358,6 +363,7 @@ void validate_mode(const EngineConfig& e, const TrainConfig& t, const ModelConfi
   needs_delays(e.stale_lr != StaleLr::kNone, "--stale-lr", name_of(e.stale_lr));
   needs_delays(e.delay_correction != DelayCorrection::kNone, "--delay-correction",
                name_of(e.delay_correction));
+  needs_delays(e.recompute != Recompute::kNone, "--recompute", name_of(e.recompute));
   if (!(e.correction_scale > 0.0 && e.correction_scale <= 16.0)) {
     throw ConfigError("correction_scale must be in (0, 16], got " + num(e.correction_scale),
                       "use a few updates per tick of delay, e.g. --correction-scale 1");

@@ -35,6 +35,7 @@ Worker::Worker(const LanguageModel& model, const Plan& plan, int64_t rank, const
       optimizer_(cfg.train, params_, delay_correction_scale(cfg.engine)) {
   const Partition& partition = plan.partition;
   micro_batches_ = plan.micro_batches;
+  recompute_ = cfg.engine.recompute == Recompute::kDelayed;
   for (int64_t k : partition.modules_of_worker(rank)) {
     module_params_[k] = all.subset(model.module_param_names(partition.module(k)));
     contexts_[k] = training_context(cfg.train.seed, k);
@@ -220,6 +221,19 @@ Tensor Worker::forward_piece(InFlight& rec, int64_t k, int64_t micro, const Tens
   return out;
 }
 
+Tensor Worker::recompute(const InFlight& rec, int64_t k, int64_t micro, const Piece& piece) const {
+  const ModulePlan& plan = partition_.module(k);
+  const ForwardContext& live = contexts_.at(k);
+  // A context of its own: the module's generator and memories have moved on since.
+  ForwardContext ctx = live;
+  ctx.generator = live.generator->clone();
+  ctx.generator->set_state(piece.generator);
+  ctx.memory.clear();
+  for (const auto& [layer, mem] : rec.memory_before) ctx.memory[layer] = rows(mem, micro);
+  const Tensor input = plan.embed ? rows(rec.tokens, micro) : piece.input;
+  return model_.forward_module(rec.version, plan, input, Tensor(), ctx);
+}
+
 void Worker::forward(int64_t k, int64_t s, int64_t micro, const TickWindow& w,
                      const BatchFn* batch_fn, const LossFn* on_loss) {
   const ModulePlan& plan = partition_.module(k);
@@ -263,7 +277,13 @@ void Worker::forward(int64_t k, int64_t s, int64_t micro, const TickWindow& w,
   }
   Tensor targets;
   if (plan.head) targets = rows(targets_.at(s), micro);
-  piece.output = forward_piece(rec, k, micro, input, targets);
+  // A backward in a later tick recomputes this forward rather than keep its activations.
+  const bool keep_graph = !(recompute_ && plan.delay() > 0 && !w.synchronous);
+  if (!keep_graph) piece.generator = contexts_.at(k).generator->get_state();
+  {
+    torch::AutoGradMode grad(keep_graph && torch::GradMode::is_enabled());
+    piece.output = forward_piece(rec, k, micro, input, targets);
+  }
   if (plan.head) {
     const bool last = micro == 0 || micro == pieces();
     if (last) targets_.erase(s);
@@ -274,6 +294,7 @@ void Worker::forward(int64_t k, int64_t s, int64_t micro, const TickWindow& w,
     }
   } else {
     mailbox_[{false, k, s, micro}] = piece.output.detach();
+    if (!keep_graph) piece.output = Tensor();
   }
   rec.pieces.emplace(micro, std::move(piece));
 }
@@ -289,6 +310,7 @@ void Worker::backward(int64_t k, int64_t s, int64_t micro) {
   InFlight& rec = it->second;
   Piece piece = std::move(rec.pieces.at(micro));
   rec.pieces.erase(micro);
+  if (!piece.output.defined()) piece.output = recompute(rec, k, micro, piece);
   if (partition_.module(k).head) {
     // The batch's loss is the mean over its M equal pieces.
     (micro == 0 ? piece.output : piece.output / static_cast<double>(pieces())).backward();
@@ -438,6 +460,9 @@ void Worker::replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved)
     ctx.generator->set_state(rec.generator_before);
     ctx.memory = rec.memory_before;
     const int64_t M = pieces();
+    // A recomputed piece keeps what its forward started from; the forward then only advances
+    // the generator, for the pieces after it.
+    const bool keep_graph = !(recompute_ && plan.delay() > 0);
     for (int64_t m = M == 1 ? 0 : 1; m <= (M == 1 ? 0 : M); ++m) {
       Piece piece;
       Tensor input = rows(b.input, m);
@@ -445,8 +470,10 @@ void Worker::replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved)
         input = input.clone().requires_grad_(true);
         piece.input = input;
       }
-      torch::AutoGradMode grad(true);
+      if (!keep_graph) piece.generator = ctx.generator->get_state();
+      torch::AutoGradMode grad(keep_graph);
       piece.output = forward_piece(rec, k, m, input, Tensor());
+      if (!keep_graph) piece.output = Tensor();
       rec.pieces.emplace(m, std::move(piece));
     }
     batches.emplace(b.batch, std::move(rec));

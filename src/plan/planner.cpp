@@ -241,6 +241,7 @@ Plan make_plan(const Config& cfg, const CostModel& cost) {
     p.cost.update_per_block +=
         static_cast<double>(cfg.train.muon_ns_steps) * cost.newton_schulz_per_block;
   }
+  p.cost.recompute_delayed = cfg.engine.recompute == Recompute::kDelayed;
   const int64_t L = cfg.model.n_layer, K = cfg.engine.modules, B = cfg.train.batch_size;
   const std::string& spec = cfg.engine.partition;
   const bool ouroboros = resolved_mode(cfg.engine) == Mode::kOuroboros;

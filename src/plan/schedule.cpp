@@ -258,7 +258,9 @@ std::vector<std::vector<double>> op_costs(const Schedule& s, const Partition& p,
         // A micro-batch's op costs its share of the batch's.
         c = cost.module_forward(m.first_block, m.end_block, m.embed, m.head) /
             static_cast<double>(s.micro_batches);
-        if (op.kind == OpKind::Backward) c *= cost.backward_ratio;
+        // A backward in a later tick than its forward (lag > 0) may recompute that forward.
+        if (op.kind == OpKind::Backward)
+          c *= cost.backward_ratio + (cost.recompute_delayed && op.lag > 0 ? 1.0 : 0.0);
       } else if (op.kind == OpKind::Update) {
         c = upd;
       }

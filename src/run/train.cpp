@@ -74,8 +74,15 @@ double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
   const double keys = model.recurrent() ? T + static_cast<double>(m.mem_len) : T;
   // Saved tensors of one block per sequence (attention scores, MLP, LayerNorms), and the logits.
   const double per_block = T * C * 34.0 + H * T * keys * 5.0;
-  const double in_flight = mode == Mode::kOuroboros ? (K + 1.0) / 2.0 : 1.0;  // batches per module
-  const double activations = B * (L * per_block * in_flight + T * V * 3.0);
+  double in_flight = mode == Mode::kOuroboros ? (K + 1.0) / 2.0 : 1.0;  // batches per module
+  // Recomputed, modules 2 to K-1 keep one input per batch in flight (module k: K - k + 1), and
+  // the graphs alive at once are about one batch's: module K's and the one being recomputed.
+  double inputs = 0.0;
+  if (mode == Mode::kOuroboros && cfg.engine.recompute == Recompute::kDelayed) {
+    in_flight = 1.0;
+    inputs = T * C * ((K - 1.0) * K / 2.0 - 1.0);
+  }
+  const double activations = B * (L * per_block * in_flight + inputs + T * V * 3.0);
   return 4.0 * (P * (2.0 + state + versions) + activations);
 }
 

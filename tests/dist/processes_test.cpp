@@ -38,12 +38,14 @@ struct Case {
   int64_t K;
   Tolerance tolerance;
   int64_t micro_batches = 1;
+  bool recompute = false;  // --recompute delayed
 };
 
 std::string name_of(const Case& c) {
   const char* names[] = {"", "_delay_tolerant", "_muon_corrected"};
   return "K" + std::to_string(c.K) + names[static_cast<int>(c.tolerance)] +
-         (c.micro_batches > 1 ? "_M" + std::to_string(c.micro_batches) : "");
+         (c.micro_batches > 1 ? "_M" + std::to_string(c.micro_batches) : "") +
+         (c.recompute ? "_recompute" : "");
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }
@@ -68,6 +70,7 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
   }
   if (tolerance == Tolerance::kMuon) cfg.engine.delay_correction = DelayCorrection::kExtrapolate;
   cfg.engine.micro_batches = GetParam().micro_batches;
+  if (GetParam().recompute) cfg.engine.recompute = Recompute::kDelayed;
 
   Config threads = cfg;
   threads.train.out_dir = (dir.path() / "threads").string();
@@ -111,7 +114,8 @@ TEST_P(ProcessesThreadsSimulator, BitForBit) {
 INSTANTIATE_TEST_SUITE_P(Distributed, ProcessesThreadsSimulator,
                          ::testing::Values(Case{3, Tolerance::kNone}, Case{4, Tolerance::kNone},
                                            Case{3, Tolerance::kNAdam}, Case{4, Tolerance::kMuon},
-                                           Case{4, Tolerance::kMuon, 2}),
+                                           Case{4, Tolerance::kMuon, 2},
+                                           Case{3, Tolerance::kNAdam, 2, true}),
                          [](const auto& info) { return name_of(info.param); });
 
 TEST(Distributed, TwoRingsEqualOneRingWithTwiceTheBatch) {

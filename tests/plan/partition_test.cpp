@@ -181,6 +181,18 @@ TEST(Partition, AutoMovesBlocksOffAnExpensiveHead) {
   EXPECT_NEAR(simulate(build_schedule(e), e, cost).tick_time, 21.0, 1e-9);
 }
 
+// With recomputation a delayed backward runs its forward again first. The cut {1, 6} above:
+// worker 1 forwards module 2 (5) and back-propagates it with its forward again (15), 20 per
+// tick; module 3's backward follows its forward in the same tick and is not recomputed.
+TEST(Partition, RecomputeAddsTheDelayedForwardsToTheTick) {
+  CostModel cost = flat_cost(6, 3.0);
+  cost.recompute_delayed = true;
+  const Partition a = make_partition(6, 3, {1, 6});
+  EXPECT_NEAR(simulate(build_schedule(a), a, cost).tick_time, 20.0, 1e-9);
+  const Partition best = plan_partition(6, 3, "auto", cost);
+  EXPECT_LT(simulate(build_schedule(best), best, cost).tick_time, 20.0);
+}
+
 TEST(Partition, AutoTieBreaks) {
   // K=2 runs everything on one worker: every cut ties on tick time and per-worker forward, so
   // the lexicographically smallest wins.

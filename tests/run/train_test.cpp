@@ -213,6 +213,24 @@ TEST(TrainerTest, ResumeIsExactWithOuroborosTransformerXL) {
   expect_exact_resume(cfg, dir.path() / "xl3");
 }
 
+// With recomputation a checkpoint holds the same pipeline (inputs, weights, generators and
+// memories); resuming keeps the inputs and recomputes before each backward: GPT with K = 4 and
+// two micro-batches, Transformer-XL with K = 3.
+TEST(TrainerTest, ResumeIsExactWithRecompute) {
+  TempDir dir;
+  Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());
+  cfg.model.dropout = 0.1;
+  cfg.engine.modules = 4;
+  cfg.engine.micro_batches = 2;
+  cfg.engine.weight_predict = WeightPredict::kAuto;
+  cfg.engine.recompute = Recompute::kDelayed;
+  expect_exact_resume(cfg, dir.path() / "gpt4");
+  cfg.model.model = ModelKind::kTransformerXl;
+  cfg.model.mem_len = 8;
+  cfg.engine.modules = 3;
+  expect_exact_resume(cfg, dir.path() / "xl3");
+}
+
 TEST(TrainerTest, ResumeIsExactWithDropout) {
   TempDir dir;
   Config cfg = tiny_config(write_corpus(dir, 3000), dir.path());

@@ -27,6 +27,7 @@ enum class Mode { kAuto, kSequential, kOuroboros, kGPipe, kDataParallel };
 enum class WeightPredict { kAuto, kNone, kOptimizer };
 enum class StaleLr { kNone, kPipeMare };
 enum class DelayCorrection { kNone, kExtrapolate };
+enum class Recompute { kNone, kDelayed };
 enum class Backend { kAuto, kGloo, kNccl };
 
 // Each set's values with their names, in the order --help lists them, and what the set is called
@@ -80,6 +81,7 @@ OUROBOROS_OPTION_JSON(Mode)
 OUROBOROS_OPTION_JSON(WeightPredict)
 OUROBOROS_OPTION_JSON(StaleLr)
 OUROBOROS_OPTION_JSON(DelayCorrection)
+OUROBOROS_OPTION_JSON(Recompute)
 OUROBOROS_OPTION_JSON(Backend)
 #undef OUROBOROS_OPTION_JSON
 
@@ -186,6 +188,10 @@ struct EngineConfig {
   // gpipe and ouroboros: M micro-batches per step (must divide batch_size); 0 = auto: GPipe's 4,
   // Ouroboros' from the cost model (make_plan). Flag and config key take "auto" for 0.
   int64_t micro_batches = 0;
+  // ouroboros: none | delayed: a module whose backward waits for a later tick keeps only its
+  // input and runs its forward again just before that backward (the same gradient, bit for bit),
+  // instead of keeping the forward's activations in between.
+  Recompute recompute = Recompute::kNone;
   int64_t workers = 2;  // data-parallel: replicas, one thread each (divide batch_size)
 };
 

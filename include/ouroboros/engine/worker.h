@@ -75,8 +75,9 @@ class Worker {
  private:
   // One micro-batch's forward (the whole batch's when M = 1).
   struct Piece {
-    Tensor input;   // leaf for the module's input (undefined for module 1)
-    Tensor output;  // hidden state, or the loss for module K
+    Tensor input;      // leaf for the module's input (undefined for module 1)
+    Tensor output;     // hidden state, or the loss for module K; undefined while recomputed
+    Tensor generator;  // recomputed pieces: the dropout generator's state before the forward
   };
   struct InFlight {
     ParamSet version;  // the weights the forward used
@@ -110,6 +111,9 @@ class Worker {
   // micro > 0); a recurrent model reads and writes those rows of the memories.
   Tensor forward_piece(InFlight& rec, int64_t k, int64_t micro, const Tensor& input,
                        const Tensor& targets);
+  // Piece `micro` of rec's batch through module k again, from its input, weights, dropout
+  // generator and memories as the forward had them (engine.recompute): the forward's graph.
+  Tensor recompute(const InFlight& rec, int64_t k, int64_t micro, const Piece& piece) const;
   void replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved);
   void update(const TickWindow& w);
   // Learning-rate factor per optimizer parameter at a tick (engine.stale_lr); empty = all 1.
@@ -136,6 +140,7 @@ class Worker {
   std::map<LocalKey, Tensor> mailbox_;
   std::vector<int64_t> message_shape_;  // [B, T, C]
   int64_t micro_batches_ = 1;           // M
+  bool recompute_ = false;              // delayed modules keep inputs, not activations
   std::function<void(const ParamSet&)> before_update_;
   std::vector<int64_t> param_delay_;  // per optimizer parameter: the smallest delay using it
   std::map<int64_t, std::vector<size_t>> module_index_;  // k -> optimizer indices, for stats

@@ -24,6 +24,9 @@ struct CostModel {
   // One Newton-Schulz iteration over one block's matrices (Muon), added to update_per_block
   // once per iteration when the run's optimizer is Muon (make_plan).
   double newton_schulz_per_block = 0.0;
+  // engine.recompute delayed: a backward that waits for a later tick runs its forward again
+  // first (make_plan sets it).
+  bool recompute_delayed = false;
 
   double module_forward(int64_t first_block, int64_t end_block, bool embed, bool head) const;
 

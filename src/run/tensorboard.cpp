@@ -116,6 +116,11 @@ int64_t seconds_of(const std::string& filename) {
   return std::sscanf(filename.c_str() + std::strlen(kPrefix), "%lld", &s) == 1 ? s : 0;
 }
 
+std::string read_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
@@ -191,6 +196,16 @@ std::string session_start_event(double wall_time, int64_t step) {
 
 bool is_event_file(const std::string& filename) { return filename.rfind(kPrefix, 0) == 0; }
 
+bool holds_events(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (is_event_file(e.path().filename().string()) && tf_records(read_file(e.path())).size() > 1) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void remove_event_files(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -205,8 +220,7 @@ void keep_events_up_to(const std::string& dir, int64_t step) {
     if (is_event_file(e.path().filename().string())) files.push_back(e.path());
   }
   for (const auto& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string bytes = read_file(file);
     std::string kept;
     for (const std::string& event : tf_records(bytes)) {
       const std::optional<int64_t> s = event_step(event);

@@ -202,5 +202,43 @@ TEST_F(TensorBoardCli, SessionStartDropsTheStoppedRunsLaterPoints) {
                      {{1, 11.0f}, {2, 12.0f}, {3, 13.0f}, {4, 24.0f}, {5, 25.0f}, {6, 26.0f}}}}));
 }
 
+// Event files with points are a run's, even without its metrics file (--metrics wrote it
+// elsewhere): a fresh run is refused there, and --overwrite replaces them. A file that holds only
+// its opening (a run killed before its first record) is no run, and a fresh run removes it.
+TEST(TensorBoardOutDir, CurvesAreARunsFilesThatOnlyOverwriteReplaces) {
+  TempDir dir;
+  const fs::path corpus = dir.write("corpus.txt", ouroboros_test::tiny_corpus(3000));
+  const fs::path opened = dir.path() / "opened", curves = dir.path() / "curves";
+  fs::create_directories(opened);
+  fs::create_directories(curves);
+  const fs::path opened_file = EventFileWriter(opened.string()).path();
+  const fs::path curves_file = [&] {
+    EventFileWriter w(curves.string());
+    w.scalars(1, {{"train/loss", 3.0f}});
+    return w.path();
+  }();
+  const auto train = [&](const fs::path& out) {
+    return ouroboros_test::train_flags(
+        {{"--data", corpus.string()}, {"--out-dir", out.string()}, {"--steps", "2"}});
+  };
+
+  CliRun r = cli(train(opened));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(opened_file));
+  EXPECT_EQ(event_files(opened).size(), 1u);
+
+  const std::string before = ouroboros_test::read_bytes(curves_file);
+  r = cli(train(curves));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("already holds a run (TensorBoard event files)"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(event_files(curves), std::vector<fs::path>{curves_file});
+  EXPECT_EQ(ouroboros_test::read_bytes(curves_file), before);
+  r = cli(train(curves) + " --overwrite");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_FALSE(fs::exists(curves_file));
+  EXPECT_EQ(event_files(curves).size(), 1u);
+}
+
 }  // namespace
 }  // namespace ouroboros

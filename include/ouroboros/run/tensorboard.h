@@ -36,6 +36,9 @@ std::string session_start_event(double wall_time, int64_t step);
 
 // Whether a file name is an event file's, events.out.tfevents.<seconds>.<host>.<pid>.<n>.
 bool is_event_file(const std::string& filename);
+// Whether a directory's event files hold any event besides their file_version: the curves of
+// a run, not only the opening of one killed before its first record.
+bool holds_events(const std::string& dir);
 // Removes the event files in a directory.
 void remove_event_files(const std::string& dir);
 // Rewrites the event files in a directory without their events past `step` (and without a

@@ -1,4 +1,4 @@
-// Progress lines and the JSONL metrics file of a run.
+// Progress lines, the JSONL metrics file and the TensorBoard event files of a run.
 #include "reporter.h"
 
 #include <filesystem>
@@ -32,6 +32,17 @@ void keep_records_up_to(const std::string& path, int64_t step) {
   in.close();
   std::ofstream out(path, std::ios::trunc);
   for (const auto& line : kept) out << line << "\n";
+}
+
+// A record's TensorBoard scalars: "<group>/<field>" for every number in it but its step and
+// module, which say where it belongs. Null (a NaN or a figure not known) is left out.
+std::vector<Scalar> scalars_of(const nlohmann::json& record, const std::string& group) {
+  std::vector<Scalar> scalars;
+  for (const auto& [field, value] : record.items()) {
+    if (field == "step" || field == "module" || !value.is_number()) continue;
+    scalars.push_back({group + "/" + field, value.get<float>()});
+  }
+  return scalars;
 }
 
 }  // namespace
@@ -72,7 +83,22 @@ Reporter::Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh,
   if (!fresh) keep_records_up_to(path, first_step);
   metrics_.open(path, fresh ? std::ios::trunc : std::ios::app);
   if (!metrics_) throw Error("cannot write metrics file " + path, "check --out-dir / --metrics");
+  // The curves follow the metrics: a fresh run's replace those of the run the out-dir held, a
+  // resumed run's drop the stopped run's points past first_step (and a TensorBoard that has read
+  // them already drops them at the SessionLog START).
+  if (fresh) {
+    remove_event_files(cfg.train.out_dir);
+  } else {
+    keep_events_up_to(cfg.train.out_dir, first_step);
+  }
+  events_.emplace(cfg.train.out_dir);
+  if (!fresh) events_->session_start(first_step + 1);
   start_ = last_time_ = Clock::now();
+}
+
+void Reporter::record(const nlohmann::json& j, const std::string& group) {
+  metrics_ << j.dump() << std::endl;
+  events_->scalars(j["step"].get<int64_t>(), scalars_of(j, group));
 }
 
 void Reporter::loss(int64_t tick, double value) {
@@ -98,13 +124,12 @@ void Reporter::loss(int64_t tick, double value) {
       << " tok/s | ETA " << format_duration(eta);
     log_ << s.str() << std::endl;
   }
-  metrics_ << nlohmann::json{{"step", done},
-                             {"loss", mean},
-                             {"lr", learning_rate(cfg_.train, tick)},
-                             {"tokens_per_s", tps},
-                             {"elapsed_s", elapsed()}}
-                  .dump()
-           << std::endl;
+  record({{"step", done},
+          {"loss", mean},
+          {"lr", learning_rate(cfg_.train, tick)},
+          {"tokens_per_s", tps},
+          {"elapsed_s", elapsed()}},
+         "train");
   window_sum_ = 0.0;
   window_count_ = 0;
   last_step_ = done;
@@ -118,7 +143,7 @@ void Reporter::eval(int64_t step, const std::string& split, const EvalResult& r,
   j["step"] = step;
   j["split"] = split;
   j["elapsed_s"] = elapsed();
-  metrics_ << j.dump() << std::endl;
+  record(j, split);
 }
 
 void Reporter::module_stats(const ModuleStats& m) {
@@ -127,7 +152,7 @@ void Reporter::module_stats(const ModuleStats& m) {
                    {"grad_norm", m.grad_norm},
                    {"update_rms", m.update_rms}};
   j["update_cos"] = m.has_cos ? nlohmann::json(m.update_cos) : nlohmann::json(nullptr);
-  metrics_ << j.dump() << std::endl;
+  record(j, "module" + std::to_string(m.module));
 }
 
 void Reporter::checkpoint(int64_t step, const std::string& path, double bytes, double seconds,
@@ -140,12 +165,11 @@ void Reporter::checkpoint(int64_t step, const std::string& path, double bytes, d
     if (in_flight > 0) s << " | " << in_flight << " batches in flight kept";
     log_ << s.str() << std::endl;
   }
-  metrics_ << nlohmann::json{{"step", step},
-                             {"checkpoint_mib", mib},
-                             {"checkpoint_s", seconds},
-                             {"in_flight", in_flight}}
-                  .dump()
-           << std::endl;
+  record({{"step", step},
+          {"checkpoint_mib", mib},
+          {"checkpoint_s", seconds},
+          {"in_flight", in_flight}},
+         "checkpoint");
 }
 
 }  // namespace ouroboros

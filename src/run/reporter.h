@@ -1,14 +1,16 @@
-// The progress lines and JSONL metrics file of a training run (the lead rank's), private to the
-// run layer.
+// The progress lines, JSONL metrics file and TensorBoard event files of a training run (the lead
+// rank's), private to the run layer.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <optional>
 #include <ostream>
 #include <string>
 
 #include "ouroboros/core/config.h"
+#include "ouroboros/run/tensorboard.h"
 #include "ouroboros/train/evaluate.h"
 #include "ouroboros/train/optim.h"
 
@@ -23,8 +25,11 @@ std::string metrics_path(const Config& cfg);
 class Reporter {
  public:
   using Clock = std::chrono::steady_clock;
-  // A resumed run (fresh = false) continues the file from first_step: records past it, written
-  // after the checkpoint by the run that stopped, are dropped so none appears twice.
+  // Every record goes to the metrics file and, as scalars "<group>/<field>", to a new TensorBoard
+  // event file in the out-dir (a fresh run first removes the event files there). A resumed run
+  // (fresh = false) continues the metrics and the curves from first_step: records past it,
+  // written after the checkpoint by the run that stopped, are dropped from both so none appears
+  // twice.
   Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step);
 
   void loss(int64_t tick, double value);
@@ -43,10 +48,14 @@ class Reporter {
   double last_mean() const { return last_mean_; }
 
  private:
+  // One record: a line of the metrics file and one event of scalars "<group>/<field>".
+  void record(const nlohmann::json& j, const std::string& group);
+
   const Config& cfg_;
   std::ostream& log_;
   bool quiet_;
   std::ofstream metrics_;
+  std::optional<EventFileWriter> events_;
   Clock::time_point start_, last_time_, paused_at_;
   int64_t last_step_;
   double window_sum_ = 0.0, last_mean_ = 0.0;

@@ -11,6 +11,7 @@
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
 #include "ouroboros/run/methods.h"
+#include "ouroboros/run/tensorboard.h"
 #include "ouroboros/run/train.h"
 #include "reporter.h"
 
@@ -85,6 +86,9 @@ void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bo
   if (std::filesystem::exists(metrics, ec) && std::filesystem::file_size(metrics, ec) > 0) {
     found.push_back(std::filesystem::path(metrics).filename());
   }
+  // Curves without this run's metrics file: a run's that wrote --metrics elsewhere, or another
+  // program's. A fresh run removes the event files in its out-dir.
+  if (found.empty() && holds_events(cfg.train.out_dir)) found.push_back("TensorBoard event files");
   if (found.empty()) return;
   std::string names;
   for (const auto& f : found) names += (names.empty() ? "" : ", ") + f;

@@ -68,12 +68,19 @@ void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>&
 void check_fits_memory(const Config& cfg, const LanguageModel& model) {
   const double need = estimated_memory_bytes(cfg, model), have = physical_memory_bytes();
   if (have > 0 && need > have) {
+    std::string fix = "use fewer --n-layer, a smaller --n-embd or --batch-size";
+    if (resolved_mode(cfg.engine) == Mode::kOuroboros && cfg.engine.recompute == Recompute::kNone) {
+      Config recomputed = cfg;
+      recomputed.engine.recompute = Recompute::kDelayed;
+      const double less = estimated_memory_bytes(recomputed, model);
+      if (less <= have) fix = "add --recompute delayed (about " + gib(less) + "), or " + fix;
+    }
     throw ConfigError("the run needs about " + gib(need) + " (" +
                           std::to_string(model.param_count()) +
                           " parameters with gradients, optimizer state and weight versions, "
                           "plus activations), more than this machine's " +
                           gib(have),
-                      "use fewer --n-layer, a smaller --n-embd or --batch-size");
+                      fix);
   }
 }
 

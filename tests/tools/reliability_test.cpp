@@ -18,6 +18,7 @@
 #include "cli_util.h"
 #include "ouroboros/core/errors.h"
 #include "ouroboros/core/system.h"
+#include "ouroboros/model/gpt.h"
 #include "ouroboros/run/train.h"
 #include "ouroboros/train/checkpoint.h"
 #include "test_util.h"
@@ -205,6 +206,29 @@ TEST_F(CliTest, ImpossibleSizesAreRefusedUpFront) {
   // Past any model, or past what the machine can run: refused before anything grows.
   expect_failure("plan --modules 3 --n-layer 2000000000", "n_layer 2000000000 is more than");
   expect_failure("plan --modules 3 --ticks 2000000000", "--ticks 2000000000 is more than 10000");
+  // An Ouroboros run that would fit with recomputation says so: the depth at which the estimate
+  // passes 1.5x this machine's memory keeps well under it with --recompute delayed.
+  using namespace ouroboros;
+  Config c;
+  c.model.n_head = 2;
+  c.model.n_embd = 16;
+  c.model.block_size = 16;
+  c.model.vocab_size = 64;
+  c.train.batch_size = 64;
+  c.engine.modules = 8;
+  Config rc = c;
+  rc.engine.recompute = Recompute::kDelayed;
+  const double have = physical_memory_bytes();
+  int64_t L = 8;
+  for (; L < 100000; L *= 2) {
+    c.model.n_layer = rc.model.n_layer = L;
+    if (estimated_memory_bytes(c, GPT(c.model)) > 1.5 * have) break;
+  }
+  ASSERT_LT(estimated_memory_bytes(rc, GPT(rc.model)), 0.8 * have) << "n_layer " << L;
+  expect_failure(
+      train_args(corpus_.string(),
+                 {{"--n-layer", std::to_string(L)}, {"--batch-size", "64"}, {"--modules", "8"}}),
+      "add --recompute delayed (about ");
   expect_failure(train_args(corpus_.string(), {{"--threads", "100000"}}),
                  "threads 100000 is more than this machine can use");
   expect_failure(train_args(corpus_.string(), {{"--timeout", "1e300"}}),

@@ -4,7 +4,6 @@
 // refusals of a missing, damaged or foreign file and of flags that cannot take effect.
 #include <gtest/gtest.h>
 
-#include <array>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,68 +20,18 @@ namespace fs = std::filesystem;
 using ouroboros_test::cli;
 using ouroboros_test::CliRun;
 
-// GPT-2's bytes_to_unicode, as UTF-8.
-std::string byte_char(int b) {
-  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-  int cp = b;
-  if (!printable) {
-    cp = 256;
-    for (int k = 0; k < b; ++k)
-      if (!((k >= '!' && k <= '~') || (k >= 0xA1 && k <= 0xAC) || k >= 0xAE)) ++cp;
-  }
-  std::string s;
-  if (cp < 0x80) {
-    s += static_cast<char>(cp);
-  } else {
-    s += static_cast<char>(0xC0 | (cp >> 6));
-    s += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-  return s;
-}
-
-// A byte-level BPE tokenizer.json whose merges spell the words of tiny_corpus, each with its
-// leading space ("Ġ"), and <|endoftext|> as an added token.
-std::string tiny_tokenizer_json() {
-  nlohmann::json vocab = nlohmann::json::object();
-  int32_t next = 0;
-  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = next++;
-  nlohmann::json merges = nlohmann::json::array();
-  for (const std::string word : {"the", "cat", "sat", "on", "mat", "dog", "ran", "to", "park",
-                                 "bird", "looked", "at", "tree", "my"}) {
-    std::string left = byte_char(' ');
-    for (char c : word) {
-      const std::string right(1, c);
-      if (vocab.contains(left + right)) {
-        left += right;
-        continue;
-      }
-      merges.push_back(left + " " + right);
-      vocab[left + right] = next++;
-      left += right;
-    }
-  }
-  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
-  return nlohmann::json{
-      {"added_tokens",
-       {{{"id", next}, {"content", "<|endoftext|>"}, {"special", true}, {"normalized", false}}}},
-      {"normalizer", nullptr},
-      {"pre_tokenizer", byte_level},
-      {"decoder", byte_level},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}}
-      .dump();
-}
-
 class Gpt2Cli : public ouroboros_test::CliTest {
  protected:
   void SetUp() override {
     CliTest::SetUp();
-    tokenizer_ = dir_.write("tok/tokenizer.json", tiny_tokenizer_json());
+    tokenizer_ = dir_.write("tok/tokenizer.json", ouroboros_test::tiny_gpt2_tokenizer_json());
   }
   // The 256 bytes, one token per merge, and <|endoftext|>.
   static int64_t vocab_size() {
     return 256 +
            static_cast<int64_t>(
-               nlohmann::json::parse(tiny_tokenizer_json())["model"]["merges"].size()) +
+               nlohmann::json::parse(ouroboros_test::tiny_gpt2_tokenizer_json())["model"]["merges"]
+                   .size()) +
            1;
   }
   fs::path tokenizer_;
@@ -118,7 +67,7 @@ TEST_F(Gpt2Cli, TrainsEvaluatesGeneratesResumesAndExportsFromATokenizerFile) {
   ASSERT_EQ(gen.code, 0) << gen.output;
   EXPECT_EQ(gen.output.rfind("the", 0), 0u) << gen.output;
 
-  dir_.write("tok/tokenizer.json", tiny_tokenizer_json());
+  dir_.write("tok/tokenizer.json", ouroboros_test::tiny_gpt2_tokenizer_json());
   CliRun resume = cli(ouroboros_test::train_flags({{"--data", corpus_.string()},
                                                    {"--tokenizer-file", tokenizer_.string()},
                                                    {"--out-dir", run.string()},
@@ -149,9 +98,10 @@ TEST_F(Gpt2Cli, RefusesWhatCannotTakeEffectInOneLine) {
       "--tokenizer-file is set but the tokenizer is char");
   expect_failure(train_args(corpus, {{"--tokenizer-file", (dir_.path() / "no.json").string()}}),
                  "does not exist");
-  const fs::path damaged = dir_.write("damaged.json", tiny_tokenizer_json().substr(0, 300));
+  const fs::path damaged =
+      dir_.write("damaged.json", ouroboros_test::tiny_gpt2_tokenizer_json().substr(0, 300));
   expect_failure(train_args(corpus, {{"--tokenizer-file", damaged.string()}}), "is not valid JSON");
-  nlohmann::json word = nlohmann::json::parse(tiny_tokenizer_json());
+  nlohmann::json word = nlohmann::json::parse(ouroboros_test::tiny_gpt2_tokenizer_json());
   word["model"]["type"] = "WordLevel";
   const fs::path foreign = dir_.write("word.json", word.dump());
   expect_failure(train_args(corpus, {{"--tokenizer-file", foreign.string()}}),

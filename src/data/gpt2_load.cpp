@@ -104,7 +104,13 @@ Gpt2Bpe::Gpt2Bpe(const std::unordered_map<std::string, int32_t>& vocab, std::vec
   const std::string hint = "use an unchanged tokenizer file from Hugging Face";
   // Every id from 0 to n - 1 names one token; an added token may repeat a vocabulary entry.
   size_t n = vocab.size();
-  for (const auto& a : added_) n = std::max(n, static_cast<size_t>(a.id) + 1);
+  for (const auto& a : added_) {
+    if (a.id < 0 || static_cast<size_t>(a.id) >= vocab.size() + added_.size())
+      throw DataError(source + " gives the added token '" + a.content + "' the id " +
+                          std::to_string(a.id) + ", past every other token's",
+                      hint);
+    n = std::max(n, static_cast<size_t>(a.id) + 1);
+  }
   tokens_.assign(n, std::string());
   std::vector<bool> seen(n, false);
   auto place = [&](int32_t id, const std::string& token) {

@@ -223,6 +223,10 @@ TEST(Gpt2Files, AreRefusedInOneLineWhenMissingDamagedOrOfAnotherKind) {
   EXPECT_NE(message(dir.write("bytes.json", tokenizer_json("BPE", "ByteLevel").dump()).string())
                 .find("has no token for the byte 0"),
             std::string::npos);
+  nlohmann::json far = tokenizer_json("BPE", "ByteLevel");
+  far["added_tokens"].push_back({{"id", 2147483647}, {"content", "<|far|>"}});
+  EXPECT_NE(message(dir.write("far.json", far.dump()).string()).find("past every other token's"),
+            std::string::npos);
   EXPECT_NE(message(dir.write("vocab.json", "{\"a\": 0}").string()).find("it has no model"),
             std::string::npos);
   for (const std::string& m :

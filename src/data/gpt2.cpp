@@ -167,21 +167,20 @@ void Gpt2Bpe::encode_plain(std::string_view text, WordCache& cache,
   pcre2_match_data* match = pcre2_match_data_create_from_pattern(pattern_->code, nullptr);
   std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> release(match,
                                                                          pcre2_match_data_free);
+  // Every character starts a match of some alternative (letters, numbers, space, anything else),
+  // so each match starts where the last one ended and the matches tile the run. (PCRE2_ANCHORED
+  // would say so, but takes the JIT off.)
   auto run = [&](std::string_view s) {
-    size_t at = 0;
-    while (at < s.size()) {
+    for (size_t at = 0; at < s.size();) {
       const int rc = pcre2_match(pattern_->code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(),
                                  at, PCRE2_NO_UTF_CHECK, match, nullptr);
-      if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0)
         throw DataError("PCRE2 failed on GPT-2's pattern (error " + std::to_string(rc) + ")",
                         "report the text that caused it");
-      const PCRE2_SIZE* span = pcre2_get_ovector_pointer(match);
-      if (span[0] > at) word(s.substr(at, span[0] - at));  // never for this pattern; kept whole
-      word(s.substr(span[0], span[1] - span[0]));
-      at = span[1];
+      const PCRE2_SIZE end = pcre2_get_ovector_pointer(match)[1];
+      word(s.substr(at, end - at));
+      at = end;
     }
-    if (at < s.size()) word(s.substr(at));
   };
   size_t start = 0, i = 0;
   while (i < text.size()) {

@@ -62,6 +62,9 @@ TEST_F(Gpt2Cli, TrainsEvaluatesGeneratesResumesAndExportsFromATokenizerFile) {
   CliRun eval = cli("eval --checkpoint " + (run / "ckpt.pt").string() + " --json");
   ASSERT_EQ(eval.code, 0) << eval.output;
   EXPECT_NE(eval.output.find("\"perplexity\""), std::string::npos) << eval.output;
+  CliRun other = cli("eval --checkpoint " + (run / "ckpt.pt").string() + " --tokenizer-file x");
+  EXPECT_NE(other.code, 0);
+  EXPECT_NE(other.output.find("cannot change it"), std::string::npos) << other.output;
   CliRun gen = cli("generate --checkpoint " + (run / "ckpt.pt").string() +
                    " --tokens 12 --seed 1 --prompt the");
   ASSERT_EQ(gen.code, 0) << gen.output;

@@ -6,7 +6,7 @@ packages=(
   g++ cmake make pkg-config ccache
   libtorch-dev libgloo-dev libopenblas0-openmp
   libgtest-dev googletest
-  libcli11-dev nlohmann-json3-dev libsentencepiece-dev
+  libcli11-dev nlohmann-json3-dev libsentencepiece-dev libpcre2-dev
   python3-torch python3-numpy python3-venv python3-sentencepiece
   gnuplot-nox
   clang clang-format libclang-rt-14-dev

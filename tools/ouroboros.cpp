@@ -150,6 +150,13 @@ int cmd_eval(const std::string& path, const ConfigFlags& flags, const std::strin
   Checkpoint ck = load_checkpoint(path);
   Config cfg = flags.apply(ck.config);
   const ModelConfig model_cfg = eval_model(ck.config, cfg);
+  // The model's ids are the saved tokenizer's: another one could not take effect.
+  if (cfg.data.tokenizer != ck.config.data.tokenizer ||
+      cfg.data.tokenizer_file != ck.config.data.tokenizer_file) {
+    throw ConfigError("eval reads text with the checkpoint's " + ck.tokenizer.kind() +
+                          " tokenizer; --tokenizer and --tokenizer-file cannot change it",
+                      "drop --tokenizer and --tokenizer-file (from --config too)");
+  }
   at::set_num_threads(static_cast<int>(cfg.train.threads));
   Dataset ds = load_dataset(cfg.data.data, name_of(cfg.data.format), ck.tokenizer);
   std::unique_ptr<LanguageModel> model = make_model(model_cfg);

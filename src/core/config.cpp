@@ -50,7 +50,7 @@ OUROBOROS_OPTION_SET(DataFormat, "data format", {DataFormat::kAuto, "auto"},
 OUROBOROS_OPTION_SET(TokenizerChoice, "tokenizer", {TokenizerChoice::kAuto, "auto"},
                      {TokenizerChoice::kByte, "byte"}, {TokenizerChoice::kChar, "char"},
                      {TokenizerChoice::kWord, "word"}, {TokenizerChoice::kBpe, "bpe"},
-                     {TokenizerChoice::kUnigram, "unigram"})
+                     {TokenizerChoice::kUnigram, "unigram"}, {TokenizerChoice::kGpt2, "gpt2"})
 OUROBOROS_OPTION_SET(OptimizerKind, "optimizer", {OptimizerKind::kSgd, "sgd"},
                      {OptimizerKind::kAdam, "adam"}, {OptimizerKind::kAdamW, "adamw"},
                      {OptimizerKind::kQhAdam, "qhadam"}, {OptimizerKind::kNAdam, "nadam"},
@@ -201,7 +201,11 @@ const std::vector<Field>& fields() {
                       "transformer-xl: adaptive embedding width divisor per cluster"),
       OUROBOROS_FIELD(data, data, "corpus file or directory (ignored for --format fortunes)"),
       OUROBOROS_FIELD(data, format, "corpus layout; auto = from the path"),
-      OUROBOROS_FIELD(data, tokenizer, "bpe and unigram are sentencepiece's and need --vocab-size"),
+      OUROBOROS_FIELD(data, tokenizer,
+                      "bpe and unigram are sentencepiece's and need --vocab-size; gpt2 (byte-level "
+                      "BPE) needs --tokenizer-file; auto = gpt2 with a file, else by format"),
+      OUROBOROS_FIELD(data, tokenizer_file,
+                      "gpt2: tokenizer.json, or a directory with it or vocab.json + merges.txt"),
       OUROBOROS_FIELD(train, steps, "training steps (ticks)"),
       OUROBOROS_FIELD(train, batch_size, "sequences per step (B)"),
       OUROBOROS_FIELD(train, optimizer, "muon: Muon for the block matrices, AdamW for the rest"),
@@ -499,6 +503,14 @@ void validate_data(const DataConfig& d, const ModelConfig& m) {
               m.vocab_size > 0,
           std::string("tokenizer ") + name_of(d.tokenizer) + " needs a vocabulary size",
           "pass --vocab-size N, e.g. --vocab-size 4000");
+  // gpt2's vocabulary and merges come from a file, and no other tokenizer reads one.
+  const bool gpt2 = d.tokenizer == TokenizerChoice::kGpt2;
+  require(
+      !gpt2 || !d.tokenizer_file.empty(), "tokenizer gpt2 needs a tokenizer file",
+      "pass --tokenizer-file PATH (tokenizer.json, or a directory with vocab.json + merges.txt)");
+  require(d.tokenizer_file.empty() || gpt2 || d.tokenizer == TokenizerChoice::kAuto,
+          std::string("--tokenizer-file is set but the tokenizer is ") + name_of(d.tokenizer),
+          "drop --tokenizer-file, or use --tokenizer gpt2 (or auto)");
 }
 
 // Muon's options: in range, and refused with another optimizer (they could not take effect).

@@ -1,10 +1,12 @@
-// Helpers shared by dataset.cpp, tokenizer.cpp and subword.cpp (not part of the public API).
+// Helpers shared by dataset.cpp, tokenizer.cpp, subword.cpp and gpt2.cpp (not part of the public
+// API).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ouroboros::detail {
@@ -12,7 +14,33 @@ namespace ouroboros::detail {
 // True for the bytes 10xxxxxx that continue a UTF-8 character.
 inline bool is_continuation_byte(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
 
-// Throws DataError unless kind is byte, char, word, bpe or unigram.
+// Bytes of the valid UTF-8 character at text[i] (RFC 3629: no overlong forms, no surrogates,
+// nothing above U+10FFFF), or 0. sentencepiece turns anything else into U+FFFD;
+// PCRE2 refuses it.
+inline size_t valid_char_length(std::string_view text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[i + k]); };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  size_t n;
+  uint32_t cp, min;
+  if ((lead & 0xE0) == 0xC0)
+    n = 2, cp = lead & 0x1F, min = 0x80;
+  else if ((lead & 0xF0) == 0xE0)
+    n = 3, cp = lead & 0x0F, min = 0x800;
+  else if ((lead & 0xF8) == 0xF0)
+    n = 4, cp = lead & 0x07, min = 0x10000;
+  else
+    return 0;
+  if (i + n > text.size()) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    if (!is_continuation_byte(text[i + k])) return 0;
+    cp = (cp << 6) | (byte(k) & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
+// Throws DataError unless kind is byte, char, word, bpe, unigram or gpt2.
 void check_tokenizer_kind(const std::string& kind);
 
 // bpe and unigram: subword vocabularies learned by sentencepiece.

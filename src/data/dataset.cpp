@@ -315,11 +315,24 @@ const std::vector<int32_t>& Dataset::split(const std::string& name) const {
 }
 
 Dataset load_dataset(const std::string& path, const std::string& format,
-                     const std::string& tokenizer_kind, int64_t vocab_size) {
+                     const std::string& tokenizer_kind, int64_t vocab_size,
+                     const std::string& tokenizer_file) {
   std::string resolved = resolve_format(path, format);
+  if (!tokenizer_file.empty()) {
+    if (tokenizer_kind != "auto" && tokenizer_kind != "gpt2")
+      throw DataError("a tokenizer file is given but the tokenizer is " + tokenizer_kind,
+                      "drop --tokenizer-file, or use --tokenizer gpt2 (or auto)");
+    // Before reading a large corpus.
+    Tokenizer tok = Tokenizer::from_file(tokenizer_file);
+    return encode_splits(load_text_splits(path, resolved), tok);
+  }
   std::string kind = tokenizer_kind == "auto" ? default_tokenizer(resolved) : tokenizer_kind;
   // Before reading a large corpus.
   detail::check_tokenizer_kind(kind);
+  if (kind == "gpt2")
+    throw DataError("tokenizer gpt2 needs a tokenizer file",
+                    "pass --tokenizer-file PATH (tokenizer.json, or a directory with vocab.json + "
+                    "merges.txt)");
   if (detail::is_subword_kind(kind)) detail::check_subword_request(kind, vocab_size);
   TextSplits splits = load_text_splits(path, resolved);
   Tokenizer tok = Tokenizer::build(kind, splits.train, vocab_size);

@@ -45,31 +45,6 @@ constexpr size_t kMaxTrainSentences = 1000000;
 constexpr size_t kMaxEncodeThreads = 8;
 constexpr size_t kMinBytesPerThread = 256 * 1024;
 
-// Bytes of the valid UTF-8 character at text[i] (RFC 3629: no overlong forms, no surrogates,
-// nothing above U+10FFFF), or 0. sentencepiece turns anything else into U+FFFD.
-size_t valid_char_length(std::string_view text, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[i + k]); };
-  const unsigned char lead = byte(0);
-  if (lead < 0x80) return 1;
-  size_t n;
-  uint32_t cp, min;
-  if ((lead & 0xE0) == 0xC0)
-    n = 2, cp = lead & 0x1F, min = 0x80;
-  else if ((lead & 0xF0) == 0xE0)
-    n = 3, cp = lead & 0x0F, min = 0x800;
-  else if ((lead & 0xF8) == 0xF0)
-    n = 4, cp = lead & 0x07, min = 0x10000;
-  else
-    return 0;
-  if (i + n > text.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if (!is_continuation_byte(text[i + k])) return 0;
-    cp = (cp << 6) | (byte(k) & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
 // Walks text as sentencepiece can take it: run(view) for text without line ends, cut into runs
 // of at most kMaxRunBytes; newline() for each '\n'; raw(byte) for each byte sentencepiece would
 // change (invalid UTF-8, and U+2581, which it decodes as a space). A run is cut before a space

@@ -1,6 +1,6 @@
 // Byte, char (UTF-8 code points) and word (whitespace, <eos> per line) tokenizers, and the
-// Tokenizer face of the bpe and unigram ones (subword.cpp): vocabularies built from training text
-// or restored from a checkpoint, encoding and decoding.
+// Tokenizer face of the bpe and unigram ones (subword.cpp) and of gpt2 (gpt2.cpp): vocabularies
+// built from training text, read from a file or restored from a checkpoint, encoding and decoding.
 #include "ouroboros/data/tokenizer.h"
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "data_detail.h"
+#include "gpt2_detail.h"
 #include "ouroboros/core/errors.h"
 
 namespace ouroboros {
@@ -96,9 +97,10 @@ std::vector<std::string> word_vocab(const std::string& train_text) {
 }  // namespace
 
 void detail::check_tokenizer_kind(const std::string& kind) {
-  if (kind != "byte" && kind != "char" && kind != "word" && !detail::is_subword_kind(kind))
+  if (kind != "byte" && kind != "char" && kind != "word" && kind != "gpt2" &&
+      !detail::is_subword_kind(kind))
     throw DataError("unknown tokenizer '" + kind + "'",
-                    "valid tokenizers: byte, char, word, bpe, unigram");
+                    "valid tokenizers: byte, char, word, bpe, unigram, gpt2");
 }
 
 // ---- Tokenizer ----------------------------------------------------------------------------
@@ -114,6 +116,10 @@ Tokenizer Tokenizer::build(const std::string& kind, const std::string& train_tex
                            int64_t vocab_size) {
   detail::check_tokenizer_kind(kind);
   if (kind == "byte") return byte_level();
+  if (kind == "gpt2")
+    throw DataError("a gpt2 tokenizer is read from a file, not learned from text",
+                    "pass --tokenizer-file PATH (tokenizer.json, or a directory with vocab.json + "
+                    "merges.txt)");
   if (detail::is_subword_kind(kind)) {
     Tokenizer tok;
     tok.kind_ = kind;
@@ -127,14 +133,27 @@ Tokenizer Tokenizer::build(const std::string& kind, const std::string& train_tex
 
 Tokenizer Tokenizer::from_model(const std::string& kind, const std::string& model_proto) {
   detail::check_tokenizer_kind(kind);
-  if (!detail::is_subword_kind(kind))
-    throw DataError("a " + kind + " tokenizer has no sentencepiece model",
-                    "rebuild it with Tokenizer::from_vocab");
   Tokenizer tok;
   tok.kind_ = kind;
+  if (kind == "gpt2") {
+    tok.gpt2_ = detail::gpt2_from_tokenizer_json(model_proto, "the saved gpt2 model");
+    tok.vocab_ = tok.gpt2_->tokens();
+    return tok;
+  }
+  if (!detail::is_subword_kind(kind))
+    throw DataError("a " + kind + " tokenizer has no serialized model",
+                    "rebuild it with Tokenizer::from_vocab");
   tok.subword_ = detail::SubwordModel::load(kind, model_proto);
   tok.vocab_ = tok.subword_->pieces();
   tok.unk_ = tok.subword_->unk_id();
+  return tok;
+}
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  Tokenizer tok;
+  tok.kind_ = "gpt2";
+  tok.gpt2_ = detail::load_gpt2(path);
+  tok.vocab_ = tok.gpt2_->tokens();
   return tok;
 }
 
@@ -150,14 +169,14 @@ bool Tokenizer::subword_available(std::string* why) {
 
 const std::string& Tokenizer::model_proto() const {
   static const std::string none;
-  return subword_ ? subword_->proto() : none;
+  return subword_ ? subword_->proto() : gpt2_ ? gpt2_->tokenizer_json() : none;
 }
 
 Tokenizer Tokenizer::from_vocab(const std::string& kind, const std::vector<std::string>& vocab) {
   detail::check_tokenizer_kind(kind);
-  if (detail::is_subword_kind(kind))
+  if (detail::is_subword_kind(kind) || kind == "gpt2")
     throw DataError("a " + kind +
-                        " tokenizer is rebuilt from its sentencepiece model, not its "
+                        " tokenizer is rebuilt from its serialized model, not its "
                         "vocabulary",
                     "use Tokenizer::from_model with the saved model");
   const std::string hint = "the checkpoint's vocabulary is damaged or from another program";
@@ -219,6 +238,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
     return ids;
   }
   if (subword_) return subword_->encode(text);
+  if (gpt2_) return gpt2_->encode(text);
   std::string key;  // reused so lookups of short symbols do not allocate
   auto lookup = [&](std::string_view symbol) {
     key.assign(symbol.data(), symbol.size());
@@ -251,6 +271,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
       // The pieces' text rather than sentencepiece's Decode, which turns byte pieces that are not
       // UTF-8 into U+FFFD: so every byte string that was encoded comes back.
       text += subword_->surfaces()[static_cast<size_t>(id)];
+    } else if (gpt2_) {
+      text += gpt2_->surfaces()[static_cast<size_t>(id)];
     } else if (kind_ == "char" && id == unk_) {
       text += kReplacementChar;
     } else if (kind_ == "word") {

@@ -70,8 +70,9 @@ DistEnv discover_env(const DistEnv& flags) {
 json config_fingerprint(const Config& cfg) {
   // Per-process settings that may differ between ranks.
   static const std::set<std::string> local = {
-      "data.data",          "data.format",   "data.tokenizer", "model.vocab_size", "train.threads",
-      "train.log_interval", "train.out_dir", "train.metrics",  "train.device"};
+      "data.data",        "data.format",   "data.tokenizer",     "data.tokenizer_file",
+      "model.vocab_size", "train.threads", "train.log_interval", "train.out_dir",
+      "train.metrics",    "train.device"};
   json flat = json::object();
   const json all = cfg.to_json();
   for (const auto& [section, body] : all.items()) {

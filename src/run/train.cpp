@@ -199,7 +199,7 @@ void Run::load_inputs() {
   if (!opts_.resume.empty()) ck_ = load_checkpoint(opts_.resume);
   if (role_.draws_batches) {
     ds_ = load_dataset(cfg_.data.data, name_of(cfg_.data.format), name_of(cfg_.data.tokenizer),
-                       cfg_.model.vocab_size);
+                       cfg_.model.vocab_size, cfg_.data.tokenizer_file);
   }
   // One process writes one file; processes each write a shard into a directory.
   ckpt_path_ =

@@ -64,18 +64,20 @@ std::vector<std::string> unpack_strings(const std::string& path, const Tensor& b
   return out;
 }
 
-// A bpe or unigram tokenizer from its sentencepiece model (tokenizer.model, uint8), which must
-// give the saved vocabulary. Each failure is one CheckpointError line.
-Tokenizer subword_tokenizer(const std::string& path, const std::string& kind, const GenericDict& t,
-                            const std::vector<std::string>& vocab) {
+// A bpe, unigram or gpt2 tokenizer from its serialized model (tokenizer.model, uint8:
+// sentencepiece's ModelProto, gpt2's tokenizer.json), which must give the saved vocabulary. Each
+// failure is one CheckpointError line.
+Tokenizer modelled_tokenizer(const std::string& path, const std::string& kind, const GenericDict& t,
+                             const std::vector<std::string>& vocab) {
   const std::string what = "checkpoint " + path + " has a " + kind + " tokenizer ";
+  const std::string model = kind == "gpt2" ? "tokenizer.json" : "sentencepiece model";
   if (!t.contains("model") || !t.at("model").isTensor()) {
-    throw CheckpointError(what + "without its sentencepiece model (tokenizer.model)", kDamagedHint);
+    throw CheckpointError(what + "without its " + model + " (tokenizer.model)", kDamagedHint);
   }
   const Tensor bytes = t.at("model").toTensor();
   check_layout(path, "tokenizer.model", bytes);
   if (bytes.scalar_type() != torch::kUInt8 || bytes.dim() != 1) {
-    throw CheckpointError(what + "whose sentencepiece model is not a uint8 vector", kDamagedHint);
+    throw CheckpointError(what + "whose " + model + " is not a uint8 vector", kDamagedHint);
   }
   const std::string proto(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()),
                           static_cast<size_t>(bytes.numel()));
@@ -86,8 +88,7 @@ Tokenizer subword_tokenizer(const std::string& path, const std::string& kind, co
     throw CheckpointError(what + "that does not load: " + e.what());
   }
   if (tok.vocab() != vocab) {
-    throw CheckpointError(what + "whose sentencepiece model does not match its vocabulary",
-                          kDamagedHint);
+    throw CheckpointError(what + "whose " + model + " does not match its vocabulary", kDamagedHint);
   }
   return tok;
 }
@@ -131,7 +132,7 @@ GenericDict header_dict(const Checkpoint& ck) {
   auto [vocab_bytes, vocab_offsets] = pack_strings(ck.tokenizer.vocab());
   tokenizer.insert("vocab_bytes", vocab_bytes);
   tokenizer.insert("vocab_offsets", vocab_offsets);
-  if (!ck.tokenizer.model_proto().empty()) {  // bpe, unigram: the sentencepiece ModelProto
+  if (!ck.tokenizer.model_proto().empty()) {  // bpe, unigram, gpt2: the serialized model
     const std::string& proto = ck.tokenizer.model_proto();
     Tensor model_bytes = torch::empty({static_cast<int64_t>(proto.size())}, torch::kUInt8);
     std::memcpy(model_bytes.data_ptr(), proto.data(), proto.size());
@@ -186,8 +187,8 @@ void read_header(const std::string& path, const GenericDict& d, Checkpoint& ck) 
       for (const auto& s : t.at("vocab").toListRef()) vocab.push_back(s.toStringRef());
     }
     const std::string kind = t.at("kind").toStringRef();
-    if (kind == "bpe" || kind == "unigram") {
-      ck.tokenizer = subword_tokenizer(path, kind, t, vocab);
+    if (kind == "bpe" || kind == "unigram" || kind == "gpt2") {
+      ck.tokenizer = modelled_tokenizer(path, kind, t, vocab);
     } else {
       ck.tokenizer = Tokenizer::from_vocab(kind, vocab);
     }

@@ -95,6 +95,8 @@ nlohmann::json hf_tokenizer_json(const Tokenizer& tok) {
                       {"padding", nullptr},        {"added_tokens", nlohmann::json::array()},
                       {"normalizer", nullptr},     {"pre_tokenizer", nullptr},
                       {"post_processor", nullptr}, {"decoder", nullptr}};
+  // gpt2 keeps its tokenizer.json as its model.
+  if (tok.kind() == "gpt2") return nlohmann::json::parse(tok.model_proto());
   nlohmann::json ids = nlohmann::json::object();
   if (tok.kind() == "byte") {
     const std::vector<std::string> symbols = byte_level_symbols();
@@ -193,8 +195,14 @@ ExportResult export_huggingface(const Checkpoint& ck, const std::string& dir, bo
   result.files.push_back("model.safetensors");
 
   const bool word = ck.tokenizer.kind() == "word";
-  const nlohmann::json eos =
-      word ? nlohmann::json(ck.tokenizer.encode("\n").at(0)) : nlohmann::json(nullptr);
+  // gpt2's <|endoftext|> is GPT-2's bos and eos, where the vocabulary has it.
+  const std::string end_of_text = "<|endoftext|>";
+  const bool gpt2_eos = ck.tokenizer.kind() == "gpt2" &&
+                        std::find(ck.tokenizer.vocab().begin(), ck.tokenizer.vocab().end(),
+                                  end_of_text) != ck.tokenizer.vocab().end();
+  const nlohmann::json eos = word       ? nlohmann::json(ck.tokenizer.encode("\n").at(0))
+                             : gpt2_eos ? nlohmann::json(ck.tokenizer.encode(end_of_text).at(0))
+                                        : nlohmann::json(nullptr);
   write_json(out / "config.json",
              {{"architectures", {"GPT2LMHeadModel"}},
               {"model_type", "gpt2"},
@@ -235,6 +243,7 @@ ExportResult export_huggingface(const Checkpoint& ck, const std::string& dir, bo
                            {"clean_up_tokenization_spaces", false}};
   if (ck.tokenizer.unk_id() >= 0) config["unk_token"] = "<unk>";
   if (word) config["eos_token"] = "<eos>";
+  if (gpt2_eos) config["bos_token"] = config["eos_token"] = end_of_text;
   write_json(out / "tokenizer_config.json", config);
   result.files.push_back("tokenizer.json");
   result.files.push_back("tokenizer_config.json");

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "test_util.h"
 
 namespace ouroboros_test {
@@ -30,6 +32,57 @@ inline std::string tiny_corpus(size_t bytes, bool upper = false) {
     for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   }
   return text;
+}
+
+// GPT-2's bytes_to_unicode, as UTF-8.
+inline std::string gpt2_byte_char(int b) {
+  const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+  int cp = b;
+  if (!printable) {
+    cp = 256;
+    for (int k = 0; k < b; ++k)
+      if (!((k >= '!' && k <= '~') || (k >= 0xA1 && k <= 0xAC) || k >= 0xAE)) ++cp;
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += static_cast<char>(cp);
+  } else {
+    s += static_cast<char>(0xC0 | (cp >> 6));
+    s += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A gpt2 tokenizer: a byte-level BPE tokenizer.json whose merges spell the words of tiny_corpus,
+// each with its leading space ("Ġ"), and <|endoftext|> as an added token.
+inline std::string tiny_gpt2_tokenizer_json() {
+  nlohmann::json vocab = nlohmann::json::object();
+  int32_t next = 0;
+  for (int b = 0; b < 256; ++b) vocab[gpt2_byte_char(b)] = next++;
+  nlohmann::json merges = nlohmann::json::array();
+  for (const std::string word : {"the", "cat", "sat", "on", "mat", "dog", "ran", "to", "park",
+                                 "bird", "looked", "at", "tree", "my"}) {
+    std::string left = gpt2_byte_char(' ');
+    for (char c : word) {
+      const std::string right(1, c);
+      if (vocab.contains(left + right)) {
+        left += right;
+        continue;
+      }
+      merges.push_back(left + " " + right);
+      vocab[left + right] = next++;
+      left += right;
+    }
+  }
+  const nlohmann::json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
+  return nlohmann::json{
+      {"added_tokens",
+       {{{"id", next}, {"content", "<|endoftext|>"}, {"special", true}, {"normalized", false}}}},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", byte_level},
+      {"decoder", byte_level},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}}
+      .dump();
 }
 
 // The flags of a tiny training run; `changes` replaces or adds flags (CLI11 refuses repeats).

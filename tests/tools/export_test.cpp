@@ -2,12 +2,13 @@
 // `ouroboros export --format hf`: the safetensors file holds every tensor in GPT-2's Conv1D layout,
 // refusals are one line, and where transformers is importable the exported model gives
 // ouroboros' logits (relative difference below 1e-5) and its tokenizer decodes and encodes as
-// ouroboros' own does, for byte, char and word vocabularies.
+// ouroboros' own does, for byte, char, word and gpt2 vocabularies.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -53,13 +54,19 @@ nlohmann::json safetensors_header(const fs::path& file, uint64_t* data_bytes) {
 }
 
 // A tiny GPT trained for a few steps on text with the given tokenizer; returns its checkpoint.
+// gpt2 reads the tiny tokenizer file of cli_util.h.
 fs::path train_tiny(const TempDir& dir, const std::string& tokenizer, const std::string& text) {
   const fs::path corpus = dir.write(tokenizer + ".txt", text);
   const fs::path out = dir.path() / ("run-" + tokenizer);
-  CliRun r = cli(ouroboros_test::train_flags({{"--data", corpus.string()},
+  std::map<std::string, std::string> flags = {{"--data", corpus.string()},
                                               {"--tokenizer", tokenizer},
                                               {"--n-layer", "2"},
-                                              {"--out-dir", out.string()}}));
+                                              {"--out-dir", out.string()}};
+  if (tokenizer == "gpt2") {
+    flags["--tokenizer-file"] =
+        dir.write("gpt2/tokenizer.json", ouroboros_test::tiny_gpt2_tokenizer_json()).string();
+  }
+  CliRun r = cli(ouroboros_test::train_flags(flags));
   EXPECT_EQ(r.code, 0) << r.output;
   return out / "ckpt.pt";
 }
@@ -146,7 +153,7 @@ TEST(Export, TransformersGivesTheSameLogitsAndText) {
   }
   TempDir dir;
   const std::string text = ouroboros_test::tiny_corpus(3000) + "caf\xc3\xa9 na\xc3\xafve\n";
-  for (const std::string kind : {"byte", "char", "word"}) {
+  for (const std::string kind : {"byte", "char", "word", "gpt2"}) {
     SCOPED_TRACE(kind);
     const fs::path ckpt = train_tiny(dir, kind, text);
     const fs::path out = dir.path() / ("hf-" + kind);
@@ -154,8 +161,9 @@ TEST(Export, TransformersGivesTheSameLogitsAndText) {
     ASSERT_EQ(r.code, 0) << r.output;
     const Checkpoint ck = load_checkpoint(ckpt.string());
     GPT model(ck.config.model);
-    const std::string probe = kind == "word" ? "the cat sat on a mat .\nmy dog ran\n"
-                                             : "the cat sat on the mat. caf\xc3\xa9\n";
+    const std::string probe = kind == "word"   ? "the cat sat on a mat .\nmy dog ran\n"
+                              : kind == "gpt2" ? "the cat sat.<|endoftext|> caf\xc3\xa9\n"
+                                               : "the cat sat on the mat. caf\xc3\xa9\n";
     std::vector<int32_t> ids = ck.tokenizer.encode(probe);
     ids.resize(std::min<size_t>(ids.size(), static_cast<size_t>(ck.config.model.block_size)));
     Tensor x = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1});

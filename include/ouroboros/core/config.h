@@ -19,7 +19,7 @@ namespace ouroboros {
 enum class ModelKind { kGpt, kTransformerXl };
 enum class DType { kFloat32, kBfloat16 };
 enum class DataFormat { kAuto, kText, kEnwik8, kText8, kWikitext103, kFortunes };
-enum class TokenizerChoice { kAuto, kByte, kChar, kWord, kBpe, kUnigram };
+enum class TokenizerChoice { kAuto, kByte, kChar, kWord, kBpe, kUnigram, kGpt2 };
 enum class OptimizerKind { kSgd, kAdam, kAdamW, kQhAdam, kNAdam, kMuon };
 enum class MuonLrAdjust { kOriginal, kMatchRmsAdamW };
 enum class LrSchedule { kCosine, kConstant };
@@ -116,8 +116,12 @@ struct ModelConfig {
 
 struct DataConfig {
   std::string data = "fortunes";  // path of a file or directory; ignored by format "fortunes"
-  DataFormat format = DataFormat::kAuto;               // auto | text | enwik8 | text8 | ...
-  TokenizerChoice tokenizer = TokenizerChoice::kAuto;  // auto | byte | char | word | bpe | unigram
+  DataFormat format = DataFormat::kAuto;  // auto | text | enwik8 | text8 | ...
+  // auto | byte | char | word | bpe | unigram | gpt2; auto = gpt2 with a tokenizer_file, else by
+  // format.
+  TokenizerChoice tokenizer = TokenizerChoice::kAuto;
+  // gpt2: a Hugging Face tokenizer.json, or a directory holding it or vocab.json + merges.txt.
+  std::string tokenizer_file = "";
 };
 
 struct TrainConfig {

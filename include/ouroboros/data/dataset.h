@@ -38,9 +38,12 @@ struct Dataset {
   const std::vector<int32_t>& split(const std::string& name) const;  // train | valid | test
 };
 // vocab_size: the number of pieces a bpe or unigram tokenizer learns (model.vocab_size, > 0
-// there); the other tokenizers take their size from the text and ignore it.
+// there); the other tokenizers take their size from the text and ignore it. tokenizer_file: the
+// gpt2 tokenizer's file (Tokenizer::from_file), which tokenizer_kind "auto" then means; other
+// kinds refuse one.
 Dataset load_dataset(const std::string& path, const std::string& format,
-                     const std::string& tokenizer_kind, int64_t vocab_size = 0);
+                     const std::string& tokenizer_kind, int64_t vocab_size = 0,
+                     const std::string& tokenizer_file = "");
 // Uses an existing tokenizer (from a checkpoint) instead of building one.
 Dataset load_dataset(const std::string& path, const std::string& format, const Tokenizer& tok);
 

@@ -22,8 +22,8 @@ namespace ouroboros {
 // 3: engine.micro_batches applies to Ouroboros too (format 2 files read as Ouroboros on whole
 // batches); pending messages of micro-batches carry "micro". 2: the vocabulary as bytes
 // (tokenizer.vocab_bytes, tokenizer.vocab_offsets), and for bpe and unigram the serialized
-// sentencepiece model (tokenizer.model, uint8); 1, still read: as a list of strings, which Python
-// cannot unpickle for byte vocabularies.
+// sentencepiece model (tokenizer.model, uint8; for gpt2, added since, its tokenizer.json); 1, still
+// read: as a list of strings, which Python cannot unpickle for byte vocabularies.
 constexpr int64_t kCheckpointFormatVersion = 3;
 
 struct Checkpoint {

@@ -26,7 +26,8 @@ ExportResult export_huggingface(const Checkpoint& ck, const std::string& dir, bo
 
 // The tokenizer as a `tokenizers` tokenizer.json object: byte vocabularies as byte-level BPE
 // without merges (ids = byte values), char vocabularies as BPE without merges over code points,
-// word vocabularies as WordLevel with line ends read as <eos>. Null for kinds it cannot express.
+// word vocabularies as WordLevel with line ends read as <eos>, gpt2 as the tokenizer.json it
+// keeps. Null for kinds it cannot express.
 nlohmann::json hf_tokenizer_json(const Tokenizer& tok);
 
 // A safetensors file of float32 tensors under the given names, in that order.

@@ -61,19 +61,13 @@ constexpr double kStopCheckSeconds = 10.0;
 // --out-dir or --metrics say otherwise.
 Config resumable_config(const std::string& resume) {
   Config cfg = load_checkpoint(resume).config;
-  std::filesystem::path at = std::filesystem::path(resume).lexically_normal();
-  if (!at.has_filename()) at = at.parent_path();  // "runs/x/ckpt/"
-  cfg.train.out_dir = at.has_parent_path() ? at.parent_path().string() : ".";
+  cfg.train.out_dir = checkpoint_dir(resume);
   cfg.train.metrics = Config{}.train.metrics;
   return cfg;
 }
 
 int cmd_train(const ConfigFlags& flags, const std::string& resume, bool overwrite,
               const DistEnv& env_flags) {
-  if (overwrite && !resume.empty()) {
-    throw ConfigError("--overwrite has no effect with --resume (a resumed run continues its files)",
-                      "drop --overwrite");
-  }
   const Config cfg =
       resume.empty() ? flags.apply(Config{}) : flags.apply_to_resumed(resumable_config(resume));
   TrainOptions opts;
@@ -312,7 +306,8 @@ struct TrainCommand : Command {
                     "processes); under another --mode, --modules, --partition or --replicas "
                     "the weights and optimizer moments carry over by name");
     app->add_flag("--overwrite", overwrite,
-                  "replace the run already in --out-dir (else a non-empty out-dir is refused)");
+                  "replace the run already in --out-dir (else an out-dir holding a run is "
+                  "refused, and on --resume one holding another run)");
     app->add_option("--rank", env.rank, "this process's rank [RANK]");
     app->add_option("--world-size", env.world_size, "number of processes [WORLD_SIZE]");
     app->add_option("--local-rank", env.local_rank, "rank on this machine [LOCAL_RANK]");

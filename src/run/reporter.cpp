@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iterator>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -75,28 +76,43 @@ std::string metrics_path(const Config& cfg) {
              : cfg.train.metrics;
 }
 
-Reporter::Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step)
-    : cfg_(cfg), log_(log), quiet_(quiet), last_step_(first_step) {
+std::set<std::string> metrics_runs(const std::string& path) {
+  std::set<std::string> runs;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    try {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      runs.insert(j.contains("run") ? j["run"].get<std::string>() : "");
+    } catch (const std::exception&) {  // a line cut by a crash
+    }
+  }
+  return runs;
+}
+
+Reporter::Reporter(const Config& cfg, const std::string& run, std::ostream& log, bool quiet,
+                   bool replace, int64_t first_step)
+    : cfg_(cfg), run_(run), log_(log), quiet_(quiet), last_step_(first_step) {
   const std::string path = metrics_path(cfg);
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  if (!fresh) keep_records_up_to(path, first_step);
-  metrics_.open(path, fresh ? std::ios::trunc : std::ios::app);
+  if (!replace) keep_records_up_to(path, first_step);
+  metrics_.open(path, replace ? std::ios::trunc : std::ios::app);
   if (!metrics_) throw Error("cannot write metrics file " + path, "check --out-dir / --metrics");
-  // The curves follow the metrics: a fresh run's replace those of the run the out-dir held, a
-  // resumed run's drop the stopped run's points past first_step (and a TensorBoard that has read
-  // them already drops them at the SessionLog START).
-  if (fresh) {
+  // The curves follow the metrics: they replace those of the run the out-dir held, or a resumed
+  // run's drop the stopped run's points past first_step (and a TensorBoard that has read them
+  // already drops them at the SessionLog START).
+  if (replace) {
     remove_event_files(cfg.train.out_dir);
   } else {
     keep_events_up_to(cfg.train.out_dir, first_step);
   }
-  events_.emplace(cfg.train.out_dir);
-  if (!fresh) events_->session_start(first_step + 1);
+  events_.emplace(cfg.train.out_dir, run);
+  if (first_step > 0) events_->session_start(first_step + 1);  // a resumed run's
   start_ = last_time_ = Clock::now();
 }
 
-void Reporter::record(const nlohmann::json& j, const std::string& group) {
+void Reporter::record(nlohmann::json j, const std::string& group) {
+  j["run"] = run_;  // a string: no scalar of its own
   metrics_ << j.dump() << std::endl;
   events_->scalars(j["step"].get<int64_t>(), scalars_of(j, group));
 }

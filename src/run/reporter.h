@@ -7,6 +7,7 @@
 #include <fstream>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <string>
 
 #include "ouroboros/core/config.h"
@@ -21,16 +22,20 @@ namespace ouroboros {
 // one may be cut by a crash). Anything else is a ConfigError: it is never truncated.
 void check_is_metrics(const std::string& path);
 std::string metrics_path(const Config& cfg);
+// The run ids of a metrics file's records, "" for records written before runs had ids (none for
+// a file that is missing or empty).
+std::set<std::string> metrics_runs(const std::string& path);
 
 class Reporter {
  public:
   using Clock = std::chrono::steady_clock;
-  // Every record goes to the metrics file and, as scalars "<group>/<field>", to a new TensorBoard
-  // event file in the out-dir (a fresh run first removes the event files there). A resumed run
-  // (fresh = false) continues the metrics and the curves from first_step: records past it,
-  // written after the checkpoint by the run that stopped, are dropped from both so none appears
-  // twice.
-  Reporter(const Config& cfg, std::ostream& log, bool quiet, bool fresh, int64_t first_step);
+  // Every record, with the run's id, goes to the metrics file and, as scalars "<group>/<field>",
+  // to a new TensorBoard event file in the out-dir, named with the id. `replace` (a fresh run, or
+  // --overwrite) first empties the metrics file and removes the event files there; otherwise the
+  // run continues the metrics and the curves from first_step: records past it, written after the
+  // checkpoint by the run that stopped, are dropped from both so none appears twice.
+  Reporter(const Config& cfg, const std::string& run, std::ostream& log, bool quiet, bool replace,
+           int64_t first_step);
 
   void loss(int64_t tick, double value);
   void eval(int64_t step, const std::string& split, const EvalResult& r, bool chars);
@@ -49,9 +54,10 @@ class Reporter {
 
  private:
   // One record: a line of the metrics file and one event of scalars "<group>/<field>".
-  void record(const nlohmann::json& j, const std::string& group);
+  void record(nlohmann::json j, const std::string& group);
 
   const Config& cfg_;
+  const std::string run_;
   std::ostream& log_;
   bool quiet_;
   std::ofstream metrics_;

@@ -1,9 +1,12 @@
 // What a run checks and prepares before its first tick (see setup.h).
 #include "setup.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <iomanip>
 #include <memory>
+#include <random>
+#include <set>
 #include <sstream>
 #include <system_error>
 #include <vector>
@@ -84,8 +87,18 @@ void check_fits_memory(const Config& cfg, const LanguageModel& model) {
   }
 }
 
-void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bool overwrite) {
-  if (resuming || overwrite) return;
+std::string fresh_run_id() {
+  std::random_device rd;
+  const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(v));
+  return hex;
+}
+
+namespace {
+
+// A fresh run: refused wherever a run left its checkpoint, metrics or curves.
+void check_fresh_out_dir(const Config& cfg, const std::string& ckpt) {
   const std::string metrics = metrics_path(cfg);
   std::vector<std::string> found;
   std::error_code ec;
@@ -102,6 +115,57 @@ void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bo
   throw ConfigError("out-dir " + cfg.train.out_dir + " already holds a run (" + names + ")",
                     "continue it with --resume " + ckpt +
                         ", replace it with --overwrite, or choose another --out-dir");
+}
+
+// A resumed run: refused where the checkpoint (either kind), metrics or curves are another run's.
+void check_resumed_out_dir(const Config& cfg, const std::string& resume, const std::string& run) {
+  const std::string& dir = cfg.train.out_dir;
+  std::error_code ec;
+  const bool own = std::filesystem::equivalent(checkpoint_dir(resume), dir, ec);
+  auto other = [&](const std::string& id) { return id.empty() || run.empty() ? !own : id != run; };
+  std::vector<std::string> found;
+  std::string other_id;
+  auto add = [&](const std::string& what, const std::set<std::string>& ids) {
+    for (const auto& id : ids) {
+      if (!other(id)) continue;
+      if (other_id.empty()) other_id = id;
+      if (found.empty() || found.back() != what) found.push_back(what);
+    }
+  };
+  for (const char* name : {"ckpt.pt", "ckpt"}) {
+    const std::string path = (std::filesystem::path(dir) / name).string();
+    if (!std::filesystem::is_regular_file(path, ec) && !is_sharded_checkpoint(path)) continue;
+    std::string id;
+    try {
+      id = checkpoint_run(path);
+    } catch (const CheckpointError&) {  // not a checkpoint: no id, like one from before ids
+    }
+    add(name, {id});
+  }
+  const std::string metrics = metrics_path(cfg);
+  add(std::filesystem::path(metrics).filename(), metrics_runs(metrics));
+  add("TensorBoard event files", event_file_runs(dir));
+  if (found.empty()) return;
+  std::string names;
+  for (const auto& f : found) names += (names.empty() ? "" : ", ") + f;
+  throw ConfigError(
+      "out-dir " + dir + " holds another run (" +
+          (other_id.empty() ? "" : "run " + other_id + ": ") + names + "); resuming " + resume +
+          " (run " + (run.empty() ? "without id" : run) + ") there would mix them",
+      "resume into the checkpoint's own directory " + checkpoint_dir(resume) +
+          ", choose an empty --out-dir, or replace " + dir + "'s run with --overwrite");
+}
+
+}  // namespace
+
+void check_out_dir(const Config& cfg, const std::string& ckpt, const std::string& resume,
+                   const std::string& run, bool overwrite) {
+  if (overwrite) return;
+  if (resume.empty()) {
+    check_fresh_out_dir(cfg, ckpt);
+  } else {
+    check_resumed_out_dir(cfg, resume, run);
+  }
 }
 
 void remove_partial_writes(const std::string& ckpt) {

@@ -24,8 +24,15 @@ void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>&
 // until the kernel kills it (estimated_memory_bytes against the physical memory).
 void check_fits_memory(const Config& cfg, const LanguageModel& model);
 
-// Refuses to write over another run's files, unless resuming or told to overwrite.
-void check_out_dir(const Config& cfg, const std::string& ckpt, bool resuming, bool overwrite);
+// A fresh run's id: 16 hex digits of a random 64-bit number.
+std::string fresh_run_id();
+
+// Refuses to write over another run's files, unless told to overwrite: a fresh run (resume "")
+// over any run's, a resumed run over those of a run other than its checkpoint's (id `run`, ""
+// for a checkpoint written before runs had ids). Files without an id count as another run's
+// unless the out-dir is the checkpoint's own directory.
+void check_out_dir(const Config& cfg, const std::string& ckpt, const std::string& resume,
+                   const std::string& run, bool overwrite);
 
 // Temporary files of a writer that died mid-write (the out-dir lock is held, so no other writer
 // is at work): ckpt.pt.tmp.* beside a single file; a sharded directory's are removed with its

@@ -206,6 +206,21 @@ bool holds_events(const std::string& dir) {
   return false;
 }
 
+std::set<std::string> event_file_runs(const std::string& dir) {
+  std::set<std::string> runs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (!is_event_file(name) || tf_records(read_file(e.path())).size() <= 1) continue;
+    // Without an id the name ends in the writer's file count, never 16 characters long.
+    const std::string last = name.substr(name.rfind('.') + 1);
+    const bool id =
+        last.size() == 16 && last.find_first_not_of("0123456789abcdef") == std::string::npos;
+    runs.insert(id ? last : "");
+  }
+  return runs;
+}
+
 void remove_event_files(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -239,7 +254,7 @@ void keep_events_up_to(const std::string& dir, int64_t step) {
   }
 }
 
-EventFileWriter::EventFileWriter(const std::string& dir) {
+EventFileWriter::EventFileWriter(const std::string& dir, const std::string& run) {
   int64_t seconds = static_cast<int64_t>(now_seconds());
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -250,8 +265,9 @@ EventFileWriter::EventFileWriter(const std::string& dir) {
   char host[256] = "localhost";
   gethostname(host, sizeof host - 1);
   char name[512];
-  std::snprintf(name, sizeof name, "%s%010lld.%s.%d.%d", kPrefix, static_cast<long long>(seconds),
-                host, static_cast<int>(getpid()), files++);
+  std::snprintf(name, sizeof name, "%s%010lld.%s.%d.%d%s%s", kPrefix,
+                static_cast<long long>(seconds), host, static_cast<int>(getpid()), files++,
+                run.empty() ? "" : ".", run.c_str());
   path_ = (std::filesystem::path(dir) / name).string();
   out_.open(path_, std::ios::binary);
   if (!out_) throw Error("cannot write TensorBoard event file " + path_, "check --out-dir");

@@ -145,6 +145,7 @@ class Run {
   std::optional<Checkpoint> ck_;
   std::optional<Dataset> ds_;
   std::string ckpt_path_;
+  std::string run_;  // the run's id (the lead's), kept in its checkpoints and metrics
   std::unique_ptr<LanguageModel> model_;
   c10::Device device_{c10::kCPU};
   ParamSet params_;
@@ -212,9 +213,11 @@ void Run::load_inputs() {
   set_tf32(cfg_.train.tf32 != 0, device_);
   if (role_.lead && role_.single_process && device_.is_cpu()) check_fits_memory(cfg_, *model_);
   if (role_.lead) {
-    check_out_dir(cfg_, ckpt_path_, ck_.has_value(), opts_.overwrite);
+    check_out_dir(cfg_, ckpt_path_, opts_.resume, ck_ ? ck_->run : "", opts_.overwrite);
     check_is_metrics(metrics_path(cfg_));
   }
+  // A checkpoint written before runs had ids continues under a new one.
+  run_ = ck_ && !ck_->run.empty() ? ck_->run : fresh_run_id();
 
   at::set_num_threads(static_cast<int>(cfg_.train.threads));
   if (ds_) valid_bytes_per_token_ = bytes_per_token(ds_->tokenizer, ds_->valid);
@@ -223,6 +226,8 @@ void Run::load_inputs() {
     if (!warning.empty()) log_ << warning << std::endl;
     log_ << "config " << cfg_.to_json().dump() << std::endl;
     log_ << "data " << ds_->description << std::endl;
+    log_ << "run " << run_ << (ck_ ? " resumed" : " started") << " | out-dir " << cfg_.train.out_dir
+         << std::endl;
   }
 }
 
@@ -273,7 +278,7 @@ void Run::open_out_dir() {
   std::filesystem::create_directories(cfg_.train.out_dir);
   lock_.emplace(cfg_.train.out_dir);
   remove_partial_writes(ckpt_path_);
-  reporter_.emplace(cfg_, log_, opts_.quiet, !ck_, step_);
+  reporter_.emplace(cfg_, run_, log_, opts_.quiet, !ck_ || opts_.overwrite, step_);
 }
 
 // The job loop: ticks, then whatever falls at the step they reach (validation, a checkpoint).
@@ -406,6 +411,7 @@ void Run::save(int64_t at_step, bool final) {
   } else if (!role_.lead) {
     return;
   }
+  out.run = run_;
   out.config = cfg_;
   out.tokenizer = ds_->tokenizer;
   out.step = at_step;

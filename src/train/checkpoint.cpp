@@ -140,6 +140,7 @@ GenericDict header_dict(const Checkpoint& ck) {
   }
   GenericDict d = new_dict();
   d.insert("format_version", kCheckpointFormatVersion);
+  if (!ck.run.empty()) d.insert("run", ck.run);
   d.insert("config", ck.config.to_json().dump());
   d.insert("tokenizer", tokenizer);
   d.insert("step", ck.step);
@@ -163,8 +164,18 @@ GenericDict read_dict(const std::string& path, const std::string& what) {
   return d;
 }
 
+// The run id, 16 hex digits: it names files in the out-dir (event files), so nothing else.
+std::string run_of(const std::string& path, const GenericDict& d) {
+  const std::string run = field(path, "run", [&] { return d.at("run").toStringRef(); });
+  if (run.size() != 16 || run.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    throw CheckpointError("checkpoint " + path + " has no valid 'run' entry", kDamagedHint);
+  }
+  return run;
+}
+
 void read_header(const std::string& path, const GenericDict& d, Checkpoint& ck) {
   const int64_t version = d.at("format_version").toInt();
+  if (d.contains("run")) ck.run = run_of(path, d);
   std::string config_text = field(path, "config", [&] { return d.at("config").toStringRef(); });
   try {
     ck.config = checkpoint_config(nlohmann::json::parse(config_text));
@@ -496,6 +507,19 @@ int64_t save_manifest(const std::string& dir, const Checkpoint& meta, int64_t id
     }
   }
   return bytes;
+}
+
+std::string checkpoint_run(const std::string& path) {
+  const bool sharded = is_sharded_checkpoint(path);
+  const std::string file = sharded ? (std::filesystem::path(path) / kManifest).string() : path;
+  const GenericDict d = read_dict(file, sharded ? "checkpoint manifest" : "checkpoint");
+  return d.contains("run") ? run_of(file, d) : "";
+}
+
+std::string checkpoint_dir(const std::string& path) {
+  std::filesystem::path at = std::filesystem::path(path).lexically_normal();
+  if (!at.has_filename()) at = at.parent_path();  // "runs/x/ckpt/"
+  return at.has_parent_path() ? at.parent_path().string() : ".";
 }
 
 Checkpoint load_checkpoint(const std::string& path) {

@@ -29,8 +29,8 @@ struct Case {
 };
 
 std::string name_of(const Case& c) {
-  return std::string(c.xl ? "XL_" : "") + "K" + std::to_string(c.K) + "_M" +
-         std::to_string(c.M) + "_" + c.optimizer + (c.tolerant ? "_dropout_predicted" : "");
+  return std::string(c.xl ? "XL_" : "") + "K" + std::to_string(c.K) + "_M" + std::to_string(c.M) +
+         "_" + c.optimizer + (c.tolerant ? "_dropout_predicted" : "");
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << name_of(c); }

@@ -290,15 +290,19 @@ TEST(TrainerTest, MetricsFileHasOneJsonObjectPerLine) {
     for (const auto& item : j.items()) k.insert(item.key());
     return k;
   };
-  const std::set<std::string> progress = {"step", "loss", "lr", "tokens_per_s", "elapsed_s"};
-  const std::set<std::string> eval = {"step", "split", "loss", "tokens", "bpc", "bpb", "elapsed_s"};
-  const std::set<std::string> saved = {"step", "checkpoint_mib", "checkpoint_s", "in_flight"};
+  const std::set<std::string> progress = {"run", "step", "loss", "lr", "tokens_per_s", "elapsed_s"};
+  const std::set<std::string> eval = {"run",    "step", "split", "loss",
+                                      "tokens", "bpc",  "bpb",   "elapsed_s"};
+  const std::set<std::string> saved = {"run", "step", "checkpoint_mib", "checkpoint_s",
+                                       "in_flight"};
   const std::vector<std::pair<int64_t, const std::set<std::string>*>> expected = {
       {5, &progress},  {10, &progress}, {10, &eval}, {15, &progress},
       {20, &progress}, {20, &saved},    {20, &eval}};
   for (size_t i = 0; i < lines.size(); ++i) {
     EXPECT_EQ(lines[i]["step"].get<int64_t>(), expected[i].first) << lines[i].dump();
     EXPECT_EQ(keys(lines[i]), *expected[i].second) << lines[i].dump();
+    // Every record names the run its checkpoint names.
+    EXPECT_EQ(lines[i]["run"].get<std::string>(), load_checkpoint(r.checkpoint).run);
   }
   EXPECT_EQ(lines[2]["tokens"].get<int64_t>(), 4 * 16);  // eval_batches 1 x batch 4 x T 16
   EXPECT_EQ(lines[5]["in_flight"].get<int64_t>(), 0);    // the last checkpoint drains

@@ -70,6 +70,34 @@ TEST(CheckpointTest, RoundTripRestoresEverything) {
             0.0);
 }
 
+// The run's id comes back, and is read alone; a file written before runs had ids has none, and
+// an id that could not name a file is refused.
+TEST(CheckpointTest, RunIdRoundTripsAndMayBeAbsent) {
+  TempDir dir;
+  Checkpoint ck = make_checkpoint();
+  ck.run = "3f2a9c01d4e5b6a7";
+  const std::string path = (dir.path() / "ckpt.pt").string();
+  save_checkpoint(path, ck);
+  EXPECT_EQ(load_checkpoint(path).run, "3f2a9c01d4e5b6a7");
+  EXPECT_EQ(checkpoint_run(path), "3f2a9c01d4e5b6a7");
+
+  ck.run = "";  // no "run" entry, as before ids
+  save_checkpoint(path, ck);
+  EXPECT_EQ(load_checkpoint(path).run, "");
+  EXPECT_EQ(checkpoint_run(path), "");
+  EXPECT_EQ(load_checkpoint(path).step, 2);
+
+  ck.run = "../../etc/passwd";
+  save_checkpoint(path, ck);
+  EXPECT_NE(checkpoint_error([&] { load_checkpoint(path); }).find("has no valid 'run' entry"),
+            std::string::npos);
+  EXPECT_NE(checkpoint_error([&] { checkpoint_run(path); }).find("has no valid 'run' entry"),
+            std::string::npos);
+  EXPECT_EQ(checkpoint_dir("runs/a/ckpt.pt"), "runs/a");
+  EXPECT_EQ(checkpoint_dir("runs/a/ckpt/"), "runs/a");
+  EXPECT_EQ(checkpoint_dir("ckpt.pt"), ".");
+}
+
 TEST(CheckpointTest, AtomicWriteLeavesNoTemporaryFile) {
   TempDir dir;
   Checkpoint ck = make_checkpoint();

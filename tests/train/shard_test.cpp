@@ -75,6 +75,17 @@ TEST(ShardTest, ShardsMergeIntoTheSingleFileCheckpoint) {
   EXPECT_FALSE(a.pipeline.saved());  // drained shards: no pipeline
 }
 
+// The manifest carries the run's id, as a single file does.
+TEST(ShardTest, TheManifestCarriesTheRunId) {
+  TempDir dir;
+  Checkpoint ck = three_modules();
+  ck.run = "00000000000000ff";
+  const fs::path sharded = dir.path() / "ckpt";
+  write_sharded(sharded, ck, 41);
+  EXPECT_EQ(checkpoint_run(sharded.string()), "00000000000000ff");
+  EXPECT_EQ(load_checkpoint(sharded.string()).run, "00000000000000ff");
+}
+
 TEST(ShardTest, ANewManifestRetiresTheShardsOfTheLastOne) {
   TempDir dir;
   const fs::path sharded = dir.path() / "ckpt";

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,11 +35,15 @@ std::string scalars_event(double wall_time, int64_t step, const std::vector<Scal
 // files hold at `step` and later (a restart from a checkpoint recomputes it).
 std::string session_start_event(double wall_time, int64_t step);
 
-// Whether a file name is an event file's, events.out.tfevents.<seconds>.<host>.<pid>.<n>.
+// Whether a file name is an event file's, events.out.tfevents.<seconds>.<host>.<pid>.<n>, and
+// then .<run> (the writer's run id) where the run had one.
 bool is_event_file(const std::string& filename);
 // Whether a directory's event files hold any event besides their file_version: the curves of
 // a run, not only the opening of one killed before its first record.
 bool holds_events(const std::string& dir);
+// The run ids in the names of a directory's event files that hold events ("" for a name
+// without one).
+std::set<std::string> event_file_runs(const std::string& dir);
 // Removes the event files in a directory.
 void remove_event_files(const std::string& dir);
 // Rewrites the event files in a directory without their events past `step` (and without a
@@ -51,7 +56,8 @@ void keep_events_up_to(const std::string& dir, int64_t step);
 // flushed, so a live TensorBoard sees it and a killed run leaves a readable file.
 class EventFileWriter {
  public:
-  explicit EventFileWriter(const std::string& dir);
+  // `run`: the id that ends the file's name (none when "").
+  explicit EventFileWriter(const std::string& dir, const std::string& run = "");
   void scalars(int64_t step, const std::vector<Scalar>& values);
   void session_start(int64_t step);
   const std::string& path() const { return path_; }

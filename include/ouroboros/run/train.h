@@ -48,7 +48,10 @@ struct TrainOptions {
   // Builds the method instead of make_method (worker processes, the serial simulator).
   MethodFactory method_factory;
   RankRole role;
-  bool overwrite = false;  // write over a finished run's checkpoint and metrics in out_dir
+  // Replace the run out_dir holds, also on resume: its metrics and event files start afresh, its
+  // checkpoint is replaced at the first save. Otherwise a fresh run is refused an out-dir holding
+  // a run, and a resumed one an out-dir holding another run (check_out_dir).
+  bool overwrite = false;
   // Answer request_stop() within about this many seconds (runs are cut into pieces that long;
   // 0 = never look): the run drains, writes its checkpoint and returns with stopped set.
   double stop_check_seconds = 0.0;

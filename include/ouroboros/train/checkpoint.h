@@ -1,7 +1,7 @@
 // Checkpoints: one file that Python's torch.load reads as a dict (model weights by GPT-2 name,
 // optimizer state, config JSON, vocabulary, step, RNG state, per-tensor checksums,
-// format_version, the batches in flight), written atomically; or, from a multi-process run, a
-// directory of one such shard per rank and a manifest.
+// format_version, the batches in flight, the run's id), written atomically; or, from a
+// multi-process run, a directory of one such shard per rank and a manifest.
 #pragma once
 
 #include <cstdint>
@@ -23,10 +23,15 @@ namespace ouroboros {
 // batches); pending messages of micro-batches carry "micro". 2: the vocabulary as bytes
 // (tokenizer.vocab_bytes, tokenizer.vocab_offsets), and for bpe and unigram the serialized
 // sentencepiece model (tokenizer.model, uint8; for gpt2, added since, its tokenizer.json); 1, still
-// read: as a list of strings, which Python cannot unpickle for byte vocabularies.
+// read: as a list of strings, which Python cannot unpickle for byte vocabularies. The run's id
+// ("run") came within format 3: a reader that does not know it never looks it up, and a file
+// without it has none.
 constexpr int64_t kCheckpointFormatVersion = 3;
 
 struct Checkpoint {
+  // The run that wrote it, 16 hex digits (a resumed run keeps it); "" in files written before
+  // runs had ids.
+  std::string run;
   Config config;
   Tokenizer tokenizer = Tokenizer::byte_level();
   ParamSet model;  // plain tensors (no grad)
@@ -49,6 +54,11 @@ int64_t save_checkpoint(const std::string& path, const Checkpoint& ck);
 // line: which file, what is wrong, how to fix), also when a model tensor does not match its
 // checksum, a shard is missing or belongs to another checkpoint.
 Checkpoint load_checkpoint(const std::string& path);
+// The run id of a single file or a sharded directory's manifest ("" for none), read without the
+// rest of the checkpoint. Throws CheckpointError for a file that is not a checkpoint.
+std::string checkpoint_run(const std::string& path);
+// The directory a checkpoint lies in: the one holding ckpt.pt or ckpt/ ("." for a bare name).
+std::string checkpoint_dir(const std::string& path);
 
 // One rank's part of a multi-process run's checkpoint: its workers' weights and optimizer state,
 // the dropout generators and memories of its modules, and its batches in flight.

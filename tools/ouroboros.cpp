@@ -226,13 +226,14 @@ int cmd_plan(const ConfigFlags& flags, int64_t ticks, const Link& link) {
   std::cout << plan.summary();
   // The estimate that train checks against the machine's memory (all workers in one process).
   const auto mib = [&](const Config& c) {
-    return std::to_string(std::llround(estimated_memory_bytes(c, *model) / (1024.0 * 1024.0)));
+    return std::to_string(
+        std::llround(estimated_memory_bytes(c, *model, plan) / (1024.0 * 1024.0)));
   };
   std::cout << "memory estimate: " << mib(cfg) << " MiB (all workers in one process)";
   if (resolved_mode(cfg.engine) == Mode::kOuroboros && cfg.engine.recompute == Recompute::kNone) {
     Config recomputed = cfg;
     recomputed.engine.recompute = Recompute::kDelayed;
-    std::cout << "; " << mib(recomputed) << " MiB with --recompute delayed";
+    std::cout << "; " << mib(recomputed) << " MiB with --recompute delayed on this cut";
   }
   std::cout << "\n";
   if (ticks > 0) std::cout << "\nfirst " << ticks << " ticks:\n" << plan.delayed.grid(ticks);

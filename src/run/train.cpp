@@ -2,6 +2,7 @@
 // periodic evaluation, atomic checkpoints and exact resume.
 #include "ouroboros/run/train.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "ouroboros/core/system.h"
 #include "ouroboros/data/dataset.h"
 #include "ouroboros/data/stream.h"
+#include "ouroboros/plan/planner.h"
 #include "ouroboros/run/methods.h"
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/optim.h"
@@ -58,6 +60,11 @@ int64_t fresh_checkpoint_id() {
 }  // namespace
 
 double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
+  if (resolved_mode(cfg.engine) != Mode::kOuroboros) return estimated_memory_bytes(cfg, model, {});
+  return estimated_memory_bytes(cfg, model, make_plan(cfg, model.cost_model(cfg.train.batch_size)));
+}
+
+double estimated_memory_bytes(const Config& cfg, const LanguageModel& model, const Plan& plan) {
   const double P = static_cast<double>(model.param_count());
   const Mode mode = resolved_mode(cfg.engine);
   const double K = static_cast<double>(cfg.engine.modules);
@@ -73,17 +80,36 @@ double estimated_memory_bytes(const Config& cfg, const LanguageModel& model) {
                L = static_cast<double>(m.n_layer), V = static_cast<double>(m.vocab_size);
   const double keys = model.recurrent() ? T + static_cast<double>(m.mem_len) : T;
   // Saved tensors of one block per sequence (attention scores, MLP, LayerNorms), and the logits.
-  const double per_block = T * C * 34.0 + H * T * keys * 5.0;
-  double in_flight = mode == Mode::kOuroboros ? (K + 1.0) / 2.0 : 1.0;  // batches per module
-  // Recomputed, modules 2 to K-1 keep one input per batch in flight (module k: K - k + 1), and
-  // the graphs alive at once are about one batch's: module K's and the one being recomputed.
-  double inputs = 0.0;
-  if (mode == Mode::kOuroboros && cfg.engine.recompute == Recompute::kDelayed) {
-    in_flight = 1.0;
-    inputs = T * C * ((K - 1.0) * K / 2.0 - 1.0);
+  const double per_block = T * C * 34.0 + H * T * keys * 5.0, logits = T * V * 3.0;
+  // Graphs held at once, in blocks times batches: one batch's for the other methods.
+  double block_batches = L, head_batches = 1.0, inputs = 0.0;
+  if (mode == Mode::kOuroboros) {
+    // Module k < K holds its graph of K - k + 1 whole batches (a middle worker forwards every
+    // piece before it back-propagates); module K one piece at a time. Recomputed, the delayed
+    // modules keep one input per batch instead, and one piece's graph lives while recomputed.
+    const double M = static_cast<double>(plan.micro_batches);
+    const bool recompute = cfg.engine.recompute == Recompute::kDelayed;
+    block_batches = 0.0;
+    double largest_delayed = 0.0;
+    for (const ModulePlan& mod : plan.partition.modules) {
+      const double blocks = static_cast<double>(mod.end_block - mod.first_block);
+      const double held = static_cast<double>(mod.delay() + 1);
+      if (mod.head) {
+        block_batches += blocks / M;
+      } else if (recompute) {
+        largest_delayed = std::max(largest_delayed, blocks);
+        if (!mod.embed) inputs += held * T * C;
+      } else {
+        block_batches += blocks * held;
+      }
+    }
+    block_batches += largest_delayed / M;
+    head_batches = 1.0 / M;
   }
-  const double activations = B * (L * per_block * in_flight + inputs + T * V * 3.0);
-  return 4.0 * (P * (2.0 + state + versions) + activations);
+  const double activations = B * (per_block * block_batches + logits * head_batches + inputs);
+  // The process itself: libtorch's code, the allocator's arenas, the thread stacks.
+  constexpr double kRuntimeBytes = 64.0 * 1024 * 1024;
+  return 4.0 * (P * (2.0 + state + versions) + activations) + kRuntimeBytes;
 }
 
 void request_stop(int signal_number) {

@@ -203,28 +203,27 @@ TEST_F(CliTest, ImpossibleSizesAreRefusedUpFront) {
   // Past any model, or past what the machine can run: refused before anything grows.
   expect_failure("plan --modules 3 --n-layer 2000000000", "n_layer 2000000000 is more than");
   expect_failure("plan --modules 3 --ticks 2000000000", "--ticks 2000000000 is more than 10000");
-  // An Ouroboros run that would fit with recomputation says so: the depth at which the estimate
-  // passes 1.5x this machine's memory keeps well under it with --recompute delayed.
+  // An Ouroboros run that would fit with recomputation says so: at the first batch (doubling)
+  // whose estimate passes this machine's memory, --recompute delayed keeps well under it.
   using namespace ouroboros;
   Config c;
+  c.model.n_layer = 16;
   c.model.n_head = 2;
   c.model.n_embd = 16;
   c.model.block_size = 16;
   c.model.vocab_size = 64;
-  c.train.batch_size = 64;
-  c.engine.modules = 8;
+  c.engine.modules = 4;
+  const double have = physical_memory_bytes();
+  for (c.train.batch_size = 1024; c.train.batch_size < (int64_t{1} << 24);) {
+    c.train.batch_size *= 2;
+    if (estimated_memory_bytes(c, GPT(c.model)) > have) break;
+  }
   Config rc = c;
   rc.engine.recompute = Recompute::kDelayed;
-  const double have = physical_memory_bytes();
-  int64_t L = 8;
-  for (; L < 100000; L *= 2) {
-    c.model.n_layer = rc.model.n_layer = L;
-    if (estimated_memory_bytes(c, GPT(c.model)) > 1.5 * have) break;
-  }
-  ASSERT_LT(estimated_memory_bytes(rc, GPT(rc.model)), 0.8 * have) << "n_layer " << L;
+  const std::string B = std::to_string(c.train.batch_size);
+  ASSERT_LT(estimated_memory_bytes(rc, GPT(rc.model)), 0.8 * have) << "batch " << B;
   expect_failure(
-      train_args(corpus_.string(),
-                 {{"--n-layer", std::to_string(L)}, {"--batch-size", "64"}, {"--modules", "8"}}),
+      train_args(corpus_.string(), {{"--n-layer", "16"}, {"--batch-size", B}, {"--modules", "4"}}),
       "add --recompute delayed (about ");
   expect_failure(train_args(corpus_.string(), {{"--threads", "100000"}}),
                  "threads 100000 is more than this machine can use");

@@ -86,10 +86,15 @@ std::vector<TrainJob> training_jobs(const TrainConfig& cfg, int64_t from, int64_
 // Returns the lead's result (other ranks: steps and losses only).
 TrainResult train(Config cfg, const TrainOptions& opts);
 
+struct Plan;
+
 // Bytes a run in one process needs, estimated from the config before anything is allocated:
-// weights, gradients, optimizer state and the delayed modules' weight versions, plus the
-// activations of the batches in flight. train() refuses a run that needs more than the machine.
+// weights, gradients, optimizer state and the delayed modules' weight versions, the graphs (and,
+// recomputed, the inputs) the method holds at once, and the process's own runtime. train()
+// refuses a run that needs more than the machine; Ouroboros' is taken on its plan.
 double estimated_memory_bytes(const Config& cfg, const LanguageModel& model);
+// The same for Ouroboros on a given plan (its cut and micro-batches); other methods ignore it.
+double estimated_memory_bytes(const Config& cfg, const LanguageModel& model, const Plan& plan);
 
 // One rank of `ouroboros train` in a process group: train() with a OuroborosProcesses on every
 // rank, rank 0 leading; then rank 0 reports every rank's traffic. Returns rank 0's result.

@@ -115,6 +115,19 @@ inline std::pair<std::string, int> run_command(const std::string& cmd) {
   return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
+// The project's Python environment (scripts/python-env.sh) when it can import `module`, else the
+// system's; "" when neither can (the test then skips, naming the module).
+inline std::string python_with(const std::string& module) {
+  for (const std::string& py :
+       {std::string(OUROBOROS_SOURCE_DIR) + "/.venv/bin/python", std::string("/usr/bin/python3")}) {
+    if (fs::exists(py) &&
+        run_command(py + " -c 'import " + module + "' >/dev/null 2>&1").second == 0) {
+      return py;
+    }
+  }
+  return "";
+}
+
 struct CliRun {
   std::string output;  // stdout and stderr together
   int code = -1;

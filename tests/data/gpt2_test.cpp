@@ -65,22 +65,11 @@ std::string read(const fs::path& path) {
   return s.str();
 }
 
-// The project's Python environment (scripts/python-env.sh), else the system's; "" when neither
-// has `tokenizers`.
-std::string python_with_tokenizers() {
-  for (const std::string& py :
-       {std::string(OUROBOROS_SOURCE_DIR) + "/.venv/bin/python", std::string("/usr/bin/python3")}) {
-    if (fs::exists(py) && run_command(py + " -c 'import tokenizers' >/dev/null 2>&1").second == 0)
-      return py;
-  }
-  return "";
-}
-
 // One tokenizer trained by `tokenizers` for all tests, with its reference encodings of texts().
 class Gpt2Test : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    python_ = python_with_tokenizers();
+    python_ = ouroboros_test::python_with("tokenizers");
     if (python_.empty()) return;
     dir_ = new TempDir();
     dir_->write("texts.json", nlohmann::json(texts()).dump());

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ouroboros/core/config.h"
 #include "ouroboros/train/method.h"
 
 namespace ouroboros_test {
@@ -17,6 +18,16 @@ struct Recording {
   std::vector<std::map<int64_t, ouroboros::Tensor>> memory;       // segment memories, same ticks
   std::vector<double> losses;
 };
+
+// Segment t of B streams of a fixed random text (row b continues row b of segment t-1), so that
+// Transformer-XL's memories carry real context.
+inline ouroboros::Batch segment(const ouroboros::Config& c, int64_t t) {
+  at::Generator g = ouroboros::make_generator(77);
+  const int64_t T = c.model.block_size, n = 64 * T;
+  ouroboros::Tensor text = at::randint(c.model.vocab_size, {c.train.batch_size, n + 1}, g);
+  const int64_t start = (t * T) % n;
+  return {text.narrow(1, start, T).contiguous(), text.narrow(1, start + 1, T).contiguous()};
+}
 
 // Runs `ticks` ticks one at a time, recording the weights after each, then drains.
 inline Recording record(ouroboros::Method& m, const ouroboros::BatchFn& batch, int64_t ticks) {

@@ -55,19 +55,9 @@ Config case_config(const Case& c) {
   return cfg;
 }
 
-// Segment t of 4 streams of a fixed random text (row b continues row b of segment t-1), so that
-// Transformer-XL's memories carry real context; GPT reads the same batches.
-Batch segment(const Config& c, int64_t t) {
-  at::Generator g = make_generator(77);
-  const int64_t T = c.model.block_size, n = 64 * T;
-  Tensor text = at::randint(c.model.vocab_size, {c.train.batch_size, n + 1}, g);
-  const int64_t start = (t * T) % n;
-  return {text.narrow(1, start, T).contiguous(), text.narrow(1, start + 1, T).contiguous()};
-}
-
 Recording record(Method& m, const Config& c, int64_t ticks) {
   return ouroboros_test::record(
-      m, [&](int64_t t) { return segment(c, t); }, ticks);
+      m, [&](int64_t t) { return ouroboros_test::segment(c, t); }, ticks);
 }
 
 std::unique_ptr<LanguageModel> make_model(const Config& c) {

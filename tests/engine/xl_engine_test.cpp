@@ -38,18 +38,9 @@ Config xl_config(int64_t K) {
   return c;
 }
 
-// Segment t of 2 streams of a fixed random text: row b continues row b of segment t-1.
-Batch segment(const Config& c, int64_t t) {
-  at::Generator g = make_generator(77);
-  const int64_t T = c.model.block_size, n = 64 * T;
-  Tensor text = at::randint(c.model.vocab_size, {c.train.batch_size, n + 1}, g);
-  const int64_t start = (t * T) % n;
-  return {text.narrow(1, start, T).contiguous(), text.narrow(1, start + 1, T).contiguous()};
-}
-
 Recording record(Method& m, const Config& c, int64_t ticks) {
   return ouroboros_test::record(
-      m, [&](int64_t t) { return segment(c, t); }, ticks);
+      m, [&](int64_t t) { return ouroboros_test::segment(c, t); }, ticks);
 }
 
 // Bit for bit, and every one of the L layers has its memory after every tick.

@@ -27,19 +27,6 @@ using ouroboros_test::CliRun;
 using ouroboros_test::run_command;
 using ouroboros_test::TempDir;
 
-// The project's Python environment (scripts/python-env.sh) when it has transformers, else the
-// system's; "" when neither can import it.
-std::string python_with_transformers() {
-  for (const std::string& py :
-       {std::string(OUROBOROS_SOURCE_DIR) + "/.venv/bin/python", std::string("/usr/bin/python3")}) {
-    if (fs::exists(py) &&
-        run_command(py + " -c 'import transformers' >/dev/null 2>&1").second == 0) {
-      return py;
-    }
-  }
-  return "";
-}
-
 nlohmann::json safetensors_header(const fs::path& file, uint64_t* data_bytes) {
   std::ifstream in(file, std::ios::binary);
   unsigned char size[8];
@@ -147,7 +134,7 @@ std::string hex(const std::string& bytes) {
 }
 
 TEST(Export, TransformersGivesTheSameLogitsAndText) {
-  const std::string py = python_with_transformers();
+  const std::string py = ouroboros_test::python_with("transformers");
   if (py.empty()) {
     GTEST_SKIP() << "no Python with transformers (scripts/python-env.sh installs it into .venv)";
   }

@@ -26,19 +26,6 @@ using ouroboros_test::CliRun;
 using ouroboros_test::run_command;
 using ouroboros_test::TempDir;
 
-// The project's Python environment (scripts/python-env.sh) when it has tensorboard, else the
-// system's; "" when neither can import it.
-std::string python_with_tensorboard() {
-  for (const std::string& py :
-       {std::string(OUROBOROS_SOURCE_DIR) + "/.venv/bin/python", std::string("/usr/bin/python3")}) {
-    if (fs::exists(py) &&
-        run_command(py + " -c 'import tensorboard' >/dev/null 2>&1").second == 0) {
-      return py;
-    }
-  }
-  return "";
-}
-
 using Curves = std::map<std::string, std::map<int64_t, float>>;  // tag -> step -> value
 
 // The curves docs/USAGE.md promises for a metrics file: "<group>/<field>" for every number of a
@@ -96,7 +83,7 @@ std::vector<std::string> events_in(const fs::path& file) {
 class TensorBoardCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    py_ = python_with_tensorboard();
+    py_ = ouroboros_test::python_with("tensorboard");
     if (py_.empty()) {
       GTEST_SKIP() << "no Python with tensorboard (scripts/python-env.sh installs it into .venv)";
     }

@@ -68,7 +68,7 @@ void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>&
   }
 }
 
-void check_fits_memory(const Config& cfg, const LanguageModel& model) {
+double check_fits_memory(const Config& cfg, const LanguageModel& model) {
   const double need = estimated_memory_bytes(cfg, model), have = physical_memory_bytes();
   if (have > 0 && need > have) {
     std::string fix = "use fewer --n-layer, a smaller --n-embd or --batch-size";
@@ -85,6 +85,7 @@ void check_fits_memory(const Config& cfg, const LanguageModel& model) {
                           gib(have),
                       fix);
   }
+  return need;
 }
 
 std::string fresh_run_id() {

@@ -21,8 +21,9 @@ void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>&
                 const std::string& resume);
 
 // Refused before anything is allocated: a run past the machine's memory would otherwise grow
-// until the kernel kills it (estimated_memory_bytes against the physical memory).
-void check_fits_memory(const Config& cfg, const LanguageModel& model);
+// until the kernel kills it (estimated_memory_bytes against the physical memory). Returns the
+// estimate.
+double check_fits_memory(const Config& cfg, const LanguageModel& model);
 
 // A fresh run's id: 16 hex digits of a random 64-bit number.
 std::string fresh_run_id();

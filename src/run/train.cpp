@@ -182,6 +182,7 @@ class Run {
   Batches batches_;
   int64_t step_ = 0, end_ = 0;
   double valid_bytes_per_token_ = 0.0;  // the lead's corpus
+  double memory_estimate_ = 0.0;        // bytes; 0 where not estimated (processes, GPUs)
   std::optional<DirLock> lock_;
   std::optional<Reporter> reporter_;
   std::vector<double> losses_;
@@ -237,7 +238,9 @@ void Run::load_inputs() {
   model_ = make_model(cfg_.model);
   device_ = run_device(cfg_.train.device, role_.local_rank);
   set_tf32(cfg_.train.tf32 != 0, device_);
-  if (role_.lead && role_.single_process && device_.is_cpu()) check_fits_memory(cfg_, *model_);
+  if (role_.lead && role_.single_process && device_.is_cpu()) {
+    memory_estimate_ = check_fits_memory(cfg_, *model_);
+  }
   if (role_.lead) {
     check_out_dir(cfg_, ckpt_path_, opts_.resume, ck_ ? ck_->run : "", opts_.overwrite);
     check_is_metrics(metrics_path(cfg_));
@@ -268,7 +271,11 @@ void Run::build_method() {
   if (talk_ && !device_.is_cpu()) log_ << "device " << describe_device(device_) << std::endl;
   if (talk_) {
     log_ << "model " << name_of(cfg_.model.model) << ": " << cfg_.model.n_layer << " layers, "
-         << cfg_.model.n_embd << " wide, " << params_.numel() << " parameters" << std::endl;
+         << cfg_.model.n_embd << " wide, " << params_.numel() << " parameters";
+    if (memory_estimate_ > 0) {
+      log_ << " | memory estimate " << std::llround(memory_estimate_ / (1024.0 * 1024.0)) << " MiB";
+    }
+    log_ << std::endl;
   }
   method_ = opts_.method_factory ? opts_.method_factory(cfg_, *model_, params_)
                                  : make_method(cfg_, *model_, params_);

@@ -10,11 +10,12 @@
 namespace ouroboros {
 
 OuroborosThreads::OuroborosThreads(const LanguageModel& model, ParamSet params, const Config& cfg)
-    : model_(model),
-      cfg_(cfg),
-      params_(std::move(params)),
-      plan_(make_plan(cfg, model.cost_model(cfg.train.batch_size))),
-      clock_(cfg) {
+    : OuroborosThreads(model, std::move(params), cfg,
+                       make_plan(cfg, model.cost_model(cfg.train.batch_size))) {}
+
+OuroborosThreads::OuroborosThreads(const LanguageModel& model, ParamSet params, const Config& cfg,
+                                   Plan plan)
+    : model_(model), cfg_(cfg), params_(std::move(params)), plan_(std::move(plan)), clock_(cfg) {
   const int64_t W = plan_.partition.num_workers();
   const c10::Device base = params_.size() > 0 ? params_.tensors().front().device() : c10::kCPU;
   for (int64_t w = 0; w < W; ++w) {

@@ -277,8 +277,7 @@ void Worker::forward(int64_t k, int64_t s, int64_t micro, const TickWindow& w,
   }
   Tensor targets;
   if (plan.head) targets = rows(targets_.at(s), micro);
-  // A backward in a later tick recomputes this forward rather than keep its activations.
-  const bool keep_graph = !(recompute_ && plan.delay() > 0 && !w.synchronous);
+  const bool keep_graph = keeps_graph(plan, w.synchronous);
   if (!keep_graph) piece.generator = contexts_.at(k).generator->get_state();
   {
     torch::AutoGradMode grad(keep_graph && torch::GradMode::is_enabled());
@@ -461,8 +460,8 @@ void Worker::replay_forwards(int64_t k, const std::vector<BatchInFlight>& saved)
     ctx.memory = rec.memory_before;
     const int64_t M = pieces();
     // A recomputed piece keeps what its forward started from; the forward then only advances
-    // the generator, for the pieces after it.
-    const bool keep_graph = !(recompute_ && plan.delay() > 0);
+    // the generator, for the pieces after it. Saved batches wait for a later tick's backward.
+    const bool keep_graph = keeps_graph(plan, false);
     for (int64_t m = M == 1 ? 0 : 1; m <= (M == 1 ? 0 : M); ++m) {
       Piece piece;
       Tensor input = rows(b.input, m);

@@ -12,8 +12,8 @@
 
 namespace ouroboros {
 
-std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model,
-                                    ParamSet params) {
+std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params,
+                                    const Plan* plan) {
   keep_freed_memory();
   switch (resolved_mode(cfg.engine)) {
     case Mode::kGPipe:
@@ -26,6 +26,7 @@ std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& mode
     case Mode::kOuroboros:
       break;
   }
+  if (plan) return std::make_unique<OuroborosThreads>(model, std::move(params), cfg, *plan);
   return std::make_unique<OuroborosThreads>(model, std::move(params), cfg);
 }
 

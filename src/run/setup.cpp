@@ -68,8 +68,8 @@ void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>&
   }
 }
 
-double check_fits_memory(const Config& cfg, const LanguageModel& model) {
-  const double need = estimated_memory_bytes(cfg, model), have = physical_memory_bytes();
+double check_fits_memory(const Config& cfg, const LanguageModel& model, const Plan& plan) {
+  const double need = estimated_memory_bytes(cfg, model, plan), have = physical_memory_bytes();
   if (have > 0 && need > have) {
     std::string fix = "use fewer --n-layer, a smaller --n-embd or --batch-size";
     if (resolved_mode(cfg.engine) == Mode::kOuroboros && cfg.engine.recompute == Recompute::kNone) {

@@ -9,6 +9,7 @@
 #include "ouroboros/core/config.h"
 #include "ouroboros/data/dataset.h"
 #include "ouroboros/model/language_model.h"
+#include "ouroboros/plan/planner.h"
 #include "ouroboros/train/checkpoint.h"
 #include "ouroboros/train/method.h"
 
@@ -23,7 +24,8 @@ void check_data(Config& cfg, const Dataset& ds, const std::optional<Checkpoint>&
 // Refused before anything is allocated: a run past the machine's memory would otherwise grow
 // until the kernel kills it (estimated_memory_bytes against the physical memory). Returns the
 // estimate.
-double check_fits_memory(const Config& cfg, const LanguageModel& model);
+// plan: Ouroboros' (make_plan of the config), read by the estimate; the other methods ignore it.
+double check_fits_memory(const Config& cfg, const LanguageModel& model, const Plan& plan);
 
 // A fresh run's id: 16 hex digits of a random 64-bit number.
 std::string fresh_run_id();

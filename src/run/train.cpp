@@ -183,6 +183,7 @@ class Run {
   int64_t step_ = 0, end_ = 0;
   double valid_bytes_per_token_ = 0.0;  // the lead's corpus
   double memory_estimate_ = 0.0;        // bytes; 0 where not estimated (processes, GPUs)
+  std::optional<Plan> plan_;            // Ouroboros' plan where the estimate made it
   std::optional<DirLock> lock_;
   std::optional<Reporter> reporter_;
   std::vector<double> losses_;
@@ -239,7 +240,11 @@ void Run::load_inputs() {
   device_ = run_device(cfg_.train.device, role_.local_rank);
   set_tf32(cfg_.train.tf32 != 0, device_);
   if (role_.lead && role_.single_process && device_.is_cpu()) {
-    memory_estimate_ = check_fits_memory(cfg_, *model_);
+    // Ouroboros' plan serves the estimate and then the engine (make_method), made once.
+    if (resolved_mode(cfg_.engine) == Mode::kOuroboros) {
+      plan_ = make_plan(cfg_, model_->cost_model(cfg_.train.batch_size));
+    }
+    memory_estimate_ = check_fits_memory(cfg_, *model_, plan_ ? *plan_ : Plan{});
   }
   if (role_.lead) {
     check_out_dir(cfg_, ckpt_path_, opts_.resume, ck_ ? ck_->run : "", opts_.overwrite);
@@ -278,7 +283,7 @@ void Run::build_method() {
     log_ << std::endl;
   }
   method_ = opts_.method_factory ? opts_.method_factory(cfg_, *model_, params_)
-                                 : make_method(cfg_, *model_, params_);
+                                 : make_method(cfg_, *model_, params_, plan_ ? &*plan_ : nullptr);
   if (talk_) log_ << method_->describe() << std::flush;
 }
 

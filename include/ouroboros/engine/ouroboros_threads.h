@@ -23,6 +23,8 @@ namespace ouroboros {
 class OuroborosThreads : public Method {
  public:
   OuroborosThreads(const LanguageModel& model, ParamSet params, const Config& cfg);
+  // With the config's plan made already (make_plan(cfg, model.cost_model(batch_size))).
+  OuroborosThreads(const LanguageModel& model, ParamSet params, const Config& cfg, Plan plan);
   ~OuroborosThreads() override;
 
   void run(int64_t first, int64_t count, const BatchFn& batch, const LossFn& on_loss) override;

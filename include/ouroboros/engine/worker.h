@@ -111,6 +111,11 @@ class Worker {
   // micro > 0); a recurrent model reads and writes those rows of the memories.
   Tensor forward_piece(InFlight& rec, int64_t k, int64_t micro, const Tensor& input,
                        const Tensor& targets);
+  // Whether a forward of this module keeps its graph: not when its backward comes in a later
+  // tick (delay > 0 outside the synchronous warm-up) and engine.recompute recomputes it there.
+  bool keeps_graph(const ModulePlan& plan, bool synchronous) const {
+    return !(recompute_ && plan.delay() > 0 && !synchronous);
+  }
   // Piece `micro` of rec's batch through module k again, from its input, weights, dropout
   // generator and memories as the forward had them (engine.recompute): the forward's graph.
   Tensor recompute(const InFlight& rec, int64_t k, int64_t micro, const Piece& piece) const;

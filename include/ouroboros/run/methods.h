@@ -9,11 +9,13 @@
 namespace ouroboros {
 
 class DistContext;
+struct Plan;
 struct RankStats;
 
 // resolved_mode(cfg.engine): the reference trainer (sequential), the Ouroboros engine on
-// threads, GPipe or data parallelism.
-std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params);
+// threads, GPipe or data parallelism. `plan`: Ouroboros' plan when the caller made it already.
+std::unique_ptr<Method> make_method(const Config& cfg, const LanguageModel& model, ParamSet params,
+                                    const Plan* plan = nullptr);
 
 // Throws ConfigError, with what to use instead, for a config that processes cannot run: they run
 // Ouroboros (one ring or several), GPipe (one ring), or data parallelism as --modules 1
